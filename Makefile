@@ -1,0 +1,38 @@
+# Kaohe — `make help` lists every target.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help install run test test-fast bench lint clean
+
+help: ## List every target with its purpose
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Kaohe needs Python 3.11 (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the pinned dependencies
+	@true
+
+run: $(STAMP) ## Start everything on embedded defaults (SQLite under ./var, local broker); Ctrl-C stops
+	$(PY) -m services.kit.run
+
+test: $(STAMP) ## Run the whole test suite (SQLite, and PostgreSQL where reachable; real broker)
+	$(PY) -m pytest
+
+bench: $(STAMP) ## Measure intake throughput against a hello-world baseline (figures and ratios)
+	$(PY) -m bench.intake
+
+lint: $(STAMP) ## Check the import layering (services never import each other)
+	$(VENV)/bin/lint-imports
+
+clean: ## Remove the virtual environment and local data (./var)
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,1 @@
+"""Kaohe services: contracts (events), plumbing (kit) and one package per service."""

@@ -1,0 +1,12 @@
+"""Kafka topic names: the only names services share about each other."""
+
+INTAKE_EVENTS = "kaohe.intake.events.v1"
+SCORING_SCORES = "kaohe.scoring.scores.v1"
+RANKING_STANDINGS = "kaohe.ranking.standings.v1"
+
+ALL = (INTAKE_EVENTS,)
+
+
+def dead_letter(topic: str) -> str:
+    """The dead-letter topic of `topic` (convention: `<topic>.dlt`)."""
+    return f"{topic}.dlt"

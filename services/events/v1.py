@@ -1,0 +1,284 @@
+"""Event contracts, schema version 1: the envelope and one typed payload per event type.
+
+Within version 1 changes are additive only (new optional fields). A breaking change is a
+new module `v2.py` plus an upcaster in `registry.py`.
+"""
+
+from datetime import date, datetime, timezone
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+
+from services.events.vocabulary import (
+    CountyStatus,
+    DailyCheckKind,
+    FindingCategory,
+    Indicator,
+    InspectionMode,
+    Severity,
+)
+
+RegionCode = Annotated[str, StringConstraints(pattern=r"^[1-9]\d{5}$")]
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
+]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+LongText = Annotated[str, StringConstraints(max_length=4000)]
+Evidence = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=2000)]], Field(max_length=50)]
+
+EARLIEST = datetime(2010, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
+class Contract(BaseModel):
+    """Strict: an unknown or misspelt field is an error the partner gets to see."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- payloads ---------------------------------------------------------------------------
+
+
+class Finding(Contract):
+    finding_id: Identifier
+    category: FindingCategory
+    indicator: Indicator
+    severity: Severity
+    description: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+    village_id: Identifier | None = None
+    household_id: Identifier | None = None
+    responsible_unit: ShortText
+    responsible_person: ShortText
+    deadline: date
+
+
+class InspectionRecordedPayload(Contract):
+    inspection_id: Identifier
+    mode: InspectionMode
+    team_id: Identifier
+    villages_sampled: Annotated[int, Field(ge=0, le=10_000)]
+    households_sampled: Annotated[int, Field(ge=0, le=1_000_000)]
+    findings: Annotated[list[Finding], Field(max_length=500)] = []
+
+    @field_validator("findings")
+    @classmethod
+    def _unique_finding_ids(cls, findings: list[Finding]) -> list[Finding]:
+        seen: set[str] = set()
+        for f in findings:
+            if f.finding_id in seen:
+                raise ValueError(f"finding_id {f.finding_id!r} appears twice in this inspection")
+            seen.add(f.finding_id)
+        return findings
+
+
+class RectificationReportedPayload(Contract):
+    finding_id: Identifier
+    evidence: Annotated[Evidence, Field(min_length=1)]
+    note: LongText = ""
+
+
+class AcceptanceCheckPayload(Contract):
+    finding_id: Identifier
+    checked_by: ShortText
+    note: LongText = ""
+
+
+class FindingDisputedPayload(Contract):
+    finding_id: Identifier
+    evidence: Annotated[Evidence, Field(min_length=1)]
+
+
+class DisputeDecidedPayload(Contract):
+    finding_id: Identifier
+    decided_by: ShortText
+
+
+class DailyCheckRecordedPayload(Contract):
+    check_id: Identifier
+    kind: DailyCheckKind
+    items_checked: Annotated[int, Field(ge=1, le=1_000_000)]
+    items_failed: Annotated[int, Field(ge=0, le=1_000_000)]
+    note: LongText = ""
+
+    @field_validator("items_failed")
+    @classmethod
+    def _failed_within_checked(cls, failed: int, info: ValidationInfo) -> int:
+        checked = info.data.get("items_checked")
+        if checked is not None and failed > checked:
+            raise ValueError(f"items_failed ({failed}) cannot exceed items_checked ({checked})")
+        return failed
+
+
+class YearEndAssessmentRecordedPayload(Contract):
+    year: Annotated[int, Field(ge=2010, le=2100)]
+    score: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+
+
+class CountyStatusChangedPayload(Contract):
+    status: CountyStatus
+    exit_year: Annotated[int | None, Field(ge=2010, le=2100, validate_default=True)] = None
+
+    @field_validator("exit_year")
+    @classmethod
+    def _exit_year_matches_status(cls, exit_year: int | None, info: ValidationInfo) -> int | None:
+        status = info.data.get("status")
+        if status is CountyStatus.exited and exit_year is None:
+            raise ValueError("exit_year is required when status is 'exited'")
+        if status is CountyStatus.in_poverty and exit_year is not None:
+            raise ValueError("exit_year must be null when status is 'in_poverty'")
+        return exit_year
+
+
+class ReturnRiskPayload(Contract):
+    household_id: Identifier
+    reasons: Annotated[list[ShortText], Field(max_length=20)] = []
+
+
+class InspectorAbsenceRecordedPayload(Contract):
+    team_id: Identifier
+    inspector_id: Identifier
+    approved: bool
+
+
+# ---- envelopes --------------------------------------------------------------------------
+
+
+class Envelope(Contract):
+    """What every event carries; `recorded_at` and `sequence` are added by intake."""
+
+    event_id: UUID = Field(description="Chosen by the client; the same id twice is one event.")
+    schema_version: Literal[1] = 1
+    occurred_at: AwareDatetime = Field(description="When it happened in the field, with its UTC offset.")
+    region_code: RegionCode = Field(description="The county (GB/T 2260 code) the event is about.")
+    source: Annotated[str, StringConstraints(min_length=1, max_length=100)] = Field(
+        description="Which partner or app sent it."
+    )
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _plausible_time(cls, occurred_at: datetime) -> datetime:
+        if not (EARLIEST <= occurred_at < LATEST):
+            raise ValueError("occurred_at must lie between 2010-01-01 and 2100-01-01")
+        return occurred_at
+
+
+class InspectionRecorded(Envelope):
+    """督查/暗访: a visit and what it found. No findings is a clean visit, and it counts."""
+
+    type: Literal["inspection.recorded"] = "inspection.recorded"
+    payload: InspectionRecordedPayload
+
+    @field_validator("payload")
+    @classmethod
+    def _deadlines_after_visit(cls, payload: InspectionRecordedPayload, info: ValidationInfo):
+        occurred_at = info.data.get("occurred_at")
+        if occurred_at is None:
+            return payload
+        visit_day = occurred_at.date()
+        late = [f"findings[{i}].deadline {f.deadline} ({f.finding_id})"
+                for i, f in enumerate(payload.findings) if f.deadline < visit_day]
+        if late:
+            raise ValueError(f"deadline before the inspection day {visit_day}: " + ", ".join(late))
+        return payload
+
+
+class RectificationReported(Envelope):
+    """The county reports a finding fixed, with evidence."""
+
+    type: Literal["rectification.reported"] = "rectification.reported"
+    payload: RectificationReportedPayload
+
+
+class RectificationVerified(Envelope):
+    """验收 passed: the fix is accepted."""
+
+    type: Literal["rectification.verified"] = "rectification.verified"
+    payload: AcceptanceCheckPayload
+
+
+class RectificationRejected(Envelope):
+    """验收 failed: the finding is open again and the failed fix counts."""
+
+    type: Literal["rectification.rejected"] = "rectification.rejected"
+    payload: AcceptanceCheckPayload
+
+
+class FindingDisputed(Envelope):
+    """举证: the village refutes a finding with evidence."""
+
+    type: Literal["finding.disputed"] = "finding.disputed"
+    payload: FindingDisputedPayload
+
+
+class FindingUpheld(Envelope):
+    """The dispute failed: the finding stays open."""
+
+    type: Literal["finding.upheld"] = "finding.upheld"
+    payload: DisputeDecidedPayload
+
+
+class FindingWithdrawn(Envelope):
+    """The dispute succeeded: the finding is removed and deducts nothing."""
+
+    type: Literal["finding.withdrawn"] = "finding.withdrawn"
+    payload: DisputeDecidedPayload
+
+
+class DailyCheckRecorded(Envelope):
+    """精细化管理: a routine check of the county's records and work."""
+
+    type: Literal["daily_check.recorded"] = "daily_check.recorded"
+    payload: DailyCheckRecordedPayload
+
+
+class YearEndAssessmentRecorded(Envelope):
+    """年底考核: the annual result, one input among four."""
+
+    type: Literal["year_end_assessment.recorded"] = "year_end_assessment.recorded"
+    payload: YearEndAssessmentRecordedPayload
+
+
+class CountyStatusChanged(Envelope):
+    """摘帽: a county exits poverty (or, rarely, the status is corrected back)."""
+
+    type: Literal["county.status_changed"] = "county.status_changed"
+    payload: CountyStatusChangedPayload
+
+
+class ReturnRiskFlagged(Envelope):
+    """防返贫: a household is at risk of falling back into poverty."""
+
+    type: Literal["return_risk.flagged"] = "return_risk.flagged"
+    payload: ReturnRiskPayload
+
+
+class ReturnRiskCleared(Envelope):
+    """The household is no longer at risk."""
+
+    type: Literal["return_risk.cleared"] = "return_risk.cleared"
+    payload: ReturnRiskPayload
+
+
+class InspectorAbsenceRecorded(Envelope):
+    """积分制: an inspector missed a visit; unapproved absences cost points."""
+
+    type: Literal["inspector.absence_recorded"] = "inspector.absence_recorded"
+    payload: InspectorAbsenceRecordedPayload
+
+
+MODELS: tuple[type[Envelope], ...] = (
+    InspectionRecorded,
+    RectificationReported,
+    RectificationVerified,
+    RectificationRejected,
+    FindingDisputed,
+    FindingUpheld,
+    FindingWithdrawn,
+    DailyCheckRecorded,
+    YearEndAssessmentRecorded,
+    CountyStatusChanged,
+    ReturnRiskFlagged,
+    ReturnRiskCleared,
+    InspectorAbsenceRecorded,
+)

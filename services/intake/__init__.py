@@ -1,0 +1,1 @@
+"""Intake: accepts field events, keeps them forever (hash-chained), publishes them to Kafka."""

@@ -1,0 +1,20 @@
+"""`python -m services.intake`: serve intake's API with uvicorn."""
+
+import logging
+
+import uvicorn
+
+from services.intake.app import create_app
+from services.kit.settings import Settings
+from services.kit.logs import configure
+
+
+def main() -> None:
+    configure()
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.intake_port, log_level="warning",
+                access_log=False)
+
+
+if __name__ == "__main__":
+    main()

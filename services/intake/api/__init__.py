@@ -1,0 +1,1 @@
+"""Intake's HTTP routers: thin, one service call each."""

@@ -1,0 +1,43 @@
+"""Annotated dependencies of intake's routes."""
+
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+
+from services.intake.regions.service import Directory
+from services.kit.settings import Settings
+
+
+def _directory(request: Request) -> Directory:
+    return request.app.state.directory
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def _clock(request: Request) -> Callable[[], datetime]:
+    return request.app.state.clock
+
+
+ClockDep = Annotated[Callable[[], datetime], Depends(_clock)]
+DirectoryDep = Annotated[Directory, Depends(_directory)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+EngineDep = Annotated[Engine, Depends(_engine)]
+
+
+def max_future(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.max_future_skew_s)
+
+
+def today(settings: Settings, clock: Callable[[], datetime]) -> date:
+    """Today in the province's time zone: deadlines are calendar days there."""
+    return clock().astimezone(ZoneInfo(settings.timezone)).date()

@@ -1,0 +1,100 @@
+"""POST and read events."""
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
+
+from services.events.registry import TYPES, Event
+from services.intake.api.deps import ClockDep, DirectoryDep, EngineDep, SettingsDep, max_future
+from services.intake.api.schemas import BatchIn, BatchItemResult, BatchOut, EventPage, RecordPublic
+from services.intake.regions.service import region_filter
+from services.intake.store import service as store
+from services.intake.store.models import StoredEvent
+from services.kit import pagination
+from services.kit.db import SessionDep
+from services.kit.problems import MEDIA_TYPE
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+EventType = Literal[TYPES]  # type: ignore[valid-type]
+
+PROBLEM = {"content": {MEDIA_TYPE: {}}}
+WRITE_ERRORS = {
+    409: {"description": "Same event_id with different content, or a transition the ledger does not "
+          "allow (the problem names the current state)", **PROBLEM},
+    413: {"description": "Body too large", **PROBLEM},
+    422: {"description": "Invalid event: `errors` names every offending field", **PROBLEM},
+}
+
+
+@router.post("", status_code=201, response_model=RecordPublic, summary="Submit one event",
+             responses={200: {"description": "Already stored (same event_id, same content): the original record",
+                              "model": RecordPublic}, **WRITE_ERRORS})
+def submit(event: Event, session: SessionDep, directory: DirectoryDep, settings: SettingsDep,
+           request_clock: ClockDep, response: Response) -> dict:
+    outcome = store.append(session=session, event=event, directory=directory, clock=request_clock,
+                           max_future=max_future(settings))
+    if outcome.status == "duplicate":
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/events/{outcome.event_id}"
+    return outcome.record
+
+
+@router.post("/batch", response_model=BatchOut, summary="Submit up to 1,000 events, each judged on its own",
+             responses={413: WRITE_ERRORS[413], 422: {"description": "The body itself is malformed", **PROBLEM}})
+def submit_batch(body: BatchIn, session: SessionDep, directory: DirectoryDep, settings: SettingsDep,
+                 request_clock: ClockDep) -> BatchOut:
+    outcomes = store.append_batch(session=session, items=body.events, directory=directory, clock=request_clock,
+                                  max_future=max_future(settings))
+    results = [
+        BatchItemResult(index=i, event_id=o.event_id, status=o.status,
+                        sequence=o.record["sequence"] if o.record else None,
+                        problem=o.problem.body() if o.problem else None)
+        for i, o in enumerate(outcomes)
+    ]
+    count = lambda s: sum(1 for o in outcomes if o.status == s)  # noqa: E731
+    return BatchOut(accepted=count("accepted"), duplicates=count("duplicate"), rejected=count("rejected"),
+                    results=results)
+
+
+@router.get("", response_model=EventPage, summary="List stored events, oldest first")
+def list_events(
+    session: SessionDep, directory: DirectoryDep,
+    region_code: Annotated[str | None, Query(pattern=r"^\d{6}$",
+                                             description="A county, a prefecture (its counties) or the province")] = None,
+    type: EventType | None = None,
+    since: Annotated[AwareDatetime | None, Query(description="Only events recorded at or after this time")] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> EventPage:
+    where = []
+    if region_code:
+        where.append(region_filter(StoredEvent.region_code, StoredEvent.prefecture_code, directory.scope(region_code)))
+    if type:
+        where.append(StoredEvent.type == type)
+    if since:
+        where.append(StoredEvent.recorded_at >= since)
+    position = pagination.decode(cursor, ("after",))
+    after = int(position["after"]) if position else 0
+    rows = store.page(session=session, where=where, after_sequence=after, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return EventPage(items=[store.record_of(r) for r in rows],
+                     next_cursor=pagination.encode({"after": rows[-1].sequence}) if more else None)
+
+
+@router.get("/export", summary="The whole store as NDJSON, in sequence order (for rebuilding read models)",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-ndjson": {}},
+                             "description": "One stored record per line, up to the head at the time of the call"}})
+def export(engine: EngineDep, after_sequence: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
+    return StreamingResponse(store.export(engine, after_sequence=after_sequence), media_type="application/x-ndjson")
+
+
+@router.get("/{event_id}", response_model=RecordPublic, summary="One stored event",
+            responses={404: {"description": "No such event", **PROBLEM}})
+def get_event(event_id: UUID, session: SessionDep) -> dict:
+    return store.record_of(store.get(session=session, event_id=event_id))
+

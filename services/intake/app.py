@@ -1,0 +1,45 @@
+"""Intake's FastAPI app. Run with `python -m services.intake`."""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import Engine, func, select
+from sqlmodel import Session
+
+from services.intake.api import audit, contracts, events, ledger, regions
+from services.intake.base import Outbox
+from services.intake.regions.service import Directory
+from services.intake.store.service import utcnow
+from services.kit.app import broker_check, database_check, health_router, service_app
+from services.kit.db import make_engine
+from services.kit.settings import Settings
+
+DESCRIPTION = """Accepts field events (inspections, rectifications, disputes, daily checks, year-end
+results, status changes, return-risk alerts), keeps them forever in a hash-chained store, keeps
+the rectification ledger, and publishes every accepted event to `kaohe.intake.events.v1`.
+Every error is `application/problem+json` (RFC 9457)."""
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
+               clock: Callable[[], datetime] = utcnow) -> FastAPI:
+    settings = settings or Settings()
+    if engine is None:
+        url, schema = settings.database("intake")
+        engine = make_engine(url, schema=schema)
+    app = service_app(title="Kaohe intake", description=DESCRIPTION, settings=settings)
+    app.state.settings, app.state.engine, app.state.clock = settings, engine, clock
+    app.state.directory = Directory(engine)
+
+    def outbox_info() -> dict[str, Any]:
+        t = Outbox.__table__
+        with Session(engine) as s:
+            backlog = s.execute(select(func.count()).select_from(t).where(t.c.sent_at.is_(None))).scalar_one()
+        return {"outbox_backlog": backlog}
+
+    app.include_router(health_router({"database": database_check(engine), "broker": broker_check(settings)},
+                                     info=outbox_info))
+    for module in (events, ledger, regions, audit, contracts):
+        app.include_router(module.router)
+    return app

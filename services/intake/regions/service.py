@@ -1,0 +1,118 @@
+"""Regions: loading the shipped data, lookups, and the directory intake validates against."""
+
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, select
+from sqlmodel import Session
+
+from services.intake.regions.models import Region
+from services.kit.problems import Problem
+
+DATA_FILE = "data/sichuan.json"
+
+
+def shipped_regions() -> dict[str, Any]:
+    return orjson.loads(resources.files("services.intake.regions").joinpath(DATA_FILE).read_bytes())
+
+
+def load(*, session: Session, data: dict[str, Any] | None = None) -> int:
+    """Insert the regions that are missing; existing rows (and statuses events set) are kept."""
+    data = data or shipped_regions()
+    existing = set(session.execute(select(Region.code)).scalars())
+    added = 0
+    for r in data["regions"]:
+        if r["code"] in existing:
+            continue
+        session.add(Region(
+            code=r["code"], name=r["name"], level=r["level"], parent_code=r.get("parent_code"),
+            status=r.get("status"), exit_year=r.get("exit_year"), poverty_county=r.get("poverty_county"),
+            status_basis=r.get("status_basis"),
+        ))
+        added += 1
+    session.flush()
+    return added
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    code: str
+    level: str
+    parent_code: str | None
+    prefecture_code: str | None  # for a county: its prefecture; for a prefecture: itself
+
+
+class Directory:
+    """Region codes → place, cached: codes and parents never change at run time (statuses do)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._places: dict[str, Place] = {}
+        self._lock = threading.Lock()
+
+    def _reload(self) -> None:
+        with Session(self.engine) as s:
+            rows = s.execute(select(Region.code, Region.level, Region.parent_code)).all()
+        places = {}
+        for code, level, parent in rows:
+            prefecture = code if level == "prefecture" else parent if level == "county" else None
+            places[code] = Place(code, level, parent, prefecture)
+        with self._lock:
+            self._places = places
+
+    def get(self, code: str) -> Place | None:
+        place = self._places.get(code)
+        if place is None:
+            self._reload()  # regions may have been loaded after we started
+            place = self._places.get(code)
+        return place
+
+    def county(self, code: str) -> Place:
+        """The county `code` names, or a 422 naming region_code."""
+        place = self.get(code)
+        if place is None or place.level != "county":
+            what = "not a known region" if place is None else f"a {place.level}, not a county"
+            raise Problem(422, "validation", "Invalid request", f"region_code: {code} is {what}",
+                          errors=[{"field": "region_code", "pointer": "/region_code", "type": "unknown_county",
+                                   "message": f"{code} is {what}; events are recorded against a county"}])
+        return place
+
+    def scope(self, code: str) -> Place:
+        """Any known region (a filter scope), or 404."""
+        place = self.get(code)
+        if place is None:
+            raise Problem(404, "not-found", "Not found", f"unknown region {code}")
+        return place
+
+
+def region_filter(column_county: Any, column_prefecture: Any, place: Place) -> Any:
+    """A WHERE clause selecting rows of a county, of a prefecture's counties, or everything."""
+    if place.level == "county":
+        return column_county == place.code
+    if place.level == "prefecture":
+        return column_prefecture == place.code
+    return True
+
+
+def list_regions(*, session: Session, level: str | None, parent: str | None, status: str | None) -> list[Region]:
+    q = select(Region)
+    if level:
+        q = q.where(Region.level == level)
+    if parent:
+        q = q.where(Region.parent_code == parent)
+    if status:
+        q = q.where(Region.status == status)
+    return list(session.execute(q.order_by(Region.code)).scalars())
+
+
+def get_region(*, session: Session, code: str) -> tuple[Region, Region | None, list[Region]]:
+    region = session.get(Region, code)
+    if region is None:
+        raise Problem(404, "not-found", "Not found", f"unknown region {code}")
+    parent = session.get(Region, region.parent_code) if region.parent_code else None
+    children = list(session.execute(
+        select(Region).where(Region.parent_code == code).order_by(Region.code)).scalars())
+    return region, parent, children

@@ -1,0 +1,43 @@
+"""`python -m services.intake.relay`: publish intake's outbox to Kafka (its own process)."""
+
+import logging
+import signal
+import threading
+
+from services.events import topics
+from services.intake.base import Outbox
+from services.kit.db import make_engine
+from services.kit.outbox import Relay
+from services.kit.settings import Settings
+from services.kit.logs import configure
+
+log = logging.getLogger("services.intake.relay")
+
+
+def build(settings: Settings, engine=None) -> Relay:
+    if engine is None:
+        url, schema = settings.database("intake")
+        engine = make_engine(url, schema=schema)
+    return Relay(engine, Outbox, settings.bootstrap_servers,
+                 topics=[topics.INTAKE_EVENTS, topics.dead_letter(topics.INTAKE_EVENTS)],
+                 partitions=settings.topic_partitions, batch_size=settings.relay_batch_size,
+                 idle_s=settings.relay_idle_ms / 1000)
+
+
+def main() -> None:
+    configure()
+    settings = Settings()
+    relay = build(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("relaying intake outbox to %s", settings.bootstrap_servers)
+    try:
+        relay.run(stop)
+    finally:
+        relay.close()
+        log.info("relay stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Appending events: idempotency, the ledger's checks, the hash chain and the outbox, in one
+transaction owned by the caller (the request).
+"""
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+from uuid import UUID
+
+import orjson
+from sqlalchemy import Engine, insert, select, update
+from sqlmodel import Session
+
+from services.events import registry, topics
+from services.events.v1 import Envelope
+from services.intake.base import Outbox
+from services.intake.findings.ledger import HANDLERS, Context, conflict
+from services.intake.regions.service import Directory
+from services.intake.store.models import GENESIS_HASH, ChainHead, StoredEvent
+from services.kit.outbox import outbox_row
+from services.kit.problems import InvalidEvent, Problem, field_problem
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def content_hash(event_json: dict[str, Any]) -> str:
+    return hashlib.sha256(registry.canonical_content(event_json)).hexdigest()
+
+
+def chain_hash(previous: str, sequence: int, recorded_at: datetime, body: str) -> str:
+    h = hashlib.sha256()
+    h.update(f"{previous}\n{sequence}\n{recorded_at.astimezone(timezone.utc).isoformat()}\n".encode())
+    h.update(body.encode())
+    return h.hexdigest()
+
+
+def record_of(row: StoredEvent) -> dict[str, Any]:
+    """The stored event as partners and consumers see it: envelope + recorded_at + sequence."""
+    return registry.record_dict(row.sequence, row.recorded_at, orjson.loads(row.body))
+
+
+def record_bytes(row: StoredEvent) -> bytes:
+    return registry.encode_record(row.sequence, row.recorded_at, orjson.loads(row.body))
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: Literal["accepted", "duplicate", "rejected"]
+    event_id: str | None = None
+    record: dict[str, Any] | None = None
+    problem: Problem | None = None
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Append state for one transaction: the locked head and what this batch added so far."""
+
+    session: Session
+    head: ChainHead
+    seen: dict[UUID, StoredEvent] = field(default_factory=dict)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _lock_head(session: Session) -> ChainHead:
+    # The UPDATE comes first: it takes the row lock (PostgreSQL) or the write lock (SQLite)
+    # before anything is read, so appends from every process are serialised, gap-free and chained.
+    session.execute(update(ChainHead).where(ChainHead.id == 1).values(sequence=ChainHead.sequence))
+    head = session.execute(select(ChainHead).where(ChainHead.id == 1)).scalar_one()
+    return head
+
+
+def _check_time(event: Envelope, now: datetime, max_future: timedelta) -> None:
+    if event.occurred_at - now > max_future:
+        raise field_problem("occurred_at", f"{event.occurred_at.isoformat()} is in the future "
+                            f"(more than {int(max_future.total_seconds())} s after intake's clock, {now.isoformat()})")
+
+
+def _append(batch: _Batch, event: Envelope, *, directory: Directory, now: datetime,
+            max_future: timedelta, existing: StoredEvent | None) -> Outcome:
+    event_json = registry.to_json_dict(event)
+    digest = content_hash(event_json)
+    prior = batch.seen.get(event.event_id) or existing
+    if prior is not None:
+        if prior.content_hash == digest:
+            return Outcome("duplicate", str(event.event_id), record_of(prior))
+        raise conflict(f"event_id {event.event_id} was already used for different content (sequence "
+                       f"{prior.sequence}); an event is a fact and cannot be changed — send a correction "
+                       "as a new event with a new event_id", event_id=str(event.event_id), sequence=prior.sequence)
+    place = directory.county(event.region_code)
+    _check_time(event, now, max_future)
+    sequence = batch.head.sequence + 1
+    apply = HANDLERS[event.type](event, Context(batch.session, sequence, place.prefecture_code or ""))
+    # nothing was written for this event before this line; everything below only writes
+    apply()
+    body = orjson.dumps(event_json, option=orjson.OPT_SORT_KEYS).decode()
+    row = StoredEvent(
+        sequence=sequence, event_id=event.event_id, type=event.type, schema_version=event.schema_version,
+        occurred_at=event.occurred_at, recorded_at=now, region_code=event.region_code,
+        prefecture_code=place.prefecture_code or "", source=event.source, body=body, content_hash=digest,
+        chain_hash=chain_hash(batch.head.chain_hash, sequence, now, body),
+    )
+    batch.session.add(row)
+    batch.head.sequence, batch.head.chain_hash, batch.head.recorded_at = sequence, row.chain_hash, now
+    batch.seen[event.event_id] = row
+    batch.outbox.append(outbox_row(
+        Outbox, topic=topics.INTAKE_EVENTS, key=event.region_code,
+        value=registry.encode_record(sequence, now, event_json),
+        headers={"event_id": str(event.event_id), "type": event.type,
+                 "schema_version": str(event.schema_version), "sequence": str(sequence)},
+        now=now,
+    ))
+    return Outcome("accepted", str(event.event_id), record_of(row))
+
+
+def _flush(batch: _Batch) -> None:
+    batch.session.flush()
+    if batch.outbox:
+        batch.session.execute(insert(Outbox), batch.outbox)
+        batch.outbox.clear()
+
+
+def _existing(session: Session, ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
+    if not ids:
+        return {}
+    rows = session.execute(select(StoredEvent).where(StoredEvent.event_id.in_(ids))).scalars()
+    return {r.event_id: r for r in rows}
+
+
+def append(*, session: Session, event: Envelope, directory: Directory, clock: Clock = utcnow,
+           max_future: timedelta = timedelta(days=1)) -> Outcome:
+    """Store one event; raises Problem (422/409) if it cannot be accepted."""
+    batch = _Batch(session, _lock_head(session))
+    now = clock()
+    outcome = _append(batch, event, directory=directory, now=now, max_future=max_future,
+                      existing=_existing(session, [event.event_id]).get(event.event_id))
+    _flush(batch)
+    return outcome
+
+
+def append_batch(*, session: Session, items: Sequence[Any], directory: Directory, clock: Clock = utcnow,
+                 max_future: timedelta = timedelta(days=1)) -> list[Outcome]:
+    """Store each item on its own merits, in order (an item may build on an earlier one)."""
+    parsed: list[Envelope | InvalidEvent] = []
+    for item in items:
+        try:
+            parsed.append(registry.parse(item))
+        except registry.ValidationError as exc:
+            parsed.append(InvalidEvent.from_validation(exc, item))
+    batch = _Batch(session, _lock_head(session))
+    now = clock()
+    existing = _existing(session, [e.event_id for e in parsed if isinstance(e, Envelope)])
+    outcomes = []
+    for item, event in zip(items, parsed):
+        if isinstance(event, InvalidEvent):
+            event_id = item.get("event_id") if isinstance(item, dict) else None
+            outcomes.append(Outcome("rejected", event_id if isinstance(event_id, str) else None, problem=event))
+            continue
+        try:
+            outcomes.append(_append(batch, event, directory=directory, now=now, max_future=max_future,
+                                    existing=existing.get(event.event_id)))
+        except Problem as problem:
+            outcomes.append(Outcome("rejected", str(event.event_id), problem=problem))
+    _flush(batch)
+    return outcomes
+
+
+# ---- reading --------------------------------------------------------------------------------
+
+
+def get(*, session: Session, event_id: UUID) -> StoredEvent:
+    row = session.execute(select(StoredEvent).where(StoredEvent.event_id == event_id)).scalar_one_or_none()
+    if row is None:
+        raise Problem(404, "not-found", "Not found", f"no event with event_id {event_id}")
+    return row
+
+
+def page(*, session: Session, where: list[Any], after_sequence: int, limit: int) -> list[StoredEvent]:
+    q = select(StoredEvent).where(StoredEvent.sequence > after_sequence, *where)
+    return list(session.execute(q.order_by(StoredEvent.sequence).limit(limit)).scalars())
+
+
+def head(*, session: Session) -> ChainHead:
+    return session.execute(select(ChainHead).where(ChainHead.id == 1)).scalar_one()
+
+
+def export(engine: Engine, *, after_sequence: int, where: list[Any] | None = None,
+           page_size: int = 2000) -> Iterator[bytes]:
+    """NDJSON lines of the store in sequence order, up to the head at the time of the call.
+
+    Each page is its own short transaction, so a long export never holds a lock or a snapshot.
+    """
+    with Session(engine) as s:
+        upto = head(session=s).sequence
+    cursor = after_sequence
+    while cursor < upto:
+        with Session(engine) as s:
+            rows = s.execute(
+                select(StoredEvent.sequence, StoredEvent.recorded_at, StoredEvent.body)
+                .where(StoredEvent.sequence > cursor, StoredEvent.sequence <= upto, *(where or []))
+                .order_by(StoredEvent.sequence).limit(page_size)
+            ).all()
+        if not rows:
+            return
+        yield b"".join(
+            registry.encode_record(seq, recorded_at, orjson.loads(body)) + b"\n" for seq, recorded_at, body in rows
+        )
+        cursor = rows[-1].sequence
+
+
+@dataclass(slots=True)
+class Verification:
+    ok: bool
+    events_checked: int
+    head_sequence: int
+    head_hash: str
+    first_broken: dict[str, Any] | None
+
+
+def verify(engine: Engine, page_size: int = 5000) -> Verification:
+    """Recompute the whole chain; report the first event whose stored hash does not follow."""
+    with Session(engine) as s:
+        h = head(session=s)
+        upto, head_hash = h.sequence, h.chain_hash
+    previous, expected_seq, checked = GENESIS_HASH, 1, 0
+    while expected_seq <= upto:
+        with Session(engine) as s:
+            rows = s.execute(
+                select(StoredEvent).where(StoredEvent.sequence >= expected_seq, StoredEvent.sequence <= upto)
+                .order_by(StoredEvent.sequence).limit(page_size)
+            ).scalars().all()
+        if not rows:
+            break
+        for row in rows:
+            problem = _check_row(row, expected_seq, previous)
+            if problem:
+                return Verification(False, checked, upto, head_hash,
+                                    {"sequence": expected_seq, "event_id": str(row.event_id)
+                                     if row.sequence == expected_seq else None, "reason": problem})
+            previous, expected_seq, checked = row.chain_hash, expected_seq + 1, checked + 1
+    if checked != upto:
+        return Verification(False, checked, upto, head_hash,
+                            {"sequence": expected_seq, "event_id": None, "reason": "event missing from the store"})
+    if previous != head_hash:
+        return Verification(False, checked, upto, head_hash,
+                            {"sequence": upto, "event_id": None, "reason": "chain head does not match the last event"})
+    return Verification(True, checked, upto, head_hash, None)
+
+
+def _check_row(row: StoredEvent, expected_seq: int, previous: str) -> str | None:
+    if row.sequence != expected_seq:
+        return f"event missing from the store (next stored sequence is {row.sequence})"
+    if chain_hash(previous, row.sequence, row.recorded_at, row.body) != row.chain_hash:
+        return "content, time or order changed: the recomputed chain hash differs from the stored one"
+    try:
+        body = orjson.loads(row.body)
+    except orjson.JSONDecodeError:
+        return "stored body is not valid JSON"
+    columns = {"event_id": str(row.event_id), "type": row.type, "region_code": row.region_code,
+               "source": row.source, "schema_version": row.schema_version}
+    changed = [k for k, v in columns.items() if body.get(k) != v]
+    if changed:
+        return f"indexed columns disagree with the hashed body: {', '.join(changed)}"
+    if content_hash(body) != row.content_hash:
+        return "content hash does not match the stored body"
+    return None

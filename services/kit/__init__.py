@@ -1,0 +1,1 @@
+"""Plumbing every service uses: settings, database, Kafka, outbox relay, errors, health."""

@@ -1,0 +1,161 @@
+"""Transactional outbox: Kafka messages are rows written in the business transaction,
+published by a relay that marks them sent only after the broker acknowledged them.
+"""
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+from sqlalchemy import BigInteger, Column, Engine, Index, Integer, LargeBinary, String, Text, delete, func, select, update
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Field, Session, SQLModel
+
+from services.kit.db import UTCDateTime
+from services.kit.kafka import KafkaError, ensure_topics, producer
+
+log = logging.getLogger(__name__)
+
+
+def outbox_model(base: type[SQLModel]) -> type[SQLModel]:
+    """The `outbox` table of one service (each service owns its own)."""
+
+    class Outbox(base, table=True):  # type: ignore[misc, valid-type]
+        __tablename__ = "outbox"
+        __table_args__ = (
+            Index("ix_outbox_unsent", "id", sqlite_where=Column("sent_at").is_(None),
+                  postgresql_where=Column("sent_at").is_(None)),
+        )
+
+        id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+        topic: str = Field(sa_column=Column(String(200), nullable=False))
+        key: str = Field(sa_column=Column(String(200), nullable=False))
+        value: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+        headers: str = Field(sa_column=Column(Text, nullable=False), default="{}")
+        created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+        sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+
+    return Outbox
+
+
+def outbox_row(model: type[SQLModel], *, topic: str, key: str, value: bytes, headers: dict[str, str],
+               now: datetime) -> dict[str, Any]:
+    """Column values of one outbox row (for bulk insert)."""
+    return {"topic": topic, "key": key, "value": value, "headers": orjson.dumps(headers).decode(),
+            "created_at": now}
+
+
+class Relay:
+    """Publishes unsent outbox rows in id order; one relay per service database."""
+
+    def __init__(self, engine: Engine, model: type[SQLModel], bootstrap_servers: str, *, topics: list[str],
+                 partitions: int, batch_size: int = 500, idle_s: float = 0.05,
+                 retention: timedelta = timedelta(hours=24)) -> None:
+        self.engine, self.model, self.bootstrap_servers = engine, model, bootstrap_servers
+        self.topics, self.partitions = topics, partitions
+        self.batch_size, self.idle_s, self.retention = batch_size, idle_s, retention
+        self._producer = None
+        self._topics_ready = False
+        self._last_prune = 0.0
+        self.last_error: str | None = None
+
+    def _ensure_ready(self) -> None:
+        if not self._topics_ready:
+            ensure_topics(self.bootstrap_servers, self.topics, self.partitions)
+            self._topics_ready = True
+        if self._producer is None:
+            self._producer = producer(self.bootstrap_servers)
+
+    def backlog(self) -> int:
+        t = self.model.__table__
+        with Session(self.engine) as s:
+            return s.execute(select(func.count()).select_from(t).where(t.c.sent_at.is_(None))).scalar_one()
+
+    def drain_once(self) -> int:
+        """Publish one batch; returns how many rows were marked sent. Raises on broker failure."""
+        t = self.model.__table__
+        with Session(self.engine) as s:
+            rows = s.execute(
+                select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers)
+                .where(t.c.sent_at.is_(None)).order_by(t.c.id).limit(self.batch_size)
+            ).all()
+        if not rows:
+            return 0
+        self._ensure_ready()
+        futures = []
+        for row in rows:
+            headers = [(k, str(v).encode()) for k, v in orjson.loads(row.headers).items()]
+            futures.append((row.id, self._producer.send(row.topic, key=row.key.encode(), value=row.value,
+                                                        headers=headers)))
+        self._producer.flush(timeout=30)
+        acked: list[int] = []
+        failure: Exception | None = None
+        for row_id, fut in futures:
+            # Only the prefix acknowledged in order is marked: a row after a failure is sent
+            # again later, so nothing is lost (consumers dedupe on event_id).
+            try:
+                fut.get(timeout=0)
+            except Exception as exc:  # noqa: BLE001 - any failure means "not acknowledged"
+                failure = exc
+                break
+            acked.append(row_id)
+        if acked:
+            with Session(self.engine) as s:
+                s.execute(update(t).where(t.c.id.in_(acked)).values(sent_at=datetime.now(timezone.utc)))
+                s.commit()
+        if failure is not None:
+            self._topics_ready = False  # a restarted in-memory broker has lost its topics
+            raise failure
+        return len(acked)
+
+    def prune(self) -> int:
+        """Delete rows sent longer ago than the retention (the event store keeps the events)."""
+        t = self.model.__table__
+        cutoff = datetime.now(timezone.utc) - self.retention
+        with Session(self.engine) as s:
+            n = s.execute(delete(t).where(t.c.sent_at.is_not(None), t.c.sent_at < cutoff)).rowcount
+            s.commit()
+        return n or 0
+
+    def run(self, stop: threading.Event) -> None:
+        """Publish until `stop` is set, backing off while the broker is unreachable."""
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                sent = self.drain_once()
+                if self.last_error:
+                    log.info("broker reachable again; publishing resumed")
+                self.last_error, backoff = None, 0.2
+                if time.monotonic() - self._last_prune > 600:
+                    self.prune()
+                    self._last_prune = time.monotonic()
+                if sent < self.batch_size:
+                    stop.wait(self.idle_s)
+            except OperationalError as exc:
+                log.warning("publishing paused, database unavailable: %s", exc)
+                self.last_error = f"database: {exc}"
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except (KafkaError, OSError) as exc:
+                if self.last_error is None:
+                    log.warning("publishing paused, broker unreachable: %s", exc)
+                self.last_error = str(exc)
+                self._reset_producer()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _reset_producer(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=1)
+            except Exception:  # noqa: BLE001 - closing a broken producer may fail; we drop it anyway
+                pass
+            self._producer = None
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(timeout=10)
+            self._producer.close(timeout=5)
+            self._producer = None

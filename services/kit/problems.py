@@ -1,0 +1,100 @@
+"""RFC 9457 problem details: every error any service returns, with every offending field named."""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.events.registry import ValidationError, explain_unknown, field_errors
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:kaohe:problem:"
+
+
+class Problem(Exception):
+    """An error a client can act on. `extra` members are added to the problem object."""
+
+    def __init__(self, status: int, slug: str, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.slug, self.title, self.detail, self.extra = status, slug, title, detail, extra
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        body = {"type": TYPE_PREFIX + self.slug, "title": self.title, "status": self.status, "detail": self.detail}
+        if instance:
+            body["instance"] = instance
+        return {**body, **self.extra}
+
+
+class InvalidEvent(Problem):
+    """A schema error in an event: 422 with the list of fields."""
+
+    def __init__(self, errors: list[dict[str, Any]], detail: str | None = None) -> None:
+        fields = ", ".join(sorted({e["field"] for e in errors}))
+        super().__init__(422, "validation", "Invalid request", detail or f"invalid fields: {fields}", errors=errors)
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError, data: Any) -> "InvalidEvent":
+        return cls(field_errors(exc, data))
+
+
+def field_problem(field: str, message: str, type_: str = "value_error", status: int = 422) -> Problem:
+    """A 422 about one field, in the same shape as schema errors."""
+    error = {"field": field, "pointer": "/" + field.replace(".", "/"), "message": message, "type": type_}
+    return Problem(status, "validation", "Invalid request", f"{field}: {message}", errors=[error])
+
+
+def problem_response(problem: Problem, request: Request | None = None, headers: dict[str, str] | None = None):
+    return JSONResponse(
+        problem.body(str(request.url.path) if request else None),
+        status_code=problem.status,
+        media_type=MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _request_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = list(err.get("loc", ()))
+        where = loc[0] if loc else "body"
+        path = [p for p in loc[1:] if not (isinstance(p, str) and "@v" in p)]  # drop union tags
+        if where != "body":
+            path = [where, *path]  # query/path/header parameters keep their origin
+        message = err.get("msg", "")
+        if err.get("type") == "unknown_event_type":
+            where_, message = explain_unknown(exc.body)
+            path = list(where_)
+        field = ".".join(str(p) for p in path) or "(body)"
+        out.append({"field": field, "pointer": "".join(f"/{p}" for p in path), "message": message,
+                    "type": err.get("type", "")})
+    return out
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into problem+json."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem):
+        return problem_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        return problem_response(InvalidEvent(_request_errors(exc)), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large", 415: "Unsupported media type"}
+        problem = Problem(exc.status_code, f"http-{exc.status_code}", titles.get(exc.status_code, "HTTP error"),
+                          str(exc.detail))
+        return problem_response(problem, request, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        problem = Problem(500, "internal", "Internal error", "an unexpected error occurred; it has been logged")
+        return problem_response(problem, request)

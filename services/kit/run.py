@@ -1,0 +1,145 @@
+"""`python -m services.kit.run` (what `make run` calls): everything on one machine.
+
+Starts the local broker (unless KAFKA_BOOTSTRAP_SERVERS is set), applies migrations, loads the
+regions, starts every service process, prints where to look, and on Ctrl-C stops the children
+in reverse order. Data lives under KAOHE_DATA_DIR (default ./var) and survives restarts.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+from services.kit.broker import LocalBroker
+from services.kit.settings import Settings
+from services.kit.logs import configure
+
+log = logging.getLogger("kaohe.run")
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    health_url: str | None = None
+    process: subprocess.Popen | None = None
+
+
+def setup_steps() -> list[list[str]]:
+    """Each service's own idempotent set-up (migrations, reference data, topics)."""
+    return [[sys.executable, "-m", "services.intake.setup"]]
+
+
+def children(settings: Settings) -> list[Child]:
+    py = sys.executable
+    base = f"http://{settings.host}"
+    return [
+        Child("intake", [py, "-m", "services.intake"], f"{base}:{settings.intake_port}/healthz"),
+        Child("intake-relay", [py, "-m", "services.intake.relay"]),
+    ]
+
+
+def wait_healthy(child: Child, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.process and child.process.poll() is not None:
+            raise RuntimeError(f"{child.name} exited with {child.process.returncode}")
+        try:
+            if httpx.get(child.health_url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{child.name} did not become healthy at {child.health_url} within {timeout}s")
+
+
+def stop_all(procs: list[Child], broker: LocalBroker | None) -> None:
+    for child in reversed(procs):
+        if child.process and child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    for child in reversed(procs):
+        if child.process:
+            try:
+                child.process.wait(10)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in 10 s; killing it", child.name)
+                child.process.kill()
+                child.process.wait()
+    if broker:
+        broker.stop()
+
+
+def banner(settings: Settings, broker: LocalBroker | None) -> str:
+    base = f"http://{settings.host}"
+    url, _ = settings.database("intake")
+    lines = [
+        "",
+        "Kaohe is running. Ctrl-C stops everything.",
+        f"  intake API      {base}:{settings.intake_port}/docs   (OpenAPI; events, ledger, regions)",
+        f"  health          {base}:{settings.intake_port}/readyz",
+        f"  event contracts {base}:{settings.intake_port}/asyncapi.json  and /v1/schemas",
+        f"  broker          {settings.bootstrap_servers}"
+        + ("  (local tansu, memory only)" if broker else "  (external Kafka)"),
+        f"  intake database {url}",
+        f"  data directory  {settings.data_dir.resolve()}",
+        "  regions         Sichuan (510000): 21 prefectures, 183 counties",
+        "  scoring (:%d), ranking (:%d) and notifications (:%d) are not built yet."
+        % (settings.scoring_port, settings.ranking_port, settings.notify_port),
+        "",
+        f"  try:  curl -s {base}:{settings.intake_port}/v1/regions/513400 | python3 -m json.tool",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    configure()
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    stopping = False
+
+    def on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    broker: LocalBroker | None = None
+    procs: list[Child] = []
+    env = dict(os.environ)
+    try:
+        if settings.local_broker:
+            broker = LocalBroker(settings.broker_port, log_path=settings.data_dir / "broker.log").start()
+            env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+        for step in setup_steps():
+            subprocess.run(step, env=env, check=True)
+        for child in children(settings):
+            child.process = subprocess.Popen(child.args, env=env, start_new_session=True)
+            procs.append(child)
+        for child in procs:
+            if child.health_url:
+                wait_healthy(child)
+        print(banner(settings, broker), flush=True)
+        while not stopping:
+            for child in procs:
+                if child.process.poll() is not None:
+                    log.error("%s exited with %s; stopping everything", child.name, child.process.returncode)
+                    return 1
+            time.sleep(0.2)
+        print("stopping…", flush=True)
+        return 0
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        stop_all(procs, broker)
+        print("stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Settings, read from the environment once, in `main()`/`create_app`, never at import."""
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Service = Literal["intake", "scoring", "ranking", "notify"]
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Every knob, with its environment variable; defaults run everything on one machine."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    data_dir: Path = Field(Path("var"), validation_alias=_env("KAOHE_DATA_DIR", "data_dir"))
+    host: str = Field("127.0.0.1", validation_alias=_env("KAOHE_HOST", "host"))
+    intake_port: int = Field(8001, validation_alias=_env("KAOHE_INTAKE_PORT", "intake_port"))
+    scoring_port: int = Field(8002, validation_alias=_env("KAOHE_SCORING_PORT", "scoring_port"))
+    ranking_port: int = Field(8003, validation_alias=_env("KAOHE_RANKING_PORT", "ranking_port"))
+    notify_port: int = Field(8004, validation_alias=_env("KAOHE_NOTIFY_PORT", "notify_port"))
+    broker_port: int = Field(9092, validation_alias=_env("KAOHE_BROKER_PORT", "broker_port"))
+
+    # Kafka: unset means "start/use the local broker on broker_port".
+    kafka_bootstrap_servers: str | None = Field(
+        None, validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers")
+    )
+    topic_partitions: Annotated[int, Field(ge=1, le=1000)] = Field(
+        6, validation_alias=_env("KAOHE_TOPIC_PARTITIONS", "topic_partitions")
+    )
+
+    # Databases: a per-service URL wins, then DATABASE_URL (one schema per service), then SQLite.
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL", "database_url"))
+    intake_database_url: str | None = Field(
+        None, validation_alias=_env("KAOHE_INTAKE_DATABASE_URL", "intake_database_url")
+    )
+
+    # Intake
+    timezone: str = Field("Asia/Shanghai", validation_alias=_env("KAOHE_TIMEZONE", "timezone"))
+    max_future_skew_s: int = Field(
+        86_400, validation_alias=_env("KAOHE_MAX_FUTURE_SKEW_S", "max_future_skew_s"),
+        description="How far in the future occurred_at may lie (clock skew of field devices).",
+    )
+    max_body_bytes: int = Field(8 * 1024 * 1024, validation_alias=_env("KAOHE_MAX_BODY_BYTES", "max_body_bytes"))
+    relay_batch_size: int = Field(500, validation_alias=_env("KAOHE_RELAY_BATCH_SIZE", "relay_batch_size"))
+    relay_idle_ms: int = Field(50, validation_alias=_env("KAOHE_RELAY_IDLE_MS", "relay_idle_ms"))
+
+    @cached_property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def local_broker(self) -> bool:
+        """True when no external Kafka is configured and we run our own."""
+        return not self.kafka_bootstrap_servers
+
+    def database(self, service: Service) -> tuple[str, str | None]:
+        """(url, schema) of a service's own database."""
+        own = getattr(self, f"{service}_database_url", None)
+        if own:
+            return own, None
+        if self.database_url:
+            schema = service if self.database_url.startswith("postgresql") else None
+            return self.database_url, schema
+        return f"sqlite:///{(self.data_dir / f'{service}.db').resolve()}", None
+
+    def port(self, service: Service) -> int:
+        return getattr(self, f"{service}_port")

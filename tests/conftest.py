@@ -1,0 +1,108 @@
+"""Shared fixtures: a real broker, a real database (SQLite and PostgreSQL), an intake app."""
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+from sqlmodel import Session
+
+from services.intake.app import create_app
+from services.intake.regions.service import load
+from services.kit.broker import LocalBroker, free_port
+from services.kit.db import make_engine
+from services.kit.migrate import upgrade
+from services.kit.settings import Settings
+
+PG_URL = os.environ.get("KAOHE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_reason() -> str | None:
+    """None if PostgreSQL is reachable, else why not (the skip message)."""
+    try:
+        engine = make_engine(PG_URL, connect_args={"connect_timeout": 3})
+    except TypeError:
+        engine = make_engine(PG_URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return f"PostgreSQL not reachable at {PG_URL} ({str(exc).splitlines()[0]}); PostgreSQL tests skipped"
+    finally:
+        engine.dispose()
+
+
+_PG_REASON = _postgres_reason()
+
+
+@dataclass
+class Database:
+    backend: str
+    url: str
+    schema: str | None
+    engine: Engine
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> Iterator[Database]:
+    """A fresh, migrated intake database: a new SQLite file or a new PostgreSQL schema."""
+    if request.param == "postgresql":
+        if _PG_REASON:
+            pytest.skip(_PG_REASON)
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        db = Database("postgresql", PG_URL, schema, make_engine(PG_URL, schema=schema))
+    else:
+        url = f"sqlite:///{tmp_path / 'intake.db'}"
+        db = Database("sqlite", url, None, make_engine(url))
+    upgrade("intake", db.engine, db.schema)
+    with Session(db.engine) as session:
+        load(session=session)
+        session.commit()
+    yield db
+    db.engine.dispose()
+    if db.schema:
+        cleanup = make_engine(PG_URL)
+        with cleanup.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{db.schema}" CASCADE'))
+            conn.commit()
+        cleanup.dispose()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[LocalBroker]:
+    """A real tansu broker on a free port for the whole session."""
+    with LocalBroker(free_port()) as b:
+        yield b
+
+
+class Clock:
+    """A settable clock; tests pin "now" so deadlines and future checks are deterministic."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2027, 1, 10, tzinfo=timezone.utc))
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    # A bootstrap address nobody listens on: tests that need Kafka use the `broker` fixture.
+    return Settings(data_dir=tmp_path, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
+
+
+@pytest.fixture
+def client(database, settings, clock) -> Iterator[TestClient]:
+    app = create_app(settings, engine=database.engine, clock=clock)
+    with TestClient(app) as c:
+        yield c

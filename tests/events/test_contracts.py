@@ -1,0 +1,102 @@
+"""The event contracts: samples, JSON Schemas, AsyncAPI, and the union parser."""
+
+import jsonschema
+import pytest
+
+from services.events import registry, schemas, topics
+from services.events.vocabulary import FindingCategory, Indicator
+
+ALL = sorted(registry.MODELS)
+BRIEF_TYPES = {
+    "inspection.recorded", "rectification.reported", "rectification.verified", "rectification.rejected",
+    "finding.disputed", "finding.upheld", "finding.withdrawn", "daily_check.recorded",
+    "year_end_assessment.recorded", "county.status_changed", "return_risk.flagged", "return_risk.cleared",
+    "inspector.absence_recorded",
+}
+
+
+def test_every_event_type_of_the_issue_exists():
+    assert set(registry.TYPES) == BRIEF_TYPES
+
+
+@pytest.mark.parametrize("type_, version", ALL)
+def test_sample_parses_and_matches_its_json_schema(type_, version):
+    sample = schemas.sample(type_, version)
+    event = registry.parse(sample)
+    assert (event.type, event.schema_version) == (type_, version)
+    jsonschema.Draft202012Validator.check_schema(schemas.json_schema(type_, version))
+    jsonschema.validate(sample, schemas.json_schema(type_, version), cls=jsonschema.Draft202012Validator)
+    # dumping and parsing again gives the same event
+    assert registry.parse(registry.to_json_dict(event)) == event
+
+
+@pytest.mark.parametrize("type_, version", ALL)
+def test_json_schema_rejects_what_the_model_rejects(type_, version):
+    bad = {**schemas.sample(type_, version), "unexpected": 1}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schemas.json_schema(type_, version), cls=jsonschema.Draft202012Validator)
+    with pytest.raises(registry.ValidationError):
+        registry.parse(bad)
+
+
+def test_enumerations_follow_the_brief():
+    assert len(FindingCategory) == 6
+    assert {"food", "clothing", "education", "medical", "housing", "poverty_incidence", "registry_accuracy"} <= {
+        i.value for i in Indicator}
+
+
+def test_asyncapi_document_describes_every_message():
+    doc = schemas.asyncapi(6)
+    assert doc["asyncapi"].startswith("3.")
+    channel = doc["channels"]["intakeEvents"]
+    assert channel["address"] == topics.INTAKE_EVENTS
+    assert doc["channels"]["intakeEventsDeadLetter"]["address"] == "kaohe.intake.events.v1.dlt"
+    assert len(channel["messages"]) == len(ALL)
+    for name, message in doc["components"]["messages"].items():
+        ref = message["payload"]["$ref"]
+        assert ref.split("/")[-1] in doc["components"]["schemas"], name
+        assert set(message["headers"]["required"]) == {"event_id", "type", "schema_version", "sequence"}
+    # every $ref points inside the document
+    def refs(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "$ref":
+                    yield v
+                else:
+                    yield from refs(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from refs(v)
+    for ref in refs(doc):
+        node = doc
+        for part in ref.lstrip("#/").split("/"):
+            node = node[part]
+
+
+def test_asyncapi_examples_validate_against_their_payload_schema():
+    doc = schemas.asyncapi(6)
+    for message in doc["components"]["messages"].values():
+        schema = {**message["payload"], "components": doc["components"]}
+        for example in message["examples"]:
+            jsonschema.validate(example["payload"], schema, cls=jsonschema.Draft202012Validator)
+
+
+def test_record_round_trip():
+    from datetime import datetime, timezone
+
+    sample = schemas.sample("inspection.recorded", 1)
+    raw = registry.encode_record(42, datetime(2026, 3, 2, tzinfo=timezone.utc), sample)
+    rec = registry.decode_record(raw)
+    assert rec.sequence == 42 and rec.event == registry.parse(sample)
+    with pytest.raises(ValueError):
+        registry.decode_record(b"{}")
+    with pytest.raises(ValueError):
+        registry.decode_record(b"not json")
+
+
+def test_canonical_content_ignores_key_order_and_offset():
+    a = schemas.sample("finding.upheld", 1)
+    b = dict(reversed(list(a.items())))
+    b["occurred_at"] = "2026-03-10T01:00:00+00:00"  # 09:00 in Beijing
+    assert registry.canonical_content(a) == registry.canonical_content(b)
+    assert registry.canonical_content(a) != registry.canonical_content({**a, "source": "x"})

@@ -1,0 +1,63 @@
+"""Small event factories: valid by default, override what the test is about."""
+
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from itertools import count
+from typing import Any
+
+COUNTY = "513431"  # 昭觉县, Liangshan
+OTHER_COUNTY = "513432"  # 喜德县, Liangshan
+OTHER_PREFECTURE_COUNTY = "510722"  # 三台县, Mianyang
+T0 = datetime(2026, 3, 2, 1, 30, tzinfo=timezone.utc)
+_ids = count(1)
+
+
+def uid() -> str:
+    return str(uuid.uuid4())
+
+
+def envelope(type_: str, payload: dict[str, Any], *, region: str = COUNTY, at: datetime = T0,
+             **overrides: Any) -> dict[str, Any]:
+    return {"event_id": uid(), "type": type_, "schema_version": 1, "occurred_at": at.isoformat(),
+            "region_code": region, "source": "tests", "payload": payload, **overrides}
+
+
+def finding(finding_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+    return {"finding_id": finding_id or f"F-{next(_ids):06d}", "category": "basic_work",
+            "indicator": "registry_accuracy", "severity": "major", "description": "registry entry out of date",
+            "responsible_unit": "县扶贫开发局", "responsible_person": "张三",
+            "deadline": (T0.date() + timedelta(days=30)).isoformat(), **overrides}
+
+
+def inspection(*findings: dict[str, Any], region: str = COUNTY, at: datetime = T0, **payload: Any) -> dict[str, Any]:
+    body = {"inspection_id": f"I-{next(_ids):06d}", "mode": "unannounced", "team_id": "team-1",
+            "villages_sampled": 10, "households_sampled": 100, "findings": list(findings), **payload}
+    return envelope("inspection.recorded", body, region=region, at=at)
+
+
+def step(type_: str, finding_id: str, *, region: str = COUNTY, at: datetime = T0 + timedelta(days=1),
+         **payload: Any) -> dict[str, Any]:
+    """A ledger event about one finding (report, verify, reject, dispute, uphold, withdraw)."""
+    defaults = {
+        "rectification.reported": {"evidence": ["photo"], "note": ""},
+        "rectification.verified": {"checked_by": "验收组"},
+        "rectification.rejected": {"checked_by": "验收组"},
+        "finding.disputed": {"evidence": ["村委会证明"]},
+        "finding.upheld": {"decided_by": "督查组"},
+        "finding.withdrawn": {"decided_by": "督查组"},
+    }[type_]
+    return envelope(type_, {"finding_id": finding_id, **defaults, **payload}, region=region, at=at)
+
+
+def daily_check(region: str = COUNTY, **payload: Any) -> dict[str, Any]:
+    body = {"check_id": f"DC-{next(_ids):06d}", "kind": "registry_accuracy", "items_checked": 50,
+            "items_failed": 2, **payload}
+    return envelope("daily_check.recorded", body, region=region)
+
+
+def deadline(days: int) -> str:
+    return (T0.date() + timedelta(days=days)).isoformat()
+
+
+__all__ = ["COUNTY", "OTHER_COUNTY", "OTHER_PREFECTURE_COUNTY", "T0", "date", "daily_check", "deadline",
+           "envelope", "finding", "inspection", "step", "uid"]

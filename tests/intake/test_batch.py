@@ -1,0 +1,60 @@
+"""POST /v1/events/batch: each item judged on its own, in order."""
+
+from tests import factories as f
+
+
+def test_batch_with_good_and_bad_items(client):
+    good = f.finding()
+    items = [
+        f.inspection(good),                                                 # 0 accepted
+        f.step("rectification.reported", good["finding_id"]),                # 1 builds on item 0
+        {**f.inspection(), "region_code": "999999"},                        # 2 unknown county → 422
+        f.step("rectification.verified", "F-UNKNOWN"),                      # 3 unknown finding → 409
+        "not an object",                                                    # 4 → 422
+        {**f.daily_check(), "type": "daily_check.exploded"},                # 5 unknown type → 422
+    ]
+    items.append(dict(items[0]))                                            # 6 duplicate of 0
+    items.append({**items[1], "source": "changed"})                         # 7 same id, other content → 409
+    r = client.post("/v1/events/batch", json={"events": items})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    statuses = [x["status"] for x in body["results"]]
+    assert statuses == ["accepted", "accepted", "rejected", "rejected", "rejected", "rejected", "duplicate", "rejected"]
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (2, 1, 5)
+    problems = {x["index"]: x["problem"] for x in body["results"] if x["problem"]}
+    assert problems[2]["status"] == 422 and problems[2]["errors"][0]["field"] == "region_code"
+    assert problems[3]["status"] == 409
+    assert problems[4]["status"] == 422
+    assert problems[5]["errors"][0]["field"] == "type"
+    assert problems[7]["status"] == 409
+    assert body["results"][6]["sequence"] == body["results"][0]["sequence"] == 1
+    stored = client.get("/v1/events").json()["items"]
+    assert [e["event_id"] for e in stored] == [items[0]["event_id"], items[1]["event_id"]]
+    assert client.get(f"/v1/findings/{good['finding_id']}").json()["state"] == "reported"
+
+
+def test_rejected_item_in_the_middle_leaves_no_trace(client):
+    dup = f.finding()
+    items = [f.inspection(f.finding(), f.finding(dup["finding_id"])), f.inspection(dup)]  # 2nd reuses a finding id
+    body = client.post("/v1/events/batch", json={"events": items}).json()
+    assert [x["status"] for x in body["results"]] == ["accepted", "rejected"]
+    # the rejected inspection's natural key was not taken: its inspection_id can still be used
+    retry = f.inspection(f.finding())
+    retry["payload"]["inspection_id"] = items[1]["payload"]["inspection_id"]
+    assert client.post("/v1/events", json=retry).status_code == 201
+
+
+def test_batch_limits(client):
+    assert client.post("/v1/events/batch", json={"events": []}).status_code == 422
+    too_many = client.post("/v1/events/batch", json={"events": [f.daily_check() for _ in range(1001)]})
+    assert too_many.status_code == 422
+    assert too_many.json()["errors"][0]["field"] == "events"
+    assert client.post("/v1/events/batch", json=[f.daily_check()]).status_code == 422
+    assert client.get("/v1/events").json()["items"] == []
+
+
+def test_full_batch_of_1000_is_accepted_in_order(client):
+    items = [f.daily_check(region=("513431", "510722")[i % 2]) for i in range(1000)]
+    body = client.post("/v1/events/batch", json={"events": items}).json()
+    assert body["accepted"] == 1000
+    assert [x["sequence"] for x in body["results"]] == list(range(1, 1001))

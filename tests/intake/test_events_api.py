@@ -1,0 +1,182 @@
+"""POST /v1/events: acceptance, idempotency, and every 422 case."""
+
+from datetime import timedelta
+
+import pytest
+
+from tests import factories as f
+from tests.factories import COUNTY, T0
+
+PROBLEM = "application/problem+json"
+
+
+def fields(response) -> set[str]:
+    assert response.headers["content-type"].startswith(PROBLEM), response.text
+    return {e["field"] for e in response.json()["errors"]}
+
+
+def test_accepted_event_is_stored_with_sequence_and_recorded_at(client, clock):
+    event = f.inspection(f.finding())
+    r = client.post("/v1/events", json=event)
+    assert r.status_code == 201, r.text
+    record = r.json()
+    assert record["sequence"] == 1
+    assert record["recorded_at"].startswith(clock.now.date().isoformat())
+    assert r.headers["location"] == f"/v1/events/{event['event_id']}"
+    got = client.get(f"/v1/events/{event['event_id']}").json()
+    assert got == record
+    assert got["payload"]["findings"][0]["finding_id"] == event["payload"]["findings"][0]["finding_id"]
+
+
+def test_clean_visit_without_findings_is_accepted(client):
+    r = client.post("/v1/events", json=f.inspection())
+    assert r.status_code == 201
+    assert r.json()["payload"]["findings"] == []
+
+
+def test_same_event_twice_is_one_event(client):
+    event = f.inspection(f.finding())
+    first = client.post("/v1/events", json=event)
+    # same content, keys reordered and the time written in another offset: still the same event
+    again = dict(reversed(list(event.items())))
+    again["occurred_at"] = (T0.astimezone(__import__("datetime").timezone(timedelta(hours=8)))).isoformat()
+    second = client.post("/v1/events", json=again)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert second.json() == first.json()
+    assert client.get("/v1/events").json()["items"] == [first.json()]
+
+
+def test_same_event_id_with_different_content_is_409_and_changes_nothing(client):
+    event = f.inspection(f.finding())
+    client.post("/v1/events", json=event)
+    changed = {**event, "source": "someone-else"}
+    r = client.post("/v1/events", json=changed)
+    assert r.status_code == 409
+    assert r.headers["content-type"].startswith(PROBLEM)
+    assert event["event_id"] in r.json()["detail"]
+    assert client.get(f"/v1/events/{event['event_id']}").json()["source"] == "tests"
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda e: e.pop("event_id"), {"event_id"}),
+    (lambda e: e.update(event_id="not-a-uuid"), {"event_id"}),
+    (lambda e: e.update(type="inspection.deleted"), {"type"}),
+    (lambda e: e.pop("type"), {"type"}),
+    (lambda e: e.update(schema_version=9), {"schema_version"}),
+    (lambda e: e.update(occurred_at="2026-03-02T09:30:00"), {"occurred_at"}),
+    (lambda e: e.update(occurred_at="yesterday"), {"occurred_at"}),
+    (lambda e: e.update(occurred_at="1999-01-01T00:00:00Z"), {"occurred_at"}),
+    (lambda e: e.update(region_code="51343"), {"region_code"}),
+    (lambda e: e.update(colour="red"), {"colour"}),
+    (lambda e: e["payload"].update(mode="drive-by"), {"payload.mode"}),
+    (lambda e: e["payload"].update(villages_sampled=-1), {"payload.villages_sampled"}),
+    (lambda e: e["payload"]["findings"][0].update(severity="huge"), {"payload.findings.0.severity"}),
+    (lambda e: e["payload"]["findings"][0].update(indicator="happiness"), {"payload.findings.0.indicator"}),
+    (lambda e: e["payload"]["findings"][0].update(deadline="2020-01-01"), {"payload"}),
+    (lambda e: e["payload"]["findings"].append(dict(e["payload"]["findings"][0])), {"payload.findings"}),
+])
+def test_schema_errors_are_422_naming_the_field(client, mutate, expected):
+    event = f.inspection(f.finding())
+    mutate(event)
+    r = client.post("/v1/events", json=event)
+    assert r.status_code == 422, r.text
+    assert fields(r) == expected
+    assert r.json()["status"] == 422 and r.json()["type"].startswith("urn:kaohe:problem:")
+    assert client.get("/v1/events").json()["items"] == []
+
+
+def test_every_offending_field_is_named(client):
+    event = f.inspection(f.finding(severity="huge", category="nope"), mode="drive-by")
+    event["region_code"] = "x"
+    r = client.post("/v1/events", json=event)
+    assert r.status_code == 422
+    assert fields(r) == {"region_code", "payload.mode", "payload.findings.0.severity", "payload.findings.0.category"}
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({"status": "exited"}, "payload.exit_year"),
+    ({"status": "in_poverty", "exit_year": 2020}, "payload.exit_year"),
+])
+def test_status_change_needs_a_consistent_exit_year(client, payload, field):
+    r = client.post("/v1/events", json=f.envelope("county.status_changed", payload))
+    assert r.status_code == 422
+    assert fields(r) == {field}
+
+
+def test_daily_check_cannot_fail_more_items_than_it_checked(client):
+    r = client.post("/v1/events", json=f.daily_check(items_checked=5, items_failed=6))
+    assert r.status_code == 422
+    assert fields(r) == {"payload.items_failed"}
+
+
+@pytest.mark.parametrize("code, why", [("999999", "not a known region"), ("513400", "a prefecture"),
+                                        ("510000", "a province")])
+def test_region_code_must_be_a_known_county(client, code, why):
+    r = client.post("/v1/events", json=f.inspection(region=code))
+    assert r.status_code == 422
+    assert fields(r) == {"region_code"}
+    assert why in r.json()["errors"][0]["message"]
+
+
+def test_far_future_occurred_at_is_rejected(client, clock):
+    r = client.post("/v1/events", json=f.inspection(at=clock.now + timedelta(days=2)))
+    assert r.status_code == 422
+    assert fields(r) == {"occurred_at"}
+    ok = client.post("/v1/events", json=f.inspection(at=clock.now + timedelta(hours=2)))
+    assert ok.status_code == 201  # a field device's clock may run a little ahead
+
+
+@pytest.mark.parametrize("body, content_type", [
+    (b"{not json", "application/json"),
+    (b"[1, 2, 3]", "application/json"),
+    ("\u4e2d".encode("utf-16"), "application/json"),
+])
+def test_malformed_bodies_are_422_problems(client, body, content_type):
+    r = client.post("/v1/events", content=body, headers={"content-type": content_type})
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith(PROBLEM)
+
+
+def test_huge_body_is_413_problem(client, settings):
+    big = b'{"x": "' + b"a" * (settings.max_body_bytes + 10) + b'"}'
+    r = client.post("/v1/events", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.headers["content-type"].startswith(PROBLEM)
+
+
+def test_unknown_event_is_404_problem(client):
+    r = client.get(f"/v1/events/{f.uid()}")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith(PROBLEM)
+
+
+def test_list_filters_and_cursor_pagination(client):
+    other = "510722"
+    posted = [client.post("/v1/events", json=f.inspection(region=COUNTY if i % 2 else other)).json()
+              for i in range(7)]
+    client.post("/v1/events", json=f.daily_check())
+    page1 = client.get("/v1/events", params={"region_code": COUNTY, "type": "inspection.recorded", "limit": 2}).json()
+    page2 = client.get("/v1/events", params={"region_code": COUNTY, "type": "inspection.recorded", "limit": 2,
+                                             "cursor": page1["next_cursor"]}).json()
+    assert [e["sequence"] for e in page1["items"] + page2["items"]] == [p["sequence"] for p in posted if
+                                                                         p["region_code"] == COUNTY]
+    assert page2["next_cursor"] is None
+    # a prefecture code selects its counties; the province selects everything
+    liangshan = client.get("/v1/events", params={"region_code": "513400"}).json()["items"]
+    assert {e["region_code"] for e in liangshan} == {COUNTY}
+    assert len(client.get("/v1/events", params={"region_code": "510000", "limit": 100}).json()["items"]) == 8
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"limit": 0}, "query.limit"), ({"limit": 101}, "query.limit"), ({"cursor": "garbage"}, "cursor"),
+    ({"type": "nope"}, "query.type"), ({"region_code": "12"}, "query.region_code"),
+    ({"since": "2026-01-01T00:00:00"}, "query.since"),
+])
+def test_bad_list_parameters_are_422(client, params, field):
+    r = client.get("/v1/events", params=params)
+    assert r.status_code == 422
+    assert fields(r) == {field}
+
+
+def test_unknown_region_filter_is_404(client):
+    assert client.get("/v1/events", params={"region_code": "999999"}).status_code == 404

@@ -118,8 +118,8 @@ def record_dict(sequence: int, recorded_at: datetime, event_json: dict[str, Any]
 
 
 def encode_record(sequence: int, recorded_at: datetime, event_json: dict[str, Any]) -> bytes:
-    """The Kafka message value and the export line: the envelope plus intake's additions."""
-    return orjson.dumps(record_dict(sequence, recorded_at, event_json))
+    """The Kafka message value and the export line (identical bytes): envelope + intake's additions."""
+    return orjson.dumps(record_dict(sequence, recorded_at, event_json), option=orjson.OPT_SORT_KEYS)
 
 
 def decode_record(raw: bytes | str | dict[str, Any]) -> Recorded:

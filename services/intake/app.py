@@ -1,7 +1,8 @@
 """Intake's FastAPI app. Run with `python -m services.intake`."""
 
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -11,6 +12,7 @@ from sqlmodel import Session
 from services.intake.api import audit, contracts, events, ledger, regions
 from services.intake.base import Outbox
 from services.intake.regions.service import Directory
+from services.intake.store.committer import GroupCommitter
 from services.intake.store.service import utcnow
 from services.kit.app import broker_check, database_check, health_router, service_app
 from services.kit.db import make_engine
@@ -28,9 +30,21 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     if engine is None:
         url, schema = settings.database("intake")
         engine = make_engine(url, schema=schema)
-    app = service_app(title="Kaohe intake", description=DESCRIPTION, settings=settings)
+    directory = Directory(engine)
+    committer = GroupCommitter(engine, directory, clock=clock,
+                               max_future=timedelta(seconds=settings.max_future_skew_s))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        committer.start()
+        try:
+            yield
+        finally:
+            committer.stop()
+
+    app = service_app(title="Kaohe intake", description=DESCRIPTION, settings=settings, lifespan=lifespan)
     app.state.settings, app.state.engine, app.state.clock = settings, engine, clock
-    app.state.directory = Directory(engine)
+    app.state.directory, app.state.committer = directory, committer
 
     def outbox_info() -> dict[str, Any]:
         t = Outbox.__table__

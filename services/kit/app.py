@@ -67,8 +67,9 @@ def broker_check(settings: Settings) -> Check:
     return check
 
 
-def service_app(*, title: str, description: str, settings: Settings, version: str = "1.0.0") -> FastAPI:
-    app = FastAPI(title=title, description=description, version=version)
+def service_app(*, title: str, description: str, settings: Settings, version: str = "1.0.0",
+                lifespan: Any = None) -> FastAPI:
+    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -37,6 +37,8 @@ def make_engine(url: str, *, schema: str | None = None, **kwargs: Any) -> Engine
     """An engine tuned per backend; `schema` pins PostgreSQL's search_path to one service."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 40)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -62,6 +64,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def ping(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+class Busy(Exception):
+    """The database cannot take this write now (overload or outage): 503 with Retry-After."""
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -27,8 +27,10 @@ def producer(bootstrap_servers: str, **overrides) -> KafkaProducer:
         max_in_flight_requests_per_connection=1,
         linger_ms=2,
         batch_size=256 * 1024,
-        request_timeout_ms=10_000,
-        delivery_timeout_ms=30_000,
+        # fail a batch within ~10 s of an outage, so the relay notices, backs off and rebuilds
+        # its producer (a restarted broker may need its topics re-created)
+        request_timeout_ms=5_000,
+        delivery_timeout_ms=10_000,
         max_block_ms=10_000,
         retry_backoff_ms=200,
     )

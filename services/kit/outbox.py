@@ -89,7 +89,7 @@ class Relay:
             headers = [(k, str(v).encode()) for k, v in orjson.loads(row.headers).items()]
             futures.append((row.id, self._producer.send(row.topic, key=row.key.encode(), value=row.value,
                                                         headers=headers)))
-        self._producer.flush(timeout=30)
+        self._producer.flush(timeout=15)
         acked: list[int] = []
         failure: Exception | None = None
         for row_id, fut in futures:

@@ -6,9 +6,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.events.registry import ValidationError, explain_unknown, field_errors
+from services.kit.db import Busy
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +36,15 @@ class Problem(Exception):
 class InvalidEvent(Problem):
     """A schema error in an event: 422 with the list of fields."""
 
-    def __init__(self, errors: list[dict[str, Any]], detail: str | None = None) -> None:
+    def __init__(self, errors: list[dict[str, Any]], detail: str | None = None, event_id: str | None = None) -> None:
         fields = ", ".join(sorted({e["field"] for e in errors}))
         super().__init__(422, "validation", "Invalid request", detail or f"invalid fields: {fields}", errors=errors)
+        self.event_id = event_id  # as sent, if it was a string: lets a batch result name the item
 
     @classmethod
     def from_validation(cls, exc: ValidationError, data: Any) -> "InvalidEvent":
-        return cls(field_errors(exc, data))
+        event_id = data.get("event_id") if isinstance(data, dict) else None
+        return cls(field_errors(exc, data), event_id=event_id if isinstance(event_id, str) else None)
 
 
 def field_problem(field: str, message: str, type_: str = "value_error", status: int = 422) -> Problem:
@@ -92,6 +97,17 @@ def install(app: FastAPI) -> None:
         problem = Problem(exc.status_code, f"http-{exc.status_code}", titles.get(exc.status_code, "HTTP error"),
                           str(exc.detail))
         return problem_response(problem, request, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Busy)
+    @app.exception_handler(SATimeout)
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(request: Request, exc: Exception):
+        # overload or an outage is the client's to retry, not a bug: 503, and nothing was stored
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                    str(exc).splitlines()[0])
+        problem = Problem(503, "unavailable", "Service unavailable",
+                          "the database is busy or unreachable; nothing was stored, retry later")
+        return problem_response(problem, request, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

@@ -58,3 +58,15 @@ def test_full_batch_of_1000_is_accepted_in_order(client):
     body = client.post("/v1/events/batch", json={"events": items}).json()
     assert body["accepted"] == 1000
     assert [x["sequence"] for x in body["results"]] == list(range(1, 1001))
+
+
+def test_a_duplicate_of_an_older_event_does_not_move_the_head(client):
+    """Regression: a batch that re-sends an older event and adds new ones continues the sequence."""
+    first = [client.post("/v1/events", json=f.daily_check()).json() for _ in range(3)]
+    old = {k: v for k, v in first[0].items() if k not in ("recorded_at", "sequence")}
+    body = client.post("/v1/events/batch", json={"events": [old, f.daily_check(), f.daily_check()]}).json()
+    assert [(x["status"], x["sequence"]) for x in body["results"]] == [("duplicate", 1), ("accepted", 4),
+                                                                        ("accepted", 5)]
+    assert client.post("/v1/events", json=old).status_code == 200
+    assert client.post("/v1/events", json=f.daily_check()).json()["sequence"] == 6
+    assert client.get("/v1/audit/verify").json()["ok"] is True

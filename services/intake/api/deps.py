@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 
 from services.intake.regions.service import Directory
+from services.intake.store.committer import GroupCommitter
 from services.kit.settings import Settings
 
 
@@ -28,6 +29,11 @@ def _clock(request: Request) -> Callable[[], datetime]:
     return request.app.state.clock
 
 
+def _committer(request: Request) -> GroupCommitter:
+    return request.app.state.committer
+
+
+CommitterDep = Annotated[GroupCommitter, Depends(_committer)]
 ClockDep = Annotated[Callable[[], datetime], Depends(_clock)]
 DirectoryDep = Annotated[Directory, Depends(_directory)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 
 from services.events.registry import TYPES, Event
-from services.intake.api.deps import ClockDep, DirectoryDep, EngineDep, SettingsDep, max_future
+from services.intake.api.deps import CommitterDep, DirectoryDep, EngineDep
 from services.intake.api.schemas import BatchIn, BatchItemResult, BatchOut, EventPage, RecordPublic
 from services.intake.regions.service import region_filter
 from services.intake.store import service as store
@@ -26,16 +26,18 @@ WRITE_ERRORS = {
           "allow (the problem names the current state)", **PROBLEM},
     413: {"description": "Body too large", **PROBLEM},
     422: {"description": "Invalid event: `errors` names every offending field", **PROBLEM},
+    503: {"description": "The database is unavailable; nothing was stored, retry (Retry-After)", **PROBLEM},
 }
 
 
 @router.post("", status_code=201, response_model=RecordPublic, summary="Submit one event",
              responses={200: {"description": "Already stored (same event_id, same content): the original record",
                               "model": RecordPublic}, **WRITE_ERRORS})
-def submit(event: Event, session: SessionDep, directory: DirectoryDep, settings: SettingsDep,
-           request_clock: ClockDep, response: Response) -> dict:
-    outcome = store.append(session=session, event=event, directory=directory, clock=request_clock,
-                           max_future=max_future(settings))
+async def submit(event: Event, committer: CommitterDep, response: Response) -> dict:
+    # async: the route only waits for the group commit (no blocking call in the event loop)
+    (outcome,) = await committer.submit([event])
+    if outcome.problem is not None:
+        raise outcome.problem
     if outcome.status == "duplicate":
         response.status_code = 200
     response.headers["Location"] = f"/v1/events/{outcome.event_id}"
@@ -44,10 +46,8 @@ def submit(event: Event, session: SessionDep, directory: DirectoryDep, settings:
 
 @router.post("/batch", response_model=BatchOut, summary="Submit up to 1,000 events, each judged on its own",
              responses={413: WRITE_ERRORS[413], 422: {"description": "The body itself is malformed", **PROBLEM}})
-def submit_batch(body: BatchIn, session: SessionDep, directory: DirectoryDep, settings: SettingsDep,
-                 request_clock: ClockDep) -> BatchOut:
-    outcomes = store.append_batch(session=session, items=body.events, directory=directory, clock=request_clock,
-                                  max_future=max_future(settings))
+async def submit_batch(body: BatchIn, committer: CommitterDep) -> BatchOut:
+    outcomes = await committer.submit(store.parse_items(body.events))
     results = [
         BatchItemResult(index=i, event_id=o.event_id, status=o.status,
                         sequence=o.record["sequence"] if o.record else None,

@@ -16,7 +16,7 @@ from sqlmodel import Session
 from services.events import registry, topics
 from services.events.v1 import Envelope
 from services.intake.base import Outbox
-from services.intake.findings.ledger import HANDLERS, Context, conflict
+from services.intake.findings.ledger import HANDLERS, Context, Lookups, conflict
 from services.intake.regions.service import Directory
 from services.intake.store.models import GENESIS_HASH, ChainHead, StoredEvent
 from services.kit.outbox import outbox_row
@@ -57,22 +57,53 @@ class Outcome:
     problem: Problem | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """An event already in the store (or earlier in this batch), enough to judge a duplicate."""
+
+    sequence: int
+    content_hash: str
+    record: dict[str, Any]
+
+
 @dataclass(slots=True)
 class _Batch:
     """Append state for one transaction: the locked head and what this batch added so far."""
 
     session: Session
-    head: ChainHead
-    seen: dict[UUID, StoredEvent] = field(default_factory=dict)
+    lookups: Lookups
+    known: dict[UUID, _Known]
+    sequence: int = 0  # the head as this batch moves it (written back to `head` on flush)
+    chain_hash: str = GENESIS_HASH
+    recorded_at: datetime | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _lock_head(session: Session) -> ChainHead:
+_HEAD = ChainHead.__table__
+
+
+def _lock_head(session: Session) -> tuple[int, str, datetime | None]:
     # The UPDATE comes first: it takes the row lock (PostgreSQL) or the write lock (SQLite)
     # before anything is read, so appends from every process are serialised, gap-free and chained.
-    session.execute(update(ChainHead).where(ChainHead.id == 1).values(sequence=ChainHead.sequence))
-    head = session.execute(select(ChainHead).where(ChainHead.id == 1)).scalar_one()
-    return head
+    session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(sequence=_HEAD.c.sequence))
+    row = session.execute(select(_HEAD.c.sequence, _HEAD.c.chain_hash, _HEAD.c.recorded_at)
+                          .where(_HEAD.c.id == 1)).one()
+    return row.sequence, row.chain_hash, row.recorded_at
+
+
+def _begin(session: Session, events: Sequence[Envelope]) -> _Batch:
+    head_sequence, head_hash, head_recorded_at = _lock_head(session)
+    ids = [e.event_id for e in events]
+    known: dict[UUID, _Known] = {}
+    for i in range(0, len(ids), 500):
+        rows = session.execute(
+            select(StoredEvent.event_id, StoredEvent.sequence, StoredEvent.recorded_at, StoredEvent.content_hash,
+                   StoredEvent.body).where(StoredEvent.event_id.in_(ids[i:i + 500])))
+        for row in rows:
+            known[row.event_id] = _Known(row.sequence, row.content_hash,
+                                         registry.record_dict(row.sequence, row.recorded_at, orjson.loads(row.body)))
+    return _Batch(session, Lookups.load(session, events), known, head_sequence, head_hash, head_recorded_at)
 
 
 def _check_time(event: Envelope, now: datetime, max_future: timedelta) -> None:
@@ -82,32 +113,33 @@ def _check_time(event: Envelope, now: datetime, max_future: timedelta) -> None:
 
 
 def _append(batch: _Batch, event: Envelope, *, directory: Directory, now: datetime,
-            max_future: timedelta, existing: StoredEvent | None) -> Outcome:
+            max_future: timedelta) -> Outcome:
     event_json = registry.to_json_dict(event)
     digest = content_hash(event_json)
-    prior = batch.seen.get(event.event_id) or existing
+    prior = batch.known.get(event.event_id)
     if prior is not None:
         if prior.content_hash == digest:
-            return Outcome("duplicate", str(event.event_id), record_of(prior))
+            return Outcome("duplicate", str(event.event_id), prior.record)
         raise conflict(f"event_id {event.event_id} was already used for different content (sequence "
                        f"{prior.sequence}); an event is a fact and cannot be changed — send a correction "
                        "as a new event with a new event_id", event_id=str(event.event_id), sequence=prior.sequence)
     place = directory.county(event.region_code)
     _check_time(event, now, max_future)
-    sequence = batch.head.sequence + 1
-    apply = HANDLERS[event.type](event, Context(batch.session, sequence, place.prefecture_code or ""))
+    sequence = batch.sequence + 1
+    apply = HANDLERS[event.type](event, Context(batch.lookups, sequence, place.prefecture_code or ""))
     # nothing was written for this event before this line; everything below only writes
     apply()
     body = orjson.dumps(event_json, option=orjson.OPT_SORT_KEYS).decode()
-    row = StoredEvent(
-        sequence=sequence, event_id=event.event_id, type=event.type, schema_version=event.schema_version,
-        occurred_at=event.occurred_at, recorded_at=now, region_code=event.region_code,
-        prefecture_code=place.prefecture_code or "", source=event.source, body=body, content_hash=digest,
-        chain_hash=chain_hash(batch.head.chain_hash, sequence, now, body),
-    )
-    batch.session.add(row)
-    batch.head.sequence, batch.head.chain_hash, batch.head.recorded_at = sequence, row.chain_hash, now
-    batch.seen[event.event_id] = row
+    link = chain_hash(batch.chain_hash, sequence, now, body)
+    batch.events.append({
+        "sequence": sequence, "event_id": event.event_id, "type": event.type,
+        "schema_version": event.schema_version, "occurred_at": event.occurred_at, "recorded_at": now,
+        "region_code": event.region_code, "prefecture_code": place.prefecture_code or "", "source": event.source,
+        "body": body, "content_hash": digest, "chain_hash": link,
+    })
+    batch.sequence, batch.chain_hash, batch.recorded_at = sequence, link, now
+    record = registry.record_dict(sequence, now, event_json)
+    batch.known[event.event_id] = _Known(sequence, digest, record)
     batch.outbox.append(outbox_row(
         Outbox, topic=topics.INTAKE_EVENTS, key=event.region_code,
         value=registry.encode_record(sequence, now, event_json),
@@ -115,59 +147,57 @@ def _append(batch: _Batch, event: Envelope, *, directory: Directory, now: dateti
                  "schema_version": str(event.schema_version), "sequence": str(sequence)},
         now=now,
     ))
-    return Outcome("accepted", str(event.event_id), record_of(row))
+    return Outcome("accepted", str(event.event_id), record)
 
 
 def _flush(batch: _Batch) -> None:
-    batch.session.flush()
-    if batch.outbox:
+    if batch.events:
+        batch.session.execute(insert(StoredEvent), batch.events)
         batch.session.execute(insert(Outbox), batch.outbox)
-        batch.outbox.clear()
+        batch.session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(
+            sequence=batch.sequence, chain_hash=batch.chain_hash, recorded_at=batch.recorded_at))
+    batch.lookups.flush()
+    batch.session.flush()
 
 
-def _existing(session: Session, ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
-    if not ids:
-        return {}
-    rows = session.execute(select(StoredEvent).where(StoredEvent.event_id.in_(ids))).scalars()
-    return {r.event_id: r for r in rows}
-
-
-def append(*, session: Session, event: Envelope, directory: Directory, clock: Clock = utcnow,
-           max_future: timedelta = timedelta(days=1)) -> Outcome:
-    """Store one event; raises Problem (422/409) if it cannot be accepted."""
-    batch = _Batch(session, _lock_head(session))
-    now = clock()
-    outcome = _append(batch, event, directory=directory, now=now, max_future=max_future,
-                      existing=_existing(session, [event.event_id]).get(event.event_id))
-    _flush(batch)
-    return outcome
-
-
-def append_batch(*, session: Session, items: Sequence[Any], directory: Directory, clock: Clock = utcnow,
-                 max_future: timedelta = timedelta(days=1)) -> list[Outcome]:
-    """Store each item on its own merits, in order (an item may build on an earlier one)."""
+def parse_items(items: Sequence[Any]) -> list[Envelope | InvalidEvent]:
+    """Parse each raw item on its own; a bad one becomes its 422, the others are unaffected."""
     parsed: list[Envelope | InvalidEvent] = []
     for item in items:
         try:
             parsed.append(registry.parse(item))
         except registry.ValidationError as exc:
             parsed.append(InvalidEvent.from_validation(exc, item))
-    batch = _Batch(session, _lock_head(session))
-    now = clock()
-    existing = _existing(session, [e.event_id for e in parsed if isinstance(e, Envelope)])
+    return parsed
+
+
+def append_many(*, session: Session, items: Sequence[Envelope | InvalidEvent], directory: Directory,
+                clock: Clock = utcnow, max_future: timedelta = timedelta(days=1)) -> list[Outcome]:
+    """Store each event on its own merits, in order (an event may build on an earlier one)."""
     outcomes = []
-    for item, event in zip(items, parsed):
-        if isinstance(event, InvalidEvent):
-            event_id = item.get("event_id") if isinstance(item, dict) else None
-            outcomes.append(Outcome("rejected", event_id if isinstance(event_id, str) else None, problem=event))
-            continue
-        try:
-            outcomes.append(_append(batch, event, directory=directory, now=now, max_future=max_future,
-                                    existing=existing.get(event.event_id)))
-        except Problem as problem:
-            outcomes.append(Outcome("rejected", str(event.event_id), problem=problem))
-    _flush(batch)
+    with session.no_autoflush:
+        batch = _begin(session, [e for e in items if isinstance(e, Envelope)])
+        now = clock()
+        for event in items:
+            if isinstance(event, InvalidEvent):
+                outcomes.append(Outcome("rejected", event.event_id, problem=event))
+                continue
+            try:
+                outcomes.append(_append(batch, event, directory=directory, now=now, max_future=max_future))
+            except Problem as problem:
+                outcomes.append(Outcome("rejected", str(event.event_id), problem=problem))
+        _flush(batch)
     return outcomes
+
+
+def append(*, session: Session, event: Envelope, directory: Directory, clock: Clock = utcnow,
+           max_future: timedelta = timedelta(days=1)) -> Outcome:
+    """Store one event; raises Problem (422/409) if it cannot be accepted."""
+    (outcome,) = append_many(session=session, items=[event], directory=directory, clock=clock,
+                             max_future=max_future)
+    if outcome.problem is not None:
+        raise outcome.problem
+    return outcome
 
 
 # ---- reading --------------------------------------------------------------------------------

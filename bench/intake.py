@@ -1,0 +1,246 @@
+"""`make bench`: intake throughput next to baselines measured in the same run.
+
+Figures (issue 2; the full table of issue 7 grows from here):
+  * single-event POST /v1/events: requests/s and p99 with 32 concurrent connections (wrk),
+    against a FastAPI hello-world served the same way (ratio; target ≥ 0.15);
+  * POST /v1/events/batch (1,000 events a request): events/s, against raw executemany inserts
+    of rows of the same size into the same database (ratio; target ≥ 0.3).
+Runs on SQLite and again on PostgreSQL where reachable. `--quick` shortens every run.
+Writes bench/results.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import httpx
+import orjson
+from sqlalchemy import text
+
+from services.kit.broker import free_port
+from services.kit.db import make_engine
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN = os.environ.get("KAOHE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+COUNTIES = ["513431", "513432", "510722", "511602", "513433", "510726"]
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing wrk (Debian package) for the load generator…", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, capture_output=True)
+    found = shutil.which("wrk")
+    if not found:
+        sys.exit("wrk is needed as the load generator: apt-get install wrk")
+    return found
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def parse_wrk(out: str) -> dict:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: (.*)", out)
+    return {"requests_per_s": rps, "p99_ms": float(p99.group(1)) * scale,
+            "non_2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else None}
+
+
+def run_wrk(wrk: str, url: str, seconds: int, script: str | None = None) -> dict:
+    args = [wrk, "-t2", "-c32", f"-d{seconds}s", "--latency"]
+    if script:
+        args += ["-s", script]
+    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    return parse_wrk(out)
+
+
+def hello_world(wrk: str, seconds: int) -> dict:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.hello", str(port)], cwd=ROOT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/")
+        run_wrk(wrk, f"http://127.0.0.1:{port}/", 2)  # warm-up
+        return run_wrk(wrk, f"http://127.0.0.1:{port}/", seconds)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+class Stack:
+    """`python -m services.kit.run` in a scratch data dir on free ports (broker, intake, relay)."""
+
+    def __init__(self, data_dir: Path, database_url: str | None) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, "KAOHE_DATA_DIR": str(data_dir), "KAOHE_INTAKE_PORT": str(self.port),
+                    "KAOHE_BROKER_PORT": str(free_port()), "KAOHE_LOG_LEVEL": "WARNING"}
+        self.env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        if database_url:
+            self.env["KAOHE_INTAKE_DATABASE_URL"] = database_url
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "Stack":
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.kit.run"], cwd=ROOT, env=self.env,
+                                     stdout=subprocess.DEVNULL, start_new_session=True)
+        wait_http(f"{self.url}/readyz", timeout=90)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.killpg(self.proc.pid, signal.SIGINT)
+        self.proc.wait(60)
+
+
+def batch_events(n: int) -> list[bytes]:
+    bodies = []
+    for b in range(n // 1000):
+        events = []
+        for i in range(1000):
+            eid = str(uuid.uuid4())
+            events.append({"event_id": eid, "type": "daily_check.recorded", "schema_version": 1,
+                           "occurred_at": "2026-06-01T09:00:00+08:00", "region_code": COUNTIES[i % len(COUNTIES)],
+                           "source": "bench", "payload": {"check_id": f"BB-{eid}", "kind": "work_log",
+                                                          "items_checked": 20, "items_failed": 0}})
+        bodies.append(orjson.dumps({"events": events}))
+    return bodies
+
+
+def batch_rate(url: str, total: int) -> dict:
+    bodies = batch_events(total)
+    with httpx.Client(timeout=120) as client:
+        client.post(f"{url}/v1/events/batch", content=batch_events(1000)[0],
+                    headers={"content-type": "application/json"})  # warm-up
+        start = time.perf_counter()
+        accepted = 0
+        for body in bodies:
+            r = client.post(f"{url}/v1/events/batch", content=body, headers={"content-type": "application/json"})
+            r.raise_for_status()
+            accepted += r.json()["accepted"]
+        elapsed = time.perf_counter() - start
+    assert accepted == total, f"only {accepted} of {total} accepted"
+    return {"events_per_s": total / elapsed, "events": total, "seconds": elapsed}
+
+
+def raw_insert_rate(database_url: str, total: int) -> float:
+    """Baseline: executemany of event-sized rows into a scratch table of the same database, 1,000 a commit."""
+    engine = make_engine(database_url)
+    row = {"sequence": 0, "body": "x" * 420, "content_hash": "h" * 64, "chain_hash": "c" * 64,
+           "region_code": "513431", "type": "daily_check.recorded"}
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS bench_raw"))
+        conn.execute(text("CREATE TABLE bench_raw (sequence BIGINT PRIMARY KEY, body TEXT, content_hash TEXT, "
+                          "chain_hash TEXT, region_code TEXT, type TEXT)"))
+    start = time.perf_counter()
+    for b in range(total // 1000):
+        rows = [{**row, "sequence": b * 1000 + i} for i in range(1000)]
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO bench_raw VALUES (:sequence, :body, :content_hash, :chain_hash, "
+                              ":region_code, :type)"), rows)
+    elapsed = time.perf_counter() - start
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE bench_raw"))
+    engine.dispose()
+    return total / elapsed
+
+
+def postgres_database() -> str | None:
+    try:
+        admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        name = f"kaohe_bench_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    except Exception as exc:  # noqa: BLE001 - no PostgreSQL is a reason to skip, printed below
+        print(f"PostgreSQL not reachable ({str(exc).splitlines()[0]}): PostgreSQL part skipped", flush=True)
+        return None
+
+
+def drop_postgres(url: str) -> None:
+    admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (under 2 minutes in all)")
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    seconds, batch_total = (5, 5_000) if args.quick else (15, 30_000)
+    wrk = ensure_wrk()
+    script = str(ROOT / "bench" / "post_event.lua")
+
+    print(f"baseline: FastAPI hello-world, wrk 2 threads × 32 connections, {seconds}s…", flush=True)
+    hello = hello_world(wrk, seconds)
+    results = {"machine": {"python": platform.python_version(), "platform": platform.platform(),
+                           "cpus": os.cpu_count()},
+               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                        cwd=ROOT).stdout.strip(),
+               "quick": args.quick, "hello_world": hello, "backends": {}}
+    backends = [("sqlite", None)]
+    pg = None if args.no_postgres else postgres_database()
+    if pg:
+        backends.append(("postgresql", pg))
+    try:
+        for name, url in backends:
+            with TemporaryDirectory() as tmp:
+                db_url = url or f"sqlite:///{Path(tmp) / 'intake.db'}"
+                with Stack(Path(tmp), url) as stack:
+                    print(f"[{name}] single POST /v1/events, {seconds}s…", flush=True)
+                    run_wrk(wrk, f"{stack.url}/v1/events", 2, script)  # warm-up
+                    single = run_wrk(wrk, f"{stack.url}/v1/events", seconds, script)
+                    print(f"[{name}] batch POST /v1/events/batch, {batch_total} events…", flush=True)
+                    batch = batch_rate(stack.url, batch_total)
+                    verified = httpx.get(f"{stack.url}/v1/audit/verify", timeout=300).json()
+                raw = raw_insert_rate(db_url, batch_total)
+                results["backends"][name] = {
+                    "single_post": single, "single_ratio_to_hello": single["requests_per_s"] / hello["requests_per_s"],
+                    "batch": batch, "raw_inserts_per_s": raw, "batch_ratio_to_raw": batch["events_per_s"] / raw,
+                    "chain_ok": verified["ok"], "events_stored": verified["events_checked"],
+                }
+    finally:
+        if pg:
+            drop_postgres(pg)
+
+    print()
+    print(f"{'figure':<44}{'value':>14}{'baseline':>14}{'ratio':>8}{'target':>8}")
+    h = hello["requests_per_s"]
+    print(f"{'FastAPI hello-world requests/s (p99 ms)':<44}{h:>14,.0f}{'':>14}{'':>8}{'':>8}   p99 {hello['p99_ms']:.1f}")
+    for name, r in results["backends"].items():
+        s, b = r["single_post"], r["batch"]
+        print(f"{name + ': POST /v1/events requests/s':<44}{s['requests_per_s']:>14,.0f}{h:>14,.0f}"
+              f"{r['single_ratio_to_hello']:>8.2f}{'≥0.15':>8}   p99 {s['p99_ms']:.1f} ms, non-2xx {s['non_2xx']}")
+        print(f"{name + ': batch events/s':<44}{b['events_per_s']:>14,.0f}{r['raw_inserts_per_s']:>14,.0f}"
+              f"{r['batch_ratio_to_raw']:>8.2f}{'≥0.3':>8}   chain ok: {r['chain_ok']} ({r['events_stored']} events)")
+    out = ROOT / "bench" / "results.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main()

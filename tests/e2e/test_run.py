@@ -1,0 +1,87 @@
+"""`python -m services.kit.run` (what `make run` does): starts, serves, stops cleanly, keeps data."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from services.events import topics
+from services.kit.broker import free_port
+from tests import factories as f
+from tests.kafka_helpers import read_topic
+
+pytestmark = [pytest.mark.e2e, pytest.mark.broker]
+
+
+def start(env) -> tuple[subprocess.Popen, list[str]]:
+    """Start the supervisor; return once its banner is printed. Output keeps being collected."""
+    proc = subprocess.Popen([sys.executable, "-m", "services.kit.run"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    out: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:  # never let a full pipe block the children
+        for line in proc.stdout:
+            out.append(line)
+            if "try:" in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not ready.wait(60) or proc.poll() is not None:
+        proc.kill()
+        raise AssertionError("make run did not come up:\n" + "".join(out))
+    return proc, out
+
+
+def stop(proc, out) -> str:
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    proc.wait(timeout=60)
+    time.sleep(0.2)
+    return "".join(out)
+
+
+def children_of(pid) -> list[str]:
+    result = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+    return [line for line in result.splitlines() if f" {pid} " in line and "services." in line]
+
+
+def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
+    ports = {name: free_port() for name in ("KAOHE_INTAKE_PORT", "KAOHE_BROKER_PORT")}
+    env = {**os.environ, "KAOHE_DATA_DIR": str(tmp_path / "var"), **{k: str(v) for k, v in ports.items()}}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env.pop("DATABASE_URL", None)
+    intake = f"http://127.0.0.1:{ports['KAOHE_INTAKE_PORT']}"
+
+    proc, out = start(env)
+    try:
+        assert f"{intake}/docs" in "".join(out)
+        assert httpx.get(f"{intake}/readyz", timeout=5).json()["status"] == "ready"
+        assert httpx.get(f"{intake}/v1/regions/513400", timeout=5).json()["name"] == "凉山彝族自治州"
+        event = f.inspection(f.finding(), at=f.T0)
+        r = httpx.post(f"{intake}/v1/events", json=event, timeout=5)
+        assert r.status_code == 201, r.text
+        # the relay process publishes it to the local broker
+        (message,) = [m for m in read_topic(f"127.0.0.1:{ports['KAOHE_BROKER_PORT']}", topics.INTAKE_EVENTS,
+                                            until_ids={event["event_id"]}, timeout=30)]
+        assert message.key == b"513431"
+    finally:
+        tail = stop(proc, out)
+    assert proc.returncode == 0, tail
+    assert "stopped." in tail
+    assert not children_of(proc.pid)
+    assert (tmp_path / "var" / "intake.db").exists()
+
+    proc, out = start(env)  # second start: the data of the first is still there
+    try:
+        again = httpx.get(f"{intake}/v1/events/{event['event_id']}", timeout=5)
+        assert again.status_code == 200 and again.json()["sequence"] == 1
+        assert httpx.get(f"{intake}/v1/audit/verify", timeout=5).json()["ok"] is True
+    finally:
+        stop(proc, out)
+    assert proc.returncode == 0

@@ -1,0 +1,172 @@
+"""Publishing over a real broker: what arrives, and zero loss across broker outages."""
+
+import os
+import signal
+import threading
+import time
+from collections import defaultdict
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from services.events import topics
+from services.intake.app import create_app
+from services.intake.relay import build as build_relay
+from services.kit.broker import LocalBroker, free_port
+from services.kit.settings import Settings
+from tests import factories as f
+from tests.kafka_helpers import headers, read_topic
+
+pytestmark = pytest.mark.broker
+COUNTIES = ["513431", "513432", "510722", "511602"]
+
+
+@pytest.fixture
+def wired(database, tmp_path, clock, broker):
+    """Intake app + relay on the session's broker."""
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=broker.bootstrap_servers,
+                        topic_partitions=3, relay_idle_ms=10)
+    relay = build_relay(settings, engine=database.engine)
+    with TestClient(create_app(settings, engine=database.engine, clock=clock)) as client:
+        yield client, relay, settings
+    relay.close()
+
+
+def drain(relay) -> None:
+    while relay.drain_once():
+        pass
+
+
+def test_accepted_event_arrives_keyed_by_county_with_the_stored_content(wired, broker):
+    client, relay, _ = wired
+    event = f.inspection(f.finding())
+    record = client.post("/v1/events", json=event).json()
+    assert client.get("/readyz").json()["outbox_backlog"] == 1
+    drain(relay)
+    assert client.get("/readyz").json()["outbox_backlog"] == 0
+    (message,) = [m for m in read_topic(broker.bootstrap_servers, topics.INTAKE_EVENTS, until_ids={record["event_id"]})
+                  if orjson.loads(m.value)["event_id"] == record["event_id"]]
+    assert message.key == b"513431"
+    assert orjson.loads(message.value) == record
+    assert headers(message) == {"event_id": record["event_id"], "type": "inspection.recorded", "schema_version": "1",
+                                "sequence": str(record["sequence"])}
+    assert message.value + b"\n" == client.get("/v1/events/export",
+                                               params={"after_sequence": record["sequence"] - 1}).content
+
+
+def test_duplicates_and_rejections_publish_nothing(wired, broker):
+    client, relay, _ = wired
+    event = f.inspection()
+    client.post("/v1/events", json=event)
+    client.post("/v1/events", json=event)  # duplicate
+    client.post("/v1/events", json={**event, "source": "x"})  # 409
+    client.post("/v1/events", json=f.inspection(region="999999"))  # 422
+    assert client.get("/readyz").json()["outbox_backlog"] == 1
+    drain(relay)
+    published = read_topic(broker.bootstrap_servers, topics.INTAKE_EVENTS, until_ids={event["event_id"]})
+    assert sum(orjson.loads(m.value)["event_id"] == event["event_id"] for m in published) == 1
+
+
+def _post_stream(client, n, accepted):
+    for i in range(n):
+        event = f.daily_check(region=COUNTIES[i % len(COUNTIES)])
+        r = client.post("/v1/events", json=event)
+        assert r.status_code == 201, r.text
+        accepted.append(r.json())
+
+
+def _assert_all_in_order(messages, accepted):
+    first_seen: dict[str, list[int]] = defaultdict(list)
+    ids = set()
+    for m in messages:
+        value = orjson.loads(m.value)
+        assert m.key.decode() == value["region_code"]
+        if value["event_id"] not in ids:
+            ids.add(value["event_id"])
+            first_seen[value["region_code"]].append(value["sequence"])
+    assert ids >= {a["event_id"] for a in accepted}
+    for county, sequences in first_seen.items():
+        assert sequences == sorted(sequences), f"{county}: events out of order"
+
+
+def _wait_backlog_zero(relay, timeout=90):
+    deadline = time.monotonic() + timeout
+    while relay.backlog() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert relay.backlog() == 0, "outbox not drained after the broker came back"
+
+
+@pytest.fixture
+def own_broker():
+    b = LocalBroker(free_port()).start()
+    yield b
+    if b.process.poll() is None:
+        os.kill(b.process.pid, signal.SIGCONT)
+    b.stop()
+
+
+def test_broker_frozen_then_back_loses_nothing(database, tmp_path, clock, own_broker):
+    """SIGSTOP the broker (it stops answering but keeps its data): intake keeps accepting,
+    /readyz says the broker is unreachable, and afterwards everything is there, in order."""
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
+                        relay_idle_ms=10)
+    relay = build_relay(settings, engine=database.engine)
+    stop = threading.Event()
+    worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+    worker.start()
+    accepted: list[dict] = []
+    try:
+        with TestClient(create_app(settings, engine=database.engine, clock=clock)) as client:
+            _post_stream(client, 40, accepted)
+            _wait_backlog_zero(relay)
+            os.kill(own_broker.process.pid, signal.SIGSTOP)
+            time.sleep(2.5)  # let /readyz's cached probe expire
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.headers["content-type"].startswith("application/problem+json")
+            assert ready.json()["checks"]["broker"] != "ok" and ready.json()["checks"]["database"] == "ok"
+            _post_stream(client, 60, accepted)  # accepted while the broker is down
+            assert client.get("/readyz").json()["outbox_backlog"] > 0
+            os.kill(own_broker.process.pid, signal.SIGCONT)
+            _wait_backlog_zero(relay)
+            time.sleep(2.5)
+            assert client.get("/readyz").status_code == 200
+    finally:
+        stop.set()
+        worker.join(60)
+        relay.close()
+    messages = read_topic(own_broker.bootstrap_servers, topics.INTAKE_EVENTS,
+                          until_ids={a["event_id"] for a in accepted}, timeout=60)
+    _assert_all_in_order(messages, accepted)
+
+
+def test_broker_killed_and_restarted_gets_every_event_accepted_meanwhile(database, tmp_path, clock, own_broker):
+    """Kill the broker: intake keeps accepting; a new broker on the same port (empty: tansu keeps
+    memory only) receives every event accepted during the outage, topics re-created, in order."""
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
+                        relay_idle_ms=10)
+    relay = build_relay(settings, engine=database.engine)
+    stop = threading.Event()
+    worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+    worker.start()
+    before: list[dict] = []
+    during: list[dict] = []
+    try:
+        with TestClient(create_app(settings, engine=database.engine, clock=clock)) as client:
+            _post_stream(client, 20, before)
+            _wait_backlog_zero(relay)
+            own_broker.stop()
+            _post_stream(client, 50, during)
+            time.sleep(2.5)
+            assert relay.backlog() == 50  # nothing is marked sent while no broker acknowledges it
+            assert client.get("/readyz").status_code == 503
+            own_broker.start()
+            _wait_backlog_zero(relay)
+    finally:
+        stop.set()
+        worker.join(60)
+        relay.close()
+    messages = read_topic(own_broker.bootstrap_servers, topics.INTAKE_EVENTS,
+                          until_ids={a["event_id"] for a in during}, timeout=60)
+    _assert_all_in_order(messages, during)

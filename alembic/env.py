@@ -2,9 +2,9 @@
 
 import importlib
 
-from alembic import context
 from sqlalchemy import text
 
+from alembic import context
 from services.kit.db import make_engine
 from services.kit.settings import Settings
 

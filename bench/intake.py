@@ -116,7 +116,7 @@ class Stack:
 
 def batch_events(n: int) -> list[bytes]:
     bodies = []
-    for b in range(n // 1000):
+    for _ in range(n // 1000):
         events = []
         for i in range(1000):
             eid = str(uuid.uuid4())
@@ -230,7 +230,7 @@ def main() -> None:
     print()
     print(f"{'figure':<44}{'value':>14}{'baseline':>14}{'ratio':>8}{'target':>8}")
     h = hello["requests_per_s"]
-    print(f"{'FastAPI hello-world requests/s (p99 ms)':<44}{h:>14,.0f}{'':>14}{'':>8}{'':>8}   p99 {hello['p99_ms']:.1f}")
+    print(f"{'FastAPI hello-world requests/s':<44}{h:>14,.0f}{'':>30}   p99 {hello['p99_ms']:.1f} ms")
     for name, r in results["backends"].items():
         s, b = r["single_post"], r["batch"]
         print(f"{name + ': POST /v1/events requests/s':<44}{s['requests_per_s']:>14,.0f}{h:>14,.0f}"

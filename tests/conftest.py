@@ -23,10 +23,7 @@ PG_URL = os.environ.get("KAOHE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.
 
 def _postgres_reason() -> str | None:
     """None if PostgreSQL is reachable, else why not (the skip message)."""
-    try:
-        engine = make_engine(PG_URL, connect_args={"connect_timeout": 3})
-    except TypeError:
-        engine = make_engine(PG_URL)
+    engine = make_engine(PG_URL, connect_args={"connect_timeout": 3})
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))

@@ -1,12 +1,11 @@
 """`python -m services.intake`: serve intake's API with uvicorn."""
 
-import logging
 
 import uvicorn
 
 from services.intake.app import create_app
-from services.kit.settings import Settings
 from services.kit.logs import configure
+from services.kit.settings import Settings
 
 
 def main() -> None:

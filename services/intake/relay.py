@@ -7,9 +7,9 @@ import threading
 from services.events import topics
 from services.intake.base import Outbox
 from services.kit.db import make_engine
+from services.kit.logs import configure
 from services.kit.outbox import Relay
 from services.kit.settings import Settings
-from services.kit.logs import configure
 
 log = logging.getLogger("services.intake.relay")
 

@@ -11,9 +11,9 @@ from services.events import topics
 from services.intake.regions.service import load
 from services.kit.db import make_engine
 from services.kit.kafka import ensure_topics
+from services.kit.logs import configure
 from services.kit.migrate import upgrade
 from services.kit.settings import Settings
-from services.kit.logs import configure
 
 log = logging.getLogger("services.intake.setup")
 

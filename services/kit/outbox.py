@@ -9,7 +9,20 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Column, Engine, Index, Integer, LargeBinary, String, Text, delete, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    delete,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, Session, SQLModel
 
@@ -29,7 +42,8 @@ def outbox_model(base: type[SQLModel]) -> type[SQLModel]:
                   postgresql_where=Column("sent_at").is_(None)),
         )
 
-        id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+        id: int | None = Field(default=None, sa_column=Column(
+            BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
         topic: str = Field(sa_column=Column(String(200), nullable=False))
         key: str = Field(sa_column=Column(String(200), nullable=False))
         value: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass
 
 import httpx
+
 from services.kit.broker import LocalBroker
-from services.kit.settings import Settings
 from services.kit.logs import configure
+from services.kit.settings import Settings
 
 log = logging.getLogger("kaohe.run")
 

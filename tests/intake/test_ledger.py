@@ -72,7 +72,8 @@ def test_dispute_withdrawn_removes_the_finding(client, fid):
     ([], "finding.withdrawn", "open"),
     (["rectification.reported"], "rectification.reported", "reported"),
     (["rectification.reported"], "finding.disputed", "reported"),
-    (["rectification.reported", "rectification.verified"], "rectification.reported", "verified"),  # report after verified
+    # report after verified
+    (["rectification.reported", "rectification.verified"], "rectification.reported", "verified"),
     (["rectification.reported", "rectification.verified"], "rectification.rejected", "verified"),
     (["finding.disputed"], "rectification.reported", "disputed"),
     (["finding.disputed"], "finding.disputed", "disputed"),

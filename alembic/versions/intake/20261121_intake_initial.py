@@ -7,9 +7,9 @@ Create Date: 2026-11-21 19:35:03.473904
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
 
 import services.kit.db
+from alembic import op
 
 revision: str = '0001_intake'
 down_revision: str | None = None

@@ -1,7 +1,7 @@
 """Annotated dependencies of intake's routes."""
 
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -38,10 +38,6 @@ ClockDep = Annotated[Callable[[], datetime], Depends(_clock)]
 DirectoryDep = Annotated[Directory, Depends(_directory)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 EngineDep = Annotated[Engine, Depends(_engine)]
-
-
-def max_future(settings: Settings) -> timedelta:
-    return timedelta(seconds=settings.max_future_skew_s)
 
 
 def today(settings: Settings, clock: Callable[[], datetime]) -> date:

@@ -17,6 +17,7 @@ from services.kit import pagination
 from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE
 
+REGION_SCOPE = "A county, a prefecture (its counties) or the province"
 router = APIRouter(prefix="/v1/events", tags=["events"])
 EventType = Literal[TYPES]  # type: ignore[valid-type]
 
@@ -62,8 +63,7 @@ async def submit_batch(body: BatchIn, committer: CommitterDep) -> BatchOut:
 @router.get("", response_model=EventPage, summary="List stored events, oldest first")
 def list_events(
     session: SessionDep, directory: DirectoryDep,
-    region_code: Annotated[str | None, Query(pattern=r"^\d{6}$",
-                                             description="A county, a prefecture (its counties) or the province")] = None,
+    region_code: Annotated[str | None, Query(pattern=r"^\d{6}$", description=REGION_SCOPE)] = None,
     type: EventType | None = None,
     since: Annotated[AwareDatetime | None, Query(description="Only events recorded at or after this time")] = None,
     cursor: str | None = None,

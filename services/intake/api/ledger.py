@@ -12,6 +12,7 @@ from services.kit import pagination
 from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE
 
+REGION_SCOPE = "A county, a prefecture (its counties) or the province"
 router = APIRouter(prefix="/v1/findings", tags=["ledger"])
 State = Literal["open", "reported", "verified", "disputed", "withdrawn", "overdue"]
 
@@ -19,8 +20,7 @@ State = Literal["open", "reported", "verified", "disputed", "withdrawn", "overdu
 @router.get("", response_model=FindingPage, summary="Findings and their rectification state")
 def list_findings(
     session: SessionDep, directory: DirectoryDep, settings: SettingsDep, clock: ClockDep,
-    region_code: Annotated[str | None, Query(pattern=r"^\d{6}$",
-                                             description="A county, a prefecture (its counties) or the province")] = None,
+    region_code: Annotated[str | None, Query(pattern=r"^\d{6}$", description=REGION_SCOPE)] = None,
     state: Annotated[State | None, Query(description="`overdue`: open or reported past the deadline")] = None,
     severity: Severity | None = None,
     cursor: str | None = None,

@@ -8,7 +8,6 @@ from pydantic import BaseModel, Field
 
 from services.events.vocabulary import CountyStatus, RegionLevel
 
-
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 

@@ -1,5 +1,7 @@
-"""Appending events: idempotency, the ledger's checks, the hash chain and the outbox, in one
-transaction owned by the caller (the request).
+"""Appending events: idempotency, the ledger's checks, the hash chain and the outbox.
+
+Functions here add and flush; the caller owns the transaction (the group committer, or a
+test's session) and commits it.
 """
 
 import hashlib
@@ -43,10 +45,6 @@ def chain_hash(previous: str, sequence: int, recorded_at: datetime, body: str) -
 def record_of(row: StoredEvent) -> dict[str, Any]:
     """The stored event as partners and consumers see it: envelope + recorded_at + sequence."""
     return registry.record_dict(row.sequence, row.recorded_at, orjson.loads(row.body))
-
-
-def record_bytes(row: StoredEvent) -> bytes:
-    return registry.encode_record(row.sequence, row.recorded_at, orjson.loads(row.body))
 
 
 @dataclass(slots=True)

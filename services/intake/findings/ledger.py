@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import insert, select
 from sqlmodel import Session
 
 from services.events import v1
@@ -56,10 +56,11 @@ class Lookups:
             elif e.type == "county.status_changed":
                 regions.add(e.region_code)
         lookups = cls(session)
-        for chunk in _chunks(sorted(keys)):
-            rows = session.execute(select(NaturalKey.kind, NaturalKey.key, NaturalKey.sequence)
-                                   .where(tuple_(NaturalKey.kind, NaturalKey.key).in_(chunk)))
-            lookups.natural_keys.update({(k, key): seq for k, key, seq in rows})
+        for kind in {k for k, _ in keys}:
+            for chunk in _chunks(sorted(key for k, key in keys if k == kind)):
+                rows = session.execute(select(NaturalKey.key, NaturalKey.sequence)
+                                       .where(NaturalKey.kind == kind, NaturalKey.key.in_(chunk)))
+                lookups.natural_keys.update({(kind, key): seq for key, seq in rows})
         lookups.findings = dict.fromkeys(finding_ids)
         for chunk in _chunks(sorted(finding_ids)):
             for entry in session.execute(select(LedgerEntry).where(LedgerEntry.finding_id.in_(chunk))).scalars():

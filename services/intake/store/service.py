@@ -74,6 +74,7 @@ class _Batch:
     sequence: int = 0  # the head as this batch moves it (written back to `head` on flush)
     chain_hash: str = GENESIS_HASH
     recorded_at: datetime | None = None
+    recorded_iso: str = ""  # this batch's `now`, formatted once
     events: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
 
@@ -136,11 +137,11 @@ def _append(batch: _Batch, event: Envelope, *, directory: Directory, now: dateti
         "body": body, "content_hash": digest, "chain_hash": link,
     })
     batch.sequence, batch.chain_hash, batch.recorded_at = sequence, link, now
-    record = registry.record_dict(sequence, now, event_json)
+    record = {**event_json, "recorded_at": batch.recorded_iso, "sequence": sequence}  # = registry.record_dict
     batch.known[event.event_id] = _Known(sequence, digest, record)
     batch.outbox.append(outbox_row(
         Outbox, topic=topics.INTAKE_EVENTS, key=event.region_code,
-        value=registry.encode_record(sequence, now, event_json),
+        value=orjson.dumps(record, option=orjson.OPT_SORT_KEYS),  # = registry.encode_record
         headers={"event_id": str(event.event_id), "type": event.type,
                  "schema_version": str(event.schema_version), "sequence": str(sequence)},
         now=now,
@@ -176,6 +177,7 @@ def append_many(*, session: Session, items: Sequence[Envelope | InvalidEvent], d
     with session.no_autoflush:
         batch = _begin(session, [e for e in items if isinstance(e, Envelope)])
         now = clock()
+        batch.recorded_iso = registry.iso_utc(now)
         for event in items:
             if isinstance(event, InvalidEvent):
                 outcomes.append(Outcome("rejected", event.event_id, problem=event))

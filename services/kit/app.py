@@ -2,10 +2,13 @@
 
 import logging
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -67,9 +70,29 @@ def broker_check(settings: Settings) -> Check:
     return check
 
 
+def _offline_docs(app: FastAPI) -> None:
+    """/docs and /redoc with their scripts served by us: the machine may reach no CDN."""
+    static = resources.files("fastapi_offline") / "static"
+    app.mount("/_docs", StaticFiles(directory=str(static)), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} — API",
+                                   swagger_js_url="/_docs/swagger-ui-bundle.js",
+                                   swagger_css_url="/_docs/swagger-ui.css", swagger_favicon_url="/_docs/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} — API",
+                              redoc_js_url="/_docs/redoc.standalone.js", redoc_favicon_url="/_docs/favicon.png",
+                              with_google_fonts=False)
+
+
 def service_app(*, title: str, description: str, settings: Settings, version: str = "1.0.0",
                 lifespan: Any = None) -> FastAPI:
-    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
+    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    _offline_docs(app)
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

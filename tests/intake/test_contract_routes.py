@@ -43,4 +43,8 @@ def test_contract_routes(client):
 def test_openapi_and_health(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert "/v1/events/batch" in client.get("/openapi.json").json()["paths"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "cdn." not in docs.text and "/_docs/swagger-ui-bundle.js" in docs.text
+    assert client.get("/_docs/swagger-ui-bundle.js").status_code == 200
+    assert "cdn." not in client.get("/redoc").text

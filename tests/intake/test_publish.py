@@ -106,67 +106,63 @@ def own_broker():
     b.stop()
 
 
-def test_broker_frozen_then_back_loses_nothing(database, tmp_path, clock, own_broker):
-    """SIGSTOP the broker (it stops answering but keeps its data): intake keeps accepting,
-    /readyz says the broker is unreachable, and afterwards everything is there, in order."""
+@pytest.fixture
+def live(database, tmp_path, clock, own_broker):
+    """Intake app + its relay running in the background (as its own process would), on own_broker."""
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
                         relay_idle_ms=10)
     relay = build_relay(settings, engine=database.engine)
     stop = threading.Event()
     worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
     worker.start()
-    accepted: list[dict] = []
     try:
         with TestClient(create_app(settings, engine=database.engine, clock=clock)) as client:
-            _post_stream(client, 40, accepted)
-            _wait_backlog_zero(relay)
-            os.kill(own_broker.process.pid, signal.SIGSTOP)
-            time.sleep(2.5)  # let /readyz's cached probe expire
-            ready = client.get("/readyz")
-            assert ready.status_code == 503
-            assert ready.headers["content-type"].startswith("application/problem+json")
-            assert ready.json()["checks"]["broker"] != "ok" and ready.json()["checks"]["database"] == "ok"
-            _post_stream(client, 60, accepted)  # accepted while the broker is down
-            assert client.get("/readyz").json()["outbox_backlog"] > 0
-            os.kill(own_broker.process.pid, signal.SIGCONT)
-            _wait_backlog_zero(relay)
-            time.sleep(2.5)
-            assert client.get("/readyz").status_code == 200
+            yield client, relay
     finally:
         stop.set()
         worker.join(60)
         relay.close()
+
+
+def test_broker_frozen_then_back_loses_nothing(live, own_broker):
+    """SIGSTOP the broker (it stops answering but keeps its data): intake keeps accepting,
+    /readyz says the broker is unreachable, and afterwards everything is there, in order."""
+    client, relay = live
+    accepted: list[dict] = []
+    _post_stream(client, 40, accepted)
+    _wait_backlog_zero(relay)
+    os.kill(own_broker.process.pid, signal.SIGSTOP)
+    time.sleep(2.5)  # let /readyz's cached probe expire
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.headers["content-type"].startswith("application/problem+json")
+    assert ready.json()["checks"]["broker"] != "ok" and ready.json()["checks"]["database"] == "ok"
+    _post_stream(client, 60, accepted)  # accepted while the broker is down
+    assert client.get("/readyz").json()["outbox_backlog"] > 0
+    os.kill(own_broker.process.pid, signal.SIGCONT)
+    _wait_backlog_zero(relay)
+    time.sleep(2.5)
+    assert client.get("/readyz").status_code == 200
     messages = read_topic(own_broker.bootstrap_servers, topics.INTAKE_EVENTS,
                           until_ids={a["event_id"] for a in accepted}, timeout=60)
     _assert_all_in_order(messages, accepted)
 
 
-def test_broker_killed_and_restarted_gets_every_event_accepted_meanwhile(database, tmp_path, clock, own_broker):
+def test_broker_killed_and_restarted_gets_every_event_accepted_meanwhile(live, own_broker):
     """Kill the broker: intake keeps accepting; a new broker on the same port (empty: tansu keeps
     memory only) receives every event accepted during the outage, topics re-created, in order."""
-    settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
-                        relay_idle_ms=10)
-    relay = build_relay(settings, engine=database.engine)
-    stop = threading.Event()
-    worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-    worker.start()
+    client, relay = live
     before: list[dict] = []
     during: list[dict] = []
-    try:
-        with TestClient(create_app(settings, engine=database.engine, clock=clock)) as client:
-            _post_stream(client, 20, before)
-            _wait_backlog_zero(relay)
-            own_broker.stop()
-            _post_stream(client, 50, during)
-            time.sleep(2.5)
-            assert relay.backlog() == 50  # nothing is marked sent while no broker acknowledges it
-            assert client.get("/readyz").status_code == 503
-            own_broker.start()
-            _wait_backlog_zero(relay)
-    finally:
-        stop.set()
-        worker.join(60)
-        relay.close()
+    _post_stream(client, 20, before)
+    _wait_backlog_zero(relay)
+    own_broker.stop()
+    _post_stream(client, 50, during)
+    time.sleep(2.5)
+    assert relay.backlog() == 50  # nothing is marked sent while no broker acknowledges it
+    assert client.get("/readyz").status_code == 503
+    own_broker.start()
+    _wait_backlog_zero(relay)
     messages = read_topic(own_broker.bootstrap_servers, topics.INTAKE_EVENTS,
                           until_ids={a["event_id"] for a in during}, timeout=60)
     _assert_all_in_order(messages, during)

@@ -1,1 +1,1 @@
-"""Scoring: not built yet (issue 3: versioned policy, pure engine, effectively-once worker)."""
+"""Scoring: a versioned policy (data) and a pure engine. Worker and API: not built yet (issue 3)."""

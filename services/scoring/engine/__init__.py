@@ -1,0 +1,1 @@
+"""The pure scoring engine: no FastAPI, SQL or Kafka."""

@@ -1,0 +1,368 @@
+"""The scoring engine: (events, policy, as-of time) → scores, with every change explained.
+
+Pure: no FastAPI, SQL or Kafka. The engine keeps raw facts per (county, assessment year) and
+computes components from them, so applying events one by one, recomputing from scratch, or
+advancing the clock in one step or many all give the same scores. A change is reported as the
+difference of a component before and after an event or a clock advance, attributed to its cause.
+"""
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from services.events import v1
+from services.events.registry import Recorded
+from services.events.v1 import Envelope
+from services.scoring.policy.model import COMPONENTS, DEDUCTED, Component, Policy
+
+RESOLVED = ("verified", "withdrawn")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One line of an explanation: a component of a county-year moved by `points` because of `cause`."""
+
+    region_code: str
+    year: int
+    component: Component
+    points: float
+    rule: str
+    cause: str  # an event_id, or "deadline:<finding_id>" for time passing
+    policy_id: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    region_code: str
+    year: int
+    league: str
+    components: dict[str, float | None]  # year_end is None until a result arrives
+    total: float
+    grade: str
+    gated: bool  # the grade was capped by an open critical finding
+
+
+@dataclass(slots=True)
+class Finding:
+    finding_id: str
+    county: str
+    year: int
+    team_id: str
+    category: str
+    indicator: str
+    severity: str
+    deadline: date
+    state: str = "open"
+    rejections: int = 0
+    upheld: bool = False
+    disputed_on: date | None = None
+    resolved_on: date | None = None
+
+
+@dataclass(slots=True)
+class CountyYear:
+    county: str
+    year: int
+    households_sampled: int = 0
+    inspections: int = 0
+    findings: list[str] = field(default_factory=list)
+    weighted_failed_items: float = 0.0  # Σ items_failed × kind factor
+    flagged: set[str] = field(default_factory=set)  # households flagged at risk, raised this year
+    year_end: float | None = None
+
+
+class Engine:
+    """Scores of every county-year, kept current as events arrive and time passes."""
+
+    def __init__(self, policy: Policy, statuses: Mapping[str, str], start: datetime) -> None:
+        self.policy = policy
+        self.tz = ZoneInfo(policy.timezone)
+        self.as_of = start
+        self.initial_status = dict(statuses)
+        self.status_changes: dict[str, list[tuple[datetime, str]]] = {}
+        self.applied: set[UUID] = set()
+        self.years: dict[tuple[str, int], CountyYear] = {}
+        self.findings: dict[str, Finding] = {}
+        self.absences: list[tuple[str, str, bool]] = []  # (team, inspector, approved)
+        self.risk_year: dict[str, tuple[str, int]] = {}  # household → (county, year) of its open flag
+
+    # ---- time and leagues ------------------------------------------------------------------
+
+    def local_date(self, moment: datetime) -> date:
+        return moment.astimezone(self.tz).date()
+
+    def year_of(self, moment: datetime) -> int:
+        return self.local_date(moment).year
+
+    def league(self, county: str, year: int) -> str:
+        """The county's status at the end of `year`, from the status-change events applied."""
+        end = datetime(year + 1, 1, 1, tzinfo=self.tz)
+        status = self.initial_status.get(county, "in_poverty")
+        for moment, new in self.status_changes.get(county, ()):
+            if moment < end:
+                status = new
+        return status
+
+    # ---- components --------------------------------------------------------------------------
+
+    def overdue_points(self, f: Finding, today: date) -> float:
+        """From the day after the deadline until verified (or today); nothing if withdrawn or in dispute."""
+        rules = self.policy.rectification
+        if f.state == "withdrawn" or f.state == "disputed":
+            return 0.0
+        end = f.resolved_on if f.state == "verified" else today
+        days = (end - f.deadline).days
+        return min(rules.overdue_cap_per_finding, days * rules.overdue_per_day) if days > 0 else 0.0
+
+    def components(self, cy: CountyYear, as_of: datetime | None = None) -> dict[str, float | None]:
+        p = self.policy
+        league = self.league(cy.county, cy.year)
+        today = self.local_date(as_of or self.as_of)
+        daily = (p.daily_management.points_per_failed_item * cy.weighted_failed_items
+                 + p.daily_management.return_risk_alert[league] * len(cy.flagged))
+        points = 0.0
+        rectification = 0.0
+        for fid in cy.findings:
+            f = self.findings[fid]
+            if f.state != "withdrawn":
+                points += p.inspections.severity[f.severity] * p.inspections.category_factor[league][f.category]
+                rectification += f.rejections * p.rectification.rejected + self.overdue_points(f, today)
+        # findings per sampled household: a team that samples more does not make a county look worse
+        sampled = max(cy.households_sampled, p.inspections.min_households)
+        inspections = points * p.inspections.reference_households / sampled
+        return {
+            "daily_management": 100.0 - min(p.caps.daily_management, daily),
+            "inspections": 100.0 - min(p.caps.inspections, inspections),
+            "rectification": 100.0 - min(p.caps.rectification, rectification),
+            "year_end": cy.year_end,
+        }
+
+    def score(self, county: str, year: int) -> Score:
+        cy = self.years.get((county, year)) or CountyYear(county, year)
+        league = self.league(county, year)
+        comps = self.components(cy)
+        weights = self.policy.weights[league]
+        present = [c for c in COMPONENTS if comps[c] is not None]
+        weight_sum = sum(getattr(weights, c) for c in present)
+        total = sum(getattr(weights, c) * comps[c] for c in present) / weight_sum if weight_sum else 0.0
+        total = min(100.0, max(0.0, total))
+        grade = next(g.name for g in self.policy.grades if total >= g.min)
+        gated = False
+        cap = self.policy.gates.max_grade_with_open_critical
+        if self.has_open_critical(cy) and self.policy.grade_rank(grade) < self.policy.grade_rank(cap):
+            grade, gated = cap, True
+        return Score(county, year, league, comps, round(total, 4), grade, gated)
+
+    def has_open_critical(self, cy: CountyYear) -> bool:
+        critical = set(self.policy.gates.critical_indicators)
+        return any(
+            (f := self.findings[fid]).severity == "critical" and f.indicator in critical and f.state not in RESOLVED
+            for fid in cy.findings
+        )
+
+    # ---- applying events ---------------------------------------------------------------------
+
+    def apply(self, record: Recorded) -> list[Change]:
+        """Apply one stored event; an event already applied changes nothing."""
+        event = record.event
+        if event.event_id in self.applied:
+            return []
+        self.applied.add(event.event_id)
+        handler = HANDLERS.get(event.type)
+        if handler is None:
+            return []
+        touched, rule = handler(self, event)
+        return touched(str(event.event_id), rule, event.occurred_at) if touched else []
+
+    def advance(self, as_of: datetime) -> list[Change]:
+        """Move the clock forward: overdue rectifications lose points with no event arriving."""
+        if as_of <= self.as_of:
+            return []
+        pending = {(f.county, f.year) for f in self.findings.values()
+                   if f.state not in ("withdrawn",) and f.deadline < self.local_date(as_of)}
+        before = {key: self.components(self.years[key]) for key in pending}
+        self.as_of = as_of
+        changes: list[Change] = []
+        for key in sorted(pending):
+            after = self.components(self.years[key])
+            changes += self._diff(key, before[key], after, "rectification.overdue", "deadline", as_of)
+        return changes
+
+    def _cy(self, county: str, year: int) -> CountyYear:
+        key = (county, year)
+        if key not in self.years:
+            self.years[key] = CountyYear(county, year)
+        return self.years[key]
+
+    def _diff(self, key: tuple[str, int], before: dict, after: dict, rule: str, cause: str,
+              at: datetime) -> list[Change]:
+        out = []
+        for c in COMPONENTS:
+            b, a = before[c], after[c]
+            if b != a:
+                delta = (a or 0.0) - (b or 0.0) if c == "year_end" else a - b
+                out.append(Change(key[0], key[1], c, delta, rule, cause, self.policy.id, at))
+        return out
+
+    def _touch(self, keys: Iterable[tuple[str, int]]) -> Callable[[str, str, datetime], list[Change]]:
+        """Snapshot the components of `keys` now; the returned function diffs them after the change."""
+        keys = sorted(set(keys))
+        before = {k: self.components(self._cy(*k)) for k in keys}
+
+        def finish(cause: str, rule: str, at: datetime) -> list[Change]:
+            changes: list[Change] = []
+            for k in keys:
+                changes += self._diff(k, before[k], self.components(self.years[k]), rule, cause, at)
+            return changes
+
+        return finish
+
+    # ---- inspector points (积分制) ------------------------------------------------------------
+
+    def finding_credit(self, f: Finding, today: date) -> int:
+        """+1 for a finding upheld, or not disputed by its deadline; nothing if withdrawn."""
+        if f.state == "withdrawn":
+            return 0
+        if f.upheld:
+            return 1
+        if f.disputed_on is not None and f.disputed_on <= f.deadline:
+            return 0  # disputed in time: wait for the decision
+        return 1 if today > f.deadline else 0
+
+    def inspector_points(self, team_id: str) -> dict[str, Any]:
+        today = self.local_date(self.as_of)
+        findings = sum(self.finding_credit(f, today) for f in self.findings.values() if f.team_id == team_id)
+        absences: dict[str, int] = {}
+        for team, inspector, approved in self.absences:
+            if team == team_id and not approved:
+                absences[inspector] = absences.get(inspector, 0) + 1
+        team_absences = sum(absences.values())
+        return {"team_id": team_id, "points": findings - 2 * team_absences, "findings_credited": findings,
+                "unapproved_absences": team_absences,
+                "inspectors": {i: {"points": -2 * n, "unapproved_absences": n} for i, n in sorted(absences.items())}}
+
+
+# ---- handlers: one per event type, each returning (diff-after function, rule) ---------------
+
+Handled = tuple[Callable[[str, str, datetime], list[Change]] | None, str]
+
+
+def _inspection(engine: Engine, e: v1.InspectionRecorded) -> Handled:
+    year = engine.year_of(e.occurred_at)
+    finish = engine._touch([(e.region_code, year)])
+    cy = engine._cy(e.region_code, year)
+    cy.inspections += 1
+    cy.households_sampled += e.payload.households_sampled
+    for f in e.payload.findings:
+        if f.finding_id in engine.findings:
+            continue
+        engine.findings[f.finding_id] = Finding(f.finding_id, e.region_code, year, e.payload.team_id, f.category,
+                                                f.indicator, f.severity, f.deadline)
+        cy.findings.append(f.finding_id)
+    return finish, "inspections.findings" if e.payload.findings else "inspections.clean_visit"
+
+
+def _transition(engine: Engine, e: Envelope) -> Handled:
+    f = engine.findings.get(e.payload.finding_id)  # type: ignore[attr-defined]
+    if f is None:
+        return None, ""  # intake validated it; a consumer that joined mid-stream may lack the inspection
+    finish = engine._touch([(f.county, f.year)])
+    day = engine.local_date(e.occurred_at)
+    rule = {"rectification.reported": "rectification.reported", "rectification.verified": "rectification.verified",
+            "rectification.rejected": "rectification.rejected", "finding.disputed": "finding.disputed",
+            "finding.upheld": "finding.upheld", "finding.withdrawn": "finding.withdrawn"}[e.type]
+    if e.type == "rectification.reported":
+        f.state = "reported"
+    elif e.type == "rectification.verified":
+        f.state, f.resolved_on = "verified", day
+    elif e.type == "rectification.rejected":
+        f.state, f.rejections = "open", f.rejections + 1
+    elif e.type == "finding.disputed":
+        f.state, f.disputed_on = "disputed", day
+    elif e.type == "finding.upheld":
+        f.state, f.upheld = "open", True
+    elif e.type == "finding.withdrawn":
+        f.state, f.resolved_on = "withdrawn", day
+    return finish, rule
+
+
+def _daily_check(engine: Engine, e: v1.DailyCheckRecorded) -> Handled:
+    key = (e.region_code, engine.year_of(e.occurred_at))
+    finish = engine._touch([key])
+    factor = engine.policy.daily_management.kind_factor[e.payload.kind]
+    engine._cy(*key).weighted_failed_items += e.payload.items_failed * factor
+    return finish, "daily_management.failed_items"
+
+
+def _year_end(engine: Engine, e: v1.YearEndAssessmentRecorded) -> Handled:
+    key = (e.region_code, e.payload.year)
+    finish = engine._touch([key])
+    engine._cy(*key).year_end = e.payload.score  # a correction is a later event: the latest wins
+    return finish, "year_end.result"
+
+
+def _status(engine: Engine, e: v1.CountyStatusChanged) -> Handled:
+    year = engine.year_of(e.occurred_at)
+    keys = [k for k in engine.years if k[0] == e.region_code and k[1] >= year] or [(e.region_code, year)]
+    finish = engine._touch(keys)
+    engine.status_changes.setdefault(e.region_code, []).append((e.occurred_at, e.payload.status))
+    engine.status_changes[e.region_code].sort(key=lambda x: x[0])
+    return finish, f"league.{e.payload.status}"
+
+
+def _risk_flagged(engine: Engine, e: v1.ReturnRiskFlagged) -> Handled:
+    household = e.payload.household_id
+    if household in engine.risk_year:
+        return None, ""  # already flagged: new reasons, same alert
+    key = (e.region_code, engine.year_of(e.occurred_at))
+    finish = engine._touch([key])
+    engine._cy(*key).flagged.add(household)
+    engine.risk_year[household] = key
+    return finish, "daily_management.return_risk"
+
+
+def _risk_cleared(engine: Engine, e: v1.ReturnRiskCleared) -> Handled:
+    key = engine.risk_year.pop(e.payload.household_id, None)
+    if key is None:
+        return None, ""
+    if key[1] != engine.year_of(e.occurred_at):
+        return None, ""  # cleared in a later year: the year it was raised keeps its deduction
+    finish = engine._touch([key])
+    engine.years[key].flagged.discard(e.payload.household_id)
+    return finish, "daily_management.return_risk_cleared"
+
+
+def _absence(engine: Engine, e: v1.InspectorAbsenceRecorded) -> Handled:
+    engine.absences.append((e.payload.team_id, e.payload.inspector_id, e.payload.approved))
+    return None, ""
+
+
+HANDLERS: dict[str, Callable[[Engine, Any], Handled]] = {
+    "inspection.recorded": _inspection,
+    "rectification.reported": _transition,
+    "rectification.verified": _transition,
+    "rectification.rejected": _transition,
+    "finding.disputed": _transition,
+    "finding.upheld": _transition,
+    "finding.withdrawn": _transition,
+    "daily_check.recorded": _daily_check,
+    "year_end_assessment.recorded": _year_end,
+    "county.status_changed": _status,
+    "return_risk.flagged": _risk_flagged,
+    "return_risk.cleared": _risk_cleared,
+    "inspector.absence_recorded": _absence,
+}
+
+
+def prefecture_total(scores: Iterable[Score]) -> float | None:
+    """The policy's aggregate (mean) of a prefecture's county totals; None with no county scored."""
+    totals = [s.total for s in scores]
+    return round(sum(totals) / len(totals), 4) if totals else None
+
+
+__all__ = ["COMPONENTS", "Change", "CountyYear", "DEDUCTED", "Engine", "Finding", "HANDLERS", "Score",
+           "prefecture_total"]

@@ -1,0 +1,1 @@
+"""Scoring policies: versioned data, validated."""

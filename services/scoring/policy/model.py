@@ -1,0 +1,168 @@
+"""The scoring policy: data, versioned, validated. Loaded from TOML or JSON (POST /v1/policies)."""
+
+import math
+import tomllib
+from importlib import resources
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.events.vocabulary import CountyStatus, DailyCheckKind, FindingCategory, Indicator, Severity
+
+Component = Literal["daily_management", "inspections", "rectification", "year_end"]
+COMPONENTS: tuple[Component, ...] = ("daily_management", "inspections", "rectification", "year_end")
+DEDUCTED: tuple[Component, ...] = ("daily_management", "inspections", "rectification")
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _covers(name: str, mapping: dict, enum: type) -> None:
+    missing = sorted(e.value for e in enum if e.value not in mapping)
+    unknown = sorted(k for k in mapping if k not in {e.value for e in enum})
+    if missing or unknown:
+        raise ValueError(f"{name} must cover exactly {[e.value for e in enum]}"
+                         + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
+
+
+class Weights(Strict):
+    daily_management: NonNegative
+    inspections: NonNegative
+    rectification: NonNegative
+    year_end: NonNegative
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> "Weights":
+        total = sum(getattr(self, c) for c in COMPONENTS)
+        if not math.isclose(total, 1.0, abs_tol=1e-9):
+            raise ValueError(f"weights must sum to 1 (they sum to {total:g})")
+        return self
+
+
+class Caps(Strict):
+    daily_management: Annotated[float, Field(ge=0, le=100)]
+    inspections: Annotated[float, Field(ge=0, le=100)]
+    rectification: Annotated[float, Field(ge=0, le=100)]
+
+
+class DailyManagement(Strict):
+    points_per_failed_item: NonNegative
+    kind_factor: dict[str, NonNegative]
+    return_risk_alert: dict[str, NonNegative]
+
+    @field_validator("kind_factor")
+    @classmethod
+    def _kinds(cls, v: dict) -> dict:
+        _covers("daily_management.kind_factor", v, DailyCheckKind)
+        return v
+
+    @field_validator("return_risk_alert")
+    @classmethod
+    def _leagues(cls, v: dict) -> dict:
+        _covers("daily_management.return_risk_alert", v, CountyStatus)
+        return v
+
+
+class Inspections(Strict):
+    reference_households: Annotated[int, Field(ge=1)]
+    min_households: Annotated[int, Field(ge=1)]
+    severity: dict[str, NonNegative]
+    category_factor: dict[str, dict[str, NonNegative]]
+
+    @field_validator("severity")
+    @classmethod
+    def _severities(cls, v: dict) -> dict:
+        _covers("inspections.severity", v, Severity)
+        return v
+
+    @field_validator("category_factor")
+    @classmethod
+    def _categories(cls, v: dict) -> dict:
+        _covers("inspections.category_factor", v, CountyStatus)
+        for league, factors in v.items():
+            _covers(f"inspections.category_factor.{league}", factors, FindingCategory)
+        return v
+
+
+class Rectification(Strict):
+    rejected: NonNegative
+    overdue_per_day: NonNegative
+    overdue_cap_per_finding: NonNegative
+    withdrawn_deducts: Literal[False] = False  # the brief: a withdrawn finding deducts nothing
+
+
+class YearEnd(Strict):
+    when_missing: Literal["renormalise"] = "renormalise"
+
+
+class Gates(Strict):
+    critical_indicators: list[Indicator]
+    max_grade_with_open_critical: str
+
+
+class Grade(Strict):
+    name: str
+    label: str
+    min: Annotated[float, Field(ge=0, le=100)]
+
+
+class Prefecture(Strict):
+    aggregate: Literal["mean"] = "mean"
+
+
+class Policy(Strict):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*-v\d+$", max_length=64)]
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    version: Annotated[int, Field(ge=1)]
+    description: str = ""
+    timezone: str = "Asia/Shanghai"
+    weights: dict[str, Weights]
+    caps: Caps
+    daily_management: DailyManagement
+    inspections: Inspections
+    rectification: Rectification
+    year_end: YearEnd = YearEnd()
+    gates: Gates
+    grades: list[Grade]
+    prefecture: Prefecture = Prefecture()
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_per_league(cls, v: dict) -> dict:
+        _covers("weights", v, CountyStatus)
+        return v
+
+    @field_validator("grades")
+    @classmethod
+    def _grades_ordered(cls, grades: list[Grade]) -> list[Grade]:
+        if not grades:
+            raise ValueError("at least one grade band is needed")
+        mins = [g.min for g in grades]
+        if mins != sorted(mins, reverse=True) or len(set(mins)) != len(mins):
+            raise ValueError("grades must be listed from the highest band down, with distinct minimums")
+        if grades[-1].min != 0:
+            raise ValueError("the lowest grade must start at 0 so every score has a grade")
+        return grades
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Policy":
+        if not self.id.endswith(f"-v{self.version}") or not self.id.startswith(self.name):
+            raise ValueError(f"id must be '<name>-v<version>' ({self.name}-v{self.version})")
+        if self.gates.max_grade_with_open_critical not in {g.name for g in self.grades}:
+            raise ValueError("gates.max_grade_with_open_critical must name one of the grades")
+        return self
+
+    def grade_rank(self, name: str) -> int:
+        """0 for the best grade; larger is worse."""
+        return [g.name for g in self.grades].index(name)
+
+
+def load_toml(text: str) -> Policy:
+    return Policy.model_validate(tomllib.loads(text))
+
+
+def shipped(name: str = "default-v1") -> Policy:
+    """A policy file shipped in services/scoring/policies/."""
+    return load_toml(resources.files("services.scoring").joinpath(f"policies/{name}.toml").read_text("utf-8"))

@@ -1,0 +1,146 @@
+"""The pure engine: rules, time, explanations, inspector points."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from services.scoring.engine.engine import Engine
+from services.scoring.policy.model import shipped
+from tests.scoring.factories import T0, finding, inspection, record, step
+
+POLICY = shipped()
+
+
+@pytest.fixture
+def engine():
+    return Engine(POLICY, {"513431": "in_poverty", "513432": "exited"}, start=T0)
+
+
+def total_changes(changes, component):
+    return round(sum(c.points for c in changes if c.component == component), 6)
+
+
+def test_a_clean_county_scores_100_and_a_clean_visit_counts(engine):
+    engine.apply(inspection())
+    s = engine.score("513431", 2026)
+    assert s.total == 100 and s.grade == "good" and s.components["year_end"] is None
+
+
+def test_findings_deduct_by_severity_normalised_by_sample(engine):
+    changes = engine.apply(inspection(finding("F1", severity="major")))
+    assert engine.score("513431", 2026).components["inspections"] == 100 - 5.0
+    assert total_changes(changes, "inspections") == -5.0
+    # a second, clean visit of 100 households halves the rate of findings per household
+    engine.apply(inspection())
+    assert engine.score("513431", 2026).components["inspections"] == 100 - 2.5
+
+
+def test_small_samples_do_not_amplify_without_bound(engine):
+    engine.apply(inspection(finding("F1", severity="minor"), households=10))
+    assert engine.score("513431", 2026).components["inspections"] == 100 - 2.0 * 100 / 50
+
+
+def test_exited_league_weighs_stable_exit_more(engine):
+    engine.apply(inspection(finding("A", category="stable_exit"), county="513431"))
+    engine.apply(inspection(finding("B", category="stable_exit"), county="513432"))
+    assert engine.score("513431", 2026).components["inspections"] == 95.0
+    assert engine.score("513432", 2026).components["inspections"] == 90.0
+    assert engine.score("513432", 2026).league == "exited"
+
+
+def test_withdrawn_finding_restores_the_points(engine):
+    engine.apply(inspection(finding("F1", severity="critical")))
+    engine.apply(step("finding.disputed", "F1"))
+    changes = engine.apply(step("finding.withdrawn", "F1", at=T0 + timedelta(days=2)))
+    assert total_changes(changes, "inspections") == 12.0
+    assert engine.score("513431", 2026).components["inspections"] == 100
+
+
+def test_rejection_costs_and_overdue_accrues_with_time_alone(engine):
+    deadline = T0.date() + timedelta(days=10)
+    engine.apply(inspection(finding("F1", deadline=deadline)))
+    engine.apply(step("rectification.reported", "F1"))
+    engine.apply(step("rectification.rejected", "F1", at=T0 + timedelta(days=2)))
+    assert engine.score("513431", 2026).components["rectification"] == 100 - 4.0
+    # the deadline day itself is on time
+    assert engine.advance(datetime.combine(deadline, datetime.min.time(), timezone(timedelta(hours=8)))
+                          + timedelta(hours=20)) == []
+    changes = engine.advance(T0 + timedelta(days=14))  # 4 days late
+    assert total_changes(changes, "rectification") == -2.0
+    assert all(c.cause == "deadline" and c.rule == "rectification.overdue" for c in changes)
+    engine.advance(T0 + timedelta(days=200))
+    assert engine.score("513431", 2026).components["rectification"] == 100 - 4.0 - 15.0  # capped per finding
+
+
+def test_late_verification_stops_the_clock_where_it_happened(engine):
+    deadline = T0.date() + timedelta(days=10)
+    engine.apply(inspection(finding("F1", deadline=deadline)))
+    engine.advance(T0 + timedelta(days=20))
+    assert engine.score("513431", 2026).components["rectification"] == 100 - 10 * 0.5
+    # the verification happened on day 12, but arrives now: only 2 days were overdue
+    changes = engine.apply(step("rectification.verified", "F1", at=T0 + timedelta(days=12)))
+    assert total_changes(changes, "rectification") == 4.0
+    assert engine.score("513431", 2026).components["rectification"] == 99.0
+
+
+def test_daily_checks_and_return_risk(engine):
+    engine.apply(record("daily_check.recorded", {"check_id": "D1", "kind": "team_presence", "items_checked": 10,
+                                                 "items_failed": 3}))
+    assert engine.score("513431", 2026).components["daily_management"] == 100 - 3 * 2.0 * 0.5
+    engine.apply(record("return_risk.flagged", {"household_id": "H1", "reasons": ["illness"]}))
+    assert engine.score("513431", 2026).components["daily_management"] == 97 - 2.0
+    engine.apply(record("return_risk.cleared", {"household_id": "H1", "reasons": []}))
+    assert engine.score("513431", 2026).components["daily_management"] == 97
+
+
+def test_year_end_joins_the_total_and_a_correction_replaces_it(engine):
+    engine.apply(inspection(finding("F1", severity="critical", indicator="road")))  # inspections 88
+    assert engine.score("513431", 2026).total == pytest.approx((0.2 * 100 + 0.4 * 88 + 0.2 * 100) / 0.8)
+    engine.apply(record("year_end_assessment.recorded", {"year": 2026, "score": 70}))
+    assert engine.score("513431", 2026).total == pytest.approx(0.2 * 100 + 0.4 * 88 + 0.2 * 100 + 0.2 * 70)
+    engine.apply(record("year_end_assessment.recorded", {"year": 2026, "score": 80}))
+    assert engine.score("513431", 2026).components["year_end"] == 80
+
+
+def test_open_critical_finding_on_two_assurances_caps_the_grade(engine):
+    engine.apply(inspection(finding("F1", severity="critical", indicator="housing"), households=1000))
+    s = engine.score("513431", 2026)
+    assert s.total > 90 and s.grade == "average" and s.gated
+    engine.apply(step("rectification.reported", "F1"))
+    engine.apply(step("rectification.verified", "F1", at=T0 + timedelta(days=3)))
+    assert engine.score("513431", 2026).grade == "good"
+
+
+def test_exit_moves_the_league_from_the_status_change(engine):
+    engine.apply(inspection(finding("F1", category="stable_exit")))
+    changes = engine.apply(record("county.status_changed", {"status": "exited", "exit_year": 2026},
+                                  at=T0 + timedelta(days=5)))
+    assert engine.score("513431", 2026).league == "exited"
+    assert engine.score("513431", 2025).league == "in_poverty"
+    assert total_changes(changes, "inspections") == -5.0 and changes[0].rule == "league.exited"
+
+
+def test_duplicate_event_changes_nothing(engine):
+    r = inspection(finding("F1"))
+    assert engine.apply(r)
+    before = engine.score("513431", 2026)
+    assert engine.apply(r) == []
+    assert engine.score("513431", 2026) == before
+
+
+def test_inspector_points(engine):
+    deadline = T0.date() + timedelta(days=10)
+    engine.apply(inspection(finding("A", deadline=deadline), finding("B", deadline=deadline),
+                            finding("C", deadline=deadline), finding("D", deadline=deadline), team="t7"))
+    engine.apply(step("finding.disputed", "B"))
+    engine.apply(step("finding.upheld", "B", at=T0 + timedelta(days=2)))
+    engine.apply(step("finding.disputed", "C"))
+    engine.apply(step("finding.withdrawn", "C", at=T0 + timedelta(days=2)))
+    engine.apply(step("finding.disputed", "D"))  # still pending
+    engine.apply(record("inspector.absence_recorded", {"team_id": "t7", "inspector_id": "i1", "approved": False}))
+    engine.apply(record("inspector.absence_recorded", {"team_id": "t7", "inspector_id": "i2", "approved": True}))
+    assert engine.inspector_points("t7")["points"] == 1 - 2  # B upheld; A not yet past its deadline
+    engine.advance(T0 + timedelta(days=12))
+    points = engine.inspector_points("t7")
+    assert points["points"] == 2 - 2 and points["findings_credited"] == 2
+    assert points["inspectors"] == {"i1": {"points": -2, "unapproved_absences": 1}}

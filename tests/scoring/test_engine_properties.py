@@ -1,0 +1,159 @@
+"""Properties of the engine over random event histories (hypothesis)."""
+
+from datetime import timedelta
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from services.events.vocabulary import FindingCategory, Indicator, Severity
+from services.scoring.engine.engine import COMPONENTS, DEDUCTED, Engine
+from services.scoring.policy.model import shipped
+from tests.scoring.factories import T0, finding, inspection, record, step
+
+POLICY = shipped()
+COUNTIES = ["513431", "513432", "510722"]
+STATUSES = {"513431": "in_poverty", "513432": "exited", "510722": "in_poverty"}
+NEXT = {  # allowed ledger moves from each state (as intake enforces them)
+    "open": ["rectification.reported", "finding.disputed"],
+    "reported": ["rectification.verified", "rectification.rejected"],
+    "disputed": ["finding.upheld", "finding.withdrawn"],
+    "verified": [], "withdrawn": [],
+}
+TO = {"rectification.reported": "reported", "rectification.verified": "verified", "rectification.rejected": "open",
+      "finding.disputed": "disputed", "finding.upheld": "open", "finding.withdrawn": "withdrawn"}
+
+
+@st.composite
+def histories(draw, max_steps=40):
+    """(records, clock ticks): a valid history over ~two years, and times the clock advanced to."""
+    at = T0
+    findings: dict[str, tuple[str, str, bool]] = {}  # id → (county, state, decided)
+    flagged: dict[str, str] = {}
+    status = dict(STATUSES)
+    records, ticks = [], []
+    for i in range(draw(st.integers(1, max_steps))):
+        at += timedelta(hours=draw(st.integers(1, 24 * 20)))
+        county = draw(st.sampled_from(COUNTIES))
+        kind = draw(st.sampled_from(["inspection", "step", "step", "daily", "year_end", "status", "risk",
+                                     "absence", "tick"]))
+        if kind == "inspection":
+            fs = [finding(f"F{i}-{j}", severity=draw(st.sampled_from(list(Severity))).value,
+                          category=draw(st.sampled_from(list(FindingCategory))).value,
+                          indicator=draw(st.sampled_from(list(Indicator))).value,
+                          deadline=(at + timedelta(days=draw(st.integers(0, 60)))).date() + timedelta(days=1))
+                  for j in range(draw(st.integers(0, 3)))]
+            records.append(inspection(*fs, county=county, at=at, households=draw(st.integers(0, 300)),
+                                      team=draw(st.sampled_from(["t1", "t2"]))))
+            for f in fs:
+                findings[f["finding_id"]] = (county, "open", False)
+        elif kind == "step":
+            movable = [(fid, c, s, d) for fid, (c, s, d) in sorted(findings.items()) if NEXT[s]]
+            if not movable:
+                continue
+            fid, c, s, decided = draw(st.sampled_from(movable))
+            moves = [m for m in NEXT[s] if not (m == "finding.disputed" and decided)]
+            if not moves:
+                continue
+            move = draw(st.sampled_from(moves))
+            records.append(step(move, fid, county=c, at=at))
+            findings[fid] = (c, TO[move], decided or move == "finding.upheld")
+        elif kind == "daily":
+            checked = draw(st.integers(1, 50))
+            records.append(record("daily_check.recorded", {"check_id": f"D{i}", "kind": draw(st.sampled_from(
+                ["registry_accuracy", "team_presence", "work_log"])), "items_checked": checked,
+                "items_failed": draw(st.integers(0, checked))}, county=county, at=at))
+        elif kind == "year_end":
+            records.append(record("year_end_assessment.recorded", {"year": at.year, "score": draw(
+                st.floats(0, 100, allow_nan=False))}, county=county, at=at))
+        elif kind == "status":
+            new = "exited" if status[county] == "in_poverty" else "in_poverty"
+            records.append(record("county.status_changed", {"status": new, "exit_year": at.year if new == "exited"
+                                                            else None}, county=county, at=at))
+            status[county] = new
+        elif kind == "risk":
+            household = f"H{draw(st.integers(0, 3))}-{county}"
+            if household in flagged:
+                records.append(record("return_risk.cleared", {"household_id": household}, county=county, at=at))
+                del flagged[household]
+            else:
+                records.append(record("return_risk.flagged", {"household_id": household, "reasons": ["r"]},
+                                      county=county, at=at))
+                flagged[household] = county
+        elif kind == "absence":
+            records.append(record("inspector.absence_recorded", {"team_id": "t1", "inspector_id": "i1",
+                                                                 "approved": draw(st.booleans())}, county=county, at=at))
+        else:
+            ticks.append((len(records), at))
+    end = at + timedelta(days=draw(st.integers(0, 120)))
+    return records, ticks, end
+
+
+def everything(engine: Engine) -> dict:
+    scores = {key: engine.score(*key) for key in sorted(engine.years)}
+    return {"scores": scores, "teams": [engine.inspector_points(t) for t in ("t1", "t2")]}
+
+
+def run(records, ticks, end, *, steps_per_tick=1):
+    engine = Engine(POLICY, STATUSES, start=T0)
+    changes = []
+    tick_at = dict(ticks)
+    for i, r in enumerate(records):
+        if i in tick_at:
+            changes += engine.advance(tick_at[i])
+        changes += engine.apply(r)
+    changes += engine.advance(end)
+    return engine, changes
+
+
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(histories())
+def test_incremental_equals_full_recomputation(history):
+    records, ticks, end = history
+    incremental, _ = run(records, ticks, end)
+    full, _ = run(records, [], end)  # every event first, then one clock advance
+    assert everything(incremental) == everything(full)
+
+
+@PROPERTY
+@given(histories(), st.data())
+def test_a_duplicate_changes_nothing(history, data):
+    records, ticks, end = history
+    assume(records)
+    engine, _ = run(records, ticks, end)
+    before = everything(engine)
+    again = data.draw(st.sampled_from(records))
+    assert engine.apply(again) == []
+    assert everything(engine) == before
+
+
+@PROPERTY
+@given(histories(), st.integers(2, 30))
+def test_advancing_in_one_step_or_many_is_the_same(history, pieces):
+    records, _, end = history
+    one, _ = run(records, [], end)
+    many = Engine(POLICY, STATUSES, start=T0)
+    for r in records:
+        many.apply(r)
+    start = T0 + timedelta(days=1)
+    for k in range(1, pieces + 1):
+        many.advance(start + (end - start) * k / pieces)
+    many.advance(end)
+    assert everything(one) == everything(many)
+
+
+@PROPERTY
+@given(histories())
+def test_scores_stay_within_0_and_100_and_explanations_add_up(history):
+    records, ticks, end = history
+    engine, changes = run(records, ticks, end)
+    for (county, year), s in everything(engine)["scores"].items():
+        assert 0 <= s.total <= 100
+        for c in COMPONENTS:
+            assert s.components[c] is None or 0 <= s.components[c] <= 100
+        # every point lost traces back to a change line: the lines add up to the component
+        for c in DEDUCTED:
+            lines = sum(ch.points for ch in changes if (ch.region_code, ch.year, ch.component) == (county, year, c))
+            assert abs((100 - s.components[c]) + lines) < 1e-6, (county, year, c)

@@ -1,8 +1,10 @@
 """Shared fixtures: a real broker, a real database (SQLite and PostgreSQL), an intake app."""
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -45,29 +47,39 @@ class Database:
     engine: Engine
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path) -> Iterator[Database]:
-    """A fresh, migrated intake database: a new SQLite file or a new PostgreSQL schema."""
-    if request.param == "postgresql":
+@contextmanager
+def fresh_database(backend: str, tmp_path, service: str) -> Iterator[Database]:
+    """A new SQLite file or a new PostgreSQL schema, migrated to `service`'s head; dropped after."""
+    if backend == "postgresql":
         if _PG_REASON:
             pytest.skip(_PG_REASON)
         schema = f"t_{uuid.uuid4().hex[:12]}"
-        db = Database("postgresql", PG_URL, schema, make_engine(PG_URL, schema=schema))
+        db = Database("postgresql", f"{PG_URL}?options=-csearch_path%3D{schema}", schema,
+                      make_engine(PG_URL, schema=schema))
     else:
-        url = f"sqlite:///{tmp_path / 'intake.db'}"
+        url = f"sqlite:///{tmp_path / f'{service}.db'}"
         db = Database("sqlite", url, None, make_engine(url))
-    upgrade("intake", db.engine, db.schema)
-    with Session(db.engine) as session:
-        load(session=session)
-        session.commit()
-    yield db
-    db.engine.dispose()
-    if db.schema:
-        cleanup = make_engine(PG_URL)
-        with cleanup.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{db.schema}" CASCADE'))
-            conn.commit()
-        cleanup.dispose()
+    upgrade(service, db.engine, db.schema)
+    try:
+        yield db
+    finally:
+        db.engine.dispose()
+        if db.schema:
+            cleanup = make_engine(PG_URL)
+            with cleanup.connect() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{db.schema}" CASCADE'))
+                conn.commit()
+            cleanup.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> Iterator[Database]:
+    """A fresh, migrated intake database with the regions loaded."""
+    with fresh_database(request.param, tmp_path, "intake") as db:
+        with Session(db.engine) as session:
+            load(session=session)
+            session.commit()
+        yield db
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +108,16 @@ def clock() -> Clock:
 def settings(tmp_path) -> Settings:
     # A bootstrap address nobody listens on: tests that need Kafka use the `broker` fixture.
     return Settings(data_dir=tmp_path, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
+
+
+@pytest.fixture
+def own_broker() -> Iterator[LocalBroker]:
+    """A broker of this test alone (it may be stopped, frozen or restarted)."""
+    b = LocalBroker(free_port()).start()
+    yield b
+    if b.process.poll() is None:
+        os.kill(b.process.pid, signal.SIGCONT)
+    b.stop()
 
 
 @pytest.fixture

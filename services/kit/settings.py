@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     intake_database_url: str | None = Field(
         None, validation_alias=_env("KAOHE_INTAKE_DATABASE_URL", "intake_database_url")
     )
+    scoring_database_url: str | None = Field(
+        None, validation_alias=_env("KAOHE_SCORING_DATABASE_URL", "scoring_database_url")
+    )
+
+    # Scoring
+    intake_url: str | None = Field(None, validation_alias=_env("KAOHE_INTAKE_URL", "intake_url"),
+                                   description="Where scoring reads regions and the export; default: local intake.")
+    scoring_policy: str = Field("default-v1", validation_alias=_env("KAOHE_SCORING_POLICY", "scoring_policy"))
+    scoring_tick_s: float = Field(60.0, validation_alias=_env("KAOHE_SCORING_TICK_S", "scoring_tick_s"))
+    scoring_batch: int = Field(5000, validation_alias=_env("KAOHE_SCORING_BATCH", "scoring_batch"))
 
     # Intake
     timezone: str = Field("Asia/Shanghai", validation_alias=_env("KAOHE_TIMEZONE", "timezone"))
@@ -72,3 +82,7 @@ class Settings(BaseSettings):
 
     def port(self, service: Service) -> int:
         return getattr(self, f"{service}_port")
+
+    @property
+    def intake_base_url(self) -> str:
+        return self.intake_url or f"http://{self.host}:{self.intake_port}"

@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 from services.events import topics
 from services.intake.app import create_app
 from services.intake.relay import build as build_relay
-from services.kit.broker import LocalBroker, free_port
 from services.kit.settings import Settings
 from tests import factories as f
 from tests.kafka_helpers import headers, read_topic
@@ -95,15 +94,6 @@ def _wait_backlog_zero(relay, timeout=90):
     while relay.backlog() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert relay.backlog() == 0, "outbox not drained after the broker came back"
-
-
-@pytest.fixture
-def own_broker():
-    b = LocalBroker(free_port()).start()
-    yield b
-    if b.process.poll() is None:
-        os.kill(b.process.pid, signal.SIGCONT)
-    b.stop()
 
 
 @pytest.fixture

@@ -80,6 +80,8 @@ class RegionPublic(BaseModel):
     exit_year: int | None = None
     poverty_county: bool | None = None
     status_basis: str | None = Field(None, description="'source' (real), 'demo' (demo data), or 'event'.")
+    baseline_status: CountyStatus | None = Field(None, description="The status before any event changed it.")
+    baseline_exit_year: int | None = None
 
 
 class RegionDetail(RegionPublic):

@@ -22,3 +22,6 @@ class Region(IntakeModel, table=True):
                                      description="'source', 'demo', or 'event' once an event changed it.")
     status_sequence: int | None = Field(default=None, sa_column=Column(BigInteger),
                                         description="The event that last changed the status.")
+    baseline_status: str | None = Field(default=None, sa_column=Column(String(16)),
+                                        description="Counties: the status before any event (the data's baseline).")
+    baseline_exit_year: int | None = None

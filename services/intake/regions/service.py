@@ -30,7 +30,8 @@ def load(*, session: Session, data: dict[str, Any] | None = None) -> int:
         session.add(Region(
             code=r["code"], name=r["name"], level=r["level"], parent_code=r.get("parent_code"),
             status=r.get("status"), exit_year=r.get("exit_year"), poverty_county=r.get("poverty_county"),
-            status_basis=r.get("status_basis"),
+            status_basis=r.get("status_basis"), baseline_status=r.get("status"),
+            baseline_exit_year=r.get("exit_year"),
         ))
         added += 1
     session.flush()

@@ -1,0 +1,1 @@
+"""Scoring HTTP routers."""

@@ -1,0 +1,122 @@
+"""Scores, explanations, inspector points and policies over HTTP."""
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from services.kit import pagination
+from services.kit.db import SessionDep
+from services.kit.problems import MEDIA_TYPE, Problem
+from services.scoring.models import Explanation, ScoreRow, TeamPoints
+from services.scoring.policy.model import Policy
+
+router = APIRouter(tags=["scores"])
+NOT_FOUND = {404: {"description": "No score for this region and year", "content": {MEDIA_TYPE: {}}}}
+Code = Annotated[str, Path(pattern=r"^\d{6}$")]
+Year = Annotated[int, Query(ge=2010, le=2100)]
+
+
+class ScorePublic(BaseModel):
+    region_code: str
+    year: int
+    level: str
+    parent_code: str
+    league: str | None
+    total: float
+    grade: str
+    gated: bool
+    components: dict[str, float | None]
+    policy_version: str
+    cause: str
+    as_of: str
+
+
+class ExplanationLine(BaseModel):
+    component: str
+    points: float
+    rule: str
+    cause: str
+    policy_version: str
+    at: str
+
+
+class ExplanationPage(BaseModel):
+    region_code: str
+    year: int
+    items: list[ExplanationLine]
+    next_cursor: str | None
+
+
+def _public(row: ScoreRow) -> dict[str, Any]:
+    return {"region_code": row.region_code, "year": row.year, "level": row.level, "parent_code": row.parent_code,
+            "league": row.league, "total": row.total, "grade": row.grade, "gated": row.gated,
+            "components": orjson.loads(row.components), "policy_version": row.policy_id, "cause": row.cause,
+            "as_of": row.as_of.isoformat()}
+
+
+def _score(session, code: str, year: int) -> ScoreRow:
+    row = session.get(ScoreRow, (code, year))
+    if row is None:
+        raise Problem(404, "not-found", "Not found", f"no score for region {code} in {year}")
+    return row
+
+
+@router.get("/v1/scores/{region_code}", response_model=ScorePublic, responses=NOT_FOUND,
+            summary="A county's or prefecture's current score, with its components")
+def get_score(region_code: Code, year: Year, session: SessionDep) -> dict[str, Any]:
+    return _public(_score(session, region_code, year))
+
+
+@router.get("/v1/scores/{region_code}/explanation", response_model=ExplanationPage, responses=NOT_FOUND,
+            summary="Every change of a county's score, line by line, oldest first")
+def explanation(region_code: Code, year: Year, session: SessionDep, cursor: str | None = None,
+                limit: Annotated[int, Query(ge=1, le=500)] = 100) -> ExplanationPage:
+    _score(session, region_code, year)
+    position = pagination.decode(cursor, ("after",))
+    q = (select(Explanation).where(Explanation.region_code == region_code, Explanation.year == year)
+         .order_by(Explanation.id).limit(limit + 1))
+    if position:
+        q = q.where(Explanation.id > int(position["after"]))
+    rows = list(session.execute(q).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return ExplanationPage(region_code=region_code, year=year, items=[
+        ExplanationLine(component=r.component, points=r.points, rule=r.rule, cause=r.cause,
+                        policy_version=r.policy_id, at=r.at.isoformat()) for r in rows],
+        next_cursor=pagination.encode({"after": rows[-1].id}) if more else None)
+
+
+@router.get("/v1/scores", response_model=list[ScorePublic],
+            summary="Scores of the regions under a prefecture (its counties) or the province (its prefectures)")
+def list_scores(parent: Annotated[str, Query(pattern=r"^\d{6}$")], year: Year, session: SessionDep) -> list:
+    rows = session.execute(select(ScoreRow).where(ScoreRow.parent_code == parent, ScoreRow.year == year)
+                           .order_by(ScoreRow.region_code)).scalars()
+    return [_public(r) for r in rows]
+
+
+@router.get("/v1/inspector-points", tags=["inspector points"],
+            summary="积分制: +1 per finding upheld or not disputed by its deadline, −2 per unapproved absence",
+            responses={404: {"description": "Unknown team", "content": {MEDIA_TYPE: {}}}})
+def inspector_points(team_id: Annotated[str, Query(min_length=1, max_length=64)], session: SessionDep) -> dict:
+    row = session.get(TeamPoints, team_id)
+    if row is None:
+        raise Problem(404, "not-found", "Not found", f"no points recorded for team {team_id!r}")
+    return {**orjson.loads(row.detail), "as_of": row.as_of.isoformat()}
+
+
+@router.get("/v1/policies", tags=["policies"], summary="Scoring policies (the active one first)")
+def list_policies(request: Request) -> list[dict[str, Any]]:
+    p: Policy = request.app.state.policy
+    return [{"id": p.id, "name": p.name, "version": p.version, "description": p.description, "active": True}]
+
+
+@router.get("/v1/policies/{policy_id}", tags=["policies"], summary="One policy, every rule",
+            responses={404: {"description": "Unknown policy", "content": {MEDIA_TYPE: {}}}})
+def get_policy(policy_id: Annotated[str, Path(max_length=64)], request: Request) -> dict[str, Any]:
+    p: Policy = request.app.state.policy
+    if policy_id != p.id:
+        raise Problem(404, "not-found", "Not found", f"no policy {policy_id!r}")
+    return p.model_dump(mode="json")

@@ -1,0 +1,102 @@
+"""Scoring tables: the events it has applied, its offsets, and the scores it keeps."""
+
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, String, Text, Uuid
+from sqlmodel import Field
+
+from services.kit.db import UTCDateTime
+from services.scoring.base import ScoringModel
+
+
+class AppliedEvent(ScoringModel, table=True):
+    """Every event applied, as published by intake: the worker rebuilds its engine from these."""
+
+    __tablename__ = "applied_event"
+
+    event_id: UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    sequence: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    region_code: str = Field(sa_column=Column(String(6), nullable=False))
+    record: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class ConsumerOffset(ScoringModel, table=True):
+    """The next offset to read per partition, written in the same transaction as the state."""
+
+    __tablename__ = "consumer_offset"
+
+    topic: str = Field(sa_column=Column(String(200), primary_key=True))
+    partition: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    next_offset: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_event_id: str | None = Field(default=None, sa_column=Column(String(36)),
+                                      description="Checks on assignment that the log is still the one we read.")
+
+
+class WorkerClock(ScoringModel, table=True):
+    """The as-of time scores were last computed at (the clock ticks forward only)."""
+
+    __tablename__ = "worker_clock"
+
+    id: int = Field(default=1, primary_key=True)
+    as_of: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    policy_id: str = Field(sa_column=Column(String(64), nullable=False))
+
+
+class County(ScoringModel, table=True):
+    """Counties and their status before any event (from intake's regions), cached here."""
+
+    __tablename__ = "county"
+
+    code: str = Field(sa_column=Column(String(6), primary_key=True))
+    prefecture_code: str = Field(sa_column=Column(String(6), nullable=False, index=True))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+
+
+class ScoreRow(ScoringModel, table=True):
+    """The current score of a county or prefecture for an assessment year."""
+
+    __tablename__ = "score"
+    __table_args__ = (Index("ix_score_parent_code_year", "parent_code", "year"),)
+
+    region_code: str = Field(sa_column=Column(String(6), primary_key=True))
+    year: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    level: str = Field(sa_column=Column(String(16), nullable=False))
+    parent_code: str = Field(sa_column=Column(String(6), nullable=False))
+    league: str | None = Field(default=None, sa_column=Column(String(16)))
+    total: float = Field(sa_column=Column(Float, nullable=False))
+    grade: str = Field(sa_column=Column(String(32), nullable=False))
+    gated: bool = False
+    components: str = Field(sa_column=Column(Text, nullable=False), description="JSON: component → points")
+    policy_id: str = Field(sa_column=Column(String(64), nullable=False))
+    cause: str = Field(sa_column=Column(String(64), nullable=False))
+    as_of: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class Explanation(ScoringModel, table=True):
+    """One line of a score's explanation: what moved which component by how much, and why."""
+
+    __tablename__ = "explanation"
+    __table_args__ = (Index("ix_explanation_region_code_year_id", "region_code", "year", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                                          primary_key=True, autoincrement=True))
+    region_code: str = Field(sa_column=Column(String(6), nullable=False))
+    year: int = Field(sa_column=Column(Integer, nullable=False))
+    component: str = Field(sa_column=Column(String(32), nullable=False))
+    points: float = Field(sa_column=Column(Float, nullable=False))
+    rule: str = Field(sa_column=Column(String(64), nullable=False))
+    cause: str = Field(sa_column=Column(String(64), nullable=False))
+    policy_id: str = Field(sa_column=Column(String(64), nullable=False))
+    at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class TeamPoints(ScoringModel, table=True):
+    """Inspector points (积分制) of a team, with its inspectors, as JSON."""
+
+    __tablename__ = "team_points"
+
+    team_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    points: int
+    detail: str = Field(sa_column=Column(Text, nullable=False))
+    as_of: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))

@@ -1,0 +1,29 @@
+"""`python -m services.scoring.setup`: migrate scoring's database and create its topics."""
+
+from services.events import topics
+from services.kit.db import make_engine
+from services.kit.kafka import ensure_topics
+from services.kit.logs import configure
+from services.kit.migrate import upgrade
+from services.kit.settings import Settings
+
+
+def setup(settings: Settings) -> None:
+    url, schema = settings.database("scoring")
+    engine = make_engine(url, schema=schema)
+    try:
+        upgrade("scoring", engine, schema)
+    finally:
+        engine.dispose()
+    ensure_topics(settings.bootstrap_servers, [topics.SCORING_SCORES, topics.dead_letter(topics.SCORING_SCORES)],
+                  settings.topic_partitions)
+
+
+def main() -> None:
+    configure()
+    setup(Settings())
+    print("scoring: migrated", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Scoring's persistence: rebuilding the engine from what was applied, and writing a batch's
+results (events, explanations, scores, team points, outbox rows, offsets) in one transaction.
+"""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, insert, select
+from sqlmodel import Session
+
+from services.events import registry, topics
+from services.events.registry import Recorded
+from services.kit.outbox import outbox_row
+from services.kit.upsert import upsert
+from services.scoring.base import Outbox
+from services.scoring.engine.engine import Change, Score, prefecture_total
+from services.scoring.engine.engine import Engine as Scorer
+from services.scoring.models import AppliedEvent, ConsumerOffset, County, Explanation, ScoreRow, TeamPoints, WorkerClock
+from services.scoring.policy.model import Policy
+
+EPOCH = datetime(2010, 1, 1, tzinfo=timezone.utc)
+
+
+def prefecture_of(county: str) -> str:
+    """GB/T 2260: a county's first four digits plus "00" name its prefecture."""
+    return county[:4] + "00"
+
+
+def province_of(code: str) -> str:
+    return code[:2] + "0000"
+
+
+def counties(session: Session) -> dict[str, str]:
+    """County → status before any event, as cached from intake's regions."""
+    return dict(session.execute(select(County.code, County.status)).all())
+
+
+def save_counties(session: Session, rows: Iterable[dict[str, Any]]) -> int:
+    """Cache counties (code, status before any event); existing rows are kept as they are."""
+    known = set(session.execute(select(County.code)).scalars())
+    new = [{"code": r["code"], "prefecture_code": r.get("parent_code") or prefecture_of(r["code"]),
+            "status": r.get("baseline_status") or "in_poverty"} for r in rows if r["code"] not in known]
+    if new:
+        session.execute(insert(County), new)
+    return len(new)
+
+
+def rebuild(engine: Engine, policy: Policy, statuses: Mapping[str, str]) -> Scorer:
+    """The engine exactly as the committed state left it: every applied event, at the stored clock."""
+    with Session(engine) as s:
+        clock = s.get(WorkerClock, 1)
+        start = clock.as_of if clock else EPOCH
+    scorer = Scorer(policy, statuses, start=EPOCH)
+    after = -1
+    while True:
+        with Session(engine) as s:
+            rows = s.execute(select(AppliedEvent.sequence, AppliedEvent.record)
+                             .where(AppliedEvent.sequence > after).order_by(AppliedEvent.sequence)
+                             .limit(5000)).all()
+        if not rows:
+            break
+        for _, record in rows:
+            scorer.apply(registry.decode_record(record))
+        after = rows[-1].sequence
+    scorer.advance(start)
+    return scorer
+
+
+def stored_offsets(session: Session, topic: str) -> dict[int, int]:
+    return dict(session.execute(select(ConsumerOffset.partition, ConsumerOffset.next_offset)
+                                .where(ConsumerOffset.topic == topic)).all())
+
+
+@dataclass
+class Batch:
+    """What one poll produced, ready to be written in one transaction."""
+
+    applied: list[Recorded] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    offsets: dict[tuple[str, int], tuple[int, str | None]] = field(default_factory=dict)
+    cause: dict[tuple[str, int], str] = field(default_factory=dict)  # county-year → last cause
+
+
+def _score_row(score: Score, *, level: str, parent: str, cause: str, policy_id: str, as_of: datetime) -> dict:
+    return {"region_code": score.region_code, "year": score.year, "level": level, "parent_code": parent,
+            "league": score.league if level == "county" else None, "total": score.total, "grade": score.grade,
+            "gated": score.gated, "components": orjson.dumps(score.components).decode(), "policy_id": policy_id,
+            "cause": cause, "as_of": as_of}
+
+
+def prefecture_score(scorer: Scorer, prefecture: str, year: int) -> Score | None:
+    members = [scorer.score(county, y) for (county, y) in sorted(scorer.years)
+               if y == year and prefecture_of(county) == prefecture]
+    total = prefecture_total(members)
+    if total is None:
+        return None
+    grade = next(g.name for g in scorer.policy.grades if total >= g.min)
+    components: dict[str, float | None] = {}
+    for c in ("daily_management", "inspections", "rectification", "year_end"):
+        values = [m.components[c] for m in members if m.components[c] is not None]
+        components[c] = round(sum(values) / len(values), 4) if values else None
+    return Score(prefecture, year, "", components, total, grade, False)
+
+
+def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, clock_moved: bool = False) -> int:
+    """Persist a batch (and/or a clock advance); returns how many score rows changed."""
+    policy_id = scorer.policy.id
+    if batch.applied:
+        session.execute(insert(AppliedEvent), [
+            {"event_id": r.event.event_id, "sequence": r.sequence, "region_code": r.event.region_code,
+             "record": registry.encode_record(r.sequence, r.recorded_at, registry.to_json_dict(r.event)).decode()}
+            for r in batch.applied])
+    if batch.changes:
+        session.execute(insert(Explanation), [
+            {"region_code": c.region_code, "year": c.year, "component": c.component, "points": c.points,
+             "rule": c.rule, "cause": c.cause, "policy_id": c.policy_id, "at": c.at} for c in batch.changes])
+    touched = sorted({(c.region_code, c.year) for c in batch.changes})
+    causes = {(c.region_code, c.year): c.cause for c in batch.changes}
+    rows = []
+    for county, year in touched:
+        s = scorer.score(county, year)
+        rows.append(_score_row(s, level="county", parent=prefecture_of(county), cause=causes[(county, year)],
+                               policy_id=policy_id, as_of=scorer.as_of))
+    for prefecture, year in sorted({(prefecture_of(c), y) for c, y in touched}):
+        s = prefecture_score(scorer, prefecture, year)
+        if s is not None:
+            rows.append(_score_row(s, level="prefecture", parent=province_of(prefecture), cause="counties",
+                                   policy_id=policy_id, as_of=scorer.as_of))
+    previous = _previous_totals(session, [(r["region_code"], r["year"]) for r in rows])
+    changed = [r for r in rows if previous.get((r["region_code"], r["year"])) != (r["total"], r["grade"],
+                                                                                  r["components"])]
+    upsert(session, ScoreRow.__table__, changed, keys=("region_code", "year"))
+    outbox = [outbox_row(Outbox, topic=topics.SCORING_SCORES, key=r["region_code"], now=now,
+                         value=_score_message(r, previous.get((r["region_code"], r["year"]))),
+                         headers={"region_code": r["region_code"], "level": r["level"], "year": str(r["year"])})
+              for r in changed]
+    outbox += batch.dead_letters
+    if outbox:
+        session.execute(insert(Outbox), outbox)
+    _team_points(session, scorer, now)
+    if batch.offsets:
+        upsert(session, ConsumerOffset.__table__, [
+            {"topic": t, "partition": p, "next_offset": o, "last_event_id": eid}
+            for (t, p), (o, eid) in sorted(batch.offsets.items())], keys=("topic", "partition"))
+    if clock_moved:
+        upsert(session, WorkerClock.__table__, [{"id": 1, "as_of": scorer.as_of, "policy_id": policy_id}],
+               keys=("id",))
+    return len(changed)
+
+
+def _previous_totals(session: Session, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
+    if not keys:
+        return {}
+    codes = sorted({k[0] for k in keys})
+    rows = session.execute(select(ScoreRow.region_code, ScoreRow.year, ScoreRow.total, ScoreRow.grade,
+                                  ScoreRow.components).where(ScoreRow.region_code.in_(codes))).all()
+    wanted = set(keys)
+    return {(r.region_code, r.year): (r.total, r.grade, r.components) for r in rows if (r.region_code, r.year) in wanted}
+
+
+def _score_message(row: dict, previous: tuple | None) -> bytes:
+    return orjson.dumps({
+        "region_code": row["region_code"], "level": row["level"], "league": row["league"], "year": row["year"],
+        "total": row["total"], "grade": row["grade"], "gated": row["gated"],
+        "components": orjson.loads(row["components"]), "previous_total": previous[0] if previous else None,
+        "previous_grade": previous[1] if previous else None, "policy_version": row["policy_id"],
+        "cause": row["cause"], "as_of": registry.iso_utc(row["as_of"]),
+    })
+
+
+def _team_points(session: Session, scorer: Scorer, now: datetime) -> None:
+    teams = sorted({f.team_id for f in scorer.findings.values()} | {t for t, _, _ in scorer.absences})
+    rows = []
+    for team in teams:
+        detail = scorer.inspector_points(team)
+        rows.append({"team_id": team, "points": detail["points"], "detail": orjson.dumps(detail).decode(),
+                     "as_of": scorer.as_of})
+    upsert(session, TeamPoints.__table__, rows, keys=("team_id",))
+
+
+def dead_letter(message: Any, error: str, now: datetime) -> dict[str, Any]:
+    """An outbox row sending an unusable message to `<topic>.dlt`, naming the error and its origin."""
+    return outbox_row(Outbox, topic=topics.dead_letter(message.topic), key=(message.key or b"").decode("utf-8", "replace"),
+                      value=message.value if message.value is not None else b"", now=now,
+                      headers={"error": error[:500], "original_topic": message.topic,
+                               "original_partition": str(message.partition), "original_offset": str(message.offset)})

@@ -1,0 +1,7 @@
+"""Every scoring table, imported so Alembic sees the whole metadata."""
+
+from services.scoring.base import Outbox, metadata
+from services.scoring.models import AppliedEvent, ConsumerOffset, County, Explanation, ScoreRow, TeamPoints, WorkerClock
+
+__all__ = ["AppliedEvent", "ConsumerOffset", "County", "Explanation", "Outbox", "ScoreRow", "TeamPoints",
+           "WorkerClock", "metadata"]

@@ -1,0 +1,148 @@
+"""The scoring worker over a real broker: events become scores, time lowers them, poison is
+dead-lettered, and the API serves what the worker wrote."""
+
+import threading
+import time
+from datetime import timedelta
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from kafka import KafkaProducer
+from sqlmodel import Session
+
+from services.events import topics
+from services.intake.app import create_app as intake_app
+from services.intake.relay import build as intake_relay
+from services.kit.settings import Settings
+from services.scoring import store
+from services.scoring.app import create_app as scoring_app
+from services.scoring.policy.model import shipped
+from services.scoring.worker import Worker, build_relay
+from tests import factories as f
+from tests.conftest import fresh_database
+from tests.kafka_helpers import headers, read_messages
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def scoring_db(database, tmp_path):
+    """Scoring's own database, on the same backend as intake's in this test."""
+    with fresh_database(database.backend, tmp_path, "scoring") as db:
+        yield db
+
+
+@pytest.fixture
+def system(database, scoring_db, tmp_path, clock, own_broker):
+    """Intake (app + relay) and scoring (worker + relay + API) on one broker, running in threads."""
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
+                        relay_idle_ms=10, scoring_tick_s=0.2, intake_url="http://127.0.0.1:9")
+    clock.now = f.T0 + timedelta(hours=1)  # scores are computed as of this clock; tests move it
+    stop = threading.Event()
+    relays = [intake_relay(settings, engine=database.engine), build_relay(settings, scoring_db.engine)]
+    with TestClient(intake_app(settings, engine=database.engine, clock=clock)) as intake:
+        with Session(scoring_db.engine) as s:
+            store.save_counties(s, intake.get("/v1/regions", params={"level": "county"}).json())
+            s.commit()
+        worker = Worker(settings, scoring_db.engine, shipped(), clock=clock)
+        threads = [threading.Thread(target=r.run, args=(stop,), daemon=True) for r in relays]
+        threads.append(threading.Thread(target=worker.run, args=(stop,), daemon=True))
+        for t in threads:
+            t.start()
+        with TestClient(scoring_app(settings, engine=scoring_db.engine)) as scoring:
+            try:
+                yield intake, scoring, own_broker
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(30)
+                worker.close()
+                for r in relays:
+                    r.close()
+
+
+def wait_for(check, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def score(scoring, code, year=2026):
+    r = scoring.get(f"/v1/scores/{code}", params={"year": year})
+    return r.json() if r.status_code == 200 else None
+
+
+def test_events_become_scores_and_time_and_disputes_move_them(system, clock):
+    intake, scoring, _ = system
+    late = f.finding(deadline=f.deadline(10))
+    disputed = f.finding(severity="critical", indicator="road")
+    assert intake.post("/v1/events", json=f.inspection(late, disputed)).status_code == 201
+    s = wait_for(lambda: score(scoring, "513431"))
+    assert s["components"]["inspections"] == 100 - 5.0 - 12.0 and s["level"] == "county"
+    assert s["league"] == "in_poverty" and s["parent_code"] == "513400"
+    prefecture = wait_for(lambda: score(scoring, "513400"))
+    assert prefecture["level"] == "prefecture" and prefecture["total"] == s["total"]
+    assert [x["region_code"] for x in scoring.get("/v1/scores", params={"parent": "513400", "year": 2026}).json()] == [
+        "513431"]
+
+    # a deadline passes: the next tick lowers the score with no new event
+    clock.now = f.T0 + timedelta(days=15)
+    lowered = wait_for(lambda: (x := score(scoring, "513431")) and x["components"]["rectification"] < 100 and x)
+    assert lowered["components"]["rectification"] == 100 - 5 * 0.5  # deadline 03-12, now 03-17 in Beijing
+    assert lowered["cause"] == "deadline"
+
+    # a dispute that ends withdrawn restores the points
+    intake.post("/v1/events", json=f.step("finding.disputed", disputed["finding_id"], at=f.T0 + timedelta(days=3)))
+    intake.post("/v1/events", json=f.step("finding.withdrawn", disputed["finding_id"], at=f.T0 + timedelta(days=4)))
+    restored = wait_for(lambda: (x := score(scoring, "513431")) and x["components"]["inspections"] == 95.0 and x)
+    assert restored["total"] > s["total"]
+
+    lines = scoring.get("/v1/scores/513431/explanation", params={"year": 2026}).json()["items"]
+    lost = {c: -sum(x["points"] for x in lines if x["component"] == c) for c in ("inspections", "rectification")}
+    assert lost == {"inspections": 5.0, "rectification": 2.5}
+    assert {x["rule"] for x in lines} >= {"inspections.findings", "rectification.overdue", "finding.withdrawn"}
+    points = scoring.get("/v1/inspector-points", params={"team_id": "team-1"}).json()
+    assert points["findings_credited"] == 1  # the late finding stood past its deadline; the withdrawn one did not
+
+
+def test_scores_are_published_with_previous_totals(system):
+    intake, scoring, broker = system
+    intake.post("/v1/events", json=f.inspection(f.finding()))
+    wait_for(lambda: score(scoring, "513431"))
+    messages = read_messages(broker.bootstrap_servers, topics.SCORING_SCORES,
+                             lambda ms: any(m.key == b"513431" for m in ms))
+    value = orjson.loads([m for m in messages if m.key == b"513431"][-1].value)
+    assert value["total"] == score(scoring, "513431")["total"] and value["previous_total"] is None
+    assert value["policy_version"] == "default-v1" and value["level"] == "county"
+
+
+def test_poison_messages_are_dead_lettered_and_later_events_still_scored(system):
+    intake, scoring, broker = system
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    bad = [b"{not json", orjson.dumps({"event_id": f.uid(), "type": "inspection.exploded", "sequence": 1,
+                                       "recorded_at": "2026-01-01T00:00:00Z"}),
+           orjson.dumps({**f.daily_check(), "schema_version": 7, "sequence": 2,
+                         "recorded_at": "2026-01-01T00:00:00Z"})]
+    for value in bad:
+        producer.send(topics.INTAKE_EVENTS, key=b"513431", value=value)
+    producer.flush()
+    producer.close()
+    intake.post("/v1/events", json=f.inspection(f.finding(severity="minor")))
+    wait_for(lambda: score(scoring, "513431"))
+    dead = read_messages(broker.bootstrap_servers, "kaohe.intake.events.v1.dlt", lambda ms: len(ms) >= 3)
+    assert len(dead) == 3
+    assert {m.value for m in dead} == set(bad)
+    h = headers(dead[0])
+    assert h["original_topic"] == topics.INTAKE_EVENTS and "original_offset" in h and h["error"]
+
+
+def test_unknown_region_is_404_problem(system):
+    _, scoring, _ = system
+    r = scoring.get("/v1/scores/999999", params={"year": 2026})
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+    assert scoring.get("/v1/scores/513431", params={"year": 1999}).status_code == 422

@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     scoring_policy: str = Field("default-v1", validation_alias=_env("KAOHE_SCORING_POLICY", "scoring_policy"))
     scoring_tick_s: float = Field(60.0, validation_alias=_env("KAOHE_SCORING_TICK_S", "scoring_tick_s"))
     scoring_batch: int = Field(5000, validation_alias=_env("KAOHE_SCORING_BATCH", "scoring_batch"))
+    consumer_instance_id: str | None = Field(
+        None, validation_alias=_env("KAOHE_CONSUMER_INSTANCE_ID", "consumer_instance_id"),
+        description="Kafka static membership (group.instance.id): a restarted worker takes its place back "
+        "without waiting for the session timeout. Unique per worker process.")
+    consumer_session_timeout_ms: int = Field(
+        10_000, validation_alias=_env("KAOHE_CONSUMER_SESSION_TIMEOUT_MS", "consumer_session_timeout_ms"))
+    consumer_max_poll_interval_ms: int = Field(
+        5_000, validation_alias=_env("KAOHE_CONSUMER_MAX_POLL_INTERVAL_MS", "consumer_max_poll_interval_ms"),
+        description="Also the rebalance timeout: a group (re)join with tansu takes about this long, so it "
+        "is kept short; a batch must be processed within it.")
 
     # Intake
     timezone: str = Field("Asia/Shanghai", validation_alias=_env("KAOHE_TIMEZONE", "timezone"))

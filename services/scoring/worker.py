@@ -86,8 +86,10 @@ class Worker:
         self.consumer = KafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers.split(","), group_id=GROUP, client_id="kaohe-scoring",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.settings.scoring_batch,
-            # tansu and kafka-python join groups slowly unless the poll interval is short
-            max_poll_interval_ms=10_000, session_timeout_ms=10_000, heartbeat_interval_ms=3_000,
+            # a group join lasts about max_poll_interval_ms (the rebalance timeout): keep it short
+            max_poll_interval_ms=self.settings.consumer_max_poll_interval_ms, session_timeout_ms=self.settings.consumer_session_timeout_ms,
+            heartbeat_interval_ms=min(3_000, self.settings.consumer_session_timeout_ms // 3),
+            group_instance_id=self.settings.consumer_instance_id,
         )
         self.consumer.subscribe([topics.INTAKE_EVENTS], listener=_SeekToStored(self))
 

@@ -1,0 +1,170 @@
+"""SIGKILL the scoring worker at random moments while 20,000 events flow; every score must
+still equal a clean recomputation from intake's event store."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from services.events.registry import decode_record
+from services.intake.app import create_app as intake_app
+from services.intake.relay import build as intake_relay
+from services.intake.store.service import export
+from services.kit.settings import Settings
+from services.scoring import store
+from services.scoring.engine.engine import Engine
+from services.scoring.models import AppliedEvent, Explanation, ScoreRow, WorkerClock
+from services.scoring.policy.model import shipped
+from tests import factories as f
+from tests.conftest import fresh_database
+
+pytestmark = [pytest.mark.broker, pytest.mark.e2e]
+COUNTIES = ["513431", "513432", "513433", "513434", "510722", "510723", "510726", "511602", "511621", "511622"]
+EVENTS = 20_000
+KILLS = 10
+
+
+def stream(total: int):
+    """Valid batches of events: inspections with findings, then their rectification and disputes."""
+    rng = random.Random(7)
+    batch, count, n = [], 0, 0
+    while count < total:
+        county = COUNTIES[n % len(COUNTIES)]
+        n += 1
+        at = f.T0 + timedelta(minutes=n)
+        findings = [f.finding(severity=rng.choice(["minor", "major", "critical"]),
+                              deadline=(at.date() + timedelta(days=rng.randint(1, 60))).isoformat())
+                    for _ in range(3)]
+        batch.append(f.inspection(*findings, region=county, at=at))
+        later = at + timedelta(days=1)
+        a, b, c = (x["finding_id"] for x in findings)
+        batch += [f.step("rectification.reported", a, region=county, at=later),
+                  f.step(rng.choice(["rectification.verified", "rectification.rejected"]), a, region=county,
+                         at=later + timedelta(days=2)),
+                  f.step("finding.disputed", b, region=county, at=later),
+                  f.step(rng.choice(["finding.upheld", "finding.withdrawn"]), b, region=county,
+                         at=later + timedelta(days=1)),
+                  {**f.daily_check(region=county), "occurred_at": at.isoformat()}]
+        count += 6
+        if len(batch) >= 600:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@pytest.fixture
+def scoring_db(database, tmp_path):
+    with fresh_database(database.backend, tmp_path, "scoring") as db:
+        yield db
+
+
+def applied_count(engine) -> int:
+    with Session(engine) as s:
+        return s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one()
+
+
+def start_worker(env, log):
+    return subprocess.Popen([sys.executable, "-m", "services.scoring.worker"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_sigkill_at_random_moments_loses_and_doubles_nothing(database, scoring_db, tmp_path, clock, own_broker):
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
+                        relay_idle_ms=10)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap_servers, "KAOHE_TOPIC_PARTITIONS": "3",
+           "KAOHE_SCORING_DATABASE_URL": scoring_db.url, "KAOHE_INTAKE_URL": "http://127.0.0.1:9",
+           "KAOHE_SCORING_BATCH": "500", "KAOHE_LOG_LEVEL": "WARNING",
+           # static membership and short timeouts: a restarted worker rejoins in ~6 s, not ~11 s
+           "KAOHE_CONSUMER_INSTANCE_ID": "scoring-1", "KAOHE_CONSUMER_MAX_POLL_INTERVAL_MS": "3000",
+           "KAOHE_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
+    relay = intake_relay(settings, engine=database.engine)
+    stop = threading.Event()
+    relay_thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+    relay_thread.start()
+    log = open(tmp_path / "worker.log", "ab")
+    rng = random.Random(11)
+    try:
+        with TestClient(intake_app(settings, engine=database.engine, clock=clock)) as intake:
+            with Session(scoring_db.engine) as s:
+                store.save_counties(s, intake.get("/v1/regions", params={"level": "county"}).json())
+                s.commit()
+            rejected: list = []
+
+            def feed() -> None:
+                for b in stream(EVENTS):
+                    rejected.extend(x for x in intake.post("/v1/events/batch", json={"events": b}).json()["results"]
+                                    if x["status"] != "accepted")
+
+            feeder = threading.Thread(target=feed, daemon=True)
+            feeder.start()
+            worker = start_worker(env, log)
+            at_kill = []
+            for _ in range(KILLS):
+                # wait until this run is processing, then kill it at a random moment of that work
+                before = applied_count(scoring_db.engine)
+                started = time.monotonic()
+                while applied_count(scoring_db.engine) == before and time.monotonic() - started < 90:
+                    time.sleep(0.05)
+                time.sleep(rng.uniform(0.0, 1.0))
+                at_kill.append(applied_count(scoring_db.engine))
+                os.kill(worker.pid, signal.SIGKILL)
+                worker.wait()
+                worker = start_worker(env, log)
+            feeder.join(120)
+            assert not rejected, [x["problem"]["detail"] for x in rejected[:3]]
+            total = intake.get("/v1/audit/verify").json()["events_checked"]
+            assert total >= EVENTS
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                applied = applied_count(scoring_db.engine)
+                if applied == total:
+                    break
+                time.sleep(0.5)
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
+    finally:
+        stop.set()
+        relay_thread.join(30)
+        relay.close()
+        log.close()
+    assert applied == total, f"scoring applied {applied} of {total} events (log: {tmp_path / 'worker.log'})"
+    # the kills fell while work was flowing, not only before or after it
+    assert sum(0 < n < total for n in at_kill) >= KILLS // 2, at_kill
+    assert at_kill == sorted(at_kill), at_kill
+
+    # a clean recomputation from intake's event store, at the worker's clock
+    with Session(scoring_db.engine) as s:
+        as_of = s.get(WorkerClock, 1).as_of
+        statuses = store.counties(s)
+        rows = {(r.region_code, r.year): r for r in s.execute(select(ScoreRow)).scalars()}
+        lines = s.execute(select(Explanation.region_code, Explanation.year, Explanation.component,
+                                 func.sum(Explanation.points)).group_by(Explanation.region_code, Explanation.year,
+                                                                        Explanation.component)).all()
+    clean = Engine(shipped(), statuses, start=store.EPOCH)
+    for chunk in export(database.engine, after_sequence=0):
+        for line in chunk.splitlines():
+            clean.apply(decode_record(line))
+    clean.advance(as_of)
+    assert {k for k, r in rows.items() if r.level == "county"} == set(clean.years)
+    for (county, year) in clean.years:
+        expected, got = clean.score(county, year), rows[(county, year)]
+        assert (got.total, got.grade, orjson.loads(got.components)) == (
+            expected.total, expected.grade, expected.components), (county, year)
+    for prefecture, year in {(store.prefecture_of(c), y) for c, y in clean.years}:
+        assert rows[(prefecture, year)].total == store.prefecture_score(clean, prefecture, year).total
+    # nothing explained twice: each component's lines add up to what it lost
+    for county, year, component, points in lines:
+        if component != "year_end":
+            lost = 100 - orjson.loads(rows[(county, year)].components)[component]
+            assert abs(lost + points) < 1e-6, (county, year, component)

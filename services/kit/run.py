@@ -32,7 +32,7 @@ class Child:
 
 def setup_steps() -> list[list[str]]:
     """Each service's own idempotent set-up (migrations, reference data, topics)."""
-    return [[sys.executable, "-m", "services.intake.setup"]]
+    return [[sys.executable, "-m", "services.intake.setup"], [sys.executable, "-m", "services.scoring.setup"]]
 
 
 def children(settings: Settings) -> list[Child]:
@@ -41,6 +41,8 @@ def children(settings: Settings) -> list[Child]:
     return [
         Child("intake", [py, "-m", "services.intake"], f"{base}:{settings.intake_port}/healthz"),
         Child("intake-relay", [py, "-m", "services.intake.relay"]),
+        Child("scoring", [py, "-m", "services.scoring"], f"{base}:{settings.scoring_port}/healthz"),
+        Child("scoring-worker", [py, "-m", "services.scoring.worker"]),
     ]
 
 
@@ -83,15 +85,16 @@ def banner(settings: Settings, broker: LocalBroker | None) -> str:
         f"  intake API      {base}:{settings.intake_port}/docs   (OpenAPI; events, ledger, regions)",
         f"  health          {base}:{settings.intake_port}/readyz",
         f"  event contracts {base}:{settings.intake_port}/asyncapi.json  and /v1/schemas",
+        f"  scoring API     {base}:{settings.scoring_port}/docs   (scores, explanations, inspector points)",
         f"  broker          {settings.bootstrap_servers}"
         + ("  (local tansu, memory only)" if broker else "  (external Kafka)"),
         f"  intake database {url}",
         f"  data directory  {settings.data_dir.resolve()}",
         "  regions         Sichuan (510000): 21 prefectures, 183 counties",
-        "  scoring (:%d), ranking (:%d) and notifications (:%d) are not built yet."
-        % (settings.scoring_port, settings.ranking_port, settings.notify_port),
+        "  ranking (:%d) and notifications (:%d) are not built yet." % (settings.ranking_port, settings.notify_port),
         "",
         f"  try:  curl -s {base}:{settings.intake_port}/v1/regions/513400 | python3 -m json.tool",
+        f"        curl -s '{base}:{settings.scoring_port}/v1/scores?parent=513400&year=2026' | python3 -m json.tool",
         "",
     ]
     return "\n".join(lines)
@@ -119,10 +122,9 @@ def main() -> int:
             env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
         for step in setup_steps():
             subprocess.run(step, env=env, check=True)
-        for child in children(settings):
+        for child in children(settings):  # in order: a service is healthy before the next starts
             child.process = subprocess.Popen(child.args, env=env, start_new_session=True)
             procs.append(child)
-        for child in procs:
             if child.health_url:
                 wait_healthy(child)
         print(banner(settings, broker), flush=True)

@@ -58,14 +58,25 @@ class Worker:
 
     # ---- set-up -----------------------------------------------------------------------------
 
-    def load_counties(self) -> None:
-        """Counties and their baseline status from intake (cached, so a restart needs no intake)."""
-        try:
-            regions = httpx.get(f"{self.settings.intake_base_url}/v1/regions", params={"level": "county"},
-                                timeout=10).raise_for_status().json()
-        except httpx.HTTPError as exc:
-            log.warning("intake regions unavailable (%s); using the cached counties", exc)
-            return
+    def load_counties(self, stop: threading.Event, patience_s: float = 60.0) -> None:
+        """Counties and their baseline status from intake (cached, so a restart needs no intake).
+
+        With nothing cached yet, wait for intake: scoring a county in the wrong league is worse
+        than starting a little later.
+        """
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                regions = httpx.get(f"{self.settings.intake_base_url}/v1/regions", params={"level": "county"},
+                                    timeout=10).raise_for_status().json()
+                break
+            except httpx.HTTPError as exc:
+                with Session(self.db) as s:
+                    cached = len(store.counties(s))
+                if cached or time.monotonic() > deadline or stop.is_set():
+                    log.warning("intake regions unavailable (%s); using %d cached counties", exc, cached)
+                    return
+                stop.wait(1.0)
         with Session(self.db) as s:
             added = store.save_counties(s, regions)
             s.commit()
@@ -139,7 +150,7 @@ class Worker:
         return changed
 
     def run(self, stop: threading.Event) -> None:
-        self.load_counties()
+        self.load_counties(stop)
         self.restore()
         self.connect()
         self.tick()

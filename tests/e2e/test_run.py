@@ -52,7 +52,7 @@ def children_of(pid) -> list[str]:
 
 
 def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
-    ports = {name: free_port() for name in ("KAOHE_INTAKE_PORT", "KAOHE_BROKER_PORT")}
+    ports = {name: free_port() for name in ("KAOHE_INTAKE_PORT", "KAOHE_SCORING_PORT", "KAOHE_BROKER_PORT")}
     env = {**os.environ, "KAOHE_DATA_DIR": str(tmp_path / "var"), **{k: str(v) for k, v in ports.items()}}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("DATABASE_URL", None)
@@ -70,6 +70,13 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
         (message,) = [m for m in read_topic(f"127.0.0.1:{ports['KAOHE_BROKER_PORT']}", topics.INTAKE_EVENTS,
                                             until_ids={event["event_id"]}, timeout=30)]
         assert message.key == b"513431"
+        # …and the scoring worker turns it into a score, served by the scoring API
+        scoring = f"http://127.0.0.1:{ports['KAOHE_SCORING_PORT']}"
+        deadline = time.monotonic() + 60
+        while (r := httpx.get(f"{scoring}/v1/scores/513431", params={"year": 2026}, timeout=5)).status_code != 200:
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.3)
+        assert r.json()["components"]["inspections"] < 100 and r.json()["league"] == "in_poverty"
     finally:
         tail = stop(proc, out)
     assert proc.returncode == 0, tail

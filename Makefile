@@ -29,8 +29,9 @@ run: $(STAMP) ## Start everything on embedded defaults (SQLite under ./var, loca
 test: $(STAMP) ## Run the whole test suite (SQLite, and PostgreSQL where reachable; real broker)
 	$(PY) -m pytest
 
-bench: $(STAMP) ## Measure intake throughput next to same-run baselines (QUICK=1 for a short run)
+bench: $(STAMP) ## Measure intake and scoring throughput next to same-run baselines (QUICK=1: short run)
 	$(PY) -m bench.intake $(if $(QUICK),--quick,)
+	$(PY) -m bench.scoring $(if $(QUICK),--quick,)
 
 lint: $(STAMP) ## Check the import layering (services never import each other)
 	$(VENV)/bin/lint-imports

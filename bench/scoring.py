@@ -1,0 +1,175 @@
+"""Scoring worker throughput next to the raw kafka-python consume + json.loads rate, same broker,
+same run, on SQLite and on PostgreSQL where reachable. Part of `make bench`.
+
+Events are generated as intake publishes them (valid ledger histories over all Sichuan counties)
+and produced straight to `kaohe.intake.events.v1` on a local broker; the worker consumes them in
+its consumer group. Its clock starts after the group join, at the first message.
+"""
+
+import argparse
+import os
+import random
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from bench.intake import drop_postgres, postgres_database
+from services.events import registry, topics
+from services.intake.regions.service import shipped_regions
+from services.kit.broker import LocalBroker, free_port
+from services.kit.db import make_engine
+from services.kit.kafka import ensure_topics
+from services.kit.migrate import upgrade
+from services.kit.settings import Settings
+from services.scoring import store
+from services.scoring.models import AppliedEvent
+from services.scoring.policy.model import shipped
+from services.scoring.worker import Worker
+
+T0 = datetime(2026, 3, 2, 1, 0, tzinfo=timezone.utc)
+
+
+def events(total: int, counties: list[str]):
+    """Stored records (envelope + recorded_at + sequence): inspections, fixes, disputes, checks."""
+    rng = random.Random(3)
+    seq = 0
+
+    def rec(type_, county, at, payload):
+        nonlocal seq
+        seq += 1
+        body = {"event_id": str(uuid.uuid4()), "type": type_, "schema_version": 1, "occurred_at": at.isoformat(),
+                "region_code": county, "source": "bench", "payload": payload}
+        return county, registry.encode_record(seq, at, body)
+
+    n = 0
+    while seq < total:
+        county = counties[n % len(counties)]
+        n += 1
+        at = T0 + timedelta(seconds=n)
+        ids = [f"F{n}-{j}" for j in range(3)]
+        yield rec("inspection.recorded", county, at, {
+            "inspection_id": f"I{n}", "mode": "unannounced", "team_id": f"t{n % 40}", "villages_sampled": 10,
+            "households_sampled": 100, "findings": [
+                {"finding_id": fid, "category": "basic_work", "indicator": "housing",
+                 "severity": rng.choice(["minor", "major", "critical"]), "description": "x",
+                 "responsible_unit": "u", "responsible_person": "p",
+                 "deadline": (at.date() + timedelta(days=rng.randint(1, 60))).isoformat()} for fid in ids]})
+        later = at + timedelta(days=1)
+        yield rec("rectification.reported", county, later, {"finding_id": ids[0], "evidence": ["e"]})
+        yield rec(rng.choice(["rectification.verified", "rectification.rejected"]), county,
+                  later + timedelta(days=1), {"finding_id": ids[0], "checked_by": "c"})
+        yield rec("finding.disputed", county, later, {"finding_id": ids[1], "evidence": ["e"]})
+        yield rec(rng.choice(["finding.upheld", "finding.withdrawn"]), county, later + timedelta(days=1),
+                  {"finding_id": ids[1], "decided_by": "d"})
+        yield rec("daily_check.recorded", county, at, {"check_id": f"D{n}", "kind": "work_log", "items_checked": 20,
+                                                      "items_failed": rng.randint(0, 3)})
+
+
+def produce(bootstrap: str, total: int, counties: list[str]) -> int:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=512 * 1024)
+    count = 0
+    for county, value in events(total, counties):
+        producer.send(topics.INTAKE_EVENTS, key=county.encode(), value=value)
+        count += 1
+    producer.flush()
+    producer.close()
+    return count
+
+
+def raw_rate(bootstrap: str, total: int) -> float:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    tps = [TopicPartition(topics.INTAKE_EVENTS, p) for p in sorted(consumer.partitions_for_topic(topics.INTAKE_EVENTS))]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    seen, start = 0, None
+    while seen < total:
+        for batch in consumer.poll(timeout_ms=500, max_records=5000).values():
+            if start is None:
+                start = time.perf_counter()
+            for m in batch:
+                orjson.loads(m.value)
+                seen += 1
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return total / elapsed
+
+
+def worker_rate(bootstrap: str, url: str, total: int, counties: list[dict], batch: int) -> float:
+    db = make_engine(url)
+    upgrade("scoring", db)
+    with Session(db) as s:
+        store.save_counties(s, counties)
+        s.commit()
+    settings = Settings(kafka_bootstrap_servers=bootstrap, scoring_batch=batch, scoring_tick_s=3600,
+                        consumer_max_poll_interval_ms=5000)
+    worker = Worker(settings, db, shipped())
+    worker.restore()
+    worker.connect()
+    worker.tick()
+    start, applied = None, 0
+    while applied < total:
+        polled = worker.consumer.poll(timeout_ms=500, max_records=batch)
+        messages = [m for tp in sorted(polled, key=lambda t: t.partition) for m in polled[tp]]
+        if messages:
+            start = start or time.perf_counter()
+            worker.handle(messages)
+            applied += len(messages)
+    elapsed = time.perf_counter() - start
+    worker.close()
+    with Session(db) as s:
+        assert s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one() == total
+    db.dispose()
+    return total / elapsed
+
+
+def run(total: int, batch: int, postgres: bool) -> dict:
+    regions = [r for r in shipped_regions()["regions"] if r["level"] == "county"]
+    counties = [{**r, "baseline_status": r["status"]} for r in regions]
+    results: dict = {"events": total, "batch": batch}
+    with LocalBroker(free_port()) as broker, TemporaryDirectory() as tmp:
+        ensure_topics(broker.bootstrap_servers, [topics.INTAKE_EVENTS, topics.SCORING_SCORES,
+                                                 topics.dead_letter(topics.INTAKE_EVENTS)], 6)
+        produced = produce(broker.bootstrap_servers, total, [r["code"] for r in regions])
+        results["raw_consume_per_s"] = raw_rate(broker.bootstrap_servers, produced)
+        backends = [("sqlite", f"sqlite:///{Path(tmp) / 'scoring.db'}")]
+        pg = postgres_database() if postgres else None
+        if pg:
+            backends.append(("postgresql", pg))
+        try:
+            for name, url in backends:
+                rate = worker_rate(broker.bootstrap_servers, url, produced, counties, batch)
+                results[name] = {"events_per_s": rate, "ratio_to_raw": rate / results["raw_consume_per_s"]}
+        finally:
+            if pg:
+                drop_postgres(pg)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="10,000 events")
+    args = parser.parse_args()
+    r = run(10_000 if args.quick else args.events, args.batch, not args.no_postgres)
+    print(f"\n{r['events']:,} events, raw kafka-python consume + json.loads on the same broker as baseline")
+    print(f"{'figure':<44}{'value':>14}{'baseline':>14}{'ratio':>8}{'target':>8}")
+    for name in ("sqlite", "postgresql"):
+        if name in r:
+            print(f"{name + ': scoring worker events/s':<44}{r[name]['events_per_s']:>14,.0f}"
+                  f"{r['raw_consume_per_s']:>14,.0f}{r[name]['ratio_to_raw']:>8.2f}{'≥0.4':>8}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("KAOHE_LOG_LEVEL", "WARNING")
+    main()
+
+

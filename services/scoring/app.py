@@ -7,7 +7,6 @@ from services.kit.app import broker_check, database_check, health_router, servic
 from services.kit.db import make_engine
 from services.kit.settings import Settings
 from services.scoring.api import routes
-from services.scoring.policy.model import shipped
 
 DESCRIPTION = """Each county's and prefecture's running assessment score for a year, its components
 (daily management, inspections, rectification, year-end), and the explanation of every change.
@@ -21,7 +20,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         engine = make_engine(url, schema=schema)
     app = service_app(title="Kaohe scoring", description=DESCRIPTION, settings=settings)
     app.state.settings, app.state.engine = settings, engine
-    app.state.policy = shipped(settings.scoring_policy)
     app.include_router(health_router({"database": database_check(engine), "broker": broker_check(settings)}))
     app.include_router(routes.router)
     return app

@@ -100,3 +100,14 @@ class TeamPoints(ScoringModel, table=True):
     points: int
     detail: str = Field(sa_column=Column(Text, nullable=False))
     as_of: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class StoredPolicy(ScoringModel, table=True):
+    """A policy version added over the API; at most one policy is active (none: the shipped default)."""
+
+    __tablename__ = "policy"
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    active: bool = False

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, delete, insert, select
 from sqlmodel import Session
 
 from services.events import registry, topics
@@ -48,12 +48,18 @@ def save_counties(session: Session, rows: Iterable[dict[str, Any]]) -> int:
     return len(new)
 
 
-def rebuild(engine: Engine, policy: Policy, statuses: Mapping[str, str]) -> Scorer:
-    """The engine exactly as the committed state left it: every applied event, at the stored clock."""
-    with Session(engine) as s:
-        clock = s.get(WorkerClock, 1)
-        start = clock.as_of if clock else EPOCH
+def rebuild(engine: Engine, policy: Policy, statuses: Mapping[str, str], *, as_of: datetime | None = None
+            ) -> tuple[Scorer, list[Change]]:
+    """Replay every applied event through a new engine, up to `as_of` (default: the stored clock).
+
+    Returns the engine and the changes the replay made (the explanation of a recomputation).
+    """
+    if as_of is None:
+        with Session(engine) as s:
+            clock = s.get(WorkerClock, 1)
+            as_of = clock.as_of if clock else EPOCH
     scorer = Scorer(policy, statuses, start=EPOCH)
+    changes: list[Change] = []
     after = -1
     while True:
         with Session(engine) as s:
@@ -63,10 +69,16 @@ def rebuild(engine: Engine, policy: Policy, statuses: Mapping[str, str]) -> Scor
         if not rows:
             break
         for _, record in rows:
-            scorer.apply(registry.decode_record(record))
+            changes += scorer.apply(registry.decode_record(record))
         after = rows[-1].sequence
-    scorer.advance(start)
-    return scorer
+    changes += scorer.advance(as_of)
+    return scorer, changes
+
+
+def clear_results(session: Session) -> None:
+    """Before a recomputation under another policy: scores, explanations and team points go."""
+    for table in (Explanation, ScoreRow, TeamPoints):
+        session.execute(delete(table))
 
 
 def stored_offsets(session: Session, topic: str) -> dict[int, int]:

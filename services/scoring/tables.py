@@ -1,7 +1,16 @@
 """Every scoring table, imported so Alembic sees the whole metadata."""
 
 from services.scoring.base import Outbox, metadata
-from services.scoring.models import AppliedEvent, ConsumerOffset, County, Explanation, ScoreRow, TeamPoints, WorkerClock
+from services.scoring.models import (
+                                     AppliedEvent,
+                                     ConsumerOffset,
+                                     County,
+                                     Explanation,
+                                     ScoreRow,
+                                     StoredPolicy,
+                                     TeamPoints,
+                                     WorkerClock,
+)
 
-__all__ = ["AppliedEvent", "ConsumerOffset", "County", "Explanation", "Outbox", "ScoreRow", "TeamPoints",
-           "WorkerClock", "metadata"]
+__all__ = ["AppliedEvent", "ConsumerOffset", "County", "Explanation", "Outbox", "ScoreRow", "StoredPolicy",
+           "TeamPoints", "WorkerClock", "metadata"]

@@ -25,8 +25,9 @@ from services.kit.kafka import ensure_topics
 from services.kit.logs import configure
 from services.kit.outbox import Relay
 from services.kit.settings import Settings
-from services.scoring import store
+from services.scoring import policy_store, store
 from services.scoring.base import Outbox
+from services.scoring.models import WorkerClock
 from services.scoring.policy.model import Policy, shipped
 
 log = logging.getLogger("services.scoring.worker")
@@ -84,12 +85,32 @@ class Worker:
             log.info("cached %d counties from intake", added)
 
     def restore(self) -> None:
+        """The engine as committed: the stored events under the policy the stored scores used."""
         with Session(self.db) as s:
             statuses = store.counties(s)
+            clock = s.get(WorkerClock, 1)
+            policy_id = clock.policy_id if clock else policy_store.active_id(s, self.settings.scoring_policy)
+            self.policy = policy_store.get(s, policy_id)
         started = time.monotonic()
-        self.scorer = store.rebuild(self.db, self.policy, statuses)
-        log.info("engine rebuilt from %d applied events in %.1fs (as of %s)", len(self.scorer.applied),
-                 time.monotonic() - started, self.scorer.as_of.isoformat())
+        self.scorer, _ = store.rebuild(self.db, self.policy, statuses)
+        log.info("engine rebuilt from %d applied events in %.1fs (policy %s, as of %s)", len(self.scorer.applied),
+                 time.monotonic() - started, self.policy.id, self.scorer.as_of.isoformat())
+
+    def switch_policy(self, policy_id: str) -> None:
+        """Recompute every score from the event history under another policy, in one transaction."""
+        now = self.clock()
+        with Session(self.db) as s:
+            statuses = store.counties(s)
+            policy = policy_store.get(s, policy_id)
+        started = time.monotonic()
+        scorer, changes = store.rebuild(self.db, policy, statuses, as_of=max(now, self.scorer.as_of))
+        with Session(self.db) as s:
+            store.clear_results(s)
+            store.write(s, scorer, store.Batch(changes=changes), now=now, clock_moved=True)
+            s.commit()
+        self.scorer, self.policy = scorer, policy
+        log.info("policy %s active: %d applied events rescored in %.1fs", policy_id, len(scorer.applied),
+                 time.monotonic() - started)
 
     def connect(self) -> None:
         ensure_topics(self.settings.bootstrap_servers, [topics.INTAKE_EVENTS, topics.dead_letter(topics.INTAKE_EVENTS),
@@ -140,7 +161,14 @@ class Worker:
         return changed
 
     def tick(self) -> int:
-        """Advance the clock: deadlines that passed lower scores with no event arriving."""
+        """Advance the clock: deadlines that passed lower scores with no event arriving.
+
+        Also where a newly activated policy takes effect.
+        """
+        with Session(self.db) as s:
+            active = policy_store.active_id(s, self.settings.scoring_policy)
+        if active != self.policy.id:
+            self.switch_policy(active)
         now = self.clock()
         batch = store.Batch(changes=self.scorer.advance(now))
         with Session(self.db) as s:

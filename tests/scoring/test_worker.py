@@ -146,3 +146,30 @@ def test_unknown_region_is_404_problem(system):
     r = scoring.get("/v1/scores/999999", params={"year": 2026})
     assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
     assert scoring.get("/v1/scores/513431", params={"year": 1999}).status_code == 422
+
+
+def test_policy_versions_are_validated_and_activating_one_recomputes_every_score(system):
+    intake, scoring, _ = system
+    intake.post("/v1/events", json=f.inspection(f.finding(severity="major")))
+    before = wait_for(lambda: score(scoring, "513431"))
+    assert before["policy_version"] == "default-v1" and before["components"]["inspections"] == 95.0
+
+    policy = scoring.get("/v1/policies/default-v1").json()
+    bad = {**policy, "id": "default-v2", "version": 2,
+           "weights": {**policy["weights"], "exited": {**policy["weights"]["exited"], "inspections": 0.9}}}
+    r = scoring.post("/v1/policies", json=bad)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    assert any("sum to 1" in e["message"] for e in r.json()["errors"])
+    assert scoring.post("/v1/policies", json=policy).status_code == 409  # an existing id
+
+    stricter = {**policy, "id": "default-v2", "version": 2,
+                "inspections": {**policy["inspections"], "severity": {"minor": 2, "major": 10, "critical": 20}}}
+    assert scoring.post("/v1/policies", json=stricter).status_code == 201
+    assert score(scoring, "513431")["policy_version"] == "default-v1"  # adding is not activating
+    assert scoring.post("/v1/policies/default-v2/activate").status_code == 202
+    after = wait_for(lambda: (x := score(scoring, "513431")) and x["policy_version"] == "default-v2" and x)
+    assert after["components"]["inspections"] == 90.0
+    lines = scoring.get("/v1/scores/513431/explanation", params={"year": 2026}).json()["items"]
+    assert {x["policy_version"] for x in lines} == {"default-v2"}
+    assert [p["id"] for p in scoring.get("/v1/policies").json() if p["active"]] == ["default-v2"]
+    assert scoring.post("/v1/policies/nope-v1/activate").status_code == 404

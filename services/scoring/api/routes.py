@@ -3,13 +3,14 @@
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from services.kit import pagination
 from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE, Problem
+from services.scoring import policy_store
 from services.scoring.models import Explanation, ScoreRow, TeamPoints
 from services.scoring.policy.model import Policy
 
@@ -107,16 +108,33 @@ def inspector_points(team_id: Annotated[str, Query(min_length=1, max_length=64)]
     return {**orjson.loads(row.detail), "as_of": row.as_of.isoformat()}
 
 
-@router.get("/v1/policies", tags=["policies"], summary="Scoring policies (the active one first)")
-def list_policies(request: Request) -> list[dict[str, Any]]:
-    p: Policy = request.app.state.policy
-    return [{"id": p.id, "name": p.name, "version": p.version, "description": p.description, "active": True}]
+@router.get("/v1/policies", tags=["policies"], summary="Every policy version, and which one is active")
+def list_policies(request: Request, session: SessionDep) -> list[dict[str, Any]]:
+    return policy_store.listing(session, request.app.state.settings.scoring_policy)
 
 
-@router.get("/v1/policies/{policy_id}", tags=["policies"], summary="One policy, every rule",
+@router.get("/v1/policies/{policy_id}", tags=["policies"], summary="One policy version, every rule",
             responses={404: {"description": "Unknown policy", "content": {MEDIA_TYPE: {}}}})
-def get_policy(policy_id: Annotated[str, Path(max_length=64)], request: Request) -> dict[str, Any]:
-    p: Policy = request.app.state.policy
-    if policy_id != p.id:
-        raise Problem(404, "not-found", "Not found", f"no policy {policy_id!r}")
-    return p.model_dump(mode="json")
+def get_policy(policy_id: Annotated[str, Path(max_length=64)], session: SessionDep) -> dict[str, Any]:
+    return policy_store.get(session, policy_id).model_dump(mode="json")
+
+
+@router.post("/v1/policies", tags=["policies"], status_code=201,
+             summary="Add a policy version (validated: weights sum to 1, no negative caps, every enum covered)",
+             responses={409: {"description": "That id exists: a change is a new version", "content": {MEDIA_TYPE: {}}},
+                        422: {"description": "Invalid policy (every offending field named)",
+                              "content": {MEDIA_TYPE: {}}}})
+def add_policy(policy: Policy, session: SessionDep, response: Response) -> dict[str, Any]:
+    policy_store.add(session, policy)
+    response.headers["Location"] = f"/v1/policies/{policy.id}"
+    return policy.model_dump(mode="json")
+
+
+@router.post("/v1/policies/{policy_id}/activate", tags=["policies"], status_code=202,
+             summary="Make a policy active: the worker recomputes every score from the event history",
+             responses={404: {"description": "Unknown policy", "content": {MEDIA_TYPE: {}}}})
+def activate_policy(policy_id: Annotated[str, Path(max_length=64)], request: Request,
+                    session: SessionDep) -> dict[str, Any]:
+    policy_store.activate(session, policy_id, request.app.state.settings.scoring_policy)
+    return {"active": policy_id, "detail": "every score is recomputed from the event history on the worker's "
+            "next clock tick; scores show the policy they were computed with (policy_version)"}

@@ -1,0 +1,59 @@
+"""Which policies exist (shipped files and versions added over the API) and which is active."""
+
+from datetime import datetime, timezone
+from importlib import resources
+
+import orjson
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from services.kit.problems import Problem
+from services.scoring.models import StoredPolicy
+from services.scoring.policy.model import Policy, shipped
+
+
+def shipped_ids() -> list[str]:
+    folder = resources.files("services.scoring").joinpath("policies")
+    return sorted(f.name.removesuffix(".toml") for f in folder.iterdir() if f.name.endswith(".toml"))
+
+
+def get(session: Session, policy_id: str) -> Policy:
+    if policy_id in shipped_ids():
+        return shipped(policy_id)
+    row = session.get(StoredPolicy, policy_id)
+    if row is None:
+        raise Problem(404, "not-found", "Not found", f"no policy {policy_id!r}")
+    return Policy.model_validate(orjson.loads(row.body))
+
+
+def active_id(session: Session, default: str) -> str:
+    row = session.execute(select(StoredPolicy.id).where(StoredPolicy.active.is_(True))).scalar_one_or_none()
+    return row or default
+
+
+def listing(session: Session, default: str) -> list[dict]:
+    active = active_id(session, default)
+    out = [{"id": i, "source": "shipped", "active": i == active} for i in shipped_ids()]
+    for row in session.execute(select(StoredPolicy).order_by(StoredPolicy.created_at)).scalars():
+        out.append({"id": row.id, "source": "api", "active": row.id == active,
+                    "created_at": row.created_at.isoformat()})
+    return out
+
+
+def add(session: Session, policy: Policy) -> None:
+    if policy.id in shipped_ids() or session.get(StoredPolicy, policy.id) is not None:
+        raise Problem(409, "conflict", "Policy exists", f"policy {policy.id!r} exists; a change is a new version",
+                      policy_id=policy.id)
+    session.add(StoredPolicy(id=policy.id, body=policy.model_dump_json(), created_at=datetime.now(timezone.utc),
+                             active=False))
+
+
+def activate(session: Session, policy_id: str, default: str) -> None:
+    """Make `policy_id` the active policy; the worker recomputes every score on its next tick."""
+    get(session, policy_id)  # 404 if unknown
+    if policy_id in shipped_ids() and policy_id != default:
+        raise Problem(409, "conflict", "Not activatable", f"{policy_id!r} is a shipped file: choose it with "
+                      "KAOHE_SCORING_POLICY, or add it over the API as a new version", policy_id=policy_id)
+    session.execute(update(StoredPolicy).values(active=False))
+    if policy_id != default:
+        session.execute(update(StoredPolicy).where(StoredPolicy.id == policy_id).values(active=True))

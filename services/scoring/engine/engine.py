@@ -15,10 +15,12 @@ from zoneinfo import ZoneInfo
 
 from services.events import v1
 from services.events.registry import Recorded
+from services.events.vocabulary import FindingCategory
 from services.events.v1 import Envelope
 from services.scoring.policy.model import COMPONENTS, DEDUCTED, Component, Policy
 
 RESOLVED = ("verified", "withdrawn")
+CATEGORIES = tuple(c.value for c in FindingCategory)  # a fixed order for sums: deterministic floats
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,12 @@ class Finding:
 
 @dataclass(slots=True)
 class CountyYear:
+    """Raw facts of one county-year, and running sums of what its findings contribute.
+
+    The sums are kept finding by finding (its contribution removed before a change and added
+    after), so computing the components costs O(findings that can still become overdue).
+    """
+
     county: str
     year: int
     households_sampled: int = 0
@@ -73,6 +81,11 @@ class CountyYear:
     weighted_failed_items: float = 0.0  # Σ items_failed × kind factor
     flagged: set[str] = field(default_factory=set)  # households flagged at risk, raised this year
     year_end: float | None = None
+    points_by_category: dict[str, float] = field(default_factory=dict)  # severity points, not withdrawn
+    rejections: int = 0  # failed fixes of findings not withdrawn
+    settled_overdue: float = 0.0  # overdue points of verified findings: fixed once verified
+    accruing: dict[str, None] = field(default_factory=dict)  # open/reported findings (ordered: deterministic)
+    open_critical: int = 0  # unresolved critical findings on the gate's indicators
 
 
 class Engine:
@@ -89,6 +102,8 @@ class Engine:
         self.findings: dict[str, Finding] = {}
         self.absences: list[tuple[str, str, bool]] = []  # (team, inspector, approved)
         self.risk_year: dict[str, tuple[str, int]] = {}  # household → (county, year) of its open flag
+        self.critical = frozenset(policy.gates.critical_indicators)
+        self.team_findings: dict[str, list[str]] = {}
 
     # ---- time and leagues ------------------------------------------------------------------
 
@@ -124,13 +139,11 @@ class Engine:
         today = self.local_date(as_of or self.as_of)
         daily = (p.daily_management.points_per_failed_item * cy.weighted_failed_items
                  + p.daily_management.return_risk_alert[league] * len(cy.flagged))
-        points = 0.0
-        rectification = 0.0
-        for fid in cy.findings:
-            f = self.findings[fid]
-            if f.state != "withdrawn":
-                points += p.inspections.severity[f.severity] * p.inspections.category_factor[league][f.category]
-                rectification += f.rejections * p.rectification.rejected + self.overdue_points(f, today)
+        factors = p.inspections.category_factor[league]
+        points = sum(factors[c] * cy.points_by_category[c] for c in CATEGORIES if c in cy.points_by_category)
+        rectification = cy.rejections * p.rectification.rejected + cy.settled_overdue
+        for fid in cy.accruing:
+            rectification += self.overdue_points(self.findings[fid], today)
         # findings per sampled household: a team that samples more does not make a county look worse
         sampled = max(cy.households_sampled, p.inspections.min_households)
         inspections = points * p.inspections.reference_households / sampled
@@ -140,6 +153,23 @@ class Engine:
             "rectification": 100.0 - min(p.caps.rectification, rectification),
             "year_end": cy.year_end,
         }
+
+    def account(self, cy: CountyYear, f: Finding, sign: int) -> None:
+        """Add (+1) or remove (−1) what finding `f`, in its current state, contributes to `cy`."""
+        if f.state == "withdrawn":
+            return  # a withdrawn finding contributes nothing, anywhere
+        cy.points_by_category[f.category] = (cy.points_by_category.get(f.category, 0.0)
+                                             + sign * self.policy.inspections.severity[f.severity])
+        cy.rejections += sign * f.rejections
+        if f.state == "verified":
+            cy.settled_overdue += sign * self.overdue_points(f, f.resolved_on)
+        elif f.state in ("open", "reported"):
+            if sign > 0:
+                cy.accruing[f.finding_id] = None
+            else:
+                cy.accruing.pop(f.finding_id, None)
+        if f.severity == "critical" and f.indicator in self.critical and f.state != "verified":
+            cy.open_critical += sign
 
     def score(self, county: str, year: int) -> Score:
         cy = self.years.get((county, year)) or CountyYear(county, year)
@@ -158,11 +188,7 @@ class Engine:
         return Score(county, year, league, comps, round(total, 4), grade, gated)
 
     def has_open_critical(self, cy: CountyYear) -> bool:
-        critical = set(self.policy.gates.critical_indicators)
-        return any(
-            (f := self.findings[fid]).severity == "critical" and f.indicator in critical and f.state not in RESOLVED
-            for fid in cy.findings
-        )
+        return cy.open_critical > 0
 
     # ---- applying events ---------------------------------------------------------------------
 
@@ -235,7 +261,7 @@ class Engine:
 
     def inspector_points(self, team_id: str) -> dict[str, Any]:
         today = self.local_date(self.as_of)
-        findings = sum(self.finding_credit(f, today) for f in self.findings.values() if f.team_id == team_id)
+        findings = sum(self.finding_credit(self.findings[fid], today) for fid in self.team_findings.get(team_id, ()))
         absences: dict[str, int] = {}
         for team, inspector, approved in self.absences:
             if team == team_id and not approved:
@@ -260,9 +286,12 @@ def _inspection(engine: Engine, e: v1.InspectionRecorded) -> Handled:
     for f in e.payload.findings:
         if f.finding_id in engine.findings:
             continue
-        engine.findings[f.finding_id] = Finding(f.finding_id, e.region_code, year, e.payload.team_id, f.category,
-                                                f.indicator, f.severity, f.deadline)
+        finding = Finding(f.finding_id, e.region_code, year, e.payload.team_id, f.category, f.indicator,
+                          f.severity, f.deadline)
+        engine.findings[f.finding_id] = finding
+        engine.team_findings.setdefault(finding.team_id, []).append(finding.finding_id)
         cy.findings.append(f.finding_id)
+        engine.account(cy, finding, +1)
     return finish, "inspections.findings" if e.payload.findings else "inspections.clean_visit"
 
 
@@ -271,6 +300,8 @@ def _transition(engine: Engine, e: Envelope) -> Handled:
     if f is None:
         return None, ""  # intake validated it; a consumer that joined mid-stream may lack the inspection
     finish = engine._touch([(f.county, f.year)])
+    cy = engine.years[(f.county, f.year)]
+    engine.account(cy, f, -1)
     day = engine.local_date(e.occurred_at)
     rule = {"rectification.reported": "rectification.reported", "rectification.verified": "rectification.verified",
             "rectification.rejected": "rectification.rejected", "finding.disputed": "finding.disputed",
@@ -287,6 +318,7 @@ def _transition(engine: Engine, e: Envelope) -> Handled:
         f.state, f.upheld = "open", True
     elif e.type == "finding.withdrawn":
         f.state, f.resolved_on = "withdrawn", day
+    engine.account(cy, f, +1)
     return finish, rule
 
 

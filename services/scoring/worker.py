@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 import httpx
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
@@ -243,4 +243,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["GROUP", "TopicPartition", "Worker", "build_relay", "main"]
+__all__ = ["GROUP", "Worker", "build_relay", "main"]

@@ -15,7 +15,7 @@ from services.intake.regions.service import Directory
 from services.intake.store.committer import GroupCommitter
 from services.intake.store.service import utcnow
 from services.kit.app import broker_check, database_check, health_router, service_app
-from services.kit.db import make_engine
+from services.kit.db import service_engine
 from services.kit.settings import Settings
 
 DESCRIPTION = """Accepts field events (inspections, rectifications, disputes, daily checks, year-end
@@ -27,9 +27,7 @@ Every error is `application/problem+json` (RFC 9457)."""
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
                clock: Callable[[], datetime] = utcnow) -> FastAPI:
     settings = settings or Settings()
-    if engine is None:
-        url, schema = settings.database("intake")
-        engine = make_engine(url, schema=schema)
+    engine = engine or service_engine(settings, "intake")
     directory = Directory(engine)
     committer = GroupCommitter(engine, directory, clock=clock,
                                max_future=timedelta(seconds=settings.max_future_skew_s))

@@ -6,7 +6,7 @@ import threading
 
 from services.events import topics
 from services.intake.base import Outbox
-from services.kit.db import make_engine
+from services.kit.db import service_engine
 from services.kit.logs import configure
 from services.kit.outbox import Relay
 from services.kit.settings import Settings
@@ -15,13 +15,8 @@ log = logging.getLogger("services.intake.relay")
 
 
 def build(settings: Settings, engine=None) -> Relay:
-    if engine is None:
-        url, schema = settings.database("intake")
-        engine = make_engine(url, schema=schema)
-    return Relay(engine, Outbox, settings.bootstrap_servers,
-                 topics=[topics.INTAKE_EVENTS, topics.dead_letter(topics.INTAKE_EVENTS)],
-                 partitions=settings.topic_partitions, batch_size=settings.relay_batch_size,
-                 idle_s=settings.relay_idle_ms / 1000)
+    return Relay.from_settings(settings, engine or service_engine(settings, "intake"), Outbox,
+                               [topics.INTAKE_EVENTS, topics.dead_letter(topics.INTAKE_EVENTS)])
 
 
 def main() -> None:

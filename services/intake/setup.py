@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from services.events import topics
 from services.intake.regions.service import load
-from services.kit.db import make_engine
+from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure
 from services.kit.migrate import upgrade
@@ -19,10 +19,9 @@ log = logging.getLogger("services.intake.setup")
 
 
 def setup(settings: Settings) -> int:
-    url, schema = settings.database("intake")
-    engine = make_engine(url, schema=schema)
+    engine = service_engine(settings, "intake")
     try:
-        upgrade("intake", engine, schema)
+        upgrade("intake", engine, settings.database("intake")[1])
         with Session(engine) as session:
             added = load(session=session)
             session.commit()

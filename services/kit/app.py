@@ -88,6 +88,18 @@ def _offline_docs(app: FastAPI) -> None:
                               with_google_fonts=False)
 
 
+def serve(create_app: Callable[[Settings], FastAPI], service: str) -> None:
+    """`python -m services.<service>`: the app on the service's port, with uvicorn."""
+    import uvicorn
+
+    from services.kit.logs import configure
+
+    configure()
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port(service), log_level="warning",
+                access_log=False)
+
+
 def service_app(*, title: str, description: str, settings: Settings, version: str = "1.0.0",
                 lifespan: Any = None) -> FastAPI:
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,

@@ -51,6 +51,12 @@ def make_engine(url: str, *, schema: str | None = None, **kwargs: Any) -> Engine
     return create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
 
 
+def service_engine(settings: Any, service: str) -> Engine:
+    """The engine of `service`'s own database, as the settings place it."""
+    url, schema = settings.database(service)
+    return make_engine(url, schema=schema)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets readers run beside the one writer. FULL syncs the WAL on every commit, so an

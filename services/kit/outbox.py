@@ -75,6 +75,11 @@ class Relay:
         self._last_prune = 0.0
         self.last_error: str | None = None
 
+    @classmethod
+    def from_settings(cls, settings: Any, engine: Engine, model: type[SQLModel], topics: list[str]) -> "Relay":
+        return cls(engine, model, settings.bootstrap_servers, topics=topics, partitions=settings.topic_partitions,
+                   batch_size=settings.relay_batch_size, idle_s=settings.relay_idle_ms / 1000)
+
     def _ensure_ready(self) -> None:
         if not self._topics_ready:
             ensure_topics(self.bootstrap_servers, self.topics, self.partitions)

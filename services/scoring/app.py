@@ -4,7 +4,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from services.kit.app import broker_check, database_check, health_router, service_app
-from services.kit.db import make_engine
+from services.kit.db import service_engine
 from services.kit.settings import Settings
 from services.scoring.api import routes
 
@@ -15,9 +15,7 @@ Scores are kept by the scoring worker; this API only reads them."""
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     settings = settings or Settings()
-    if engine is None:
-        url, schema = settings.database("scoring")
-        engine = make_engine(url, schema=schema)
+    engine = engine or service_engine(settings, "scoring")
     app = service_app(title="Kaohe scoring", description=DESCRIPTION, settings=settings)
     app.state.settings, app.state.engine = settings, engine
     app.include_router(health_router({"database": database_check(engine), "broker": broker_check(settings)}))

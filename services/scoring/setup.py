@@ -1,7 +1,7 @@
 """`python -m services.scoring.setup`: migrate scoring's database and create its topics."""
 
 from services.events import topics
-from services.kit.db import make_engine
+from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure
 from services.kit.migrate import upgrade
@@ -9,10 +9,9 @@ from services.kit.settings import Settings
 
 
 def setup(settings: Settings) -> None:
-    url, schema = settings.database("scoring")
-    engine = make_engine(url, schema=schema)
+    engine = service_engine(settings, "scoring")
     try:
-        upgrade("scoring", engine, schema)
+        upgrade("scoring", engine, settings.database("scoring")[1])
     finally:
         engine.dispose()
     ensure_topics(settings.bootstrap_servers, [topics.SCORING_SCORES, topics.dead_letter(topics.SCORING_SCORES)],

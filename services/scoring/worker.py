@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from services.events import registry, topics
-from services.kit.db import make_engine
+from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure
 from services.kit.outbox import Relay
@@ -210,17 +210,14 @@ class Worker:
 
 
 def build_relay(settings: Settings, db: Engine) -> Relay:
-    return Relay(db, Outbox, settings.bootstrap_servers,
-                 topics=[topics.SCORING_SCORES, topics.dead_letter(topics.INTAKE_EVENTS)],
-                 partitions=settings.topic_partitions, batch_size=settings.relay_batch_size,
-                 idle_s=settings.relay_idle_ms / 1000)
+    return Relay.from_settings(settings, db, Outbox,
+                               [topics.SCORING_SCORES, topics.dead_letter(topics.INTAKE_EVENTS)])
 
 
 def main() -> None:
     configure()
     settings = Settings()
-    url, schema = settings.database("scoring")
-    db = make_engine(url, schema=schema)
+    db = service_engine(settings, "scoring")
     worker = Worker(settings, db, shipped(settings.scoring_policy))
     relay = build_relay(settings, db)
     stop = threading.Event()

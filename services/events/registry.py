@@ -46,10 +46,6 @@ def parse(data: Any) -> Envelope:
     return EVENT_ADAPTER.validate_python(data)
 
 
-def parse_json(raw: bytes | str) -> Envelope:
-    return EVENT_ADAPTER.validate_json(raw)
-
-
 def known_versions(type_: str) -> list[int]:
     return sorted(v for t, v in MODELS if t == type_)
 
@@ -157,6 +153,5 @@ __all__ = [
     "record_dict",
     "known_versions",
     "parse",
-    "parse_json",
     "tag_of",
 ]

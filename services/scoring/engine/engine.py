@@ -15,11 +15,10 @@ from zoneinfo import ZoneInfo
 
 from services.events import v1
 from services.events.registry import Recorded
-from services.events.vocabulary import FindingCategory
 from services.events.v1 import Envelope
+from services.events.vocabulary import FindingCategory
 from services.scoring.policy.model import COMPONENTS, DEDUCTED, Component, Policy
 
-RESOLVED = ("verified", "withdrawn")
 CATEGORIES = tuple(c.value for c in FindingCategory)  # a fixed order for sums: deterministic floats
 
 
@@ -77,7 +76,6 @@ class CountyYear:
     year: int
     households_sampled: int = 0
     inspections: int = 0
-    findings: list[str] = field(default_factory=list)
     weighted_failed_items: float = 0.0  # Σ items_failed × kind factor
     flagged: set[str] = field(default_factory=set)  # households flagged at risk, raised this year
     year_end: float | None = None
@@ -208,8 +206,10 @@ class Engine:
         """Move the clock forward: overdue rectifications lose points with no event arriving."""
         if as_of <= self.as_of:
             return []
-        pending = {(f.county, f.year) for f in self.findings.values()
-                   if f.state not in ("withdrawn",) and f.deadline < self.local_date(as_of)}
+        # only open/reported findings past their deadline move with time (the rest are settled)
+        today = self.local_date(as_of)
+        pending = {key for key, cy in self.years.items()
+                   if any(self.findings[fid].deadline < today for fid in cy.accruing)}
         before = {key: self.components(self.years[key]) for key in pending}
         self.as_of = as_of
         changes: list[Change] = []
@@ -290,7 +290,6 @@ def _inspection(engine: Engine, e: v1.InspectionRecorded) -> Handled:
                           f.severity, f.deadline)
         engine.findings[f.finding_id] = finding
         engine.team_findings.setdefault(finding.team_id, []).append(finding.finding_id)
-        cy.findings.append(f.finding_id)
         engine.account(cy, finding, +1)
     return finish, "inspections.findings" if e.payload.findings else "inspections.clean_visit"
 

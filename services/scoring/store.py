@@ -90,7 +90,7 @@ def stored_offsets(session: Session, topic: str) -> dict[int, int]:
 class Batch:
     """What one poll produced, ready to be written in one transaction."""
 
-    applied: list[Recorded] = field(default_factory=list)
+    applied: list[tuple[Recorded, bytes]] = field(default_factory=list)  # with the record as published
     changes: list[Change] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     offsets: dict[tuple[str, int], tuple[int, str | None]] = field(default_factory=dict)
@@ -122,12 +122,11 @@ def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, cloc
     """Persist a batch (and/or a clock advance); returns how many score rows changed."""
     policy_id = scorer.policy.id
     if batch.applied:
-        session.execute(insert(AppliedEvent), [
+        session.execute(insert(AppliedEvent.__table__), [
             {"event_id": r.event.event_id, "sequence": r.sequence, "region_code": r.event.region_code,
-             "record": registry.encode_record(r.sequence, r.recorded_at, registry.to_json_dict(r.event)).decode()}
-            for r in batch.applied])
+             "record": raw.decode()} for r, raw in batch.applied])
     if batch.changes:
-        session.execute(insert(Explanation), [
+        session.execute(insert(Explanation.__table__), [
             {"region_code": c.region_code, "year": c.year, "component": c.component, "points": c.points,
              "rule": c.rule, "cause": c.cause, "policy_id": c.policy_id, "at": c.at} for c in batch.changes])
     touched = sorted({(c.region_code, c.year) for c in batch.changes})
@@ -152,7 +151,7 @@ def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, cloc
               for r in changed]
     outbox += batch.dead_letters
     if outbox:
-        session.execute(insert(Outbox), outbox)
+        session.execute(insert(Outbox.__table__), outbox)
     _team_points(session, scorer, now)
     if batch.offsets:
         upsert(session, ConsumerOffset.__table__, [

@@ -153,7 +153,7 @@ class Worker:
             else:
                 if record.event.event_id not in self.scorer.applied:
                     batch.changes += self.scorer.apply(record)
-                    batch.applied.append(record)
+                    batch.applied.append((record, m.value))
             batch.offsets[(m.topic, m.partition)] = (m.offset + 1, event_id)
         with Session(self.db) as s:
             changed = store.write(s, self.scorer, batch, now=now)

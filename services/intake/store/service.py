@@ -151,8 +151,8 @@ def _append(batch: _Batch, event: Envelope, *, directory: Directory, now: dateti
 
 def _flush(batch: _Batch) -> None:
     if batch.events:
-        batch.session.execute(insert(StoredEvent), batch.events)
-        batch.session.execute(insert(Outbox), batch.outbox)
+        batch.session.execute(insert(StoredEvent.__table__), batch.events)
+        batch.session.execute(insert(Outbox.__table__), batch.outbox)
         batch.session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(
             sequence=batch.sequence, chain_hash=batch.chain_hash, recorded_at=batch.recorded_at))
     batch.lookups.flush()

@@ -82,7 +82,7 @@ class CountyYear:
     points_by_category: dict[str, float] = field(default_factory=dict)  # severity points, not withdrawn
     rejections: int = 0  # failed fixes of findings not withdrawn
     settled_overdue: float = 0.0  # overdue points of verified findings: fixed once verified
-    accruing: dict[str, None] = field(default_factory=dict)  # open/reported findings (ordered: deterministic)
+    accruing: dict[str, int] = field(default_factory=dict)  # open/reported finding → deadline day number (ordered)
     open_critical: int = 0  # unresolved critical findings on the gate's indicators
 
 
@@ -102,11 +102,21 @@ class Engine:
         self.risk_year: dict[str, tuple[str, int]] = {}  # household → (county, year) of its open flag
         self.critical = frozenset(policy.gates.critical_indicators)
         self.team_findings: dict[str, list[str]] = {}
+        # components of each county-year at `as_of`, kept current by _touch and advance (what
+        # changes them): an event costs one evaluation of its county-year, not two
+        self.current: dict[tuple[str, int], dict[str, float | None]] = {}
+        self._today = (start, self.local_date(start))
 
     # ---- time and leagues ------------------------------------------------------------------
 
     def local_date(self, moment: datetime) -> date:
         return moment.astimezone(self.tz).date()
+
+    def today(self) -> date:
+        """The local date of `as_of` (remembered: every component evaluation asks for it)."""
+        if self._today[0] != self.as_of:
+            self._today = (self.as_of, self.local_date(self.as_of))
+        return self._today[1]
 
     def year_of(self, moment: datetime) -> int:
         return self.local_date(moment).year
@@ -134,14 +144,17 @@ class Engine:
     def components(self, cy: CountyYear, as_of: datetime | None = None) -> dict[str, float | None]:
         p = self.policy
         league = self.league(cy.county, cy.year)
-        today = self.local_date(as_of or self.as_of)
+        today = self.local_date(as_of) if as_of is not None else self.today()
         daily = (p.daily_management.points_per_failed_item * cy.weighted_failed_items
                  + p.daily_management.return_risk_alert[league] * len(cy.flagged))
         factors = p.inspections.category_factor[league]
         points = sum(factors[c] * cy.points_by_category[c] for c in CATEGORIES if c in cy.points_by_category)
         rectification = cy.rejections * p.rectification.rejected + cy.settled_overdue
-        for fid in cy.accruing:
-            rectification += self.overdue_points(self.findings[fid], today)
+        # open/reported findings: as overdue_points, with the deadlines kept as day numbers
+        per_day, cap, day = p.rectification.overdue_per_day, p.rectification.overdue_cap_per_finding, today.toordinal()
+        for deadline in cy.accruing.values():
+            if deadline < day:
+                rectification += min(cap, (day - deadline) * per_day)
         # findings per sampled household: a team that samples more does not make a county look worse
         sampled = max(cy.households_sampled, p.inspections.min_households)
         inspections = points * p.inspections.reference_households / sampled
@@ -163,16 +176,16 @@ class Engine:
             cy.settled_overdue += sign * self.overdue_points(f, f.resolved_on)
         elif f.state in ("open", "reported"):
             if sign > 0:
-                cy.accruing[f.finding_id] = None
+                cy.accruing[f.finding_id] = f.deadline.toordinal()
             else:
                 cy.accruing.pop(f.finding_id, None)
         if f.severity == "critical" and f.indicator in self.critical and f.state != "verified":
             cy.open_critical += sign
 
     def score(self, county: str, year: int) -> Score:
-        cy = self.years.get((county, year)) or CountyYear(county, year)
+        cy = self.years.get((county, year))
         league = self.league(county, year)
-        comps = self.components(cy)
+        comps = self._current((county, year)) if cy else self.components(CountyYear(county, year))
         weights = self.policy.weights[league]
         present = [c for c in COMPONENTS if comps[c] is not None]
         weight_sum = sum(getattr(weights, c) for c in present)
@@ -181,12 +194,9 @@ class Engine:
         grade = next(g.name for g in self.policy.grades if total >= g.min)
         gated = False
         cap = self.policy.gates.max_grade_with_open_critical
-        if self.has_open_critical(cy) and self.policy.grade_rank(grade) < self.policy.grade_rank(cap):
+        if cy is not None and cy.open_critical > 0 and self.policy.grade_rank(grade) < self.policy.grade_rank(cap):
             grade, gated = cap, True
         return Score(county, year, league, comps, round(total, 4), grade, gated)
-
-    def has_open_critical(self, cy: CountyYear) -> bool:
-        return cy.open_critical > 0
 
     # ---- applying events ---------------------------------------------------------------------
 
@@ -207,16 +217,21 @@ class Engine:
         if as_of <= self.as_of:
             return []
         # only open/reported findings past their deadline move with time (the rest are settled)
-        today = self.local_date(as_of)
-        pending = {key for key, cy in self.years.items()
-                   if any(self.findings[fid].deadline < today for fid in cy.accruing)}
-        before = {key: self.components(self.years[key]) for key in pending}
+        day = self.local_date(as_of).toordinal()
+        pending = {key for key, cy in self.years.items() if cy.accruing and min(cy.accruing.values()) < day}
+        before = {key: self._current(key) for key in pending}
         self.as_of = as_of
         changes: list[Change] = []
         for key in sorted(pending):
-            after = self.components(self.years[key])
+            after = self.current[key] = self.components(self.years[key])
             changes += self._diff(key, before[key], after, "rectification.overdue", "deadline", as_of)
         return changes
+
+    def _current(self, key: tuple[str, int]) -> dict[str, float | None]:
+        comps = self.current.get(key)
+        if comps is None:
+            comps = self.current[key] = self.components(self.years[key])
+        return comps
 
     def _cy(self, county: str, year: int) -> CountyYear:
         key = (county, year)
@@ -237,12 +252,15 @@ class Engine:
     def _touch(self, keys: Iterable[tuple[str, int]]) -> Callable[[str, str, datetime], list[Change]]:
         """Snapshot the components of `keys` now; the returned function diffs them after the change."""
         keys = sorted(set(keys))
-        before = {k: self.components(self._cy(*k)) for k in keys}
+        for k in keys:
+            self._cy(*k)
+        before = {k: self._current(k) for k in keys}
 
         def finish(cause: str, rule: str, at: datetime) -> list[Change]:
             changes: list[Change] = []
             for k in keys:
-                changes += self._diff(k, before[k], self.components(self.years[k]), rule, cause, at)
+                after = self.current[k] = self.components(self.years[k])
+                changes += self._diff(k, before[k], after, rule, cause, at)
             return changes
 
         return finish

@@ -105,7 +105,10 @@ class Relay:
         self._ensure_ready()
         futures = []
         for row in rows:
+            # outbox_id: increasing per service database and the same on a resend, so a consumer
+            # can drop a resent or older copy of a keyed message
             headers = [(k, str(v).encode()) for k, v in orjson.loads(row.headers).items()]
+            headers.append(("outbox_id", str(row.id).encode()))
             futures.append((row.id, self._producer.send(row.topic, key=row.key.encode(), value=row.value,
                                                         headers=headers)))
         self._producer.flush(timeout=15)

@@ -43,10 +43,18 @@ class Settings(BaseSettings):
     scoring_database_url: str | None = Field(
         None, validation_alias=_env("KAOHE_SCORING_DATABASE_URL", "scoring_database_url")
     )
+    ranking_database_url: str | None = Field(
+        None, validation_alias=_env("KAOHE_RANKING_DATABASE_URL", "ranking_database_url")
+    )
 
     # Scoring
     intake_url: str | None = Field(None, validation_alias=_env("KAOHE_INTAKE_URL", "intake_url"),
                                    description="Where scoring reads regions and the export; default: local intake.")
+    scoring_url: str | None = Field(None, validation_alias=_env("KAOHE_SCORING_URL", "scoring_url"),
+                                    description="Where the dashboard reads scores; default: local scoring.")
+    stream_poll_ms: int = Field(200, validation_alias=_env("KAOHE_STREAM_POLL_MS", "stream_poll_ms"),
+                                description="How often an SSE stream looks for new standing changes.")
+    ranking_batch: int = Field(2000, validation_alias=_env("KAOHE_RANKING_BATCH", "ranking_batch"))
     scoring_policy: str = Field("default-v1", validation_alias=_env("KAOHE_SCORING_POLICY", "scoring_policy"))
     scoring_tick_s: float = Field(60.0, validation_alias=_env("KAOHE_SCORING_TICK_S", "scoring_tick_s"))
     scoring_batch: int = Field(5000, validation_alias=_env("KAOHE_SCORING_BATCH", "scoring_batch"))
@@ -96,3 +104,7 @@ class Settings(BaseSettings):
     @property
     def intake_base_url(self) -> str:
         return self.intake_url or f"http://{self.host}:{self.intake_port}"
+
+    @property
+    def scoring_base_url(self) -> str:
+        return self.scoring_url or f"http://{self.host}:{self.scoring_port}"

@@ -111,3 +111,16 @@ class StoredPolicy(ScoringModel, table=True):
     body: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     active: bool = False
+
+
+class RebuildRequest(ScoringModel, table=True):
+    """A request to rebuild every score from intake's event store, carried out by the worker."""
+
+    __tablename__ = "rebuild_request"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    requested_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    done_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    events: int | None = Field(default=None, description="Events replayed")
+    error: str | None = Field(default=None, sa_column=Column(Text))

@@ -2,7 +2,7 @@
 results (events, explanations, scores, team points, outbox rows, offsets) in one transaction.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -48,53 +48,79 @@ def save_counties(session: Session, rows: Iterable[dict[str, Any]]) -> int:
     return len(new)
 
 
-def rebuild(engine: Engine, policy: Policy, statuses: Mapping[str, str], *, as_of: datetime | None = None
-            ) -> tuple[Scorer, list[Change]]:
-    """Replay every applied event through a new engine, up to `as_of` (default: the stored clock).
-
-    Returns the engine and the changes the replay made (the explanation of a recomputation).
-    """
-    if as_of is None:
-        with Session(engine) as s:
-            clock = s.get(WorkerClock, 1)
-            as_of = clock.as_of if clock else EPOCH
-    scorer = Scorer(policy, statuses, start=EPOCH)
-    changes: list[Change] = []
+def stored_records(engine: Engine, page: int = 5000) -> Iterator[str]:
+    """Every event this worker applied, as published, in intake's sequence order (page by page)."""
     after = -1
     while True:
         with Session(engine) as s:
             rows = s.execute(select(AppliedEvent.sequence, AppliedEvent.record)
                              .where(AppliedEvent.sequence > after).order_by(AppliedEvent.sequence)
-                             .limit(5000)).all()
+                             .limit(page)).all()
         if not rows:
-            break
-        for _, record in rows:
-            changes += scorer.apply(registry.decode_record(record))
+            return
+        for row in rows:
+            yield row.record
         after = rows[-1].sequence
-    changes += scorer.advance(as_of)
-    return scorer, changes
 
 
-def clear_results(session: Session) -> None:
-    """Before a recomputation under another policy: scores, explanations and team points go."""
-    for table in (Explanation, ScoreRow, TeamPoints):
+def stored_as_of(engine: Engine) -> datetime:
+    with Session(engine) as s:
+        clock = s.get(WorkerClock, 1)
+        return clock.as_of if clock else EPOCH
+
+
+def rebuild(engine: Engine, policy: Policy, statuses: Mapping[str, str], *, as_of: datetime | None = None
+            ) -> Scorer:
+    """The engine as committed: every applied event replayed, up to `as_of` (default: the stored clock)."""
+    scorer = Scorer(policy, statuses, start=EPOCH)
+    for record in stored_records(engine):
+        scorer.apply(registry.decode_record(record))
+    scorer.advance(as_of or stored_as_of(engine))
+    return scorer
+
+
+def recompute(session: Session, policy: Policy, statuses: Mapping[str, str], records: Iterable[str | bytes], *,
+              as_of: datetime, now: datetime, replace_applied: bool, chunk: int = 5000) -> Scorer:
+    """Score `records` (intake's export, or our own copy) from scratch under `policy`, in the caller's
+    transaction: explanations and team points are replaced, every score restamped (a message goes
+    out, with the total it replaces, for each that moved), and scores no replayed event supports
+    are deleted.
+
+    With `replace_applied`, the applied events become exactly `records` (a rebuild from intake).
+    Streams `records` in chunks: memory holds the engine, not the history.
+    """
+    scorer = Scorer(policy, statuses, start=EPOCH)
+    for table in (Explanation, TeamPoints) + ((AppliedEvent,) if replace_applied else ()):
         session.execute(delete(table))
+    pending: list[str | bytes] = []
 
+    def flush() -> None:
+        batch = Batch()
+        for raw in pending:
+            record = registry.decode_record(raw)
+            batch.changes += scorer.apply(record)
+            batch.applied.append((record, raw))
+        _insert_events(session, batch.applied if replace_applied else [], batch.changes)
+        pending.clear()
 
-def stored_offsets(session: Session, topic: str) -> dict[int, int]:
-    return dict(session.execute(select(ConsumerOffset.partition, ConsumerOffset.next_offset)
-                                .where(ConsumerOffset.topic == topic)).all())
+    for raw in records:
+        pending.append(raw)
+        if len(pending) >= chunk:
+            flush()
+    flush()
+    write(session, scorer, Batch(changes=scorer.advance(as_of), rescore_all=True), now=now, clock_moved=True)
+    return scorer
 
 
 @dataclass
 class Batch:
     """What one poll produced, ready to be written in one transaction."""
 
-    applied: list[tuple[Recorded, bytes]] = field(default_factory=list)  # with the record as published
+    applied: list[tuple[Recorded, str | bytes]] = field(default_factory=list)  # with the record as published
     changes: list[Change] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     offsets: dict[tuple[str, int], tuple[int, str | None]] = field(default_factory=dict)
-    cause: dict[tuple[str, int], str] = field(default_factory=dict)  # county-year → last cause
+    rescore_all: bool = False  # write every county-year's score, not only those `changes` touched
 
 
 def _score_row(score: Score, *, level: str, parent: str, cause: str, policy_id: str, as_of: datetime) -> dict:
@@ -121,20 +147,14 @@ def prefecture_score(scorer: Scorer, prefecture: str, year: int) -> Score | None
 def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, clock_moved: bool = False) -> int:
     """Persist a batch (and/or a clock advance); returns how many score rows changed."""
     policy_id = scorer.policy.id
-    if batch.applied:
-        session.execute(insert(AppliedEvent.__table__), [
-            {"event_id": r.event.event_id, "sequence": r.sequence, "region_code": r.event.region_code,
-             "record": raw.decode()} for r, raw in batch.applied])
-    if batch.changes:
-        session.execute(insert(Explanation.__table__), [
-            {"region_code": c.region_code, "year": c.year, "component": c.component, "points": c.points,
-             "rule": c.rule, "cause": c.cause, "policy_id": c.policy_id, "at": c.at} for c in batch.changes])
-    touched = sorted({(c.region_code, c.year) for c in batch.changes})
+    _insert_events(session, batch.applied, batch.changes)
     causes = {(c.region_code, c.year): c.cause for c in batch.changes}
+    touched = sorted(scorer.years) if batch.rescore_all else sorted(causes)
     rows = []
     for county, year in touched:
         s = scorer.score(county, year)
-        rows.append(_score_row(s, level="county", parent=prefecture_of(county), cause=causes[(county, year)],
+        rows.append(_score_row(s, level="county", parent=prefecture_of(county),
+                               cause=causes.get((county, year), "recomputed"),
                                policy_id=policy_id, as_of=scorer.as_of))
     for prefecture, year in sorted({(prefecture_of(c), y) for c, y in touched}):
         s = prefecture_score(scorer, prefecture, year)
@@ -144,7 +164,13 @@ def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, cloc
     previous = _previous_totals(session, [(r["region_code"], r["year"]) for r in rows])
     changed = [r for r in rows if previous.get((r["region_code"], r["year"])) != (r["total"], r["grade"],
                                                                                   r["components"])]
-    upsert(session, ScoreRow.__table__, changed, keys=("region_code", "year"))
+    # a recomputation restamps every row (policy, as-of) but announces only the totals that moved
+    upsert(session, ScoreRow.__table__, rows if batch.rescore_all else changed, keys=("region_code", "year"))
+    if batch.rescore_all:
+        keep = {(r["region_code"], r["year"]) for r in rows}
+        for code, year in session.execute(select(ScoreRow.region_code, ScoreRow.year)).all():
+            if (code, year) not in keep:  # no replayed event supports it (not announced: see docs/scoring.md)
+                session.execute(delete(ScoreRow).where(ScoreRow.region_code == code, ScoreRow.year == year))
     outbox = [outbox_row(Outbox, topic=topics.SCORING_SCORES, key=r["region_code"], now=now,
                          value=_score_message(r, previous.get((r["region_code"], r["year"]))),
                          headers={"region_code": r["region_code"], "level": r["level"], "year": str(r["year"])})
@@ -161,6 +187,17 @@ def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, cloc
         upsert(session, WorkerClock.__table__, [{"id": 1, "as_of": scorer.as_of, "policy_id": policy_id}],
                keys=("id",))
     return len(changed)
+
+
+def _insert_events(session: Session, applied: list[tuple[Recorded, str | bytes]], changes: list[Change]) -> None:
+    if applied:
+        session.execute(insert(AppliedEvent.__table__), [
+            {"event_id": r.event.event_id, "sequence": r.sequence, "region_code": r.event.region_code,
+             "record": raw if isinstance(raw, str) else raw.decode()} for r, raw in applied])
+    if changes:
+        session.execute(insert(Explanation.__table__), [
+            {"region_code": c.region_code, "year": c.year, "component": c.component, "points": c.points,
+             "rule": c.rule, "cause": c.cause, "policy_id": c.policy_id, "at": c.at} for c in changes])
 
 
 def _previous_totals(session: Session, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:

@@ -6,11 +6,12 @@ from services.scoring.models import (
                                      ConsumerOffset,
                                      County,
                                      Explanation,
+                                     RebuildRequest,
                                      ScoreRow,
                                      StoredPolicy,
                                      TeamPoints,
                                      WorkerClock,
 )
 
-__all__ = ["AppliedEvent", "ConsumerOffset", "County", "Explanation", "Outbox", "ScoreRow", "StoredPolicy",
+__all__ = ["AppliedEvent", "ConsumerOffset", "County", "Explanation", "Outbox", "RebuildRequest", "ScoreRow", "StoredPolicy",
            "TeamPoints", "WorkerClock", "metadata"]

@@ -7,19 +7,21 @@ So a crash, a redelivery, a rebalance or a duplicate never counts anything twice
 """
 
 import logging
-import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
 import httpx
-from kafka import ConsumerRebalanceListener, KafkaConsumer
-from sqlalchemy import Engine
+import orjson
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import OffsetOutOfRangeError
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from services.events import registry, topics
+from services.kit.consumer import group_consumer, poll_ordered, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure
@@ -27,7 +29,7 @@ from services.kit.outbox import Relay
 from services.kit.settings import Settings
 from services.scoring import policy_store, store
 from services.scoring.base import Outbox
-from services.scoring.models import WorkerClock
+from services.scoring.models import ConsumerOffset, RebuildRequest, WorkerClock
 from services.scoring.policy.model import Policy, shipped
 
 log = logging.getLogger("services.scoring.worker")
@@ -38,17 +40,6 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class _SeekToStored(ConsumerRebalanceListener):
-    def __init__(self, worker: "Worker") -> None:
-        self.worker = worker
-
-    def on_partitions_revoked(self, revoked):  # state is committed per batch: nothing pending
-        pass
-
-    def on_partitions_assigned(self, assigned):
-        self.worker.seek_stored(assigned)
-
-
 class Worker:
     def __init__(self, settings: Settings, db: Engine, policy: Policy, *, clock: Callable[[], datetime] = utcnow
                  ) -> None:
@@ -56,6 +47,7 @@ class Worker:
         self.consumer: KafkaConsumer | None = None
         self.scorer = None
         self.last_tick = 0.0
+        self.log_replaced = False  # set on assignment when a partition is not the log we read
 
     # ---- set-up -----------------------------------------------------------------------------
 
@@ -92,48 +84,147 @@ class Worker:
             policy_id = clock.policy_id if clock else policy_store.active_id(s, self.settings.scoring_policy)
             self.policy = policy_store.get(s, policy_id)
         started = time.monotonic()
-        self.scorer, _ = store.rebuild(self.db, self.policy, statuses)
+        self.scorer = store.rebuild(self.db, self.policy, statuses)
         log.info("engine rebuilt from %d applied events in %.1fs (policy %s, as of %s)", len(self.scorer.applied),
                  time.monotonic() - started, self.policy.id, self.scorer.as_of.isoformat())
 
-    def switch_policy(self, policy_id: str) -> None:
-        """Recompute every score from the event history under another policy, in one transaction."""
+    def export_lines(self) -> Iterator[str]:
+        """Intake's whole event store, in sequence order (`GET /v1/events/export`), streamed."""
+        with httpx.stream("GET", f"{self.settings.intake_base_url}/v1/events/export",
+                          timeout=httpx.Timeout(10.0, read=300.0)) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if line:
+                    yield line
+
+    def recompute(self, policy_id: str, *, from_intake: bool) -> int:
+        """Every score recomputed from the event history under `policy_id`, in one transaction.
+
+        From intake's export (the store of record; the applied events become exactly its events),
+        or from the events this worker applied. The API keeps serving the old scores until commit.
+        """
         now = self.clock()
         with Session(self.db) as s:
             statuses = store.counties(s)
             policy = policy_store.get(s, policy_id)
         started = time.monotonic()
-        scorer, changes = store.rebuild(self.db, policy, statuses, as_of=max(now, self.scorer.as_of))
+        records = self.export_lines() if from_intake else store.stored_records(self.db)
         with Session(self.db) as s:
-            store.clear_results(s)
-            store.write(s, scorer, store.Batch(changes=changes), now=now, clock_moved=True)
+            scorer = store.recompute(s, policy, statuses, records, as_of=max(now, self.scorer.as_of), now=now,
+                                     replace_applied=from_intake)
             s.commit()
         self.scorer, self.policy = scorer, policy
-        log.info("policy %s active: %d applied events rescored in %.1fs", policy_id, len(scorer.applied),
-                 time.monotonic() - started)
+        log.info("policy %s: %d events rescored from %s in %.1fs", policy_id, len(scorer.applied),
+                 "intake's export" if from_intake else "the applied events", time.monotonic() - started)
+        return len(scorer.applied)
+
+    def switch_policy(self, policy_id: str) -> None:
+        """A newly active policy: rescore from intake's export, or from our own copy if intake is away."""
+        try:
+            self.recompute(policy_id, from_intake=True)
+        except httpx.HTTPError as exc:
+            log.warning("intake's export unavailable (%s): rescoring the applied events instead", exc)
+            self.recompute(policy_id, from_intake=False)
+
+    def serve_rebuild_requests(self) -> None:
+        """Carry out `POST /v1/rebuilds`: rebuild from intake's export; record the outcome."""
+        with Session(self.db) as s:
+            pending = s.execute(select(RebuildRequest).where(RebuildRequest.done_at.is_(None))
+                                .order_by(RebuildRequest.id)).scalars().all()
+            ids = [r.id for r in pending]
+            for r in pending:
+                r.started_at = self.clock()
+            s.commit()
+        if not ids:
+            return
+        events, error = None, None
+        try:
+            events = self.recompute(self.policy.id, from_intake=True)
+        except httpx.HTTPError as exc:
+            error = f"intake's export unavailable: {exc}"
+            log.warning("rebuild failed: %s", error)
+        with Session(self.db) as s:
+            for r in s.execute(select(RebuildRequest).where(RebuildRequest.id.in_(ids))).scalars():
+                r.done_at, r.events, r.error = self.clock(), events, error
+            s.commit()
+
+    def catch_up(self) -> int:
+        """After the broker's log was replaced (a broker that lost its data, retention): apply, in
+        intake's order, every stored event not yet applied. Then the new log is read from its start.
+        """
+        applied, batch = 0, store.Batch()
+        for line in self.export_lines():
+            record = registry.decode_record(line)
+            if record.event.event_id in self.scorer.applied:
+                continue
+            batch.changes += self.scorer.apply(record)
+            batch.applied.append((record, line))
+            if len(batch.applied) >= self.settings.scoring_batch:
+                applied += self._commit(batch)
+                batch = store.Batch()
+        applied += self._commit(batch)
+        log.warning("caught up from intake's export: %d events the log no longer held", applied)
+        return applied
+
+    def _commit(self, batch: store.Batch) -> int:
+        with Session(self.db) as s:
+            store.write(s, self.scorer, batch, now=self.clock())
+            s.commit()
+        return len(batch.applied)
 
     def connect(self) -> None:
         ensure_topics(self.settings.bootstrap_servers, [topics.INTAKE_EVENTS, topics.dead_letter(topics.INTAKE_EVENTS),
                                                          topics.SCORING_SCORES], self.settings.topic_partitions)
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers.split(","), group_id=GROUP, client_id="kaohe-scoring",
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.settings.scoring_batch,
-            # a group join lasts about max_poll_interval_ms (the rebalance timeout): keep it short
-            max_poll_interval_ms=self.settings.consumer_max_poll_interval_ms, session_timeout_ms=self.settings.consumer_session_timeout_ms,
-            heartbeat_interval_ms=min(3_000, self.settings.consumer_session_timeout_ms // 3),
-            group_instance_id=self.settings.consumer_instance_id,
-        )
-        self.consumer.subscribe([topics.INTAKE_EVENTS], listener=_SeekToStored(self))
+        self.consumer = group_consumer(self.settings, group=GROUP, topic=topics.INTAKE_EVENTS,
+                                       batch=self.settings.scoring_batch, on_assigned=self.seek_stored)
 
     def seek_stored(self, partitions) -> None:
+        """Seek to the offsets in our database, after checking the log is still the one we read."""
         with Session(self.db) as s:
-            stored = store.stored_offsets(s, topics.INTAKE_EVENTS)
+            stored = {p: (o, eid) for p, o, eid in s.execute(
+                select(ConsumerOffset.partition, ConsumerOffset.next_offset, ConsumerOffset.last_event_id)
+                .where(ConsumerOffset.topic == topics.INTAKE_EVENTS)).all()}
         for tp in partitions:
-            if tp.partition in stored:
-                self.consumer.seek(tp, stored[tp.partition])
+            if tp.partition not in stored:
+                self.consumer.seek_to_beginning(tp)
+            elif self.same_log(tp, *stored[tp.partition]):
+                self.consumer.seek(tp, stored[tp.partition][0])
             else:
+                log.warning("partition %d is not the log we read (offset %d, event %s): catching up from "
+                            "intake, then reading it from the start", tp.partition, *stored[tp.partition])
+                self.log_replaced = True
                 self.consumer.seek_to_beginning(tp)
         log.info("assigned %s", sorted(tp.partition for tp in partitions))
+
+    def same_log(self, tp: TopicPartition, next_offset: int, last_event_id: str | None) -> bool:
+        """Does the partition still hold, just before `next_offset`, the event we read last?"""
+        if next_offset == 0:
+            return True
+        # end offsets are no help: tansu's ListOffsets answer can lag the log's real end, so
+        # read the message itself (auto_offset_reset="none": a position past the end raises)
+        probe = KafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers.split(","), group_id=None,
+                              enable_auto_commit=False, auto_offset_reset="none", client_id="kaohe-scoring-probe")
+        try:
+            probe.assign([tp])
+            if next_offset - 1 < probe.beginning_offsets([tp])[tp]:
+                return False  # retention removed what we were about to read
+            probe.seek(tp, next_offset - 1)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                for message in probe.poll(timeout_ms=500, max_records=1).get(tp, []):
+                    if message.offset != next_offset - 1:
+                        return False
+                    if last_event_id is None:  # the last message read was poison: its offset alone tells
+                        return True
+                    try:
+                        return orjson.loads(message.value).get("event_id") == last_event_id
+                    except (orjson.JSONDecodeError, AttributeError, TypeError):
+                        return False
+            return False
+        except OffsetOutOfRangeError:
+            return False
+        finally:
+            probe.close()
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -169,6 +260,7 @@ class Worker:
             active = policy_store.active_id(s, self.settings.scoring_policy)
         if active != self.policy.id:
             self.switch_policy(active)
+        self.serve_rebuild_requests()
         now = self.clock()
         batch = store.Batch(changes=self.scorer.advance(now))
         with Session(self.db) as s:
@@ -177,25 +269,51 @@ class Worker:
         self.last_tick = time.monotonic()
         return changed
 
-    def run(self, stop: threading.Event) -> None:
-        self.load_counties(stop)
-        self.restore()
-        self.connect()
-        self.tick()
+    def start(self, stop: threading.Event) -> bool:
+        """Counties, engine, consumer and a first tick; retried while the database is away."""
         backoff = 0.5
         while not stop.is_set():
             try:
-                polled = self.consumer.poll(timeout_ms=200, max_records=self.settings.scoring_batch)
-                messages = [m for tp in sorted(polled, key=lambda t: t.partition) for m in polled[tp]]
+                self.load_counties(stop)
+                self.restore()
+                if self.consumer is None:
+                    self.connect()
+                self.tick()
+                return True
+            except (OperationalError, DBAPIError) as exc:
+                log.warning("database unavailable at start (%s); retrying in %.1fs", str(exc).splitlines()[0],
+                            backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+        return False
+
+    def run(self, stop: threading.Event) -> None:
+        if not self.start(stop):
+            return
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                messages = poll_ordered(self.consumer, self.settings.scoring_batch)
+                if self.log_replaced:  # before anything the new log holds (seek_stored set it)
+                    self.catch_up()
+                    self.log_replaced = False
                 if messages:
                     self.handle(messages)
                 if time.monotonic() - self.last_tick >= self.settings.scoring_tick_s:
                     self.tick()
                 backoff = 0.5
-            except (OperationalError, DBAPIError) as exc:
-                # not a poison message: the database is away. Forget what this batch did in
-                # memory, go back to the stored offsets, and retry after a pause.
-                log.warning("database unavailable (%s); retrying in %.1fs", str(exc).splitlines()[0], backoff)
+            except OffsetOutOfRangeError as exc:
+                # our position is past the end of the log: the broker lost it (tansu keeps
+                # nothing on restart; retention on real Kafka). Catch up, then read from the start.
+                log.warning("offsets out of range %s: the log was replaced", exc)
+                self.log_replaced = True
+                self.consumer.seek_to_beginning(*self.consumer.assignment())
+            except (OperationalError, DBAPIError, httpx.HTTPError) as exc:
+                # not a poison message: the database (or, to catch up, intake) is away. Forget
+                # what this batch did in memory, go back to the stored offsets, and retry.
+                log.warning("%s unavailable (%s); retrying in %.1fs",
+                            "intake" if isinstance(exc, httpx.HTTPError) else "database",
+                            str(exc).splitlines()[0], backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
                 try:
@@ -220,20 +338,7 @@ def main() -> None:
     db = service_engine(settings, "scoring")
     worker = Worker(settings, db, shipped(settings.scoring_policy))
     relay = build_relay(settings, db)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    # the outbox relay is its own thread with its own producer (the consumer stays on this thread)
-    relay_thread = threading.Thread(target=relay.run, args=(stop,), name="scoring-relay", daemon=True)
-    relay_thread.start()
-    try:
-        worker.run(stop)
-    finally:
-        stop.set()
-        worker.close()
-        relay_thread.join(15)
-        relay.close()
-        log.info("scoring worker stopped")
+    run_worker("scoring", worker, relay)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ def test_accepted_event_arrives_keyed_by_county_with_the_stored_content(wired, b
     assert message.key == b"513431"
     assert orjson.loads(message.value) == record
     assert headers(message) == {"event_id": record["event_id"], "type": "inspection.recorded", "schema_version": "1",
-                                "sequence": str(record["sequence"])}
+                                "sequence": str(record["sequence"]), "outbox_id": headers(message)["outbox_id"]}
+    assert int(headers(message)["outbox_id"]) > 0
     assert message.value + b"\n" == client.get("/v1/events/export",
                                                params={"after_sequence": record["sequence"] - 1}).content
 

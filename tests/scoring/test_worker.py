@@ -9,19 +9,26 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 from kafka import KafkaProducer
+from sqlalchemy import delete, func, select, update
 from sqlmodel import Session
 
 from services.events import topics
 from services.intake.app import create_app as intake_app
 from services.intake.relay import build as intake_relay
+from services.kit.db import make_engine
+from services.kit.migrate import upgrade
 from services.kit.settings import Settings
 from services.scoring import store
 from services.scoring.app import create_app as scoring_app
+from services.scoring.models import AppliedEvent, Explanation, ScoreRow
 from services.scoring.policy.model import shipped
 from services.scoring.worker import Worker, build_relay
 from tests import factories as f
 from tests.conftest import fresh_database
+from tests.http_helpers import serve
 from tests.kafka_helpers import headers, read_messages
+from tests.scoring.recompute import assert_matches_clean_recomputation
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -37,15 +44,18 @@ def scoring_db(database, tmp_path):
 def system(database, scoring_db, tmp_path, clock, own_broker):
     """Intake (app + relay) and scoring (worker + relay + API) on one broker, running in threads."""
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
-                        relay_idle_ms=10, scoring_tick_s=0.2, intake_url="http://127.0.0.1:9")
+                        relay_idle_ms=10, scoring_tick_s=0.2)
     clock.now = f.T0 + timedelta(hours=1)  # scores are computed as of this clock; tests move it
     stop = threading.Event()
     relays = [intake_relay(settings, engine=database.engine), build_relay(settings, scoring_db.engine)]
-    with TestClient(intake_app(settings, engine=database.engine, clock=clock)) as intake:
+    # the worker reaches intake over HTTP (regions, the export), the test through a TestClient
+    with serve(intake_app(settings, engine=database.engine, clock=clock)) as intake_url, \
+            TestClient(intake_app(settings, engine=database.engine, clock=clock)) as intake:
+        worker_settings = settings.model_copy(update={"intake_url": intake_url})
         with Session(scoring_db.engine) as s:
             store.save_counties(s, intake.get("/v1/regions", params={"level": "county"}).json())
             s.commit()
-        worker = Worker(settings, scoring_db.engine, shipped(), clock=clock)
+        worker = Worker(worker_settings, scoring_db.engine, shipped(), clock=clock)
         threads = [threading.Thread(target=r.run, args=(stop,), daemon=True) for r in relays]
         threads.append(threading.Thread(target=worker.run, args=(stop,), daemon=True))
         for t in threads:
@@ -61,15 +71,6 @@ def system(database, scoring_db, tmp_path, clock, own_broker):
                 for r in relays:
                     r.close()
 
-
-def wait_for(check, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def score(scoring, code, year=2026):
@@ -173,3 +174,126 @@ def test_policy_versions_are_validated_and_activating_one_recomputes_every_score
     assert {x["policy_version"] for x in lines} == {"default-v2"}
     assert [p["id"] for p in scoring.get("/v1/policies").json() if p["active"]] == ["default-v2"]
     assert scoring.post("/v1/policies/nope-v1/activate").status_code == 404
+
+
+def test_a_rebuild_request_recomputes_every_score_from_intakes_export(system, scoring_db, database, clock):
+    intake, scoring, _ = system
+    clock.now = f.T0 + timedelta(days=3)
+    a = f.finding(severity="major")
+    for event in (f.inspection(a), f.daily_check(items_failed=2), f.step("rectification.reported", a["finding_id"]),
+                  f.step("rectification.rejected", a["finding_id"], at=f.T0 + timedelta(days=2))):
+        r = intake.post("/v1/events", json=event)
+        assert r.status_code == 201, r.json()
+    good = wait_for(lambda: (x := score(scoring, "513431")) and x["components"]["rectification"] < 100
+                    and x["components"]["daily_management"] < 100 and x)
+    # the read model drifts from the store of record (a bad restore, a manual edit)
+    with Session(scoring_db.engine) as s:
+        s.execute(update(ScoreRow).where(ScoreRow.region_code == "513431").values(total=1.0))
+        s.execute(delete(Explanation))
+        s.execute(delete(AppliedEvent))
+        s.commit()
+    assert score(scoring, "513431")["total"] == 1.0
+
+    r = scoring.post("/v1/rebuilds")
+    assert r.status_code == 202 and r.json()["status"] == "queued"
+    done = wait_for(lambda: (x := scoring.get(r.headers["Location"]).json())["status"] in ("done", "failed") and x)
+    assert done["status"] == "done" and done["events"] == 4 and done["error"] is None
+    assert score(scoring, "513431")["total"] == good["total"]
+    assert_matches_clean_recomputation(database.engine, scoring_db.engine)
+    with Session(scoring_db.engine) as s:
+        assert s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one() == 4
+    assert scoring.get("/v1/rebuilds/999").status_code == 404
+
+
+def test_a_broker_that_lost_its_log_is_caught_up_from_intake(database, scoring_db, tmp_path, clock, own_broker):
+    """tansu keeps nothing on restart: events published but not yet consumed are gone from the
+    log, and the new log restarts at offset 0. The worker notices (its stored offset and last
+    event do not match the partition) and applies what it missed from intake's export, in order."""
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=1,
+                        relay_idle_ms=10, scoring_tick_s=0.2)
+    clock.now = f.T0 + timedelta(days=3)
+    relay_stop = threading.Event()
+    relay = intake_relay(settings, engine=database.engine)
+    relay_thread = threading.Thread(target=relay.run, args=(relay_stop,), daemon=True)
+
+    def start_worker():
+        stop = threading.Event()
+        worker = Worker(worker_settings, scoring_db.engine, shipped(), clock=clock)
+        thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+        thread.start()
+        return worker, stop, thread
+
+    def stop_worker(worker, stop, thread):
+        stop.set()
+        thread.join(30)
+        worker.close()
+
+    def applied():
+        with Session(scoring_db.engine) as s:
+            return s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one()
+
+    with serve(intake_app(settings, engine=database.engine, clock=clock)) as url, \
+            TestClient(intake_app(settings, engine=database.engine, clock=clock)) as intake:
+        worker_settings = settings.model_copy(update={"intake_url": url})
+        relay_thread.start()
+        try:
+            running = start_worker()
+            first = f.finding(severity="major")
+            assert intake.post("/v1/events", json=f.inspection(first)).status_code == 201
+            wait_for(lambda: applied() == 1)
+            stop_worker(*running)
+
+            # published while the worker is away, then lost with the broker's memory
+            for event in (f.step("rectification.reported", first["finding_id"]),
+                          f.step("rectification.rejected", first["finding_id"], at=f.T0 + timedelta(days=2)),
+                          f.inspection(f.finding(severity="critical", indicator="housing"))):
+                assert intake.post("/v1/events", json=event).status_code == 201
+            read_messages(own_broker.bootstrap_servers, topics.INTAKE_EVENTS, lambda ms: len(ms) >= 4)
+            own_broker.stop()
+            own_broker.start()
+            # the new log's offset 0
+            assert intake.post("/v1/events", json=f.daily_check(items_failed=3)).status_code == 201
+            read_messages(own_broker.bootstrap_servers, topics.INTAKE_EVENTS, lambda ms: len(ms) >= 1)
+
+            running = start_worker()
+            wait_for(lambda: applied() == 5)
+            wait_for(lambda: (s := score_row(scoring_db.engine)) and s.cause != "counties" and
+                     orjson.loads(s.components)["daily_management"] < 100)
+            stop_worker(*running)
+        finally:
+            relay_stop.set()
+            relay_thread.join(30)
+            relay.close()
+    assert_matches_clean_recomputation(database.engine, scoring_db.engine)
+
+
+def score_row(engine, code="513431", year=2026):
+    with Session(engine) as s:
+        return s.get(ScoreRow, (code, year))
+
+
+def test_the_worker_waits_for_its_database_at_start(tmp_path, broker, clock):
+    """A worker started before its database is reachable retries instead of exiting."""
+    path = tmp_path / "not-yet" / "scoring.db"
+    db = make_engine(f"sqlite:///{path}")
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=broker.bootstrap_servers,
+                        intake_url="http://127.0.0.1:9")
+    worker = Worker(settings, db, shipped(), clock=clock)
+    stop, started = threading.Event(), []
+    thread = threading.Thread(target=lambda: started.append(worker.start(stop)), daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.5)
+        assert thread.is_alive() and not started  # still retrying
+        path.parent.mkdir()
+        upgrade("scoring", db)
+        with Session(db) as s:
+            store.save_counties(s, [{"code": "513431", "parent_code": "513400", "baseline_status": "in_poverty"}])
+            s.commit()
+        thread.join(60)
+        assert started == [True] and worker.consumer is not None
+    finally:
+        stop.set()
+        thread.join(15)
+        worker.close()
+        db.dispose()

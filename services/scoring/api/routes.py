@@ -1,5 +1,6 @@
 """Scores, explanations, inspector points and policies over HTTP."""
 
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import orjson
@@ -11,7 +12,7 @@ from services.kit import pagination
 from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE, Problem
 from services.scoring import policy_store
-from services.scoring.models import Explanation, ScoreRow, TeamPoints
+from services.scoring.models import Explanation, RebuildRequest, ScoreRow, TeamPoints
 from services.scoring.policy.model import Policy
 
 router = APIRouter(tags=["scores"])
@@ -138,3 +139,40 @@ def activate_policy(policy_id: Annotated[str, Path(max_length=64)], request: Req
     policy_store.activate(session, policy_id, request.app.state.settings.scoring_policy)
     return {"active": policy_id, "detail": "every score is recomputed from the event history on the worker's "
             "next clock tick; scores show the policy they were computed with (policy_version)"}
+
+
+class RebuildPublic(BaseModel):
+    id: int
+    requested_at: str
+    started_at: str | None
+    done_at: str | None
+    events: int | None = None
+    error: str | None = None
+    status: str
+
+
+def _rebuild_public(r: RebuildRequest) -> RebuildPublic:
+    status = "failed" if r.error else "done" if r.done_at else "running" if r.started_at else "queued"
+    iso = (lambda t: t.isoformat() if t else None)
+    return RebuildPublic(id=r.id, requested_at=iso(r.requested_at), started_at=iso(r.started_at),
+                         done_at=iso(r.done_at), events=r.events, error=r.error, status=status)
+
+
+@router.post("/v1/rebuilds", tags=["rebuilds"], status_code=202, response_model=RebuildPublic,
+             summary="Rebuild every score from intake's event store (the worker does it on its next tick)")
+def request_rebuild(session: SessionDep, response: Response) -> RebuildPublic:
+    row = RebuildRequest(requested_at=datetime.now(timezone.utc))
+    session.add(row)
+    session.commit()
+    response.headers["Location"] = f"/v1/rebuilds/{row.id}"
+    return _rebuild_public(row)
+
+
+@router.get("/v1/rebuilds/{rebuild_id}", tags=["rebuilds"], response_model=RebuildPublic,
+            summary="A rebuild request: queued, running, done (with the events replayed) or failed",
+            responses={404: {"description": "Unknown rebuild request", "content": {MEDIA_TYPE: {}}}})
+def get_rebuild(rebuild_id: int, session: SessionDep) -> RebuildPublic:
+    row = session.get(RebuildRequest, rebuild_id)
+    if row is None:
+        raise Problem(404, "not-found", "Not found", f"no rebuild request {rebuild_id}")
+    return _rebuild_public(row)

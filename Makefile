@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test test-fast bench lint clean
+.PHONY: help install run demo test test-fast browser bench lint clean
 
 help: ## List every target with its purpose
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,8 +26,17 @@ install: $(STAMP) ## Create .venv and install the pinned dependencies
 run: $(STAMP) ## Start everything on embedded defaults (SQLite under ./var, local broker); Ctrl-C stops
 	$(PY) -m services.kit.run
 
-test: $(STAMP) ## Run the whole test suite (SQLite, and PostgreSQL where reachable; real broker)
+demo: $(STAMP) ## Send live demo events to a running `make run` (RATE=events/s, default 50) to watch the dashboard move
+	$(PY) -m services.demo --live --rate $(or $(RATE),50)
+
+test: $(STAMP) browser ## Run the whole test suite (SQLite, and PostgreSQL where reachable; real broker; chromium)
 	$(PY) -m pytest
+
+browser: ## Install Debian's chromium (and CJK fonts) for the dashboard test, where apt-get can
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk >/dev/null 2>&1; }; }; } || \
+	  echo "chromium could not be installed: the dashboard browser test will be skipped"
 
 bench: $(STAMP) ## Measure intake and scoring throughput next to same-run baselines (QUICK=1: short run)
 	$(PY) -m bench.intake $(if $(QUICK),--quick,)

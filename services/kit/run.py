@@ -32,7 +32,7 @@ class Child:
 
 def setup_steps() -> list[list[str]]:
     """Each service's own idempotent set-up (migrations, reference data, topics)."""
-    return [[sys.executable, "-m", "services.intake.setup"], [sys.executable, "-m", "services.scoring.setup"]]
+    return [[sys.executable, "-m", f"services.{service}.setup"] for service in ("intake", "scoring", "ranking")]
 
 
 def children(settings: Settings) -> list[Child]:
@@ -43,6 +43,8 @@ def children(settings: Settings) -> list[Child]:
         Child("intake-relay", [py, "-m", "services.intake.relay"]),
         Child("scoring", [py, "-m", "services.scoring"], f"{base}:{settings.scoring_port}/healthz"),
         Child("scoring-worker", [py, "-m", "services.scoring.worker"]),
+        Child("ranking", [py, "-m", "services.ranking"], f"{base}:{settings.ranking_port}/healthz"),
+        Child("ranking-worker", [py, "-m", "services.ranking.worker"]),
     ]
 
 
@@ -82,19 +84,23 @@ def banner(settings: Settings, broker: LocalBroker | None) -> str:
     lines = [
         "",
         "Kaohe is running. Ctrl-C stops everything.",
+        f"  dashboard       {base}:{settings.ranking_port}/   (standings by league, prefecture and county pages, live)",
         f"  intake API      {base}:{settings.intake_port}/docs   (OpenAPI; events, ledger, regions)",
         f"  health          {base}:{settings.intake_port}/readyz",
         f"  event contracts {base}:{settings.intake_port}/asyncapi.json  and /v1/schemas",
         f"  scoring API     {base}:{settings.scoring_port}/docs   (scores, explanations, inspector points)",
+        f"  ranking API     {base}:{settings.ranking_port}/docs   (standings, history, SSE stream)",
         f"  broker          {settings.bootstrap_servers}"
         + ("  (local tansu, memory only)" if broker else "  (external Kafka)"),
         f"  intake database {url}",
         f"  data directory  {settings.data_dir.resolve()}",
         "  regions         Sichuan (510000): 21 prefectures, 183 counties",
-        "  ranking (:%d) and notifications (:%d) are not built yet." % (settings.ranking_port, settings.notify_port),
+        f"  notifications (:{settings.notify_port}) are not built yet.",
+        "  demo data       two assessment years through intake's API; more, live: make demo RATE=200",
         "",
         f"  try:  curl -s {base}:{settings.intake_port}/v1/regions/513400 | python3 -m json.tool",
         f"        curl -s '{base}:{settings.scoring_port}/v1/scores?parent=513400&year=2026' | python3 -m json.tool",
+        f"        curl -s '{base}:{settings.ranking_port}/v1/standings?region=510000&year=2026&limit=5' | python3 -m json.tool",
         "",
     ]
     return "\n".join(lines)
@@ -127,6 +133,8 @@ def main() -> int:
             procs.append(child)
             if child.health_url:
                 wait_healthy(child)
+        if os.environ.get("KAOHE_DEMO", "1") != "0":  # through intake's API, like any partner
+            subprocess.run([sys.executable, "-m", "services.demo"], env=env, check=True)
         print(banner(settings, broker), flush=True)
         while not stopping:
             for child in procs:

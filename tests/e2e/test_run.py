@@ -1,49 +1,17 @@
 """`python -m services.kit.run` (what `make run` does): starts, serves, stops cleanly, keeps data."""
 
-import os
-import signal
 import subprocess
-import sys
-import threading
 import time
 
 import httpx
 import pytest
 
 from services.events import topics
-from services.kit.broker import free_port
 from tests import factories as f
+from tests.e2e.stack import environment, start, stop
 from tests.kafka_helpers import read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
-
-
-def start(env) -> tuple[subprocess.Popen, list[str]]:
-    """Start the supervisor; return once its banner is printed. Output keeps being collected."""
-    proc = subprocess.Popen([sys.executable, "-m", "services.kit.run"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    out: list[str] = []
-    ready = threading.Event()
-
-    def pump() -> None:  # never let a full pipe block the children
-        for line in proc.stdout:
-            out.append(line)
-            if "try:" in line:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(60) or proc.poll() is not None:
-        proc.kill()
-        raise AssertionError("make run did not come up:\n" + "".join(out))
-    return proc, out
-
-
-def stop(proc, out) -> str:
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
-    proc.wait(timeout=60)
-    time.sleep(0.2)
-    return "".join(out)
 
 
 def children_of(pid) -> list[str]:
@@ -52,10 +20,7 @@ def children_of(pid) -> list[str]:
 
 
 def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
-    ports = {name: free_port() for name in ("KAOHE_INTAKE_PORT", "KAOHE_SCORING_PORT", "KAOHE_BROKER_PORT")}
-    env = {**os.environ, "KAOHE_DATA_DIR": str(tmp_path / "var"), **{k: str(v) for k, v in ports.items()}}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    env.pop("DATABASE_URL", None)
+    env, ports = environment(tmp_path, KAOHE_DEMO="0")  # the demo data: test_dashboard.py
     intake = f"http://127.0.0.1:{ports['KAOHE_INTAKE_PORT']}"
 
     proc, out = start(env)
@@ -77,6 +42,13 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
             assert time.monotonic() < deadline, r.text
             time.sleep(0.3)
         assert r.json()["components"]["inspections"] < 100 and r.json()["league"] == "in_poverty"
+        # …and the ranking worker ranks it, in its prefecture and in the province
+        ranking = f"http://127.0.0.1:{ports['KAOHE_RANKING_PORT']}"
+        while not (placed := httpx.get(f"{ranking}/v1/standings/513431", params={"year": 2026}, timeout=5).json()):
+            assert time.monotonic() < deadline, "no standing"
+            time.sleep(0.3)
+        assert {(p["scope"], p["rank"]) for p in placed} == {("513400", 1), ("510000", 1)}
+        assert "考核" in httpx.get(f"{ranking}/", timeout=5).text
     finally:
         tail = stop(proc, out)
     assert proc.returncode == 0, tail

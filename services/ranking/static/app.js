@@ -1,0 +1,209 @@
+// Kaohe dashboard: province overview, prefecture and county pages, updated live over SSE.
+// Plain JavaScript served by the ranking service: nothing is loaded from outside this machine.
+"use strict";
+
+const PROVINCE = "510000";
+const LEAGUES = { in_poverty: "未摘帽县 In poverty", exited: "已摘帽县 Exited" };
+const COMPONENTS = {
+  daily_management: "日常管理 Daily management", inspections: "督查 Inspections",
+  rectification: "整改 Rectification", year_end: "年终考核 Year-end",
+};
+const CATEGORIES = {
+  basic_work: "基础工作", assistance_measures: "帮扶措施", policy_implementation: "政策落实",
+  project_implementation: "项目实施", stable_exit: "稳定脱贫", department_assistance: "部门帮扶",
+};
+const GRADES = { good: "好 good", fairly_good: "较好 fairly good", average: "一般 average", poor: "较差 poor" };
+const grade = (g) => GRADES[g] || g;
+const view = document.getElementById("view");
+const yearSelect = document.getElementById("year");
+const live = document.getElementById("live");
+let regions = new Map();
+let stream = null;
+let rerender = null;
+
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+const name = (code) => (regions.get(code) || {}).name || code;
+const fmt = (x) => (x === null || x === undefined ? "–" : Number(x).toFixed(2));
+
+async function getJSON(url) {
+  const r = await fetch(url, { headers: { accept: "application/json" } });
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return r.json();
+}
+
+async function allStandings(params) {
+  const items = [];
+  let cursor = null;
+  do {
+    const q = new URLSearchParams({ ...params, limit: "100" });
+    if (cursor) q.set("cursor", cursor);
+    const page = await getJSON(`/v1/standings?${q}`);
+    items.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return items;
+}
+
+function movement(s) {
+  if (s.movement === null || s.movement === undefined) return '<span class="muted">新 new</span>';
+  if (s.movement > 0) return `<span class="up">▲${s.movement}</span>`;
+  if (s.movement < 0) return `<span class="down">▼${-s.movement}</span>`;
+  return '<span class="muted">–</span>';
+}
+
+function table(items, link, emptyText) {
+  if (!items.length) return `<p class="muted">${esc(emptyText)}</p>`;
+  const rows = items.map((s) => `<tr data-code="${s.region_code}">
+      <td class="num">${s.rank}</td><td><a href="${link(s.region_code)}">${esc(s.name || name(s.region_code))}</a>
+      <span class="muted">${s.region_code}</span></td><td class="num total">${fmt(s.total)}</td>
+      <td>${esc(grade(s.grade))}</td><td class="num">${movement(s)}</td></tr>`).join("");
+  return `<table><thead><tr><th class="num">名次 Rank</th><th>地区 Region</th><th class="num">得分 Score</th>
+    <th>等次 Grade</th><th class="num">变化 Move</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+function crumbs(parts) {
+  document.getElementById("crumbs").innerHTML = parts
+    .map(([label, href]) => `<span>${href ? `<a href="${href}">${esc(label)}</a>` : esc(label)}</span>`).join("");
+}
+
+async function province(year) {
+  crumbs([[name(PROVINCE), null]]);
+  const [poor, exited, prefectures] = await Promise.all([
+    allStandings({ region: PROVINCE, level: "county", league: "in_poverty", year }),
+    allStandings({ region: PROVINCE, level: "county", league: "exited", year }),
+    allStandings({ region: PROVINCE, level: "prefecture", year }),
+  ]);
+  view.innerHTML = `<h1>${esc(name(PROVINCE))} · ${year} 年度考核排名 Standings</h1>
+    <div class="grid">
+      <section class="card" id="league-in_poverty"><h2>${LEAGUES.in_poverty}</h2>${table(poor, (c) => `#/county/${c}`, "暂无 none yet")}</section>
+      <section class="card" id="league-exited"><h2>${LEAGUES.exited}</h2>${table(exited, (c) => `#/county/${c}`, "暂无 none yet")}</section>
+      <section class="card" id="prefectures"><h2>市(州) Prefectures</h2>${table(prefectures, (c) => `#/prefecture/${c}`, "暂无 none yet")}</section>
+    </div>`;
+}
+
+async function prefecture(code, year) {
+  crumbs([[name(PROVINCE), "#/"], [name(code), null]]);
+  const [poor, exited, placements] = await Promise.all([
+    allStandings({ region: code, level: "county", league: "in_poverty", year }),
+    allStandings({ region: code, level: "county", league: "exited", year }),
+    getJSON(`/v1/standings/${code}?year=${year}`),
+  ]);
+  const own = placements.find((p) => p.level === "prefecture");
+  view.innerHTML = `<h1>${esc(name(code))} <span class="muted">${code}</span></h1>
+    ${own ? `<p>全省第 <b id="prefecture-rank">${own.rank}</b> / ${own.of} 名 · rank ${own.rank} of ${own.of} prefectures · 得分 ${fmt(own.total)} · ${esc(grade(own.grade))}</p>` : ""}
+    <div class="grid">
+      <section class="card" id="league-in_poverty"><h2>${LEAGUES.in_poverty}</h2>${table(poor, (c) => `#/county/${c}`, "本联赛暂无县 no county in this league")}</section>
+      <section class="card" id="league-exited"><h2>${LEAGUES.exited}</h2>${table(exited, (c) => `#/county/${c}`, "本联赛暂无县 no county in this league")}</section>
+    </div>`;
+}
+
+function chart(points) {
+  if (points.length < 1) return '<p class="muted">暂无历史 no history yet</p>';
+  const w = 600, h = 200, pad = 30;
+  const times = points.map((p) => Date.parse(p.at));
+  const t0 = Math.min(...times), t1 = Math.max(...times) || t0 + 1;
+  const totals = points.map((p) => p.total);
+  const lo = Math.max(0, Math.floor(Math.min(...totals) - 2)), hi = Math.min(100, Math.ceil(Math.max(...totals) + 2));
+  const x = (t) => pad + ((t - t0) / Math.max(1, t1 - t0)) * (w - 2 * pad);
+  const y = (v) => h - pad - ((v - lo) / Math.max(1, hi - lo)) * (h - 2 * pad);
+  const d = points.map((p, i) => `${i ? "L" : "M"}${x(times[i]).toFixed(1)},${y(p.total).toFixed(1)}`).join(" ");
+  return `<svg class="chart" viewBox="0 0 ${w} ${h}" role="img" aria-label="score over time">
+    <line x1="${pad}" y1="${y(hi)}" x2="${w - pad}" y2="${y(hi)}"/><line x1="${pad}" y1="${y(lo)}" x2="${w - pad}" y2="${y(lo)}"/>
+    <text x="2" y="${y(hi) + 3}">${hi}</text><text x="2" y="${y(lo) + 3}">${lo}</text>
+    <text x="${pad}" y="${h - 8}">${new Date(t0).toLocaleDateString("zh-CN")}</text>
+    <text x="${w - pad - 60}" y="${h - 8}">${new Date(t1).toLocaleDateString("zh-CN")}</text>
+    <path d="${d}"/></svg>`;
+}
+
+function findingsTable(page) {
+  if (!page || page.unavailable) return `<p class="muted">不可用 unavailable ${esc(page && page.unavailable)}</p>`;
+  if (!page.items.length) return '<p class="muted">无 none</p>';
+  return `<table><thead><tr><th>问题 Finding</th><th>类别 Category</th><th>严重 Severity</th><th>期限 Deadline</th><th class="num">逾期天数 Days over</th></tr></thead><tbody>${
+    page.items.map((f) => `<tr><td>${esc(f.finding_id)}<br><span class="muted">${esc(f.description)}</span></td>
+      <td>${esc(CATEGORIES[f.category] || f.category)}</td><td>${esc(f.severity)}</td><td>${esc(f.deadline)}</td>
+      <td class="num">${f.days_overdue || ""}</td></tr>`).join("")}</tbody></table>`;
+}
+
+async function county(code, year) {
+  const parent = code.slice(0, 4) + "00";
+  crumbs([[name(PROVINCE), "#/"], [name(parent), `#/prefecture/${parent}`], [name(code), null]]);
+  const [placements, history, detail] = await Promise.all([
+    getJSON(`/v1/standings/${code}?year=${year}`),
+    getJSON(`/v1/standings/${code}/history?year=${year}`),
+    getJSON(`/v1/dashboard/county/${code}?year=${year}`),
+  ]);
+  const score = detail.score && !detail.score.unavailable ? detail.score : null;
+  const provinceLine = history.filter((h) => h.scope === PROVINCE && h.rank !== null);
+  const comps = score ? Object.entries(COMPONENTS).map(([k, label]) => {
+    const v = score.components[k];
+    return `<div><span>${label}</span><span class="bar"><span style="width:${v ?? 0}%"></span></span><span class="num">${fmt(v)}</span></div>`;
+  }).join("") : "";
+  const lines = detail.explanation && detail.explanation.items ? detail.explanation.items : [];
+  view.innerHTML = `<h1>${esc(name(code))} <span class="muted">${code}</span></h1>
+    <div class="grid">
+      <section class="card"><h2>得分 Score</h2>${score ? `<div class="big" id="county-total">${fmt(score.total)}</div>
+        <p><span class="pill">${esc(grade(score.grade))}</span> ${score.gated ? "（存在未整改重大问题，等次封顶 grade capped）" : ""}
+        · ${esc(LEAGUES[score.league] || score.league)} · 政策 ${esc(score.policy_version)}</p>` : '<p class="muted">暂无得分 not scored yet</p>'}
+        <table id="placements"><thead><tr><th>范围 Scope</th><th class="num">名次 Rank</th><th class="num">变化 Move</th></tr></thead><tbody>${
+          placements.map((p) => `<tr><td>${esc(p.scope_name || p.scope)} · ${esc(LEAGUES[p.league] || p.league)}</td>
+            <td class="num rank">${p.rank} / ${p.of}</td><td class="num">${movement(p)}</td></tr>`).join("")}</tbody></table></section>
+      <section class="card"><h2>分项 Components</h2><div class="bars">${comps}</div></section>
+      <section class="card"><h2>得分走势 Score over time (全省排名 province scope)</h2>${chart(provinceLine)}</section>
+    </div>
+    <div class="grid" style="margin-top:1rem">
+      <section class="card"><h2>逾期整改 Overdue rectifications</h2>${findingsTable(detail.overdue_findings)}</section>
+      <section class="card"><h2>未整改 Open rectifications</h2>${findingsTable(detail.open_findings)}</section>
+      <section class="card"><h2>扣分明细 Explanation</h2>${lines.length ? `<table><thead><tr><th>分项 Component</th><th class="num">分值 Points</th><th>规则 Rule</th><th>原因 Cause</th></tr></thead><tbody>${
+        lines.map((l) => `<tr><td>${esc(COMPONENTS[l.component] || l.component)}</td><td class="num">${fmt(l.points)}</td>
+          <td>${esc(l.rule)}</td><td class="muted">${esc(l.cause.slice(0, 18))}</td></tr>`).join("")}</tbody></table>` : '<p class="muted">无 none</p>'}</section>
+    </div>`;
+}
+
+function route() {
+  const year = yearSelect.value;
+  const [, kind, code] = (location.hash || "#/").slice(1).split("/");
+  if (kind === "prefecture" && /^\d{6}$/.test(code)) return { scope: code, render: () => prefecture(code, year) };
+  if (kind === "county" && /^\d{6}$/.test(code)) return { scope: code, render: () => county(code, year) };
+  return { scope: PROVINCE, render: () => province(year) };
+}
+
+function listen(scope) {
+  if (stream) stream.close();
+  stream = new EventSource(`/v1/standings/stream?region=${scope}`);
+  stream.onopen = () => live.classList.add("on");
+  stream.onerror = () => live.classList.remove("on");
+  let pending = null;
+  stream.addEventListener("standing", (e) => {
+    const change = JSON.parse(e.data);
+    if (String(change.year) !== yearSelect.value) return;
+    clearTimeout(pending); // many changes arrive together: render once
+    pending = setTimeout(async () => {
+      await show(false);
+      const row = view.querySelector(`tr[data-code="${change.region_code}"]`);
+      if (row) row.classList.add("flash");
+    }, 150);
+  });
+}
+
+async function show(resubscribe = true) {
+  const r = route();
+  try {
+    await r.render();
+  } catch (err) {
+    view.innerHTML = `<p class="down">加载失败 failed to load: ${esc(err.message)}</p>`;
+  }
+  if (resubscribe) listen(r.scope);
+}
+
+async function start() {
+  const thisYear = Number(new Intl.DateTimeFormat("en", { timeZone: "Asia/Shanghai", year: "numeric" }).format(new Date()));
+  const wanted = new URLSearchParams(location.search).get("year") || String(thisYear);
+  for (let y = thisYear + 1; y >= 2016; y--) yearSelect.add(new Option(`${y}`, `${y}`, false, `${y}` === wanted));
+  if (!yearSelect.value || yearSelect.value !== wanted) yearSelect.add(new Option(wanted, wanted, true, true));
+  (await getJSON("/v1/regions")).forEach((r) => regions.set(r.code, r));
+  yearSelect.onchange = () => show(false);
+  window.onhashchange = () => show(true);
+  await show(true);
+}
+
+start();

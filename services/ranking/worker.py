@@ -1,0 +1,147 @@
+"""`python -m services.ranking.worker`: consume scoring's score messages, keep standings ranked.
+
+Effectively once, as scoring: a batch's standings, history, outbox rows and consumed offsets are
+written in ONE transaction; on assignment the consumer seeks to the offsets in our database; a
+resent or older copy of a region's score (by scoring's `outbox_id`) is dropped. Unusable
+messages go to `kaohe.scoring.scores.v1.dlt`.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import httpx
+from kafka.errors import OffsetOutOfRangeError
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session
+
+from services.events import topics
+from services.kit.consumer import group_consumer, poll_ordered, run_worker
+from services.kit.db import service_engine
+from services.kit.kafka import ensure_topics
+from services.kit.logs import configure
+from services.kit.outbox import Relay, outbox_row
+from services.kit.settings import Settings
+from services.ranking import store
+from services.ranking.base import Outbox
+
+log = logging.getLogger("services.ranking.worker")
+GROUP = "kaohe-ranking"
+DLT = topics.dead_letter(topics.SCORING_SCORES)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Worker:
+    def __init__(self, settings: Settings, db: Engine, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings, self.db, self.clock = settings, db, clock
+        self.consumer = None
+
+    def load_regions(self, stop: threading.Event, patience_s: float = 60.0) -> None:
+        """Region names and levels from intake (cached: a restart needs no intake)."""
+        deadline = time.monotonic() + patience_s
+        while not stop.is_set():
+            try:
+                regions = httpx.get(f"{self.settings.intake_base_url}/v1/regions", timeout=10).raise_for_status().json()
+            except httpx.HTTPError as exc:
+                with Session(self.db) as s:
+                    cached = store.region_count(s)
+                if cached or time.monotonic() > deadline:
+                    log.warning("intake regions unavailable (%s); %d cached", exc, cached)
+                    return
+                stop.wait(1.0)
+                continue
+            with Session(self.db) as s:
+                store.save_regions(s, regions)
+                s.commit()
+            return
+
+    def connect(self) -> None:
+        ensure_topics(self.settings.bootstrap_servers, [topics.SCORING_SCORES, DLT, topics.RANKING_STANDINGS],
+                      self.settings.topic_partitions)
+        self.consumer = group_consumer(self.settings, group=GROUP, topic=topics.SCORING_SCORES,
+                                       batch=self.settings.ranking_batch, on_assigned=self.seek_stored)
+
+    def seek_stored(self, partitions) -> None:
+        with Session(self.db) as s:
+            stored = store.stored_offsets(s, topics.SCORING_SCORES)
+        for tp in partitions:
+            if tp.partition in stored:
+                self.consumer.seek(tp, stored[tp.partition])
+            else:
+                self.consumer.seek_to_beginning(tp)
+        log.info("assigned %s", sorted(tp.partition for tp in partitions))
+
+    def handle(self, messages) -> int:
+        """Apply one poll's messages in one transaction; returns the standings that changed."""
+        now = self.clock()
+        batch = store.Batch()
+        for m in messages:
+            try:
+                batch.add(store.parse(m.value, m.headers))
+            except ValueError as exc:
+                log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc)
+                batch.dead_letters.append(outbox_row(
+                    Outbox, topic=DLT, key=(m.key or b"").decode("utf-8", "replace"), value=m.value or b"", now=now,
+                    headers={"error": str(exc)[:500], "original_topic": m.topic,
+                             "original_partition": str(m.partition), "original_offset": str(m.offset)}))
+            batch.offsets[(m.topic, m.partition)] = m.offset + 1
+        with Session(self.db) as s:
+            history = store.write(s, batch, now)
+            s.commit()
+        return len(history)
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                if self.consumer is None:
+                    self.load_regions(stop)
+                    self.connect()
+                messages = poll_ordered(self.consumer, self.settings.ranking_batch)
+                if messages:
+                    self.handle(messages)
+                backoff = 0.5
+            except OffsetOutOfRangeError as exc:
+                # the broker lost the log (the local broker keeps nothing on restart): the
+                # standings hold; read the new log from its start (older copies are dropped)
+                log.warning("offsets out of range %s: reading the new log from its start", exc)
+                self.consumer.seek_to_beginning(*self.consumer.assignment())
+            except (OperationalError, DBAPIError) as exc:
+                log.warning("database unavailable (%s); retrying in %.1fs", str(exc).splitlines()[0], backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                if self.consumer is not None:
+                    try:
+                        self.seek_stored(self.consumer.assignment())
+                    except (OperationalError, DBAPIError):
+                        pass
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+
+
+def build_relay(settings: Settings, db: Engine) -> Relay:
+    return Relay.from_settings(settings, db, Outbox, [topics.RANKING_STANDINGS, DLT])
+
+
+def main() -> None:
+    configure()
+    settings = Settings()
+    db = service_engine(settings, "ranking")
+    worker = Worker(settings, db)
+    relay = build_relay(settings, db)
+    run_worker("ranking", worker, relay)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["GROUP", "Worker", "build_relay", "main"]

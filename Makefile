@@ -38,9 +38,10 @@ browser: ## Install Debian's chromium (and CJK fonts) for the dashboard test, wh
 	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk >/dev/null 2>&1; }; }; } || \
 	  echo "chromium could not be installed: the dashboard browser test will be skipped"
 
-bench: $(STAMP) ## Measure intake and scoring throughput next to same-run baselines (QUICK=1: short run)
+bench: $(STAMP) ## Measure intake, scoring and ranking next to same-run baselines (QUICK=1: short run)
 	$(PY) -m bench.intake $(if $(QUICK),--quick,)
 	$(PY) -m bench.scoring $(if $(QUICK),--quick,)
+	$(PY) -m bench.ranking $(if $(QUICK),--quick,)
 
 lint: $(STAMP) ## Check the import layering (services never import each other)
 	$(VENV)/bin/lint-imports

@@ -92,21 +92,25 @@ def hello_world(wrk: str, seconds: int) -> dict:
 
 
 class Stack:
-    """`python -m services.kit.run` in a scratch data dir on free ports (broker, intake, relay)."""
+    """`python -m services.kit.run` in a scratch data dir on free ports: the whole system (broker,
+    intake and its relay, scoring, ranking), without demo data unless asked."""
 
-    def __init__(self, data_dir: Path, database_url: str | None) -> None:
-        self.port = free_port()
+    def __init__(self, data_dir: Path, database_url: str | None, *, demo: bool = False) -> None:
+        self.port, self.ranking_port = free_port(), free_port()
         self.env = {**os.environ, "KAOHE_DATA_DIR": str(data_dir), "KAOHE_INTAKE_PORT": str(self.port),
-                    "KAOHE_BROKER_PORT": str(free_port()), "KAOHE_LOG_LEVEL": "WARNING"}
+                    "KAOHE_SCORING_PORT": str(free_port()), "KAOHE_RANKING_PORT": str(self.ranking_port),
+                    "KAOHE_BROKER_PORT": str(free_port()), "KAOHE_LOG_LEVEL": "WARNING",
+                    "KAOHE_DEMO": "1" if demo else "0"}
         self.env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         if database_url:
             self.env["KAOHE_INTAKE_DATABASE_URL"] = database_url
         self.url = f"http://127.0.0.1:{self.port}"
+        self.ranking_url = f"http://127.0.0.1:{self.ranking_port}"
 
     def __enter__(self) -> "Stack":
         self.proc = subprocess.Popen([sys.executable, "-m", "services.kit.run"], cwd=ROOT, env=self.env,
                                      stdout=subprocess.DEVNULL, start_new_session=True)
-        wait_http(f"{self.url}/readyz", timeout=90)
+        wait_http(f"{self.ranking_url}/readyz", timeout=240)  # the last service up (after the demo data)
         return self
 
     def __exit__(self, *exc) -> None:

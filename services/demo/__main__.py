@@ -31,6 +31,11 @@ class Progress:
         self.duplicates += outcome.get("duplicates", 0)
         self.rejected += outcome.get("rejected", 0)
         self.done = self.accepted + self.duplicates + self.rejected
+        if not sys.stderr.isatty():
+            return  # a log, not a terminal: one line at the end
+        self.draw()
+
+    def draw(self) -> None:
         rate = self.done / max(1e-6, time.monotonic() - self.started)
         if self.total:
             filled = int(30 * self.done / self.total)
@@ -42,6 +47,7 @@ class Progress:
         sys.stderr.flush()
 
     def end(self) -> None:
+        self.draw()
         sys.stderr.write("\n")
 
 

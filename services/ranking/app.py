@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     settings = settings or Settings()
     engine = engine or service_engine(settings, "ranking")
     app = service_app(title="Kaohe ranking", description=DESCRIPTION, settings=settings)
-    app.state.settings, app.state.engine = settings, engine
+    app.state.settings, app.state.engine, app.state.names = settings, engine, routes.Names()
     app.include_router(health_router({"database": database_check(engine), "broker": broker_check(settings)}))
     app.include_router(routes.router)
     app.include_router(dashboard.router)

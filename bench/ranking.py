@@ -1,0 +1,178 @@
+"""Ranking figures next to baselines measured in the same run (part of `make bench`), on SQLite:
+
+  * freshness: intake accepted → the county's new total readable from the standings API, p50/p99,
+    while a background load of about 500 events/s flows; baseline: the broker's own
+    produce → consume latency (p99) at the same rate. Target: p99 ≤ 1 s.
+  * GET /v1/standings requests/s and p99 (wrk, 32 connections) for a prefecture league and the
+    province-wide county ranking (100 a page), against a FastAPI hello-world. Target ≥ 0.3.
+
+The system is the one `make run` starts, with its demo years loaded.
+"""
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import httpx
+import orjson
+from kafka import KafkaConsumer, KafkaProducer
+
+from bench.intake import ROOT, Stack, ensure_wrk, hello_world, run_wrk
+from services.kit.broker import LocalBroker, free_port
+from services.kit.kafka import ensure_topics
+
+YEAR = datetime.now(timezone.utc).year
+
+
+def event(type_: str, county: str, payload: dict) -> dict:
+    return {"event_id": str(uuid.uuid4()), "type": type_, "schema_version": 1,
+            "occurred_at": datetime.now(timezone.utc).isoformat(), "region_code": county, "source": "bench",
+            "payload": payload}
+
+
+def daily_check(county: str, failed: int) -> dict:
+    return event("daily_check.recorded", county, {"check_id": f"B-{uuid.uuid4().hex[:12]}", "kind": "work_log",
+                                                  "items_checked": 50, "items_failed": failed})
+
+
+def total_of(client: httpx.Client, ranking: str, county: str) -> float | None:
+    placed = client.get(f"{ranking}/v1/standings/{county}", params={"year": YEAR}).json()
+    return placed[0]["total"] if placed else None
+
+
+def freshness(stack: Stack, counties: list[str], rate: float, seconds: float) -> dict:
+    """Background daily checks at `rate` events/s; twice a second a probe event for a county the
+    background leaves alone, timed from intake's 201 until the standings API shows its new total."""
+    background, probes = counties[: len(counties) // 2], counties[len(counties) // 2:]
+    stop = threading.Event()
+    sent = [0]
+
+    async def load() -> None:
+        async with httpx.AsyncClient(base_url=stack.url, timeout=30,
+                                     limits=httpx.Limits(max_connections=32)) as client:
+            started, pending = time.monotonic(), set()
+            while not stop.is_set():
+                due = int((time.monotonic() - started) * rate) - sent[0]
+                for _ in range(max(0, due)):
+                    pending.add(asyncio.ensure_future(
+                        client.post("/v1/events", json=daily_check(random.choice(background), 1))))
+                    sent[0] += 1
+                pending = {p for p in pending if not p.done()}
+                await asyncio.sleep(0.005)
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    loader = threading.Thread(target=lambda: asyncio.run(load()), daemon=True)
+    loader.start()
+    latencies: list[float] = []
+    with httpx.Client(timeout=10) as client:
+        end = time.monotonic() + seconds
+        for i, county in enumerate(probes * 10):
+            if time.monotonic() > end:
+                break
+            before = total_of(client, stack.ranking_url, county)
+            r = client.post(f"{stack.url}/v1/events", json=daily_check(county, 10))
+            accepted = time.monotonic()
+            assert r.status_code == 201, r.text
+            while time.monotonic() - accepted < 10:
+                if total_of(client, stack.ranking_url, county) != before:
+                    latencies.append(time.monotonic() - accepted)
+                    break
+                time.sleep(0.01)
+            time.sleep(max(0.0, 0.5 - (time.monotonic() - accepted)))
+    stop.set()
+    loader.join(30)
+    elapsed = seconds
+    latencies.sort()
+    return {"probes": len(latencies), "background_events_per_s": sent[0] / elapsed,
+            "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+            "max_ms": 1000 * latencies[-1]}
+
+
+def broker_latency(rate: float, count: int) -> dict:
+    """The broker alone: produce with a timestamp, consume, at `rate` messages/s."""
+    with LocalBroker(free_port()) as broker:
+        ensure_topics(broker.bootstrap_servers, ["bench.latency"], 6)
+        consumer = KafkaConsumer("bench.latency", bootstrap_servers=broker.bootstrap_servers, group_id=None,
+                                 auto_offset_reset="latest", fetch_max_wait_ms=10)
+        while not consumer.assignment():
+            consumer.poll(timeout_ms=100)
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", linger_ms=0)
+        latencies: list[float] = []
+
+        def produce() -> None:
+            for i in range(count):
+                producer.send("bench.latency", key=str(i % 50).encode(), value=orjson.dumps(time.time()))
+                time.sleep(1 / rate)
+            producer.flush()
+
+        t = threading.Thread(target=produce, daemon=True)
+        t.start()
+        deadline = time.monotonic() + count / rate + 30
+        while len(latencies) < count and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=100).values():
+                now = time.time()
+                latencies += [now - orjson.loads(m.value) for m in batch]
+        t.join()
+        producer.close()
+        consumer.close()
+    latencies.sort()
+    return {"messages": len(latencies), "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rate", type=float, default=500.0)
+    args = parser.parse_args()
+    seconds = 5 if args.quick else 15
+    wrk = ensure_wrk()
+    print("baseline: FastAPI hello-world…", flush=True)
+    hello = hello_world(wrk, seconds)
+    print(f"baseline: broker produce→consume at {args.rate:.0f}/s…", flush=True)
+    broker = broker_latency(args.rate, int(args.rate * (5 if args.quick else 10)))
+    with TemporaryDirectory() as tmp, Stack(Path(tmp), None, demo=True) as stack:
+        with httpx.Client(timeout=10) as client:
+            deadline = time.monotonic() + 240
+            def ranked() -> int:
+                r = client.get(f"{stack.ranking_url}/v1/standings",
+                               params={"region": "510000", "year": YEAR, "limit": 100})
+                return len(r.json()["items"]) if r.status_code == 200 else 0
+
+            while ranked() < 100:
+                assert time.monotonic() < deadline, "the demo's standings did not appear"
+                time.sleep(1)
+            counties = [r["code"] for r in client.get(f"{stack.url}/v1/regions", params={"level": "county"}).json()]
+        time.sleep(10 if not args.quick else 5)  # let scoring and ranking finish the demo backlog
+        print("standings: prefecture league and province-wide ranking…", flush=True)
+        prefecture = run_wrk(wrk, f"{stack.ranking_url}/v1/standings?region=513400&year={YEAR}", seconds)
+        province = run_wrk(wrk, f"{stack.ranking_url}/v1/standings?region=510000&year={YEAR}&limit=100", seconds)
+        print(f"freshness at {args.rate:.0f} events/s…", flush=True)
+        fresh = freshness(stack, counties, args.rate, 10 if args.quick else 30)
+    results = {"hello_world": hello, "broker_produce_consume": broker, "standings_prefecture": prefecture,
+               "standings_province": province, "freshness": fresh}
+    h = hello["requests_per_s"]
+    print(f"\n{'figure':<52}{'value':>12}{'baseline':>12}{'ratio':>8}{'target':>10}")
+    for name, r in (("standings, prefecture league", prefecture), ("standings, province, 100 a page", province)):
+        print(f"{name + ' requests/s':<52}{r['requests_per_s']:>12,.0f}{h:>12,.0f}{r['requests_per_s'] / h:>8.2f}"
+              f"{'≥0.3':>10}   p99 {r['p99_ms']:.1f} ms")
+    print(f"{'freshness intake→standing p99 ms':<52}{fresh['p99_ms']:>12,.0f}{broker['p99_ms']:>12,.1f}{'':>8}"
+          f"{'≤1000':>10}   p50 {fresh['p50_ms']:.0f} ms, {fresh['probes']} probes, "
+          f"background {fresh['background_events_per_s']:.0f} events/s")
+    out = ROOT / "bench" / "results.json"
+    merged = json.loads(out.read_text()) if out.exists() else {}
+    merged["ranking"] = results
+    out.write_text(json.dumps(merged, indent=2))
+    print(f"\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -87,10 +87,12 @@ def _names(session: Session, codes: list[str]) -> dict[str, str]:
 
 
 class Names:
-    """Region names and levels, read once per process (regions change only with a new release)."""
+    """Per process: region names and levels (read once; regions change only with a new release)
+    and the rendered standings pages."""
 
     def __init__(self) -> None:
         self.regions: dict[str, tuple[str, str]] = {}
+        self.pages: dict[tuple, tuple[int, bytes]] = {}  # rendered standings pages, by history version
 
     def load(self, session: Session) -> None:
         self.regions = {r.code: (r.name, r.level) for r in session.execute(select(Region.code, Region.name,
@@ -119,6 +121,7 @@ CURRENT = (select(*STANDING_COLUMNS)
            .where(Standing.scope == bindparam("scope"), Standing.level == bindparam("level"),
                   Standing.league == bindparam("league"), Standing.year == bindparam("year"))
            .order_by(Standing.rank, Standing.region_code).limit(bindparam("limit")))
+HISTORY_VERSION = select(func.coalesce(func.max(StandingHistory.id), 0))
 CURRENT_AFTER = CURRENT.where(or_(Standing.rank > bindparam("rank"), (Standing.rank == bindparam("rank"))
                                   & (Standing.region_code > bindparam("code"))))
 HISTORY_COLUMNS = (StandingHistory.region_code, StandingHistory.rank, StandingHistory.total, StandingHistory.grade,
@@ -164,6 +167,13 @@ def _standings(session: Session, names: Names, region: str, year: int, level: st
     params = {"scope": region, "level": level, "league": league, "year": year, "limit": limit + 1,
               "rank": position["rank"] if position else 0, "code": position["code"] if position else ""}
     if as_of is None:  # statements built once (no per-request construction), cached compiled
+        # every change of a standing writes a history row in the same transaction: the newest
+        # history id versions the whole rank table, so an unchanged page is served as rendered
+        version = session.execute(HISTORY_VERSION).scalar_one()
+        key = (region, level, league, year, cursor, limit)
+        cached = names.pages.get(key)
+        if cached is not None and cached[0] == version:
+            return Response(cached[1], media_type="application/json")
         rows = session.execute(CURRENT_AFTER if position else CURRENT, params).all()
     else:
         model, columns = StandingHistory, HISTORY_COLUMNS
@@ -183,7 +193,12 @@ def _standings(session: Session, names: Names, region: str, year: int, level: st
     page = {"region": region, "level": level, "league": league, "year": year,
             "as_of": as_of.isoformat() if as_of else None, "items": items,
             "next_cursor": pagination.encode({"rank": rows[-1][1], "code": rows[-1][0]}) if more else None}
-    return Response(orjson.dumps(page), media_type="application/json")
+    body = orjson.dumps(page)
+    if as_of is None:
+        if len(names.pages) >= 512:
+            names.pages.clear()
+        names.pages[key] = (version, body)
+    return Response(body, media_type="application/json")
 
 
 def _history_after(engine: Engine, after: int, region: str | None, limit: int = 500) -> list[dict[str, Any]]:

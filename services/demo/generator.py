@@ -46,7 +46,8 @@ DESCRIPTIONS = {
     Indicator.housing: "住房安全鉴定不到位，存在危房", Indicator.food: "吃穿不愁保障存在短板",
     Indicator.clothing: "冬季衣被保障不足", Indicator.collective_economy: "村集体经济收入未达标",
     Indicator.water: "饮水安全未保障", Indicator.electricity: "生产用电未通", Indicator.road: "通村道路未硬化",
-    Indicator.clinic: "村卫生室无合格村医", Indicator.cultural_room: "文化室未建成", Indicator.network: "宽带网络未覆盖",
+    Indicator.clinic: "村卫生室无合格村医", Indicator.cultural_room: "文化室未建成",
+    Indicator.network: "宽带网络未覆盖",
     Indicator.broadcast: "广播电视信号未覆盖",
 }
 
@@ -151,7 +152,8 @@ def _ledger(rng: random.Random, code: str, f: dict[str, Any], visit: date, quali
 
 def exits(counties: list[dict[str, Any]], year: int, seed: int) -> Iterator[dict[str, Any]]:
     """A few counties still in poverty exit in the year (脱贫摘帽), announced in the autumn."""
-    poor = [c for c in counties if c.get("baseline_status", c.get("status")) == "in_poverty" and c.get("poverty_county")]
+    poor = [c for c in counties
+            if c.get("baseline_status", c.get("status")) == "in_poverty" and c.get("poverty_county")]
     order = random.Random(f"{seed}/exits").sample(poor, len(poor))
     rng = random.Random(f"{seed}/{year}/exits")
     for c in order[(year % 8) * 6:(year % 8) * 6 + 6]:  # different counties each year (within 8 years)

@@ -52,6 +52,21 @@ def poll_ordered(consumer: KafkaConsumer, batch: int, timeout_ms: int = 200) -> 
 
 
 
+class Backoff:
+    """Waits that double from `first` to `cap` while something (a database, a service) is away."""
+
+    def __init__(self, first: float = 0.5, cap: float = 10.0) -> None:
+        self.first, self.cap, self.delay = first, cap, first
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+    def wait(self, stop: threading.Event, what: str, exc: BaseException) -> None:
+        log.warning("%s unavailable (%s); retrying in %.1fs", what, str(exc).splitlines()[0], self.delay)
+        stop.wait(self.delay)
+        self.delay = min(self.delay * 2, self.cap)
+
+
 def run_worker(name: str, worker, relay) -> None:
     """A worker process's main loop: `worker.run(stop)` on this thread, its outbox relay on another
     (with its own producer), both stopped by SIGINT/SIGTERM."""
@@ -70,4 +85,4 @@ def run_worker(name: str, worker, relay) -> None:
         log.info("%s worker stopped", name)
 
 
-__all__ = ["group_consumer", "poll_ordered", "run_worker"]
+__all__ = ["Backoff", "group_consumer", "poll_ordered", "run_worker"]

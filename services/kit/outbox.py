@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, Session, SQLModel
 
+from services.events import topics
 from services.kit.db import UTCDateTime
 from services.kit.kafka import KafkaError, ensure_topics, producer
 
@@ -59,6 +60,16 @@ def outbox_row(model: type[SQLModel], *, topic: str, key: str, value: bytes, hea
     """Column values of one outbox row (for bulk insert)."""
     return {"topic": topic, "key": key, "value": value, "headers": orjson.dumps(headers).decode(),
             "created_at": now}
+
+
+def dead_letter_row(model: type[SQLModel], message: Any, error: str, now: datetime) -> dict[str, Any]:
+    """An outbox row sending an unusable consumed message to `<topic>.dlt`, naming the error and
+    where the message came from (original topic, partition, offset)."""
+    key = (message.key or b"").decode("utf-8", "replace")
+    return outbox_row(model, topic=topics.dead_letter(message.topic), key=key,
+                      value=message.value if message.value is not None else b"", now=now,
+                      headers={"error": error[:500], "original_topic": message.topic,
+                               "original_partition": str(message.partition), "original_offset": str(message.offset)})
 
 
 class Relay:

@@ -100,7 +100,8 @@ def banner(settings: Settings, broker: LocalBroker | None) -> str:
         "",
         f"  try:  curl -s {base}:{settings.intake_port}/v1/regions/513400 | python3 -m json.tool",
         f"        curl -s '{base}:{settings.scoring_port}/v1/scores?parent=513400&year=2026' | python3 -m json.tool",
-        f"        curl -s '{base}:{settings.ranking_port}/v1/standings?region=510000&year=2026&limit=5' | python3 -m json.tool",
+        f"        curl -s '{base}:{settings.ranking_port}/v1/standings?region=510000&year=2026&limit=5'"
+        " | python3 -m json.tool",
         "",
     ]
     return "\n".join(lines)

@@ -19,11 +19,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from services.events import topics
-from services.kit.consumer import group_consumer, poll_ordered, run_worker
+from services.kit.consumer import Backoff, group_consumer, poll_ordered, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure
-from services.kit.outbox import Relay, outbox_row
+from services.kit.outbox import Relay, dead_letter_row
 from services.kit.settings import Settings
 from services.ranking import store
 from services.ranking.base import Outbox
@@ -86,10 +86,7 @@ class Worker:
                 batch.add(store.parse(m.value, m.headers))
             except ValueError as exc:
                 log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc)
-                batch.dead_letters.append(outbox_row(
-                    Outbox, topic=DLT, key=(m.key or b"").decode("utf-8", "replace"), value=m.value or b"", now=now,
-                    headers={"error": str(exc)[:500], "original_topic": m.topic,
-                             "original_partition": str(m.partition), "original_offset": str(m.offset)}))
+                batch.dead_letters.append(dead_letter_row(Outbox, m, str(exc), now))
             batch.offsets[(m.topic, m.partition)] = m.offset + 1
         with Session(self.db) as s:
             history = store.write(s, batch, now)
@@ -97,7 +94,7 @@ class Worker:
         return len(history)
 
     def run(self, stop: threading.Event) -> None:
-        backoff = 0.5
+        backoff = Backoff()
         while not stop.is_set():
             try:
                 if self.consumer is None:
@@ -106,16 +103,14 @@ class Worker:
                 messages = poll_ordered(self.consumer, self.settings.ranking_batch)
                 if messages:
                     self.handle(messages)
-                backoff = 0.5
+                backoff.reset()
             except OffsetOutOfRangeError as exc:
                 # the broker lost the log (the local broker keeps nothing on restart): the
                 # standings hold; read the new log from its start (older copies are dropped)
                 log.warning("offsets out of range %s: reading the new log from its start", exc)
                 self.consumer.seek_to_beginning(*self.consumer.assignment())
             except (OperationalError, DBAPIError) as exc:
-                log.warning("database unavailable (%s); retrying in %.1fs", str(exc).splitlines()[0], backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff.wait(stop, "database", exc)
                 if self.consumer is not None:
                     try:
                         self.seek_stored(self.consumer.assignment())

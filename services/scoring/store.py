@@ -207,7 +207,8 @@ def _previous_totals(session: Session, keys: list[tuple[str, int]]) -> dict[tupl
     rows = session.execute(select(ScoreRow.region_code, ScoreRow.year, ScoreRow.total, ScoreRow.grade,
                                   ScoreRow.components).where(ScoreRow.region_code.in_(codes))).all()
     wanted = set(keys)
-    return {(r.region_code, r.year): (r.total, r.grade, r.components) for r in rows if (r.region_code, r.year) in wanted}
+    return {(r.region_code, r.year): (r.total, r.grade, r.components) for r in rows
+            if (r.region_code, r.year) in wanted}
 
 
 def _score_message(row: dict, previous: tuple | None) -> bytes:
@@ -228,11 +229,3 @@ def _team_points(session: Session, scorer: Scorer, now: datetime) -> None:
         rows.append({"team_id": team, "points": detail["points"], "detail": orjson.dumps(detail).decode(),
                      "as_of": scorer.as_of})
     upsert(session, TeamPoints.__table__, rows, keys=("team_id",))
-
-
-def dead_letter(message: Any, error: str, now: datetime) -> dict[str, Any]:
-    """An outbox row sending an unusable message to `<topic>.dlt`, naming the error and its origin."""
-    return outbox_row(Outbox, topic=topics.dead_letter(message.topic), key=(message.key or b"").decode("utf-8", "replace"),
-                      value=message.value if message.value is not None else b"", now=now,
-                      headers={"error": error[:500], "original_topic": message.topic,
-                               "original_partition": str(message.partition), "original_offset": str(message.offset)})

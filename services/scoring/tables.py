@@ -13,5 +13,5 @@ from services.scoring.models import (
                                      WorkerClock,
 )
 
-__all__ = ["AppliedEvent", "ConsumerOffset", "County", "Explanation", "Outbox", "RebuildRequest", "ScoreRow", "StoredPolicy",
-           "TeamPoints", "WorkerClock", "metadata"]
+__all__ = ["AppliedEvent", "ConsumerOffset", "County", "Explanation", "Outbox", "RebuildRequest", "ScoreRow",
+           "StoredPolicy", "TeamPoints", "WorkerClock", "metadata"]

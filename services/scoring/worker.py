@@ -21,11 +21,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from services.events import registry, topics
-from services.kit.consumer import group_consumer, poll_ordered, run_worker
+from services.kit.consumer import Backoff, group_consumer, poll_ordered, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure
-from services.kit.outbox import Relay
+from services.kit.outbox import Relay, dead_letter_row
 from services.kit.settings import Settings
 from services.scoring import policy_store, store
 from services.scoring.base import Outbox
@@ -184,47 +184,26 @@ class Worker:
             stored = {p: (o, eid) for p, o, eid in s.execute(
                 select(ConsumerOffset.partition, ConsumerOffset.next_offset, ConsumerOffset.last_event_id)
                 .where(ConsumerOffset.topic == topics.INTAKE_EVENTS)).all()}
-        for tp in partitions:
-            if tp.partition not in stored:
-                self.consumer.seek_to_beginning(tp)
-            elif self.same_log(tp, *stored[tp.partition]):
-                self.consumer.seek(tp, stored[tp.partition][0])
-            else:
-                log.warning("partition %d is not the log we read (offset %d, event %s): catching up from "
-                            "intake, then reading it from the start", tp.partition, *stored[tp.partition])
-                self.log_replaced = True
-                self.consumer.seek_to_beginning(tp)
-        log.info("assigned %s", sorted(tp.partition for tp in partitions))
-
-    def same_log(self, tp: TopicPartition, next_offset: int, last_event_id: str | None) -> bool:
-        """Does the partition still hold, just before `next_offset`, the event we read last?"""
-        if next_offset == 0:
-            return True
-        # end offsets are no help: tansu's ListOffsets answer can lag the log's real end, so
-        # read the message itself (auto_offset_reset="none": a position past the end raises)
-        probe = KafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers.split(","), group_id=None,
-                              enable_auto_commit=False, auto_offset_reset="none", client_id="kaohe-scoring-probe")
+        probe = None  # one reader for every partition to check, only if there is one
         try:
-            probe.assign([tp])
-            if next_offset - 1 < probe.beginning_offsets([tp])[tp]:
-                return False  # retention removed what we were about to read
-            probe.seek(tp, next_offset - 1)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                for message in probe.poll(timeout_ms=500, max_records=1).get(tp, []):
-                    if message.offset != next_offset - 1:
-                        return False
-                    if last_event_id is None:  # the last message read was poison: its offset alone tells
-                        return True
-                    try:
-                        return orjson.loads(message.value).get("event_id") == last_event_id
-                    except (orjson.JSONDecodeError, AttributeError, TypeError):
-                        return False
-            return False
-        except OffsetOutOfRangeError:
-            return False
+            for tp in partitions:
+                if tp.partition not in stored:
+                    self.consumer.seek_to_beginning(tp)
+                    continue
+                probe = probe or KafkaConsumer(
+                    bootstrap_servers=self.settings.bootstrap_servers.split(","), group_id=None,
+                    enable_auto_commit=False, auto_offset_reset="none", client_id="kaohe-scoring-probe")
+                if same_log(probe, tp, *stored[tp.partition]):
+                    self.consumer.seek(tp, stored[tp.partition][0])
+                else:
+                    log.warning("partition %d is not the log we read (offset %d, event %s): catching up from "
+                                "intake, then reading it from the start", tp.partition, *stored[tp.partition])
+                    self.log_replaced = True
+                    self.consumer.seek_to_beginning(tp)
         finally:
-            probe.close()
+            if probe is not None:
+                probe.close()
+        log.info("assigned %s", sorted(tp.partition for tp in partitions))
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -238,7 +217,7 @@ class Worker:
                 record = registry.decode_record(m.value)
                 event_id = str(record.event.event_id)
             except (ValueError, TypeError, registry.ValidationError) as exc:
-                batch.dead_letters.append(store.dead_letter(m, f"{type(exc).__name__}: {exc}", now))
+                batch.dead_letters.append(dead_letter_row(Outbox, m, f"{type(exc).__name__}: {exc}", now))
                 log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset,
                             str(exc).splitlines()[0])
             else:
@@ -271,7 +250,7 @@ class Worker:
 
     def start(self, stop: threading.Event) -> bool:
         """Counties, engine, consumer and a first tick; retried while the database is away."""
-        backoff = 0.5
+        backoff = Backoff()
         while not stop.is_set():
             try:
                 self.load_counties(stop)
@@ -281,16 +260,13 @@ class Worker:
                 self.tick()
                 return True
             except (OperationalError, DBAPIError) as exc:
-                log.warning("database unavailable at start (%s); retrying in %.1fs", str(exc).splitlines()[0],
-                            backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff.wait(stop, "database (at start)", exc)
         return False
 
     def run(self, stop: threading.Event) -> None:
         if not self.start(stop):
             return
-        backoff = 0.5
+        backoff = Backoff()
         while not stop.is_set():
             try:
                 messages = poll_ordered(self.consumer, self.settings.scoring_batch)
@@ -301,7 +277,7 @@ class Worker:
                     self.handle(messages)
                 if time.monotonic() - self.last_tick >= self.settings.scoring_tick_s:
                     self.tick()
-                backoff = 0.5
+                backoff.reset()
             except OffsetOutOfRangeError as exc:
                 # our position is past the end of the log: the broker lost it (tansu keeps
                 # nothing on restart; retention on real Kafka). Catch up, then read from the start.
@@ -311,11 +287,7 @@ class Worker:
             except (OperationalError, DBAPIError, httpx.HTTPError) as exc:
                 # not a poison message: the database (or, to catch up, intake) is away. Forget
                 # what this batch did in memory, go back to the stored offsets, and retry.
-                log.warning("%s unavailable (%s); retrying in %.1fs",
-                            "intake" if isinstance(exc, httpx.HTTPError) else "database",
-                            str(exc).splitlines()[0], backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff.wait(stop, "intake" if isinstance(exc, httpx.HTTPError) else "database", exc)
                 try:
                     self.restore()
                     self.seek_stored(self.consumer.assignment())
@@ -325,6 +297,35 @@ class Worker:
     def close(self) -> None:
         if self.consumer is not None:
             self.consumer.close()
+
+
+def same_log(probe: KafkaConsumer, tp: TopicPartition, next_offset: int, last_event_id: str | None) -> bool:
+    """Does the partition still hold, just before `next_offset`, the event we read last?
+
+    End offsets are no help: tansu's ListOffsets answer can lag the log's real end, so the
+    message itself is read (`probe` has auto_offset_reset="none": a position past the end raises).
+    """
+    if next_offset == 0:
+        return True
+    try:
+        probe.assign([tp])
+        if next_offset - 1 < probe.beginning_offsets([tp])[tp]:
+            return False  # retention removed what we were about to read
+        probe.seek(tp, next_offset - 1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for message in probe.poll(timeout_ms=500, max_records=1).get(tp, []):
+                if message.offset != next_offset - 1:
+                    return False
+                if last_event_id is None:  # the last message read was poison: its offset alone tells
+                    return True
+                try:
+                    return orjson.loads(message.value).get("event_id") == last_event_id
+                except (orjson.JSONDecodeError, AttributeError, TypeError):
+                    return False
+        return False
+    except OffsetOutOfRangeError:
+        return False
 
 
 def build_relay(settings: Settings, db: Engine) -> Relay:
@@ -345,4 +346,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["GROUP", "Worker", "build_relay", "main"]
+__all__ = ["GROUP", "Worker", "build_relay", "main", "same_log"]

@@ -73,19 +73,6 @@ class HistoryLine(BaseModel):
     at: str
 
 
-def _region(session: Session, code: str) -> Region:
-    region = session.get(Region, code)
-    if region is None:
-        raise Problem(404, "not-found", "Not found", f"no region {code}")
-    return region
-
-
-def _names(session: Session, codes: list[str]) -> dict[str, str]:
-    if not codes:
-        return {}
-    return dict(session.execute(select(Region.code, Region.name).where(Region.code.in_(codes))).all())
-
-
 class Names:
     """Per process: region names and levels (read once; regions change only with a new release)
     and the rendered standings pages."""
@@ -104,6 +91,11 @@ class Names:
         if code not in self.regions:
             raise Problem(404, "not-found", "Not found", f"no region {code}")
         return self.regions[code][1]
+
+    def ensure(self, session: Session) -> "Names":
+        if not self.regions:
+            self.load(session)
+        return self
 
     def name(self, code: str) -> str | None:
         entry = self.regions.get(code)
@@ -201,14 +193,16 @@ def _standings(session: Session, names: Names, region: str, year: int, level: st
     return Response(body, media_type="application/json")
 
 
-def _history_after(engine: Engine, after: int, region: str | None, limit: int = 500) -> list[dict[str, Any]]:
+def _history_after(engine: Engine, names: Names, after: int, region: str | None, limit: int = 500
+                   ) -> list[dict[str, Any]]:
     with Session(engine) as s:
         q = select(StandingHistory).where(StandingHistory.id > after)
         if region:
             q = q.where(or_(StandingHistory.scope == region, StandingHistory.region_code == region))
         rows = s.execute(q.order_by(StandingHistory.id).limit(limit)).scalars().all()
-        names = _names(s, sorted({r.region_code for r in rows}))
-    return [{**_history(r), "region_code": r.region_code, "name": names.get(r.region_code), "year": r.year}
+        if rows:
+            names.ensure(s)
+    return [{**_history(r), "region_code": r.region_code, "name": names.name(r.region_code), "year": r.year}
             for r in rows]
 
 
@@ -222,12 +216,12 @@ def _last_history_id(engine: Engine) -> int:
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "`event: standing`, `id:` (resume with Last-Event-ID), `data:` JSON"},
                        404: {"description": "Unknown region", **PROBLEM}})
-async def stream(request: Request, region: Annotated[str | None, Query(pattern=r"^\d{6}$",
+async def stream(request: Request, names: NamesDep, region: Annotated[str | None, Query(pattern=r"^\d{6}$",
                  description="Only changes within this scope or of this region")] = None) -> StreamingResponse:
     engine = request.app.state.engine
     if region is not None:
         with Session(engine) as s:
-            _region(s, region)
+            names.level(s, region)  # 404 for an unknown region
     header = request.headers.get("last-event-id")
     # from where a reconnecting EventSource left off, else from now
     start = int(header) if header and header.isdigit() else await run_in_threadpool(_last_history_id, engine)
@@ -237,7 +231,7 @@ async def stream(request: Request, region: Annotated[str | None, Query(pattern=r
         after, quiet = start, 0.0
         yield b"retry: 2000\n\n"
         while not await request.is_disconnected():
-            rows = await run_in_threadpool(_history_after, engine, after, region)
+            rows = await run_in_threadpool(_history_after, engine, names, after, region)
             for row in rows:
                 after = row["id"]
                 yield b"event: standing\nid: %d\ndata: %s\n\n" % (row["id"], orjson.dumps(row))
@@ -257,8 +251,8 @@ async def stream(request: Request, region: Annotated[str | None, Query(pattern=r
 @router.get("/v1/standings/{region_code}", response_model=list[Placement],
             summary="Where a region stands in every scope it belongs to",
             responses={404: {"description": "Unknown region", **PROBLEM}})
-def placement(region_code: Code, year: Year, session: SessionDep) -> list[Placement]:
-    _region(session, region_code)
+def placement(region_code: Code, year: Year, session: SessionDep, names: NamesDep) -> list[Placement]:
+    names.level(session, region_code)  # 404 for an unknown region
     rows = session.execute(select(Standing).where(Standing.region_code == region_code, Standing.year == year)
                            .order_by(Standing.scope.desc(), Standing.level)).scalars().all()
     out = []
@@ -266,7 +260,7 @@ def placement(region_code: Code, year: Year, session: SessionDep) -> list[Placem
         size = session.execute(select(func.count()).select_from(Standing).where(
             Standing.scope == r.scope, Standing.level == r.level, Standing.league == r.league,
             Standing.year == r.year)).scalar_one()
-        out.append(Placement(scope=r.scope, scope_name=_names(session, [r.scope]).get(r.scope), level=r.level,
+        out.append(Placement(scope=r.scope, scope_name=names.name(r.scope), level=r.level,
                              league=r.league, rank=r.rank, of=size, total=r.total, grade=r.grade,
                              previous_rank=r.previous_rank, movement=r.movement, changed_at=r.changed_at.isoformat()))
     return out
@@ -281,10 +275,10 @@ def _history(r: StandingHistory) -> dict[str, Any]:
 @router.get("/v1/standings/{region_code}/history", response_model=list[HistoryLine],
             summary="Every change of a region's standings in a year, oldest first (rank null: left the scope)",
             responses={404: {"description": "Unknown region", **PROBLEM}})
-def history(region_code: Code, year: Year, session: SessionDep,
+def history(region_code: Code, year: Year, session: SessionDep, names: NamesDep,
             since: Annotated[datetime | None, Query(description="Only changes after this time")] = None
             ) -> list[dict[str, Any]]:
-    _region(session, region_code)
+    names.level(session, region_code)  # 404 for an unknown region
     q = select(StandingHistory).where(StandingHistory.region_code == region_code, StandingHistory.year == year)
     if since is not None:
         q = q.where(StandingHistory.at > since)

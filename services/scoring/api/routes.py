@@ -151,11 +151,14 @@ class RebuildPublic(BaseModel):
     status: str
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
 def _rebuild_public(r: RebuildRequest) -> RebuildPublic:
     status = "failed" if r.error else "done" if r.done_at else "running" if r.started_at else "queued"
-    iso = (lambda t: t.isoformat() if t else None)
-    return RebuildPublic(id=r.id, requested_at=iso(r.requested_at), started_at=iso(r.started_at),
-                         done_at=iso(r.done_at), events=r.events, error=r.error, status=status)
+    return RebuildPublic(id=r.id, requested_at=_iso(r.requested_at), started_at=_iso(r.started_at),
+                         done_at=_iso(r.done_at), events=r.events, error=r.error, status=status)
 
 
 @router.post("/v1/rebuilds", tags=["rebuilds"], status_code=202, response_model=RebuildPublic,

@@ -78,6 +78,32 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, validation_alias=_env("KAOHE_MAX_BODY_BYTES", "max_body_bytes"))
     relay_batch_size: int = Field(500, validation_alias=_env("KAOHE_RELAY_BATCH_SIZE", "relay_batch_size"))
     relay_idle_ms: int = Field(50, validation_alias=_env("KAOHE_RELAY_IDLE_MS", "relay_idle_ms"))
+    # Notify
+    notify_allow_private_urls: bool = Field(
+        False, validation_alias=_env("KAOHE_NOTIFY_ALLOW_PRIVATE_URLS", "notify_allow_private_urls"),
+        description="Development only: accept webhook URLs on loopback/private addresses (the local demo).")
+    notify_timeout_s: Annotated[float, Field(gt=0, le=15)] = Field(
+        15.0, validation_alias=_env("KAOHE_NOTIFY_TIMEOUT_S", "notify_timeout_s"))
+    notify_retry_schedule_s: list[Annotated[float, Field(ge=0)]] = Field(
+        [0, 5, 300, 1800, 7200, 18000, 36000, 36000],
+        validation_alias=_env("KAOHE_NOTIFY_RETRY_SCHEDULE_S", "notify_retry_schedule_s"), min_length=1,
+        description="Delay before each attempt (JSON list); after the last one a delivery has failed.")
+    notify_retry_jitter: Annotated[float, Field(ge=0, le=0.5)] = Field(
+        0.2, validation_alias=_env("KAOHE_NOTIFY_RETRY_JITTER", "notify_retry_jitter"),
+        description="Each retry delay is scaled by a random factor within 1 ± this.")
+    notify_disable_after_s: float = Field(
+        5 * 86_400, validation_alias=_env("KAOHE_NOTIFY_DISABLE_AFTER_S", "notify_disable_after_s"),
+        description="An endpoint failing without a success for this long is disabled.")
+    notify_rotation_window_s: float = Field(
+        86_400, validation_alias=_env("KAOHE_NOTIFY_ROTATION_WINDOW_S", "notify_rotation_window_s"),
+        description="After a secret rotation, deliveries are signed with the old secret too for this long.")
+    notify_concurrency: Annotated[int, Field(ge=1, le=256)] = Field(
+        16, validation_alias=_env("KAOHE_NOTIFY_CONCURRENCY", "notify_concurrency"))
+    notify_poll_ms: int = Field(200, validation_alias=_env("KAOHE_NOTIFY_POLL_MS", "notify_poll_ms"),
+                                description="How often the dispatcher looks for due deliveries when idle.")
+    notify_tick_s: float = Field(60.0, validation_alias=_env("KAOHE_NOTIFY_TICK_S", "notify_tick_s"),
+                                 description="How often the worker looks for rectification deadlines passed.")
+    notify_batch: int = Field(1000, validation_alias=_env("KAOHE_NOTIFY_BATCH", "notify_batch"))
 
     @cached_property
     def bootstrap_servers(self) -> str:

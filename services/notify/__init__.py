@@ -1,0 +1,1 @@
+"""Notify: signed webhooks to prefectures about what happens in their region."""

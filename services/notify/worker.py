@@ -1,0 +1,163 @@
+"""`python -m services.notify.worker`: turn intake, scoring and ranking messages into webhook
+notifications, watch rectification deadlines, and deliver.
+
+Effectively once, as ranking: a poll's notifications, deliveries, finding states, dead letters
+and consumed offsets are written in ONE transaction; on assignment the consumer seeks to the
+offsets in our database; a notification's dedupe key (type + source ids) is unique, so a source
+read twice makes no second notification. The dispatcher runs on its own thread beside the
+consumer; delivery state lives in the database, so a restart loses nothing.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from kafka import ConsumerRebalanceListener
+from kafka.errors import OffsetOutOfRangeError
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session
+
+from services.events import topics
+from services.kit.consumer import Backoff, group_consumer, poll_ordered, run_worker
+from services.kit.db import service_engine
+from services.kit.kafka import ensure_topics
+from services.kit.logs import configure
+from services.kit.outbox import Relay, dead_letter_row
+from services.kit.settings import Settings
+from services.notify import store
+from services.notify.base import Outbox
+from services.notify.delivery import Dispatcher
+from services.notify.notifications import TOPIC_HANDLERS, TOPICS, Batch
+
+log = logging.getLogger("services.notify.worker")
+GROUP = "kaohe-notify"
+DEAD_LETTERS = [topics.dead_letter(t) for t in TOPICS]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Seek(ConsumerRebalanceListener):
+    def __init__(self, on_assigned: Callable) -> None:
+        self.on_assigned = on_assigned
+
+    def on_partitions_revoked(self, revoked):  # state is committed per batch: nothing pending
+        pass
+
+    def on_partitions_assigned(self, assigned):
+        self.on_assigned(assigned)
+
+
+class Worker:
+    def __init__(self, settings: Settings, db: Engine, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings, self.db, self.clock = settings, db, clock
+        self.tz = ZoneInfo(settings.timezone)
+        self.consumer = None
+        self.dispatcher = Dispatcher(settings, db, clock=clock)
+        self.last_tick = 0.0
+
+    def connect(self) -> None:
+        ensure_topics(self.settings.bootstrap_servers, [*TOPICS, *DEAD_LETTERS], self.settings.topic_partitions)
+        self.consumer = group_consumer(self.settings, group=GROUP, topic=TOPICS[0], batch=self.settings.notify_batch,
+                                       on_assigned=self.seek_stored)
+        # kit's group_consumer subscribes to one topic; notify reads three in one group
+        self.consumer.subscribe(list(TOPICS), listener=_Seek(self.seek_stored))
+
+    def seek_stored(self, partitions) -> None:
+        with Session(self.db) as s:
+            stored = {t: store.stored_offsets(s, t) for t in TOPICS}
+        for tp in partitions:
+            offset = stored.get(tp.topic, {}).get(tp.partition)
+            if offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
+
+    def handle(self, messages) -> int:
+        """Apply one poll's messages in one transaction; returns the deliveries created."""
+        now = self.clock()
+        batch = Batch()
+        for m in messages:
+            try:
+                TOPIC_HANDLERS[m.topic](m.value, batch, self.tz)
+            except ValueError as exc:
+                log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset, str(exc).splitlines()[0])
+                batch.dead_letters.append(dead_letter_row(Outbox, m, str(exc), now))
+            batch.offsets[(m.topic, m.partition)] = m.offset + 1
+        with Session(self.db) as s:
+            created = store.write(s, batch, self.tz, now)
+            s.commit()
+        return created
+
+    def tick(self) -> int:
+        """Rectification deadlines that passed: one notification per finding, no event needed."""
+        now = self.clock()
+        with Session(self.db) as s:
+            created = store.record(s, store.overdue_now(s, now.astimezone(self.tz).date(), self.tz), now)
+            s.commit()
+        self.last_tick = time.monotonic()
+        return created
+
+    def run(self, stop: threading.Event) -> None:
+        sender = threading.Thread(target=self.dispatcher.run, args=(stop,), name="notify-dispatcher", daemon=True)
+        sender.start()
+        try:
+            self.consume(stop)
+        finally:
+            stop.set()
+            sender.join(2 * self.settings.notify_timeout_s + 5)
+
+    def consume(self, stop: threading.Event) -> None:
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                if self.consumer is None:
+                    self.connect()
+                messages = poll_ordered(self.consumer, self.settings.notify_batch)
+                if messages:
+                    self.handle(messages)
+                if time.monotonic() - self.last_tick >= self.settings.notify_tick_s:
+                    self.tick()
+                backoff.reset()
+            except OffsetOutOfRangeError as exc:
+                # the broker lost the log (tansu keeps nothing on restart): read the new one from
+                # its start; the dedupe keys drop what was already notified
+                log.warning("offsets out of range %s: reading the new log from its start", exc)
+                self.consumer.seek_to_beginning(*self.consumer.assignment())
+            except (OperationalError, DBAPIError) as exc:
+                backoff.wait(stop, "database", exc)
+                if self.consumer is not None:
+                    try:
+                        self.seek_stored(self.consumer.assignment())
+                    except (OperationalError, DBAPIError):
+                        pass
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+        self.dispatcher.close()
+
+
+def build_relay(settings: Settings, db: Engine) -> Relay:
+    """Publishes dead letters (notify publishes nothing else)."""
+    return Relay.from_settings(settings, db, Outbox, DEAD_LETTERS)
+
+
+def main() -> None:
+    configure()
+    settings = Settings()
+    db = service_engine(settings, "notify")
+    run_worker("notify", Worker(settings, db), build_relay(settings, db))
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["GROUP", "Worker", "build_relay", "main"]

@@ -12,7 +12,9 @@ config = context.config
 service = config.attributes.get("service") or context.get_x_argument(as_dictionary=True).get("service")
 if not service:
     raise SystemExit("choose a service: alembic -x service=intake upgrade intake@head")
-target_metadata = importlib.import_module(f"services.{service}.tables").metadata
+# API keys and idempotency records ("access") are kit's, shared by every service's API
+_tables = "services.kit.access.tables" if service == "access" else f"services.{service}.tables"
+target_metadata = importlib.import_module(_tables).metadata
 
 
 def _run(connection, schema: str | None) -> None:

@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from services.intake.app import create_app
 from services.intake.regions.service import load
+from services.kit.access import Access
 from services.kit.broker import LocalBroker, free_port
 from services.kit.db import make_engine
 from services.kit.migrate import upgrade
@@ -104,10 +105,37 @@ def clock() -> Clock:
     return Clock(datetime(2027, 1, 10, tzinfo=timezone.utc))
 
 
+class Keys:
+    """The access database of a test (SQLite under tmp_path, where Settings(data_dir=tmp_path) looks)
+    with a province-wide admin key; `key()` makes others."""
+
+    def __init__(self, tmp_path) -> None:
+        self.engine = make_engine(f"sqlite:///{tmp_path / 'access.db'}")
+        upgrade("access", self.engine)
+        self.store = Access(self.engine)
+        self.admin = self.key(["admin"], "510000", name="test admin")
+        self.headers = bearer(self.admin)
+
+    def key(self, scopes: list[str], region: str, *, name: str = "test key", rate_limit_per_min: int = 10**7) -> str:
+        return self.store.create(name=name, scopes=scopes, region=region, rate_limit_per_min=rate_limit_per_min)[1]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 @pytest.fixture
-def settings(tmp_path) -> Settings:
+def access(tmp_path) -> Iterator[Keys]:
+    keys = Keys(tmp_path)
+    yield keys
+    keys.engine.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path, access) -> Settings:
     # A bootstrap address nobody listens on: tests that need Kafka use the `broker` fixture.
-    return Settings(data_dir=tmp_path, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
+    return Settings(data_dir=tmp_path, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+                    service_token=access.admin)
 
 
 @pytest.fixture
@@ -123,5 +151,5 @@ def own_broker() -> Iterator[LocalBroker]:
 @pytest.fixture
 def client(database, settings, clock) -> Iterator[TestClient]:
     app = create_app(settings, engine=database.engine, clock=clock)
-    with TestClient(app) as c:
+    with TestClient(app, headers=bearer(settings.service_token)) as c:
         yield c

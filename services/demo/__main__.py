@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta, timezone
 import httpx
 
 from services.demo.generator import SOURCE, demo_year
+from services.kit.access.local import saved_token
 from services.kit.settings import Settings
 
 BATCH = 500
@@ -149,8 +150,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
     parser.add_argument("--live", action="store_true", help="after loading, keep sending new events at --rate")
     parser.add_argument("--events", type=int, default=None, help="with --live: stop after this many")
+    parser.add_argument("--key", default=settings.service_token or saved_token(settings.data_dir, "service"),
+                        help="API key with events:write (default: KAOHE_SERVICE_TOKEN, else the one make run saved)")
     args = parser.parse_args()
-    with httpx.Client(base_url=args.intake, timeout=60) as client:
+    if not args.key:
+        parser.error("no API key: start `make run` first (it saves one under var/keys), or pass --key")
+    with httpx.Client(base_url=args.intake, timeout=60, headers={"Authorization": f"Bearer {args.key}"}) as client:
         counties = client.get("/v1/regions", params={"level": "county"}).raise_for_status().json()
         load_years(client, counties, [int(y) for y in args.years.split(",") if y], args.rate)
         if args.live:

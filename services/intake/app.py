@@ -14,6 +14,8 @@ from services.intake.base import Outbox
 from services.intake.regions.service import Directory
 from services.intake.store.committer import GroupCommitter
 from services.intake.store.service import utcnow
+from services.kit.access import Access
+from services.kit.access import routes as access_routes
 from services.kit.app import broker_check, database_check, health_router, service_app
 from services.kit.db import service_engine
 from services.kit.settings import Settings
@@ -24,7 +26,7 @@ the rectification ledger, and publishes every accepted event to `kaohe.intake.ev
 Every error is `application/problem+json` (RFC 9457)."""
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None, access: Access | None = None,
                clock: Callable[[], datetime] = utcnow) -> FastAPI:
     settings = settings or Settings()
     engine = engine or service_engine(settings, "intake")
@@ -40,7 +42,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         finally:
             committer.stop()
 
-    app = service_app(title="Kaohe intake", description=DESCRIPTION, settings=settings, lifespan=lifespan)
+    app = service_app(title="Kaohe intake", description=DESCRIPTION, settings=settings, lifespan=lifespan,
+                      access=access)
     app.state.settings, app.state.engine, app.state.clock = settings, engine, clock
     app.state.directory, app.state.committer = directory, committer
 
@@ -54,4 +57,5 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                                      info=outbox_info))
     for module in (events, ledger, regions, audit, contracts):
         app.include_router(module.router)
+    app.include_router(access_routes.router)  # API keys are managed here, for every service
     return app

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.kit import problems
+from services.kit.access import Access, Idempotency, RateHeaders, RateLimiter
 from services.kit.db import ping
 from services.kit.kafka import CachedProbe
 from services.kit.limits import BodyLimit
@@ -101,10 +102,16 @@ def serve(create_app: Callable[[Settings], FastAPI], service: str) -> None:
 
 
 def service_app(*, title: str, description: str, settings: Settings, version: str = "1.0.0",
-                lifespan: Any = None) -> FastAPI:
+                lifespan: Any = None, access: Access | None = None) -> FastAPI:
+    """A service's app. `access` is the API key store (default: the one the settings place)."""
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
+    app.state.access = access or Access.from_settings(settings)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_min)
     _offline_docs(app)
     problems.install(app)
+    # outermost last: the body limit applies before idempotency reads a body
+    app.add_middleware(Idempotency)
+    app.add_middleware(RateHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

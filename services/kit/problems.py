@@ -25,6 +25,7 @@ class Problem(Exception):
     def __init__(self, status: int, slug: str, title: str, detail: str, **extra: Any) -> None:
         super().__init__(detail)
         self.status, self.slug, self.title, self.detail, self.extra = status, slug, title, detail, extra
+        self.headers: dict[str, str] = {}  # response headers (WWW-Authenticate, Retry-After, ...)
 
     def body(self, instance: str | None = None) -> dict[str, Any]:
         body = {"type": TYPE_PREFIX + self.slug, "title": self.title, "status": self.status, "detail": self.detail}
@@ -58,7 +59,7 @@ def problem_response(problem: Problem, request: Request | None = None, headers: 
         problem.body(str(request.url.path) if request else None),
         status_code=problem.status,
         media_type=MEDIA_TYPE,
-        headers=headers,
+        headers={**problem.headers, **(headers or {})},
     )
 
 

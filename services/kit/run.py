@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from services.kit.access import Access
+from services.kit.access.local import local_keys
 from services.kit.broker import LocalBroker
 from services.kit.logs import configure
 from services.kit.settings import Settings
@@ -32,7 +34,8 @@ class Child:
 
 def setup_steps() -> list[list[str]]:
     """Each service's own idempotent set-up (migrations, reference data, topics)."""
-    return [[sys.executable, "-m", f"services.{service}.setup"] for service in ("intake", "scoring", "ranking")]
+    return [[sys.executable, "-m", "services.kit.access", "migrate"],
+            *([sys.executable, "-m", f"services.{service}.setup"] for service in ("intake", "scoring", "ranking"))]
 
 
 def children(settings: Settings) -> list[Child]:
@@ -78,13 +81,18 @@ def stop_all(procs: list[Child], broker: LocalBroker | None) -> None:
         broker.stop()
 
 
-def banner(settings: Settings, broker: LocalBroker | None) -> str:
+def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str]) -> str:
     base = f"http://{settings.host}"
     url, _ = settings.database("intake")
+    keys = settings.data_dir / "keys"
+    auth = f'-H "Authorization: Bearer $(cat {keys / "admin.key"})"'
     lines = [
         "",
         "Kaohe is running. Ctrl-C stops everything.",
-        f"  dashboard       {base}:{settings.ranking_port}/   (standings by league, prefecture and county pages, live)",
+        f"  dashboard       {base}:{settings.ranking_port}/?key={tokens['dashboard']}",
+        "                  (standings by league, prefecture and county pages, live; the link carries a read-only key)",
+        f"  admin API key   {tokens['admin']}",
+        f"                  (saved in {keys / 'admin.key'}; every scope, province-wide: make partner keys with it)",
         f"  intake API      {base}:{settings.intake_port}/docs   (OpenAPI; events, ledger, regions)",
         f"  health          {base}:{settings.intake_port}/readyz",
         f"  event contracts {base}:{settings.intake_port}/asyncapi.json  and /v1/schemas",
@@ -98,9 +106,10 @@ def banner(settings: Settings, broker: LocalBroker | None) -> str:
         f"  notifications (:{settings.notify_port}) are not built yet.",
         "  demo data       two assessment years through intake's API; more, live: make demo RATE=200",
         "",
-        f"  try:  curl -s {base}:{settings.intake_port}/v1/regions/513400 | python3 -m json.tool",
-        f"        curl -s '{base}:{settings.scoring_port}/v1/scores?parent=513400&year=2026' | python3 -m json.tool",
-        f"        curl -s '{base}:{settings.ranking_port}/v1/standings?region=510000&year=2026&limit=5'"
+        f"  try:  curl -s {auth} {base}:{settings.intake_port}/v1/regions/513400 | python3 -m json.tool",
+        f"        curl -s {auth} '{base}:{settings.scoring_port}/v1/scores?parent=513400&year=2026'"
+        " | python3 -m json.tool",
+        f"        curl -s {auth} '{base}:{settings.ranking_port}/v1/standings?region=510000&year=2026&limit=5'"
         " | python3 -m json.tool",
         "",
     ]
@@ -129,6 +138,10 @@ def main() -> int:
             env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
         for step in setup_steps():
             subprocess.run(step, env=env, check=True)
+        access = Access.from_settings(settings)
+        tokens = local_keys(access, settings.data_dir)
+        access.engine.dispose()
+        env["KAOHE_SERVICE_TOKEN"] = tokens["service"]  # the workers' and the demo loader's key
         for child in children(settings):  # in order: a service is healthy before the next starts
             child.process = subprocess.Popen(child.args, env=env, start_new_session=True)
             procs.append(child)
@@ -136,7 +149,7 @@ def main() -> int:
                 wait_healthy(child)
         if os.environ.get("KAOHE_DEMO", "1") != "0":  # through intake's API, like any partner
             subprocess.run([sys.executable, "-m", "services.demo"], env=env, check=True)
-        print(banner(settings, broker), flush=True)
+        print(banner(settings, broker, tokens), flush=True)
         while not stopping:
             for child in procs:
                 if child.process.poll() is not None:

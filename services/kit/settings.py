@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Service = Literal["intake", "scoring", "ranking", "notify"]
+Service = Literal["intake", "scoring", "ranking", "notify", "access"]
 
 
 def _env(*names: str) -> AliasChoices:
@@ -46,6 +46,20 @@ class Settings(BaseSettings):
     ranking_database_url: str | None = Field(
         None, validation_alias=_env("KAOHE_RANKING_DATABASE_URL", "ranking_database_url")
     )
+    notify_database_url: str | None = Field(
+        None, validation_alias=_env("KAOHE_NOTIFY_DATABASE_URL", "notify_database_url")
+    )
+    access_database_url: str | None = Field(
+        None, validation_alias=_env("KAOHE_ACCESS_DATABASE_URL", "access_database_url"),
+        description="API keys and idempotency records, shared by every service's API.")
+
+    # Access
+    rate_limit_per_min: int = Field(
+        6000, validation_alias=_env("KAOHE_RATE_LIMIT_PER_MIN", "rate_limit_per_min"),
+        description="Requests per minute per API key and API process, unless the key sets its own.")
+    service_token: str | None = Field(
+        None, validation_alias=_env("KAOHE_SERVICE_TOKEN", "service_token"),
+        description="The API key workers use to read other services (intake's regions and export).")
 
     # Scoring
     intake_url: str | None = Field(None, validation_alias=_env("KAOHE_INTAKE_URL", "intake_url"),
@@ -78,6 +92,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, validation_alias=_env("KAOHE_MAX_BODY_BYTES", "max_body_bytes"))
     relay_batch_size: int = Field(500, validation_alias=_env("KAOHE_RELAY_BATCH_SIZE", "relay_batch_size"))
     relay_idle_ms: int = Field(50, validation_alias=_env("KAOHE_RELAY_IDLE_MS", "relay_idle_ms"))
+
     # Notify
     notify_allow_private_urls: bool = Field(
         False, validation_alias=_env("KAOHE_NOTIFY_ALLOW_PRIVATE_URLS", "notify_allow_private_urls"),

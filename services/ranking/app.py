@@ -8,6 +8,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
+from services.kit.access import Access
 from services.kit.app import broker_check, database_check, health_router, service_app
 from services.kit.db import service_engine
 from services.kit.settings import Settings
@@ -20,10 +21,11 @@ per assessment year, with movement, history, "as of" queries and a live stream. 
 ranking worker from scoring's score messages; this API only reads them. The dashboard is at `/`."""
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
+               access: Access | None = None) -> FastAPI:
     settings = settings or Settings()
     engine = engine or service_engine(settings, "ranking")
-    app = service_app(title="Kaohe ranking", description=DESCRIPTION, settings=settings)
+    app = service_app(title="Kaohe ranking", description=DESCRIPTION, settings=settings, access=access)
     app.state.settings, app.state.engine, app.state.names = settings, engine, routes.Names()
     app.include_router(health_router({"database": database_check(engine), "broker": broker_check(settings)}))
     app.include_router(routes.router)

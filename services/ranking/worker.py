@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from services.events import topics
+from services.kit.access import service_headers
 from services.kit.consumer import Backoff, group_consumer, poll_ordered, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
@@ -47,7 +48,8 @@ class Worker:
         deadline = time.monotonic() + patience_s
         while not stop.is_set():
             try:
-                regions = httpx.get(f"{self.settings.intake_base_url}/v1/regions", timeout=10).raise_for_status().json()
+                regions = httpx.get(f"{self.settings.intake_base_url}/v1/regions",
+                                    headers=service_headers(self.settings), timeout=10).raise_for_status().json()
             except httpx.HTTPError as exc:
                 with Session(self.db) as s:
                     cached = store.region_count(s)

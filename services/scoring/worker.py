@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from services.events import registry, topics
+from services.kit.access import service_headers
 from services.kit.consumer import Backoff, group_consumer, poll_ordered, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
@@ -61,7 +62,7 @@ class Worker:
         while True:
             try:
                 regions = httpx.get(f"{self.settings.intake_base_url}/v1/regions", params={"level": "county"},
-                                    timeout=10).raise_for_status().json()
+                                    headers=service_headers(self.settings), timeout=10).raise_for_status().json()
                 break
             except httpx.HTTPError as exc:
                 with Session(self.db) as s:
@@ -91,6 +92,7 @@ class Worker:
     def export_lines(self) -> Iterator[str]:
         """Intake's whole event store, in sequence order (`GET /v1/events/export`), streamed."""
         with httpx.stream("GET", f"{self.settings.intake_base_url}/v1/events/export",
+                          headers=service_headers(self.settings),
                           timeout=httpx.Timeout(10.0, read=300.0)) as response:
             response.raise_for_status()
             for line in response.iter_lines():

@@ -42,6 +42,12 @@ def start(env, timeout: float = 120) -> tuple[subprocess.Popen, list[str]]:
     return proc, out
 
 
+def token(env, name: str = "admin") -> str:
+    """A key `make run` made and saved under the data directory (admin, dashboard or service)."""
+    with open(os.path.join(env["KAOHE_DATA_DIR"], "keys", f"{name}.key")) as fh:
+        return fh.read().strip()
+
+
 def stop(proc, out) -> str:
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     proc.wait(timeout=60)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests import factories as f
-from tests.e2e.stack import environment, start, stop
+from tests.e2e.stack import environment, start, stop, token
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
@@ -36,15 +36,18 @@ def test_dashboard_drills_down_and_updates_live(tmp_path, browser):
     year = time.gmtime().tm_year
     proc, out = start(env, timeout=240)  # loads the demo years before it prints the banner
     try:
+        admin = {"Authorization": f"Bearer {token(env)}"}
+
         def ranked():
-            r = httpx.get(f"{ranking}/v1/standings", params={"region": "510000", "year": year, "limit": 100}, timeout=5)
+            r = httpx.get(f"{ranking}/v1/standings", params={"region": "510000", "year": year, "limit": 100},
+                          headers=admin, timeout=5)
             return r.status_code == 200 and len(r.json()["items"]) >= 100
         wait_for(ranked, timeout=120, what="the demo's standings", every=0.3)
 
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{ranking}/")
+        page.goto(f"{ranking}/?key={token(env, 'dashboard')}")  # the link make run prints
         page.wait_for_selector("#league-in_poverty tbody tr")
         page.wait_for_selector("#league-exited tbody tr")  # both leagues side by side
         assert page.locator("#prefectures tbody tr").count() == 21
@@ -61,7 +64,8 @@ def test_dashboard_drills_down_and_updates_live(tmp_path, browser):
 
         # a bad unannounced visit: critical findings lower the score; the page follows over SSE
         findings = [f.finding(severity="critical", indicator="housing", deadline=f"{year}-12-30") for _ in range(6)]
-        r = httpx.post(f"{intake}/v1/events", json=f.inspection(*findings, at=f.T0.replace(year=year)), timeout=10)
+        r = httpx.post(f"{intake}/v1/events", json=f.inspection(*findings, at=f.T0.replace(year=year)), headers=admin,
+                       timeout=10)
         assert r.status_code == 201, r.text
         page.wait_for_function("before => document.querySelector('#county-total').innerText !== before",
                                arg=before, timeout=30_000)

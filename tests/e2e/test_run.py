@@ -8,7 +8,7 @@ import pytest
 
 from services.events import topics
 from tests import factories as f
-from tests.e2e.stack import environment, start, stop
+from tests.e2e.stack import environment, start, stop, token
 from tests.kafka_helpers import read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
@@ -26,10 +26,13 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
     proc, out = start(env)
     try:
         assert f"{intake}/docs" in "".join(out)
+        admin = {"Authorization": f"Bearer {token(env)}"}
+        assert token(env) in "".join(out)  # the banner shows the local admin key
+        assert httpx.get(f"{intake}/v1/regions/513400", timeout=5).status_code == 401  # no key, no data
         assert httpx.get(f"{intake}/readyz", timeout=5).json()["status"] == "ready"
-        assert httpx.get(f"{intake}/v1/regions/513400", timeout=5).json()["name"] == "凉山彝族自治州"
+        assert httpx.get(f"{intake}/v1/regions/513400", headers=admin, timeout=5).json()["name"] == "凉山彝族自治州"
         event = f.inspection(f.finding(), at=f.T0)
-        r = httpx.post(f"{intake}/v1/events", json=event, timeout=5)
+        r = httpx.post(f"{intake}/v1/events", json=event, headers=admin, timeout=5)
         assert r.status_code == 201, r.text
         # the relay process publishes it to the local broker
         (message,) = [m for m in read_topic(f"127.0.0.1:{ports['KAOHE_BROKER_PORT']}", topics.INTAKE_EVENTS,
@@ -38,13 +41,15 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
         # …and the scoring worker turns it into a score, served by the scoring API
         scoring = f"http://127.0.0.1:{ports['KAOHE_SCORING_PORT']}"
         deadline = time.monotonic() + 60
-        while (r := httpx.get(f"{scoring}/v1/scores/513431", params={"year": 2026}, timeout=5)).status_code != 200:
+        while (r := httpx.get(f"{scoring}/v1/scores/513431", params={"year": 2026}, headers=admin,
+                              timeout=5)).status_code != 200:
             assert time.monotonic() < deadline, r.text
             time.sleep(0.3)
         assert r.json()["components"]["inspections"] < 100 and r.json()["league"] == "in_poverty"
         # …and the ranking worker ranks it, in its prefecture and in the province
         ranking = f"http://127.0.0.1:{ports['KAOHE_RANKING_PORT']}"
-        while not (placed := httpx.get(f"{ranking}/v1/standings/513431", params={"year": 2026}, timeout=5).json()):
+        while not (placed := httpx.get(f"{ranking}/v1/standings/513431", params={"year": 2026}, headers=admin,
+                                       timeout=5).json()):
             assert time.monotonic() < deadline, "no standing"
             time.sleep(0.3)
         assert {(p["scope"], p["rank"]) for p in placed} == {("513400", 1), ("510000", 1)}
@@ -58,9 +63,9 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
 
     proc, out = start(env)  # second start: the data of the first is still there
     try:
-        again = httpx.get(f"{intake}/v1/events/{event['event_id']}", timeout=5)
+        again = httpx.get(f"{intake}/v1/events/{event['event_id']}", headers=admin, timeout=5)
         assert again.status_code == 200 and again.json()["sequence"] == 1
-        assert httpx.get(f"{intake}/v1/audit/verify", timeout=5).json()["ok"] is True
+        assert httpx.get(f"{intake}/v1/audit/verify", headers=admin, timeout=5).json()["ok"] is True
     finally:
         stop(proc, out)
     assert proc.returncode == 0

@@ -22,12 +22,12 @@ COUNTIES = ["513431", "513432", "510722", "511602"]
 
 
 @pytest.fixture
-def wired(database, tmp_path, clock, broker):
+def wired(database, tmp_path, access, clock, broker):
     """Intake app + relay on the session's broker."""
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=broker.bootstrap_servers,
-                        topic_partitions=3, relay_idle_ms=10)
+                        service_token=access.admin, topic_partitions=3, relay_idle_ms=10)
     relay = build_relay(settings, engine=database.engine)
-    with TestClient(create_app(settings, engine=database.engine, clock=clock)) as client:
+    with TestClient(create_app(settings, engine=database.engine, clock=clock), headers=access.headers) as client:
         yield client, relay, settings
     relay.close()
 
@@ -98,16 +98,16 @@ def _wait_backlog_zero(relay, timeout=90):
 
 
 @pytest.fixture
-def live(database, tmp_path, clock, own_broker):
+def live(database, tmp_path, access, clock, own_broker):
     """Intake app + its relay running in the background (as its own process would), on own_broker."""
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
-                        relay_idle_ms=10)
+                        service_token=access.admin, relay_idle_ms=10)
     relay = build_relay(settings, engine=database.engine)
     stop = threading.Event()
     worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
     worker.start()
     try:
-        with TestClient(create_app(settings, engine=database.engine, clock=clock)) as client:
+        with TestClient(create_app(settings, engine=database.engine, clock=clock), headers=access.headers) as client:
             yield client, relay
     finally:
         stop.set()

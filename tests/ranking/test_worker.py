@@ -61,10 +61,11 @@ class Scores:
 
 
 @pytest.fixture
-def ranking(ranking_db, tmp_path, clock, own_broker):
+def ranking(ranking_db, tmp_path, access, clock, own_broker):
     """Ranking's worker (+ relay) in threads, its API, and a way to publish score messages."""
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
-                        relay_idle_ms=10, intake_url="http://127.0.0.1:9", stream_poll_ms=50)
+                        service_token=access.admin, relay_idle_ms=10, intake_url="http://127.0.0.1:9",
+                        stream_poll_ms=50)
     clock.now = T1
     stop = threading.Event()
     worker = Worker(settings, ranking_db.engine, clock=clock)
@@ -75,7 +76,7 @@ def ranking(ranking_db, tmp_path, clock, own_broker):
         t.start()
     scores = Scores(own_broker.bootstrap_servers)
     app = create_app(settings, engine=ranking_db.engine)
-    with TestClient(app) as api:
+    with TestClient(app, headers=access.headers) as api:
         try:
             yield api, scores, own_broker, app
         finally:
@@ -214,19 +215,25 @@ def test_bad_parameters_are_named_problems_and_an_empty_league_is_empty(ranking)
     assert api.get("/v1/standings/513431", params={"year": 2026}).json() == []
 
 
-def test_the_stream_sends_standing_changes_as_they_happen(ranking):
+def test_the_stream_sends_standing_changes_as_they_happen(ranking, access):
+    """Over real HTTP, with the key as `access_token` (what EventSource sends): a prefecture's key
+    gets its own counties' changes and nothing of another prefecture."""
     api, scores, _, app = ranking
-    with serve(app) as url, httpx.stream("GET", f"{url}/v1/standings/stream", params={"region": "513400"},
+    liangshan = access.key(["standings:read"], "513400")
+    with serve(app) as url, httpx.stream("GET", f"{url}/v1/standings/stream", params={"access_token": liangshan},
                                          timeout=httpx.Timeout(10.0, read=20.0)) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
         scores.send("510722", 50.0)  # another prefecture: not in this stream
         scores.send("513431", 88.0)
         event: dict = {}
+        seen = []
         for line in response.iter_lines():
             if line.startswith("data: "):
                 event = orjson.loads(line[6:])
+                seen.append(event["region_code"])
                 if event["region_code"] == "513431":
                     break
         assert event["region_code"] == "513431" and event["rank"] == 1 and event["total"] == 88.0
         assert event["scope"] in ("513400", "510000") and event["name"] == "昭觉县"
+        assert not [code for code in seen if code.startswith("5107")], seen
     assert api.get("/v1/standings/stream", params={"region": "999999"}).status_code == 404

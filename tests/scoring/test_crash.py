@@ -76,9 +76,9 @@ def start_worker(env, log):
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def test_sigkill_at_random_moments_loses_and_doubles_nothing(database, scoring_db, tmp_path, clock, own_broker):
+def test_sigkill_at_random_moments_loses_and_doubles_nothing(database, scoring_db, tmp_path, access, clock, own_broker):
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
-                        relay_idle_ms=10)
+                        service_token=access.admin, relay_idle_ms=10)
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap_servers, "KAOHE_TOPIC_PARTITIONS": "3",
            "KAOHE_SCORING_DATABASE_URL": scoring_db.url, "KAOHE_INTAKE_URL": "http://127.0.0.1:9",
            "KAOHE_SCORING_BATCH": "500", "KAOHE_LOG_LEVEL": "WARNING",
@@ -92,7 +92,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(database, scoring_d
     log = open(tmp_path / "worker.log", "ab")
     rng = random.Random(11)
     try:
-        with TestClient(intake_app(settings, engine=database.engine, clock=clock)) as intake:
+        with TestClient(intake_app(settings, engine=database.engine, clock=clock), headers=access.headers) as intake:
             with Session(scoring_db.engine) as s:
                 store.save_counties(s, intake.get("/v1/regions", params={"level": "county"}).json())
                 s.commit()

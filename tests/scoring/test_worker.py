@@ -41,16 +41,16 @@ def scoring_db(database, tmp_path):
 
 
 @pytest.fixture
-def system(database, scoring_db, tmp_path, clock, own_broker):
+def system(database, scoring_db, tmp_path, access, clock, own_broker):
     """Intake (app + relay) and scoring (worker + relay + API) on one broker, running in threads."""
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
-                        relay_idle_ms=10, scoring_tick_s=0.2)
+                        service_token=access.admin, relay_idle_ms=10, scoring_tick_s=0.2)
     clock.now = f.T0 + timedelta(hours=1)  # scores are computed as of this clock; tests move it
     stop = threading.Event()
     relays = [intake_relay(settings, engine=database.engine), build_relay(settings, scoring_db.engine)]
     # the worker reaches intake over HTTP (regions, the export), the test through a TestClient
     with serve(intake_app(settings, engine=database.engine, clock=clock)) as intake_url, \
-            TestClient(intake_app(settings, engine=database.engine, clock=clock)) as intake:
+            TestClient(intake_app(settings, engine=database.engine, clock=clock), headers=access.headers) as intake:
         worker_settings = settings.model_copy(update={"intake_url": intake_url})
         with Session(scoring_db.engine) as s:
             store.save_counties(s, intake.get("/v1/regions", params={"level": "county"}).json())
@@ -60,7 +60,7 @@ def system(database, scoring_db, tmp_path, clock, own_broker):
         threads.append(threading.Thread(target=worker.run, args=(stop,), daemon=True))
         for t in threads:
             t.start()
-        with TestClient(scoring_app(settings, engine=scoring_db.engine)) as scoring:
+        with TestClient(scoring_app(settings, engine=scoring_db.engine), headers=access.headers) as scoring:
             try:
                 yield intake, scoring, own_broker
             finally:
@@ -205,12 +205,12 @@ def test_a_rebuild_request_recomputes_every_score_from_intakes_export(system, sc
     assert scoring.get("/v1/rebuilds/999").status_code == 404
 
 
-def test_a_broker_that_lost_its_log_is_caught_up_from_intake(database, scoring_db, tmp_path, clock, own_broker):
+def test_a_broker_that_lost_its_log_is_caught_up_from_intake(database, scoring_db, tmp_path, access, clock, own_broker):
     """tansu keeps nothing on restart: events published but not yet consumed are gone from the
     log, and the new log restarts at offset 0. The worker notices (its stored offset and last
     event do not match the partition) and applies what it missed from intake's export, in order."""
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=1,
-                        relay_idle_ms=10, scoring_tick_s=0.2)
+                        service_token=access.admin, relay_idle_ms=10, scoring_tick_s=0.2)
     clock.now = f.T0 + timedelta(days=3)
     relay_stop = threading.Event()
     relay = intake_relay(settings, engine=database.engine)
@@ -233,7 +233,7 @@ def test_a_broker_that_lost_its_log_is_caught_up_from_intake(database, scoring_d
             return s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one()
 
     with serve(intake_app(settings, engine=database.engine, clock=clock)) as url, \
-            TestClient(intake_app(settings, engine=database.engine, clock=clock)) as intake:
+            TestClient(intake_app(settings, engine=database.engine, clock=clock), headers=access.headers) as intake:
         worker_settings = settings.model_copy(update={"intake_url": url})
         relay_thread.start()
         try:
@@ -272,12 +272,12 @@ def score_row(engine, code="513431", year=2026):
         return s.get(ScoreRow, (code, year))
 
 
-def test_the_worker_waits_for_its_database_at_start(tmp_path, broker, clock):
+def test_the_worker_waits_for_its_database_at_start(tmp_path, access, broker, clock):
     """A worker started before its database is reachable retries instead of exiting."""
     path = tmp_path / "not-yet" / "scoring.db"
     db = make_engine(f"sqlite:///{path}")
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=broker.bootstrap_servers,
-                        intake_url="http://127.0.0.1:9")
+                        service_token=access.admin, intake_url="http://127.0.0.1:9")
     worker = Worker(settings, db, shipped(), clock=clock)
     stop, started = threading.Event(), []
     thread = threading.Thread(target=lambda: started.append(worker.start(stop)), daemon=True)

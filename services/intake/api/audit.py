@@ -1,12 +1,14 @@
 """Tamper evidence over HTTP."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from services.intake.api.deps import EngineDep
 from services.intake.api.schemas import VerificationPublic
 from services.intake.store import service as store
+from services.kit.access import require
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+# the whole store, every region: for the province's administrators
+router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[Depends(require("admin", province_wide=True))])
 
 
 @router.get("/verify", response_model=VerificationPublic,

@@ -2,13 +2,15 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from services.events import registry, schemas
 from services.intake.api.deps import SettingsDep
+from services.kit.access import require
 from services.kit.problems import MEDIA_TYPE, Problem
 
-router = APIRouter(tags=["contracts"])
+# reference documents, the same for everyone: any valid key
+router = APIRouter(tags=["contracts"], dependencies=[Depends(require())])
 
 
 @router.get("/asyncapi.json", summary="AsyncAPI 3 document of the topics intake publishes")

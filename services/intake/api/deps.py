@@ -8,8 +8,10 @@ from zoneinfo import ZoneInfo
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
-from services.intake.regions.service import Directory
+from services.intake.regions.service import Directory, Place
 from services.intake.store.committer import GroupCommitter
+from services.kit.access import Principal, require
+from services.kit.problems import Problem
 from services.kit.settings import Settings
 
 
@@ -38,6 +40,19 @@ ClockDep = Annotated[Callable[[], datetime], Depends(_clock)]
 DirectoryDep = Annotated[Directory, Depends(_directory)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 EngineDep = Annotated[Engine, Depends(_engine)]
+
+
+EventsWriter = Annotated[Principal, Depends(require("events:write"))]
+EventsReader = Annotated[Principal, Depends(require("events:read"))]
+
+
+def visible_place(directory: Directory, principal: Principal, code: str | None) -> Place:
+    """The region to filter by: `code` (default: the key's whole region). A code outside the
+    key's region is answered exactly like an unknown one (404), so its existence is not revealed."""
+    code = code or principal.region
+    if not principal.covers(code):
+        raise Problem(404, "not-found", "Not found", f"unknown region {code}")
+    return directory.scope(code)
 
 
 def today(settings: Settings, clock: Callable[[], datetime]) -> date:

@@ -8,14 +8,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 
 from services.events.registry import TYPES, Event
-from services.intake.api.deps import CommitterDep, DirectoryDep, EngineDep
+from services.intake.api.deps import CommitterDep, DirectoryDep, EngineDep, EventsReader, EventsWriter, visible_place
 from services.intake.api.schemas import BatchIn, BatchItemResult, BatchOut, EventPage, RecordPublic
 from services.intake.regions.service import region_filter
 from services.intake.store import service as store
 from services.intake.store.models import StoredEvent
 from services.kit import pagination
 from services.kit.db import SessionDep
-from services.kit.problems import MEDIA_TYPE
+from services.kit.problems import MEDIA_TYPE, InvalidEvent, Problem
 
 REGION_SCOPE = "A county, a prefecture (its counties) or the province"
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -34,8 +34,11 @@ WRITE_ERRORS = {
 @router.post("", status_code=201, response_model=RecordPublic, summary="Submit one event",
              responses={200: {"description": "Already stored (same event_id, same content): the original record",
                               "model": RecordPublic}, **WRITE_ERRORS})
-async def submit(event: Event, committer: CommitterDep, response: Response) -> dict:
+async def submit(event: Event, committer: CommitterDep, directory: DirectoryDep, response: Response,
+                 principal: EventsWriter) -> dict:
     # async: the route only waits for the group commit (no blocking call in the event loop)
+    if outside(event, principal, directory):
+        raise not_here(event)
     (outcome,) = await committer.submit([event])
     if outcome.problem is not None:
         raise outcome.problem
@@ -47,8 +50,11 @@ async def submit(event: Event, committer: CommitterDep, response: Response) -> d
 
 @router.post("/batch", response_model=BatchOut, summary="Submit up to 1,000 events, each judged on its own",
              responses={413: WRITE_ERRORS[413], 422: {"description": "The body itself is malformed", **PROBLEM}})
-async def submit_batch(body: BatchIn, committer: CommitterDep) -> BatchOut:
-    outcomes = await committer.submit(store.parse_items(body.events))
+async def submit_batch(body: BatchIn, committer: CommitterDep, directory: DirectoryDep,
+                       principal: EventsWriter) -> BatchOut:
+    items = [not_here(item) if not isinstance(item, InvalidEvent) and outside(item, principal, directory) else item
+             for item in store.parse_items(body.events)]
+    outcomes = await committer.submit(items)
     results = [
         BatchItemResult(index=i, event_id=o.event_id, status=o.status,
                         sequence=o.record["sequence"] if o.record else None,
@@ -60,18 +66,31 @@ async def submit_batch(body: BatchIn, committer: CommitterDep) -> BatchOut:
                     results=results)
 
 
-@router.get("", response_model=EventPage, summary="List stored events, oldest first")
+def outside(event, principal, directory) -> bool:
+    """About a known county outside the key's region (an unknown code gets its 422 later)."""
+    return not principal.covers(event.region_code) and directory.known(event.region_code)
+
+
+def not_here(event) -> InvalidEvent:
+    """An event about a county outside the key's region: 404, as for anything outside it."""
+    problem = InvalidEvent([{"field": "region_code", "pointer": "/region_code", "type": "not_found",
+                             "message": f"unknown region {event.region_code}"}],
+                           detail=f"unknown region {event.region_code}", event_id=str(event.event_id))
+    problem.status, problem.slug, problem.title = 404, "not-found", "Not found"
+    return problem
+
+
+@router.get("", response_model=EventPage, summary="List stored events, oldest first (inside the key's region)")
 def list_events(
-    session: SessionDep, directory: DirectoryDep,
+    session: SessionDep, directory: DirectoryDep, principal: EventsReader,
     region_code: Annotated[str | None, Query(pattern=r"^\d{6}$", description=REGION_SCOPE)] = None,
     type: EventType | None = None,
     since: Annotated[AwareDatetime | None, Query(description="Only events recorded at or after this time")] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> EventPage:
-    where = []
-    if region_code:
-        where.append(region_filter(StoredEvent.region_code, StoredEvent.prefecture_code, directory.scope(region_code)))
+    where = [region_filter(StoredEvent.region_code, StoredEvent.prefecture_code,
+                           visible_place(directory, principal, region_code))]
     if type:
         where.append(StoredEvent.type == type)
     if since:
@@ -89,12 +108,19 @@ def list_events(
             response_class=StreamingResponse,
             responses={200: {"content": {"application/x-ndjson": {}},
                              "description": "One stored record per line, up to the head at the time of the call"}})
-def export(engine: EngineDep, after_sequence: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
-    return StreamingResponse(store.export(engine, after_sequence=after_sequence), media_type="application/x-ndjson")
+def export(engine: EngineDep, directory: DirectoryDep, principal: EventsReader,
+           after_sequence: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
+    place = visible_place(directory, principal, None)
+    where = [region_filter(StoredEvent.region_code, StoredEvent.prefecture_code, place)]
+    return StreamingResponse(store.export(engine, after_sequence=after_sequence, where=where),
+                             media_type="application/x-ndjson")
 
 
 @router.get("/{event_id}", response_model=RecordPublic, summary="One stored event",
             responses={404: {"description": "No such event", **PROBLEM}})
-def get_event(event_id: UUID, session: SessionDep) -> dict:
-    return store.record_of(store.get(session=session, event_id=event_id))
+def get_event(event_id: UUID, session: SessionDep, principal: EventsReader) -> dict:
+    row = store.get(session=session, event_id=event_id)
+    if not principal.covers(row.region_code):
+        raise Problem(404, "not-found", "Not found", f"no event with event_id {event_id}")
+    return store.record_of(row)
 

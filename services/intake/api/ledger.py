@@ -5,12 +5,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 
 from services.events.vocabulary import Severity
-from services.intake.api.deps import ClockDep, DirectoryDep, SettingsDep, today
+from services.intake.api.deps import ClockDep, DirectoryDep, EventsReader, SettingsDep, today, visible_place
 from services.intake.api.schemas import FindingDetail, FindingPage
 from services.intake.findings import service as findings
 from services.kit import pagination
 from services.kit.db import SessionDep
-from services.kit.problems import MEDIA_TYPE
+from services.kit.problems import MEDIA_TYPE, Problem
 
 REGION_SCOPE = "A county, a prefecture (its counties) or the province"
 router = APIRouter(prefix="/v1/findings", tags=["ledger"])
@@ -19,14 +19,14 @@ State = Literal["open", "reported", "verified", "disputed", "withdrawn", "overdu
 
 @router.get("", response_model=FindingPage, summary="Findings and their rectification state")
 def list_findings(
-    session: SessionDep, directory: DirectoryDep, settings: SettingsDep, clock: ClockDep,
+    session: SessionDep, directory: DirectoryDep, settings: SettingsDep, clock: ClockDep, principal: EventsReader,
     region_code: Annotated[str | None, Query(pattern=r"^\d{6}$", description=REGION_SCOPE)] = None,
     state: Annotated[State | None, Query(description="`overdue`: open or reported past the deadline")] = None,
     severity: Severity | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> FindingPage:
-    scope = directory.scope(region_code) if region_code else None
+    scope = visible_place(directory, principal, region_code)
     position = pagination.decode(cursor, ("after",))
     day = today(settings, clock)
     rows = findings.page(session=session, scope=scope, state=state, severity=severity, today=day,
@@ -40,6 +40,8 @@ def list_findings(
 @router.get("/{finding_id}", response_model=FindingDetail, summary="One finding with its history",
             responses={404: {"description": "Unknown finding", "content": {MEDIA_TYPE: {}}}})
 def get_finding(finding_id: Annotated[str, Path(max_length=64)], session: SessionDep, settings: SettingsDep,
-                clock: ClockDep) -> dict:
+                clock: ClockDep, principal: EventsReader) -> dict:
     entry, history = findings.get(session=session, finding_id=finding_id)
+    if not principal.covers(entry.region_code):
+        raise Problem(404, "not-found", "Not found", f"unknown finding {finding_id}")
     return {**findings.public(entry, today(settings, clock)), "history": [h.model_dump() for h in history]}

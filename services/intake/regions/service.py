@@ -64,6 +64,10 @@ class Directory:
         with self._lock:
             self._places = places
 
+    def known(self, code: str) -> bool:
+        """Without a reload: for checks on the event loop (an unknown code is judged later)."""
+        return code in self._places
+
     def get(self, code: str) -> Place | None:
         place = self._places.get(code)
         if place is None:

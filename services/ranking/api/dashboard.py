@@ -5,7 +5,9 @@ overdue rectifications from intake."""
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from services.kit.access import Principal, require
 
 router = APIRouter(prefix="/v1/dashboard", tags=["dashboard"])
 
@@ -25,10 +27,14 @@ async def _get(client: httpx.AsyncClient, url: str, params: dict[str, Any]) -> A
 
 @router.get("/county/{region_code}", summary="A county's score, explanation and rectifications, for the dashboard")
 async def county(request: Request, region_code: Annotated[str, Path(pattern=r"^\d{6}$")],
-                 year: Annotated[int, Query(ge=2010, le=2100)]) -> dict[str, Any]:
+                 year: Annotated[int, Query(ge=2010, le=2100)],
+                 principal: Annotated[Principal, Depends(require("scores:read", "events:read"))]) -> dict[str, Any]:
+    principal.check_region(region_code)
     settings = request.app.state.settings
     scoring, intake = settings.scoring_base_url, settings.intake_base_url
-    async with httpx.AsyncClient(timeout=5.0) as client:
+    # the caller's own key goes along: the other services apply its scopes and region themselves
+    auth = {"Authorization": request.headers["authorization"]}
+    async with httpx.AsyncClient(timeout=5.0, headers=auth) as client:
         score = await _get(client, f"{scoring}/v1/scores/{region_code}", {"year": year})
         explanation = await _get(client, f"{scoring}/v1/scores/{region_code}/explanation",
                                  {"year": year, "limit": 200})

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, bindparam, func, or_, select
 from sqlmodel import Session
 
 from services.kit import pagination
+from services.kit.access import Principal, require
 from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE, Problem, field_problem
 from services.ranking.models import Region, Standing, StandingHistory
@@ -22,6 +23,22 @@ router = APIRouter(tags=["standings"])
 Code = Annotated[str, Path(pattern=r"^\d{6}$")]
 Year = Annotated[int, Query(ge=2010, le=2100)]
 PROBLEM = {"content": {MEDIA_TYPE: {}}}
+Reader = Annotated[Principal, Depends(require("standings:read"))]
+
+
+def _unknown(code: str) -> Problem:
+    return Problem(404, "not-found", "Not found", f"no region {code}")
+
+
+def _visible_prefix(principal: Principal, region: str) -> str:
+    """The LIKE pattern of the rows a key may see in `region`'s standings: all of them inside its
+    region; only its own in a scope above it (a prefecture sees where its counties stand in the
+    province); 404 for any other region, as if it did not exist."""
+    if principal.covers(region):
+        return "%"
+    if principal.sees(region):
+        return principal.region_prefix + "%"
+    raise _unknown(region)
 
 
 class StandingPublic(BaseModel):
@@ -111,7 +128,8 @@ STANDING_COLUMNS = (Standing.region_code, Standing.rank, Standing.total, Standin
                     Standing.previous_total, Standing.changed_at)
 CURRENT = (select(*STANDING_COLUMNS)
            .where(Standing.scope == bindparam("scope"), Standing.level == bindparam("level"),
-                  Standing.league == bindparam("league"), Standing.year == bindparam("year"))
+                  Standing.league == bindparam("league"), Standing.year == bindparam("year"),
+                  Standing.region_code.like(bindparam("visible")))
            .order_by(Standing.rank, Standing.region_code).limit(bindparam("limit")))
 HISTORY_VERSION = select(func.coalesce(func.max(StandingHistory.id), 0))
 CURRENT_AFTER = CURRENT.where(or_(Standing.rank > bindparam("rank"), (Standing.rank == bindparam("rank"))
@@ -126,6 +144,7 @@ HISTORY_COLUMNS = (StandingHistory.region_code, StandingHistory.rank, StandingHi
 async def standings(
     request: Request,
     names: NamesDep,
+    principal: Reader,
     region: Annotated[str, Query(pattern=r"^\d{6}$", description="A province (its counties or prefectures) or a "
                                  "prefecture (its counties)")],
     year: Year,
@@ -141,12 +160,13 @@ async def standings(
     The hot read of the dashboard: an index range on the rank table, rows as tuples, names from
     memory, JSON written directly (the response model documents the shape). It runs on the event
     loop: one indexed read of at most 101 rows costs less than the hops to a worker thread."""
+    visible = _visible_prefix(principal, region)
     with Session(request.app.state.engine) as session:
-        return _standings(session, names, region, year, level, league, as_of, cursor, limit)
+        return _standings(session, names, region, year, level, league, as_of, cursor, limit, visible)
 
 
 def _standings(session: Session, names: Names, region: str, year: int, level: str, league: str | None,
-               as_of: datetime | None, cursor: str | None, limit: int) -> Response:
+               as_of: datetime | None, cursor: str | None, limit: int, visible: str) -> Response:
     scope_level = names.level(session, region)
     if scope_level == "county":
         raise field_problem("region", "a county has no standings within it; use /v1/standings/{region_code}")
@@ -156,13 +176,13 @@ def _standings(session: Session, names: Names, region: str, year: int, level: st
     if (level == "county") == (league == ALL):
         raise field_problem("league", "counties: in_poverty or exited; prefectures: all")
     position = pagination.decode(cursor, ("rank", "code"))
-    params = {"scope": region, "level": level, "league": league, "year": year, "limit": limit + 1,
+    params = {"scope": region, "level": level, "league": league, "year": year, "limit": limit + 1, "visible": visible,
               "rank": position["rank"] if position else 0, "code": position["code"] if position else ""}
     if as_of is None:  # statements built once (no per-request construction), cached compiled
         # every change of a standing writes a history row in the same transaction: the newest
         # history id versions the whole rank table, so an unchanged page is served as rendered
         version = session.execute(HISTORY_VERSION).scalar_one()
-        key = (region, level, league, year, cursor, limit)
+        key = (region, level, league, year, cursor, limit, visible)
         cached = names.pages.get(key)
         if cached is not None and cached[0] == version:
             return Response(cached[1], media_type="application/json")
@@ -172,7 +192,8 @@ def _standings(session: Session, names: Names, region: str, year: int, level: st
         latest = (select(func.max(StandingHistory.id)).where(
             StandingHistory.scope == region, StandingHistory.level == level, StandingHistory.league == league,
             StandingHistory.year == year, StandingHistory.at <= as_of).group_by(StandingHistory.region_code))
-        q = select(*columns).where(StandingHistory.id.in_(latest), StandingHistory.rank.is_not(None))
+        q = select(*columns).where(StandingHistory.id.in_(latest), StandingHistory.rank.is_not(None),
+                                   StandingHistory.region_code.like(visible))
         if position:
             q = q.where(or_(model.rank > position["rank"],
                             (model.rank == position["rank"]) & (model.region_code > position["code"])))
@@ -193,8 +214,8 @@ def _standings(session: Session, names: Names, region: str, year: int, level: st
     return Response(body, media_type="application/json")
 
 
-def _history_after(engine: Engine, names: Names, after: int, region: str | None, limit: int = 500
-                   ) -> list[dict[str, Any]]:
+def _history_after(engine: Engine, names: Names, after: int, region: str | None, principal: Principal,
+                   limit: int = 500) -> list[dict[str, Any]]:
     with Session(engine) as s:
         q = select(StandingHistory).where(StandingHistory.id > after)
         if region:
@@ -202,8 +223,9 @@ def _history_after(engine: Engine, names: Names, after: int, region: str | None,
         rows = s.execute(q.order_by(StandingHistory.id).limit(limit)).scalars().all()
         if rows:
             names.ensure(s)
-    return [{**_history(r), "region_code": r.region_code, "name": names.name(r.region_code), "year": r.year}
-            for r in rows]
+    # rows outside the key's region are skipped here; the caller still moves past them (`id`)
+    return [{**_history(r), "region_code": r.region_code, "name": names.name(r.region_code), "year": r.year,
+             "visible": principal.covers(r.region_code)} for r in rows]
 
 
 def _last_history_id(engine: Engine) -> int:
@@ -216,10 +238,14 @@ def _last_history_id(engine: Engine) -> int:
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "`event: standing`, `id:` (resume with Last-Event-ID), `data:` JSON"},
                        404: {"description": "Unknown region", **PROBLEM}})
-async def stream(request: Request, names: NamesDep, region: Annotated[str | None, Query(pattern=r"^\d{6}$",
+async def stream(request: Request, names: NamesDep,
+                 principal: Annotated[Principal, Depends(require("standings:read", query_token=True))],
+                 region: Annotated[str | None, Query(pattern=r"^\d{6}$",
                  description="Only changes within this scope or of this region")] = None) -> StreamingResponse:
+    """EventSource cannot send headers: this route also takes the key as `?access_token=`."""
     engine = request.app.state.engine
     if region is not None:
+        _visible_prefix(principal, region)
         with Session(engine) as s:
             names.level(s, region)  # 404 for an unknown region
     header = request.headers.get("last-event-id")
@@ -231,9 +257,11 @@ async def stream(request: Request, names: NamesDep, region: Annotated[str | None
         after, quiet = start, 0.0
         yield b"retry: 2000\n\n"
         while not await request.is_disconnected():
-            rows = await run_in_threadpool(_history_after, engine, names, after, region)
+            rows = await run_in_threadpool(_history_after, engine, names, after, region, principal)
             for row in rows:
                 after = row["id"]
+                if not row.pop("visible"):
+                    continue
                 yield b"event: standing\nid: %d\ndata: %s\n\n" % (row["id"], orjson.dumps(row))
             if rows:
                 quiet = 0.0
@@ -251,7 +279,10 @@ async def stream(request: Request, names: NamesDep, region: Annotated[str | None
 @router.get("/v1/standings/{region_code}", response_model=list[Placement],
             summary="Where a region stands in every scope it belongs to",
             responses={404: {"description": "Unknown region", **PROBLEM}})
-def placement(region_code: Code, year: Year, session: SessionDep, names: NamesDep) -> list[Placement]:
+def placement(region_code: Code, year: Year, session: SessionDep, names: NamesDep,
+              principal: Reader) -> list[Placement]:
+    if not principal.covers(region_code):
+        raise _unknown(region_code)
     names.level(session, region_code)  # 404 for an unknown region
     rows = session.execute(select(Standing).where(Standing.region_code == region_code, Standing.year == year)
                            .order_by(Standing.scope.desc(), Standing.level)).scalars().all()
@@ -275,9 +306,11 @@ def _history(r: StandingHistory) -> dict[str, Any]:
 @router.get("/v1/standings/{region_code}/history", response_model=list[HistoryLine],
             summary="Every change of a region's standings in a year, oldest first (rank null: left the scope)",
             responses={404: {"description": "Unknown region", **PROBLEM}})
-def history(region_code: Code, year: Year, session: SessionDep, names: NamesDep,
+def history(region_code: Code, year: Year, session: SessionDep, names: NamesDep, principal: Reader,
             since: Annotated[datetime | None, Query(description="Only changes after this time")] = None
             ) -> list[dict[str, Any]]:
+    if not principal.covers(region_code):
+        raise _unknown(region_code)
     names.level(session, region_code)  # 404 for an unknown region
     q = select(StandingHistory).where(StandingHistory.region_code == region_code, StandingHistory.year == year)
     if since is not None:
@@ -285,11 +318,11 @@ def history(region_code: Code, year: Year, session: SessionDep, names: NamesDep,
     return [_history(r) for r in session.execute(q.order_by(StandingHistory.id).limit(5000)).scalars()]
 
 
-@router.get("/v1/regions", summary="The regions ranking knows (names for the dashboard)")
-def regions(session: SessionDep, parent: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None
+@router.get("/v1/regions", summary="The regions ranking knows inside the key's region, and those above it")
+def regions(session: SessionDep, principal: Reader, parent: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None
             ) -> list[dict[str, Any]]:
     q = select(Region)
     if parent:
         q = q.where(Region.parent_code == parent)
     return [{"code": r.code, "name": r.name, "level": r.level, "parent_code": r.parent_code}
-            for r in session.execute(q.order_by(Region.code)).scalars()]
+            for r in session.execute(q.order_by(Region.code)).scalars() if principal.sees(r.code)]

@@ -25,8 +25,35 @@ const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "
 const name = (code) => (regions.get(code) || {}).name || code;
 const fmt = (x) => (x === null || x === undefined ? "–" : Number(x).toFixed(2));
 
+// The API key: from ?key= once (make run prints that link), then kept in this browser only.
+const KEY_ITEM = "kaohe.key";
+function apiKey() {
+  const params = new URLSearchParams(location.search);
+  if (params.get("key")) {
+    localStorage.setItem(KEY_ITEM, params.get("key"));
+    params.delete("key");
+    history.replaceState(null, "", `${location.pathname}${params.size ? `?${params}` : ""}${location.hash}`);
+  }
+  return localStorage.getItem(KEY_ITEM);
+}
+
+function askForKey(message) {
+  view.innerHTML = `<form id="key-form" class="card"><h2>API key</h2>
+    <p class="muted">${esc(message)} 请输入 API key (standings:read, scores:read, events:read).</p>
+    <input id="key-input" type="password" size="60" placeholder="kh_..." autocomplete="off">
+    <button type="submit">OK</button></form>`;
+  document.getElementById("key-form").onsubmit = (e) => {
+    e.preventDefault();
+    localStorage.setItem(KEY_ITEM, document.getElementById("key-input").value.trim());
+    location.reload();
+  };
+}
+
+class Unauthorized extends Error {}
+
 async function getJSON(url) {
-  const r = await fetch(url, { headers: { accept: "application/json" } });
+  const r = await fetch(url, { headers: { accept: "application/json", authorization: `Bearer ${apiKey()}` } });
+  if (r.status === 401) throw new Unauthorized(`${url}: HTTP 401`);
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
   return r.json();
 }
@@ -169,7 +196,8 @@ function route() {
 
 function listen(scope) {
   if (stream) stream.close();
-  stream = new EventSource(`/v1/standings/stream?region=${scope}`);
+  const q = new URLSearchParams({ region: scope, access_token: apiKey() });
+  stream = new EventSource(`/v1/standings/stream?${q}`);
   stream.onopen = () => live.classList.add("on");
   stream.onerror = () => live.classList.remove("on");
   let pending = null;
@@ -190,17 +218,24 @@ async function show(resubscribe = true) {
   try {
     await r.render();
   } catch (err) {
+    if (err instanceof Unauthorized) return askForKey("密钥无效 The key was refused.");
     view.innerHTML = `<p class="down">加载失败 failed to load: ${esc(err.message)}</p>`;
   }
   if (resubscribe) listen(r.scope);
 }
 
 async function start() {
+  if (!apiKey()) return askForKey("需要密钥 A key is needed.");
   const thisYear = Number(new Intl.DateTimeFormat("en", { timeZone: "Asia/Shanghai", year: "numeric" }).format(new Date()));
   const wanted = new URLSearchParams(location.search).get("year") || String(thisYear);
   for (let y = thisYear + 1; y >= 2016; y--) yearSelect.add(new Option(`${y}`, `${y}`, false, `${y}` === wanted));
   if (!yearSelect.value || yearSelect.value !== wanted) yearSelect.add(new Option(wanted, wanted, true, true));
-  (await getJSON("/v1/regions")).forEach((r) => regions.set(r.code, r));
+  try {
+    (await getJSON("/v1/regions")).forEach((r) => regions.set(r.code, r));
+  } catch (err) {
+    if (err instanceof Unauthorized) return askForKey("密钥无效 The key was refused.");
+    throw err;
+  }
   yearSelect.onchange = () => show(false);
   window.onhashchange = () => show(true);
   await show(true);

@@ -4,11 +4,12 @@ from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from services.kit import pagination
+from services.kit.access import Principal, require
 from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE, Problem
 from services.scoring import policy_store
@@ -19,6 +20,8 @@ router = APIRouter(tags=["scores"])
 NOT_FOUND = {404: {"description": "No score for this region and year", "content": {MEDIA_TYPE: {}}}}
 Code = Annotated[str, Path(pattern=r"^\d{6}$")]
 Year = Annotated[int, Query(ge=2010, le=2100)]
+Reader = Annotated[Principal, Depends(require("scores:read"))]
+Admin = Annotated[Principal, Depends(require("admin", province_wide=True))]  # policies apply to everyone
 
 
 class ScorePublic(BaseModel):
@@ -59,24 +62,24 @@ def _public(row: ScoreRow) -> dict[str, Any]:
             "as_of": row.as_of.isoformat()}
 
 
-def _score(session, code: str, year: int) -> ScoreRow:
-    row = session.get(ScoreRow, (code, year))
-    if row is None:
+def _score(session, code: str, year: int, principal: Principal) -> ScoreRow:
+    row = session.get(ScoreRow, (code, year)) if principal.covers(code) else None
+    if row is None:  # outside the key's region reads exactly like no score at all
         raise Problem(404, "not-found", "Not found", f"no score for region {code} in {year}")
     return row
 
 
 @router.get("/v1/scores/{region_code}", response_model=ScorePublic, responses=NOT_FOUND,
             summary="A county's or prefecture's current score, with its components")
-def get_score(region_code: Code, year: Year, session: SessionDep) -> dict[str, Any]:
-    return _public(_score(session, region_code, year))
+def get_score(region_code: Code, year: Year, session: SessionDep, principal: Reader) -> dict[str, Any]:
+    return _public(_score(session, region_code, year, principal))
 
 
 @router.get("/v1/scores/{region_code}/explanation", response_model=ExplanationPage, responses=NOT_FOUND,
             summary="Every change of a county's score, line by line, oldest first")
-def explanation(region_code: Code, year: Year, session: SessionDep, cursor: str | None = None,
+def explanation(region_code: Code, year: Year, session: SessionDep, principal: Reader, cursor: str | None = None,
                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> ExplanationPage:
-    _score(session, region_code, year)
+    _score(session, region_code, year, principal)
     position = pagination.decode(cursor, ("after",))
     q = (select(Explanation).where(Explanation.region_code == region_code, Explanation.year == year)
          .order_by(Explanation.id).limit(limit + 1))
@@ -92,15 +95,19 @@ def explanation(region_code: Code, year: Year, session: SessionDep, cursor: str 
 
 
 @router.get("/v1/scores", response_model=list[ScorePublic],
-            summary="Scores of the regions under a prefecture (its counties) or the province (its prefectures)")
-def list_scores(parent: Annotated[str, Query(pattern=r"^\d{6}$")], year: Year, session: SessionDep) -> list:
+            summary="Scores of the regions under a prefecture (its counties) or the province (its prefectures), "
+            "inside the key's region")
+def list_scores(parent: Annotated[str, Query(pattern=r"^\d{6}$")], year: Year, session: SessionDep,
+                principal: Reader) -> list:
     rows = session.execute(select(ScoreRow).where(ScoreRow.parent_code == parent, ScoreRow.year == year)
                            .order_by(ScoreRow.region_code)).scalars()
-    return [_public(r) for r in rows]
+    return [_public(r) for r in rows if principal.covers(r.region_code)]
 
 
 @router.get("/v1/inspector-points", tags=["inspector points"],
-            summary="积分制: +1 per finding upheld or not disputed by its deadline, −2 per unapproved absence",
+            summary="积分制: +1 per finding upheld or not disputed by its deadline, −2 per unapproved absence "
+            "(province-wide keys: teams inspect across prefectures)",
+            dependencies=[Depends(require("scores:read", province_wide=True))],
             responses={404: {"description": "Unknown team", "content": {MEDIA_TYPE: {}}}})
 def inspector_points(team_id: Annotated[str, Query(min_length=1, max_length=64)], session: SessionDep) -> dict:
     row = session.get(TeamPoints, team_id)
@@ -110,13 +117,14 @@ def inspector_points(team_id: Annotated[str, Query(min_length=1, max_length=64)]
 
 
 @router.get("/v1/policies", tags=["policies"], summary="Every policy version, and which one is active")
-def list_policies(request: Request, session: SessionDep) -> list[dict[str, Any]]:
+def list_policies(request: Request, session: SessionDep, _principal: Reader) -> list[dict[str, Any]]:
     return policy_store.listing(session, request.app.state.settings.scoring_policy)
 
 
 @router.get("/v1/policies/{policy_id}", tags=["policies"], summary="One policy version, every rule",
             responses={404: {"description": "Unknown policy", "content": {MEDIA_TYPE: {}}}})
-def get_policy(policy_id: Annotated[str, Path(max_length=64)], session: SessionDep) -> dict[str, Any]:
+def get_policy(policy_id: Annotated[str, Path(max_length=64)], session: SessionDep,
+               _principal: Reader) -> dict[str, Any]:
     return policy_store.get(session, policy_id).model_dump(mode="json")
 
 
@@ -125,7 +133,7 @@ def get_policy(policy_id: Annotated[str, Path(max_length=64)], session: SessionD
              responses={409: {"description": "That id exists: a change is a new version", "content": {MEDIA_TYPE: {}}},
                         422: {"description": "Invalid policy (every offending field named)",
                               "content": {MEDIA_TYPE: {}}}})
-def add_policy(policy: Policy, session: SessionDep, response: Response) -> dict[str, Any]:
+def add_policy(policy: Policy, session: SessionDep, response: Response, _admin: Admin) -> dict[str, Any]:
     policy_store.add(session, policy)
     response.headers["Location"] = f"/v1/policies/{policy.id}"
     return policy.model_dump(mode="json")
@@ -135,7 +143,7 @@ def add_policy(policy: Policy, session: SessionDep, response: Response) -> dict[
              summary="Make a policy active: the worker recomputes every score from the event history",
              responses={404: {"description": "Unknown policy", "content": {MEDIA_TYPE: {}}}})
 def activate_policy(policy_id: Annotated[str, Path(max_length=64)], request: Request,
-                    session: SessionDep) -> dict[str, Any]:
+                    session: SessionDep, _admin: Admin) -> dict[str, Any]:
     policy_store.activate(session, policy_id, request.app.state.settings.scoring_policy)
     return {"active": policy_id, "detail": "every score is recomputed from the event history on the worker's "
             "next clock tick; scores show the policy they were computed with (policy_version)"}
@@ -163,7 +171,7 @@ def _rebuild_public(r: RebuildRequest) -> RebuildPublic:
 
 @router.post("/v1/rebuilds", tags=["rebuilds"], status_code=202, response_model=RebuildPublic,
              summary="Rebuild every score from intake's event store (the worker does it on its next tick)")
-def request_rebuild(session: SessionDep, response: Response) -> RebuildPublic:
+def request_rebuild(session: SessionDep, response: Response, _admin: Admin) -> RebuildPublic:
     row = RebuildRequest(requested_at=datetime.now(timezone.utc))
     session.add(row)
     session.commit()
@@ -174,7 +182,7 @@ def request_rebuild(session: SessionDep, response: Response) -> RebuildPublic:
 @router.get("/v1/rebuilds/{rebuild_id}", tags=["rebuilds"], response_model=RebuildPublic,
             summary="A rebuild request: queued, running, done (with the events replayed) or failed",
             responses={404: {"description": "Unknown rebuild request", "content": {MEDIA_TYPE: {}}}})
-def get_rebuild(rebuild_id: int, session: SessionDep) -> RebuildPublic:
+def get_rebuild(rebuild_id: int, session: SessionDep, _admin: Admin) -> RebuildPublic:
     row = session.get(RebuildRequest, rebuild_id)
     if row is None:
         raise Problem(404, "not-found", "Not found", f"no rebuild request {rebuild_id}")

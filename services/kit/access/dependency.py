@@ -1,0 +1,96 @@
+"""`require(scope)`: the one dependency every route of every service uses to let a caller in.
+
+No or unknown token → 401, a scope the key lacks → 403, too many requests → 429. Which objects
+the key may see is the route's to check with `Principal.covers` (404 outside the region).
+"""
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.kit.access.keys import Access
+from services.kit.access.principal import Principal
+from services.kit.access.ratelimit import RateLimiter
+from services.kit.problems import Problem
+
+RATE_HEADERS = "kaohe.rate_headers"  # scope key: RateLimit headers for the response
+
+# Declares the scheme in every service's OpenAPI (and the Authorize button of /docs).
+bearer_scheme = HTTPBearer(auto_error=False, bearerFormat="kh_<id>_<secret>",
+                           description="An API key: `Authorization: Bearer kh_...`")
+
+
+def unauthenticated(detail: str) -> Problem:
+    problem = Problem(401, "unauthenticated", "Unauthenticated", detail)
+    problem.headers = {"WWW-Authenticate": 'Bearer realm="kaohe"'}
+    return problem
+
+
+async def authenticate(request: Request, token: str | None) -> Principal:
+    """The caller's principal, rate limited; raises 401 or 429."""
+    if not token:
+        raise unauthenticated("send an API key: Authorization: Bearer kh_...")
+    access: Access = request.app.state.access
+    principal = access.authenticate(token, cached_only=True)
+    if principal is Access.MISS:
+        principal = await run_in_threadpool(access.authenticate, token)
+    if principal is None:
+        raise unauthenticated("the API key is unknown, revoked or expired")
+    limiter: RateLimiter = request.app.state.rate_limiter
+    verdict = limiter.take(principal.key_id, principal.rate_limit_per_min)
+    request.scope[RATE_HEADERS] = verdict.headers()
+    if not verdict.allowed:
+        problem = Problem(429, "rate-limited", "Too many requests",
+                          f"this key may make {verdict.quota} requests per minute; retry in "
+                          f"{verdict.retry_after_s} s")
+        problem.headers = dict(verdict.headers())
+        raise problem
+    request.state.principal = principal
+    return principal
+
+
+def require(*scopes: str, query_token: bool = False, province_wide: bool = False):
+    """A dependency returning the caller's Principal if its key holds every one of `scopes`.
+
+    `query_token` also accepts `?access_token=` (for EventSource, which cannot send headers).
+    `province_wide`: only a key for the whole province (what changes or spans every region).
+    """
+
+    async def principal(request: Request,
+                        credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> Principal:
+        token = credentials.credentials if credentials else None
+        if token is None and query_token:
+            token = request.query_params.get("access_token")
+        who = await authenticate(request, token)
+        if not who.has(*scopes):
+            raise Problem(403, "forbidden", "Forbidden",
+                          f"this API key lacks the scope {' and '.join(scopes)}", required_scopes=list(scopes))
+        if province_wide and not who.province_wide:
+            raise Problem(403, "forbidden", "Forbidden", "this needs a province-wide key; yours is for "
+                          f"{who.region}")
+        return who
+
+    return principal
+
+
+class RateHeaders:
+    """Adds the RateLimit headers `authenticate` chose to whatever response the request gets."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start" and scope.get(RATE_HEADERS):
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k.lower().encode(), v.encode()) for k, v in scope[RATE_HEADERS]
+                         if k.lower().encode() not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,63 @@
+"""Who is calling: an API key's scopes and the region it may see. Pure: no I/O."""
+
+import re
+from dataclasses import dataclass
+
+from services.kit.problems import Problem
+
+SCOPES = ("events:write", "events:read", "scores:read", "standings:read", "webhooks:manage", "admin")
+REGION_CODE = re.compile(r"^[1-9]\d{5}$")
+
+
+def region_prefix(code: str) -> str:
+    """What every code inside `code` starts with: a province ends in 0000, a prefecture in 00."""
+    if code.endswith("0000"):
+        return code[:2]
+    if code.endswith("00"):
+        return code[:4]
+    return code
+
+
+def level(code: str) -> str:
+    return "province" if code.endswith("0000") else "prefecture" if code.endswith("00") else "county"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+    region: str
+    rate_limit_per_min: int | None = None
+
+    @property
+    def region_prefix(self) -> str:
+        """For prefix filters in SQL: `code LIKE prefix || '%'`."""
+        return region_prefix(self.region)
+
+    @property
+    def province_wide(self) -> bool:
+        return self.region.endswith("0000")
+
+    def covers(self, code: str | None) -> bool:
+        """True if the region `code` lies inside this key's region (or is it)."""
+        return bool(code) and len(code) == 6 and code.startswith(self.region_prefix)
+
+    def sees(self, code: str | None) -> bool:
+        """Inside the key's region, or one of its ancestors (a prefecture key sees its province's name)."""
+        if self.covers(code):
+            return True
+        return bool(code) and code in (self.region[:2] + "0000", self.region[:4] + "00")
+
+    def has(self, *scopes: str) -> bool:
+        """`admin` holds every scope."""
+        return "admin" in self.scopes or all(s in self.scopes for s in scopes)
+
+    def check_region(self, code: str | None, what: str = "region") -> None:
+        """404, as if `code` did not exist, when it lies outside the key's region."""
+        if not self.covers(code):
+            raise not_found(what, code)
+
+
+def not_found(what: str, ident: object) -> Problem:
+    return Problem(404, "not-found", "Not found", f"no {what} {ident}")

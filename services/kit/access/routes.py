@@ -1,0 +1,132 @@
+"""Admin endpoints for API keys (mounted by intake): create, list, show, revoke.
+
+A key with `admin` manages keys inside its own region, with at most its own scopes: a
+prefecture's admin can make keys for its counties, never for a neighbour or the province.
+"""
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+
+from services.kit.access.dependency import require
+from services.kit.access.keys import Access
+from services.kit.access.principal import REGION_CODE, SCOPES, Principal, not_found
+from services.kit.access.tables import ApiKey
+from services.kit.problems import MEDIA_TYPE, Problem, field_problem
+
+router = APIRouter(prefix="/v1/keys", tags=["access"])
+PROBLEM = {"content": {MEDIA_TYPE: {}}}
+Admin = Annotated[Principal, Depends(require("admin"))]
+
+
+class KeyCreate(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(min_length=1, max_length=200, description="Who holds the key, e.g. 凉山州扶贫办 dashboard")
+    scopes: list[str] = Field(min_length=1, max_length=len(SCOPES),
+                              description=f"Any of: {', '.join(SCOPES)}")
+    region: str = Field(description="Province, prefecture or county code the key may see (inside yours)")
+    rate_limit_per_min: int | None = Field(None, ge=1, le=10_000_000,
+                                           description="Requests per minute; default: the service setting")
+    expires_at: datetime | None = Field(None, description="When the key stops working (ISO 8601 with offset)")
+
+    @field_validator("scopes")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in SCOPES]
+        if unknown:
+            raise ValueError(f"unknown scope(s) {', '.join(unknown)}; allowed: {', '.join(SCOPES)}")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        if not REGION_CODE.match(value):
+            raise ValueError("a 6-digit administrative division code")
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a UTC offset (e.g. 2027-01-01T00:00:00+08:00)")
+        return value
+
+
+class KeyPublic(BaseModel):
+    id: str
+    name: str
+    scopes: list[str]
+    region: str
+    rate_limit_per_min: int | None
+    created_by: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, row: ApiKey) -> "KeyPublic":
+        return cls(id=row.id, name=row.name, scopes=row.scopes.split(), region=row.region,
+                   rate_limit_per_min=row.rate_limit_per_min, created_by=row.created_by,
+                   created_at=row.created_at, expires_at=row.expires_at, revoked_at=row.revoked_at)
+
+
+class KeyCreated(KeyPublic):
+    token: str = Field(description="The bearer token. Shown once: Kaohe keeps only its hash.")
+
+
+def _beyond(field: str, message: str) -> Problem:
+    problem = field_problem(field, message)
+    return Problem(403, "forbidden", "Forbidden", problem.detail, errors=problem.extra["errors"])
+
+
+def _access(request: Request) -> Access:
+    return request.app.state.access
+
+
+AccessDep = Annotated[Access, Depends(_access)]
+
+
+@router.post("", status_code=201, response_model=KeyCreated, summary="Create an API key (the token is shown once)",
+             responses={403: {"description": "Scopes or region beyond the caller's", **PROBLEM},
+                        422: {"description": "Invalid request", **PROBLEM}})
+async def create_key(body: KeyCreate, admin: Admin, access: AccessDep) -> KeyCreated:
+    if not admin.covers(body.region):
+        raise _beyond("region", f"{body.region} is outside your key's region {admin.region}")
+    beyond = [s for s in body.scopes if not admin.has(s)]
+    if beyond:
+        raise _beyond("scopes", f"your key cannot grant {', '.join(beyond)}")
+    row, token = await run_in_threadpool(
+        lambda: access.create(name=body.name, scopes=body.scopes, region=body.region, created_by=admin.key_id,
+                              rate_limit_per_min=body.rate_limit_per_min, expires_at=body.expires_at))
+    return KeyCreated(**KeyPublic.of(row).model_dump(), token=token)
+
+
+@router.get("", response_model=list[KeyPublic], summary="Keys inside your region (never their tokens)")
+async def list_keys(admin: Admin, access: AccessDep,
+                    include_revoked: Annotated[bool, Query(description="Also list revoked keys")] = False):
+    rows = await run_in_threadpool(lambda: access.list(admin.region, include_revoked=include_revoked))
+    return [KeyPublic.of(r) for r in rows]
+
+
+async def _visible(access: Access, admin: Principal, key_id: str) -> ApiKey:
+    row = await run_in_threadpool(access.get, key_id)
+    if row is None or not admin.covers(row.region):
+        raise not_found("API key", key_id)
+    return row
+
+
+@router.get("/{key_id}", response_model=KeyPublic, summary="One key",
+            responses={404: {"description": "No such key in your region", **PROBLEM}})
+async def get_key(key_id: str, admin: Admin, access: AccessDep) -> KeyPublic:
+    return KeyPublic.of(await _visible(access, admin, key_id))
+
+
+@router.delete("/{key_id}", response_model=KeyPublic, summary="Revoke a key (it stops working at once)",
+               responses={404: {"description": "No such key in your region", **PROBLEM}})
+async def revoke_key(key_id: str, admin: Admin, access: AccessDep) -> KeyPublic:
+    await _visible(access, admin, key_id)
+    return KeyPublic.of(await run_in_threadpool(access.revoke, key_id))

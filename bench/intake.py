@@ -27,6 +27,7 @@ import httpx
 import orjson
 from sqlalchemy import text
 
+from services.kit.access.local import saved_token
 from services.kit.broker import free_port
 from services.kit.db import make_engine
 
@@ -71,12 +72,19 @@ def parse_wrk(out: str) -> dict:
             "non_2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else None}
 
 
-def run_wrk(wrk: str, url: str, seconds: int, script: str | None = None) -> dict:
+def run_wrk(wrk: str, url: str, seconds: int, script: str | None = None, headers: dict[str, str] | None = None
+            ) -> dict:
+    """wrk's figures; fails on any non-2xx answer (a run of 401s would measure the key check alone)."""
     args = [wrk, "-t2", "-c32", f"-d{seconds}s", "--latency"]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]  # post_event.lua copies these into every request
     if script:
         args += ["-s", script]
     out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
-    return parse_wrk(out)
+    result = parse_wrk(out)
+    if result["non_2xx"]:
+        raise RuntimeError(f"wrk {url}: {result['non_2xx']} non-2xx answers\n{out}")
+    return result
 
 
 def hello_world(wrk: str, seconds: int) -> dict:
@@ -93,9 +101,11 @@ def hello_world(wrk: str, seconds: int) -> dict:
 
 class Stack:
     """`python -m services.kit.run` in a scratch data dir on free ports: the whole system (broker,
-    intake and its relay, scoring, ranking), without demo data unless asked."""
+    intake and its relay, scoring, ranking), without demo data unless asked. Once up, `headers`
+    carries the admin key the run saved (every API route needs a key)."""
 
     def __init__(self, data_dir: Path, database_url: str | None, *, demo: bool = False) -> None:
+        self.data_dir = data_dir
         self.port, self.ranking_port = free_port(), free_port()
         self.env = {**os.environ, "KAOHE_DATA_DIR": str(data_dir), "KAOHE_INTAKE_PORT": str(self.port),
                     "KAOHE_SCORING_PORT": str(free_port()), "KAOHE_RANKING_PORT": str(self.ranking_port),
@@ -111,7 +121,14 @@ class Stack:
         self.proc = subprocess.Popen([sys.executable, "-m", "services.kit.run"], cwd=ROOT, env=self.env,
                                      stdout=subprocess.DEVNULL, start_new_session=True)
         wait_http(f"{self.ranking_url}/readyz", timeout=240)  # the last service up (after the demo data)
+        self.token = saved_token(self.data_dir, "admin")
+        if not self.token:
+            raise RuntimeError(f"the stack saved no admin key under {self.data_dir / 'keys'}")
         return self
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
     def __exit__(self, *exc) -> None:
         os.killpg(self.proc.pid, signal.SIGINT)
@@ -132,11 +149,11 @@ def batch_events(n: int) -> list[bytes]:
     return bodies
 
 
-def batch_rate(url: str, total: int) -> dict:
+def batch_rate(url: str, total: int, headers: dict[str, str]) -> dict:
     bodies = batch_events(total)
-    with httpx.Client(timeout=120) as client:
+    with httpx.Client(timeout=120, headers=headers) as client:
         client.post(f"{url}/v1/events/batch", content=batch_events(1000)[0],
-                    headers={"content-type": "application/json"})  # warm-up
+                    headers={"content-type": "application/json"}).raise_for_status()  # warm-up
         start = time.perf_counter()
         accepted = 0
         for body in bodies:
@@ -216,11 +233,12 @@ def main() -> None:
                 db_url = url or f"sqlite:///{Path(tmp) / 'intake.db'}"
                 with Stack(Path(tmp), url) as stack:
                     print(f"[{name}] single POST /v1/events, {seconds}s…", flush=True)
-                    run_wrk(wrk, f"{stack.url}/v1/events", 2, script)  # warm-up
-                    single = run_wrk(wrk, f"{stack.url}/v1/events", seconds, script)
+                    run_wrk(wrk, f"{stack.url}/v1/events", 2, script, stack.headers)  # warm-up
+                    single = run_wrk(wrk, f"{stack.url}/v1/events", seconds, script, stack.headers)
                     print(f"[{name}] batch POST /v1/events/batch, {batch_total} events…", flush=True)
-                    batch = batch_rate(stack.url, batch_total)
-                    verified = httpx.get(f"{stack.url}/v1/audit/verify", timeout=300).json()
+                    batch = batch_rate(stack.url, batch_total, stack.headers)
+                    verified = httpx.get(f"{stack.url}/v1/audit/verify", headers=stack.headers,
+                                         timeout=300).raise_for_status().json()
                 raw = raw_insert_rate(db_url, batch_total)
                 results["backends"][name] = {
                     "single_post": single, "single_ratio_to_hello": single["requests_per_s"] / hello["requests_per_s"],

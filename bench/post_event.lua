@@ -1,4 +1,5 @@
 -- wrk script: POST one new daily_check.recorded event per request (fresh event_id and check_id).
+-- Sends the headers given to wrk with -H (the API key) too: wrk.format uses only the table passed.
 local counties = {"513431", "513432", "510722", "511602", "513433", "510726"}
 local n = 0
 
@@ -19,8 +20,12 @@ setup = function(thread)
   thread:set("seed", math.random(1, 2^31) + threads)
 end
 
+local headers = {}
+
 init = function(args)
   math.randomseed(seed or os.time())
+  for name, value in pairs(wrk.headers) do headers[name] = value end
+  headers["Content-Type"] = "application/json"
 end
 
 request = function()
@@ -31,5 +36,5 @@ request = function()
     '"occurred_at":"2026-06-01T09:00:00+08:00","region_code":"%s","source":"bench",' ..
     '"payload":{"check_id":"B-%s","kind":"registry_accuracy","items_checked":50,"items_failed":1}}',
     id, counties[n % #counties + 1], id)
-  return wrk.format("POST", "/v1/events", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "/v1/events", headers, body)
 end

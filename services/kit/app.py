@@ -101,6 +101,72 @@ def serve(create_app: Callable[[Settings], FastAPI], service: str) -> None:
                 access_log=False)
 
 
+PROBLEM_SCHEMA = {
+    "type": "object", "required": ["type", "title", "status", "detail"],
+    "description": "RFC 9457 problem details; `errors` names every offending field.",
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}, "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object", "properties": {
+            "field": {"type": "string"}, "pointer": {"type": "string"}, "message": {"type": "string"},
+            "type": {"type": "string"}}}},
+    },
+}
+STANDARD_PROBLEMS = {
+    "401": "No API key, or one unknown, revoked or expired",
+    "403": "The key lacks the scope (or the province-wide reach) this needs",
+    "429": "Over the key's rate limit (Retry-After, RateLimit headers)",
+    "503": "The database is unavailable; nothing was changed, retry (Retry-After)",
+}
+RATE_HEADERS = {
+    "RateLimit": {"description": "Remaining quota and seconds until full, e.g. `\"key\";r=99;t=1`",
+                  "schema": {"type": "string"}},
+    "RateLimit-Policy": {"description": "The key's quota per window, e.g. `\"key\";q=6000;w=60`",
+                         "schema": {"type": "string"}},
+}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Every error a route can answer, in its OpenAPI operation, as application/problem+json.
+
+    FastAPI documents only what a route declares (and its own 422 as application/json); the key
+    check, the rate limit, the body limit and the database add theirs to every route.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        problem = {problems.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path, operations in schema.get("paths", {}).items():
+            for method, op in operations.items():
+                responses = op.setdefault("responses", {})
+                codes = dict(STANDARD_PROBLEMS) if op.get("security") else {}
+                if op.get("parameters") or op.get("requestBody"):
+                    codes["422"] = "Invalid request: `errors` names every offending field"
+                if op.get("requestBody"):
+                    codes["413"] = "Body too large"
+                    codes["415"] = "Not JSON"
+                    codes["400"] = "A body that cannot be parsed"
+                if "{" in path or op.get("security"):
+                    codes["404"] = "No such object (or one outside the key's region)"
+                if method == "post":
+                    codes["409"] = "Idempotency-Key in use by a request still running, or a conflict"
+                for code, description in codes.items():
+                    responses.setdefault(code, {"description": description})
+                for code, response in responses.items():
+                    if code[0] in "45":
+                        response["content"] = problem  # every error any service sends is problem+json
+                    elif op.get("security"):
+                        response.setdefault("headers", {}).update(RATE_HEADERS)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+
+
 def service_app(*, title: str, description: str, settings: Settings, version: str = "1.0.0",
                 lifespan: Any = None, access: Access | None = None) -> FastAPI:
     """A service's app. `access` is the API key store (default: the one the settings place)."""
@@ -114,4 +180,5 @@ def service_app(*, title: str, description: str, settings: Settings, version: st
     app.add_middleware(Idempotency)
     app.add_middleware(RateHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    document_problems(app)
     return app

@@ -1,6 +1,7 @@
 """RFC 9457 problem details: every error any service returns, with every offending field named."""
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -81,6 +82,19 @@ def _request_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
+def _allowed(request: Request) -> list[str]:
+    """Every method the API has at this path, from its OpenAPI document (a literal path wins
+    over a template: /v1/events/batch is not /v1/events/{event_id})."""
+    paths = request.app.openapi().get("paths", {})
+    if request.url.path in paths:
+        return sorted(m.upper() for m in paths[request.url.path])
+    methods: set[str] = set()
+    for template, operations in paths.items():
+        if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods.update(m.upper() for m in operations)
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into problem+json."""
 
@@ -97,7 +111,10 @@ def install(app: FastAPI) -> None:
         titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large", 415: "Unsupported media type"}
         problem = Problem(exc.status_code, f"http-{exc.status_code}", titles.get(exc.status_code, "HTTP error"),
                           str(exc.detail))
-        return problem_response(problem, request, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette names the first matching route's methods only
+            headers["Allow"] = ", ".join(_allowed(request))
+        return problem_response(problem, request, headers=headers)
 
     @app.exception_handler(Busy)
     @app.exception_handler(SATimeout)

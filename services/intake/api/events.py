@@ -5,7 +5,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.events.registry import TYPES, Event
 from services.intake.api.deps import CommitterDep, DirectoryDep, EngineDep, EventsReader, EventsWriter, visible_place
@@ -16,6 +16,7 @@ from services.intake.store.models import StoredEvent
 from services.kit import pagination
 from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE, InvalidEvent, Problem
+from services.kit.types import IsoDateTime
 
 REGION_SCOPE = "A county, a prefecture (its counties) or the province"
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -80,12 +81,18 @@ def not_here(event) -> InvalidEvent:
     return problem
 
 
+@router.api_route("/batch", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def batch_other_methods() -> None:
+    """Without this, GET /v1/events/batch would be read as the event with id "batch" (a 422)."""
+    raise StarletteHTTPException(405, "Method Not Allowed", headers={"Allow": "POST"})
+
+
 @router.get("", response_model=EventPage, summary="List stored events, oldest first (inside the key's region)")
 def list_events(
     session: SessionDep, directory: DirectoryDep, principal: EventsReader,
     region_code: Annotated[str | None, Query(pattern=r"^\d{6}$", description=REGION_SCOPE)] = None,
     type: EventType | None = None,
-    since: Annotated[AwareDatetime | None, Query(description="Only events recorded at or after this time")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="Only events recorded at or after this time")] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> EventPage:

@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 from sqlalchemy import Engine, bindparam, func, or_, select
 from sqlmodel import Session
 
@@ -16,6 +16,7 @@ from services.kit import pagination
 from services.kit.access import Principal, require
 from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE, Problem, field_problem
+from services.kit.types import IsoDateTime
 from services.ranking.models import Region, Standing, StandingHistory
 from services.ranking.ranks import ALL
 
@@ -151,7 +152,7 @@ async def standings(
     level: Literal["county", "prefecture"] = "county",
     league: Annotated[Literal["in_poverty", "exited", "all"] | None,
                       Query(description="Counties: in_poverty (default) or exited. Prefectures: all.")] = None,
-    as_of: Annotated[AwareDatetime | None, Query(description="The standings as they were at this time")] = None,
+    as_of: Annotated[IsoDateTime | None, Query(description="The standings as they were at this time")] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> Response:
@@ -307,7 +308,7 @@ def _history(r: StandingHistory) -> dict[str, Any]:
             summary="Every change of a region's standings in a year, oldest first (rank null: left the scope)",
             responses={404: {"description": "Unknown region", **PROBLEM}})
 def history(region_code: Code, year: Year, session: SessionDep, names: NamesDep, principal: Reader,
-            since: Annotated[datetime | None, Query(description="Only changes after this time")] = None
+            since: Annotated[IsoDateTime | None, Query(description="Only changes after this time")] = None
             ) -> list[dict[str, Any]]:
     if not principal.covers(region_code):
         raise _unknown(region_code)

@@ -63,7 +63,9 @@ def listing(*, session: Session, principal: Principal, cursor: str | None, limit
     after = pagination.decode(cursor, ("id",))
     q = select(Endpoint).where(Endpoint.region_code.startswith(principal.region_prefix))
     if after:
-        q = q.where(Endpoint.id > str(after["id"]))
+        if not isinstance(after["id"], str):
+            raise field_problem("cursor", "not a cursor this API returned")
+        q = q.where(Endpoint.id > after["id"])
     rows = list(session.execute(q.order_by(Endpoint.id).limit(limit + 1)).scalars())
     more = len(rows) > limit
     rows = rows[:limit]
@@ -134,11 +136,17 @@ def attempts(*, session: Session, principal: Principal, endpoint_id: str, messag
     if message_id:
         q = q.where(Attempt.message_id == message_id)
     if before:
-        q = q.where(Attempt.id < int(before["id"]))
+        q = q.where(Attempt.id < _position(before))
     rows = list(session.execute(q.order_by(Attempt.id.desc()).limit(limit + 1)).scalars())
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, pagination.encode({"id": rows[-1].id}) if more else None
+
+
+def _position(cursor: dict[str, Any]) -> int:
+    if not isinstance(cursor["id"], int):
+        raise field_problem("cursor", "not a cursor this API returned")
+    return cursor["id"]
 
 
 def deliveries(*, session: Session, principal: Principal, endpoint_id: str, status: str | None,
@@ -151,7 +159,7 @@ def deliveries(*, session: Session, principal: Principal, endpoint_id: str, stat
     if status:
         q = q.where(Delivery.status == status)
     if before:
-        q = q.where(Delivery.id < int(before["id"]))
+        q = q.where(Delivery.id < _position(before))
     rows = [tuple(r) for r in session.execute(q.order_by(Delivery.id.desc()).limit(limit + 1)).all()]
     more = len(rows) > limit
     rows = rows[:limit]

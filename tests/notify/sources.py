@@ -44,7 +44,8 @@ class Sources:
 
     def score(self, code: str, grade: str, previous_grade: str | None, *, level: str = "county",
               total: float = 70.0, previous_total: float | None = 80.0) -> bytes:
-        value = orjson.dumps({"region_code": code, "level": level, "league": "in_poverty" if level == "county" else None,
+        league = "in_poverty" if level == "county" else None
+        value = orjson.dumps({"region_code": code, "level": level, "league": league,
                               "year": 2026, "total": total, "grade": grade, "gated": False, "components": {},
                               "previous_total": previous_total, "previous_grade": previous_grade,
                               "policy_version": "default-v1", "cause": "test",

@@ -17,9 +17,9 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from services.events import topics
+from services.kit.kafka import ensure_topics
 from services.kit.migrate import ROOT
 from services.notify.models import Delivery
-from services.kit.kafka import ensure_topics
 from services.notify.notifications import TOPICS
 from services.notify.worker import DEAD_LETTERS, Worker, build_relay
 from tests.kafka_helpers import headers, read_messages
@@ -29,6 +29,7 @@ from tests.notify.sources import Sources, finding
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.broker
+COUNTY = "510104"  # a Chengdu county: only its own endpoint hears about it
 
 
 def local_today() -> date:
@@ -68,12 +69,27 @@ def subscribe(api, receivers, region: str, **body) -> Receiver:
     return r
 
 
-def test_notifications_are_routed_by_region_and_type_once_each_and_poison_is_dead_lettered(system):
+def overdue_findings(sources, today: date) -> None:
+    """O-1 overdue since today; O-2 disputed before its deadline (nothing while in dispute); O-3
+    not due yet; O-4 withdrawn."""
+    sources.inspection(COUNTY, [finding("O-1", "major", today - timedelta(days=1)),
+                                finding("O-2", "major", today - timedelta(days=1)),
+                                finding("O-3", "major", today + timedelta(days=3)),
+                                finding("O-4", "major", today - timedelta(days=2))], days_ago=5)
+    sources.event(COUNTY, "finding.disputed", {"finding_id": "O-2", "evidence": ["photo"]},
+                  datetime.now(timezone.utc) - timedelta(days=4))
+    sources.event(COUNTY, "finding.withdrawn", {"finding_id": "O-4", "decided_by": "x"},
+                  datetime.now(timezone.utc) - timedelta(days=4))
+
+
+def test_notifications_are_routed_by_region_and_type_once_each(system):
+    """Also: overdue once per finding (not while disputed, never if withdrawn), poison dead-lettered."""
     api, sources, receivers, threads, broker = system
     liangshan = subscribe(api, receivers, "513400")
     ganzi = subscribe(api, receivers, "513300")
     province = subscribe(api, receivers, "510000", event_types=["finding.critical_recorded"])
     county = subscribe(api, receivers, "513431", event_types=["standing.changed"])
+    elsewhere = subscribe(api, receivers, COUNTY, event_types=["rectification.overdue"])
     for t in threads:
         t.start()
     sources.raw(topics.SCORING_SCORES, "513431", b"{not json")  # poison: dead-lettered, the rest goes on
@@ -92,9 +108,18 @@ def test_notifications_are_routed_by_region_and_type_once_each_and_poison_is_dea
     sources.score("513400", "一般", "较好", level="prefecture", total=60.0, previous_total=65.0)
     sources.standing("513431", "513400", 2, 3)
     sources.standing("513432", "513400", 1, None)  # entered the league: no move
+    overdue_findings(sources, today)
     wait_for(lambda: len(liangshan.delivered()) >= 5 and len(ganzi.delivered()) >= 1
-             and len(province.delivered()) >= 2 and len(county.delivered()) >= 1, what="every notification",
-             timeout=30)
+             and len(province.delivered()) >= 2 and len(county.delivered()) >= 1 and elsewhere.delivered(),
+             what="every notification", timeout=30)
+    # O-2's dispute fails today: it is open again, past its deadline
+    sources.event(COUNTY, "finding.upheld", {"finding_id": "O-2", "decided_by": "x"}, datetime.now(timezone.utc))
+    wait_for(lambda: len(elsewhere.delivered()) >= 2, what="O-2 overdue")
+    sources.event(COUNTY, "rectification.reported", {"finding_id": "O-1", "evidence": ["photo"]},
+                  datetime.now(timezone.utc))
+    threading.Event().wait(0.6)  # a few ticks: nothing more
+    assert sorted(m.json["data"]["finding_id"] for m in elsewhere.delivered()) == ["O-1", "O-2"]
+    assert elsewhere.delivered()[0].json["data"]["deadline"] == (today - timedelta(days=1)).isoformat()
     kinds = lambda r: sorted((m.json["type"], m.json["data"]["region_code"]) for m in r.delivered())  # noqa: E731
     assert kinds(liangshan) == [("finding.critical_recorded", "513431"), ("rectification.overdue", "513431"),
                                 ("score.threshold_crossed", "513400"), ("score.threshold_crossed", "513431"),
@@ -115,35 +140,6 @@ def test_notifications_are_routed_by_region_and_type_once_each_and_poison_is_dea
     for topic in (topics.SCORING_SCORES, topics.RANKING_STANDINGS, topics.INTAKE_EVENTS):
         dead = read_messages(broker.bootstrap_servers, topics.dead_letter(topic), lambda ms: len(ms) >= 1)
         assert headers(dead[0])["original_topic"] == topic and headers(dead[0])["error"]
-
-
-def test_overdue_is_notified_once_per_finding_and_not_while_disputed_or_withdrawn(system):
-    api, sources, receivers, threads, _ = system
-    liangshan = subscribe(api, receivers, "513400", event_types=["rectification.overdue"])
-    for t in threads:
-        t.start()
-    today = local_today()
-    sources.inspection("513431", [finding("O-1", "major", today - timedelta(days=1)),
-                                  finding("O-2", "major", today - timedelta(days=1)),
-                                  finding("O-3", "major", today + timedelta(days=3)),
-                                  finding("O-4", "major", today - timedelta(days=2))], days_ago=5)
-    # O-2 was disputed before its deadline passed: no overdue while in dispute; O-4 withdrawn
-    sources.event("513431", "finding.disputed", {"finding_id": "O-2", "evidence": ["photo"]},
-                  datetime.now(timezone.utc) - timedelta(days=4))
-    sources.event("513431", "finding.withdrawn", {"finding_id": "O-4", "decided_by": "x"},
-                  datetime.now(timezone.utc) - timedelta(days=4))
-    got = wait_for(lambda: liangshan.delivered(), what="O-1 overdue")
-    # the dispute fails today: O-2 is open again, past its deadline
-    sources.event("513431", "finding.upheld", {"finding_id": "O-2", "decided_by": "x"}, datetime.now(timezone.utc))
-    wait_for(lambda: len(liangshan.delivered()) >= 2, what="O-2 overdue")
-    sources.event("513431", "rectification.reported", {"finding_id": "O-1", "evidence": ["photo"]},
-                  datetime.now(timezone.utc))
-    threading.Event().wait(0.6)  # a few ticks: nothing more
-    got = sorted(m.json["data"]["finding_id"] for m in liangshan.delivered())
-    assert got == ["O-1", "O-2"]
-    overdue = liangshan.delivered()[0].json
-    assert overdue["data"]["deadline"] == (today - timedelta(days=1)).isoformat()
-
 
 
 def start_worker(db, broker, instance: str) -> subprocess.Popen:

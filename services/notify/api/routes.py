@@ -32,8 +32,9 @@ from services.notify.notifications import TYPES
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 PrincipalDep = Annotated[Principal, Depends(require("webhooks:manage"))]
-EndpointId = Annotated[str, Path(min_length=1, max_length=40)]
-MessageId = Annotated[str, Path(min_length=1, max_length=40)]
+ID = r"^[A-Za-z0-9_\-]{1,40}$"
+EndpointId = Annotated[str, Path(pattern=ID)]
+MessageId = Annotated[str, Path(pattern=ID)]
 Limit = Annotated[int, Query(ge=1, le=100)]
 PROBLEM = {"content": {MEDIA_TYPE: {}}}
 NOT_FOUND = {404: {"description": "No such endpoint in the key's region", **PROBLEM}}
@@ -121,7 +122,7 @@ def ping(endpoint_id: EndpointId, principal: PrincipalDep, session: SessionDep, 
 @router.get("/endpoints/{endpoint_id}/attempts", response_model=AttemptsPage,
             summary="The delivery log: every attempt, newest first", responses={**NOT_FOUND, **INVALID})
 def list_attempts(endpoint_id: EndpointId, principal: PrincipalDep, session: SessionDep,
-                  message_id: Annotated[str | None, Query(max_length=40)] = None, cursor: str | None = None,
+                  message_id: Annotated[str | None, Query(pattern=ID)] = None, cursor: str | None = None,
                   limit: Limit = 50) -> AttemptsPage:
     rows, next_cursor = endpoints.attempts(session=session, principal=principal, endpoint_id=endpoint_id,
                                            message_id=message_id, cursor=cursor, limit=limit)

@@ -9,8 +9,9 @@ from services.notify.models import Attempt, Delivery, Endpoint
 from services.notify.notifications import SUBSCRIBABLE
 
 EventType = Literal[SUBSCRIBABLE]  # type: ignore[valid-type]
-Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, strip_whitespace=True)]
-Description = Annotated[str, StringConstraints(max_length=500)]
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # a NUL cannot be stored in PostgreSQL text; no URL needs one
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, strip_whitespace=True, pattern=NO_CONTROL)]
+Description = Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00]*$")]
 EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=len(SUBSCRIBABLE))]
 
 

@@ -109,6 +109,7 @@ class Stack:
         self.port, self.ranking_port = free_port(), free_port()
         self.env = {**os.environ, "KAOHE_DATA_DIR": str(data_dir), "KAOHE_INTAKE_PORT": str(self.port),
                     "KAOHE_SCORING_PORT": str(free_port()), "KAOHE_RANKING_PORT": str(self.ranking_port),
+                    "KAOHE_NOTIFY_PORT": str(free_port()),
                     "KAOHE_BROKER_PORT": str(free_port()), "KAOHE_LOG_LEVEL": "WARNING",
                     "KAOHE_DEMO": "1" if demo else "0"}
         self.env.pop("KAFKA_BOOTSTRAP_SERVERS", None)

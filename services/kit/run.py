@@ -35,7 +35,7 @@ class Child:
 def setup_steps() -> list[list[str]]:
     """Each service's own idempotent set-up (migrations, reference data, topics)."""
     return [[sys.executable, "-m", "services.kit.access", "migrate"],
-            *([sys.executable, "-m", f"services.{service}.setup"] for service in ("intake", "scoring", "ranking"))]
+            *([sys.executable, "-m", f"services.{service}.setup"] for service in ("intake", "scoring", "ranking", "notify"))]
 
 
 def children(settings: Settings) -> list[Child]:
@@ -48,6 +48,8 @@ def children(settings: Settings) -> list[Child]:
         Child("scoring-worker", [py, "-m", "services.scoring.worker"]),
         Child("ranking", [py, "-m", "services.ranking"], f"{base}:{settings.ranking_port}/healthz"),
         Child("ranking-worker", [py, "-m", "services.ranking.worker"]),
+        Child("notify", [py, "-m", "services.notify"], f"{base}:{settings.notify_port}/healthz"),
+        Child("notify-worker", [py, "-m", "services.notify.worker"]),
     ]
 
 
@@ -103,7 +105,9 @@ def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str
         f"  intake database {url}",
         f"  data directory  {settings.data_dir.resolve()}",
         "  regions         Sichuan (510000): 21 prefectures, 183 counties",
-        f"  notifications (:{settings.notify_port}) are not built yet.",
+        f"  notify API      {base}:{settings.notify_port}/docs   (webhook endpoints, deliveries, replays;"
+        " docs/notify.md)",
+        "                  (this machine may register loopback receivers: KAOHE_NOTIFY_ALLOW_PRIVATE_URLS=1)",
         "  demo data       two assessment years through intake's API; more, live: make demo RATE=200",
         "",
         f"  try:  curl -s {auth} {base}:{settings.intake_port}/v1/regions/513400 | python3 -m json.tool",
@@ -132,6 +136,8 @@ def main() -> int:
     broker: LocalBroker | None = None
     procs: list[Child] = []
     env = dict(os.environ)
+    # one machine: a prefecture trying webhooks locally points them at its own loopback receiver
+    env.setdefault("KAOHE_NOTIFY_ALLOW_PRIVATE_URLS", "1")
     try:
         if settings.local_broker:
             broker = LocalBroker(settings.broker_port, log_path=settings.data_dir / "broker.log").start()

@@ -9,7 +9,7 @@ import time
 
 from services.kit.broker import free_port
 
-PORTS = ("KAOHE_INTAKE_PORT", "KAOHE_SCORING_PORT", "KAOHE_RANKING_PORT", "KAOHE_BROKER_PORT")
+PORTS = ("KAOHE_INTAKE_PORT", "KAOHE_SCORING_PORT", "KAOHE_RANKING_PORT", "KAOHE_NOTIFY_PORT", "KAOHE_BROKER_PORT")
 
 
 def environment(tmp_path, **extra: str) -> tuple[dict[str, str], dict[str, int]]:

@@ -54,6 +54,12 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
             time.sleep(0.3)
         assert {(p["scope"], p["rank"]) for p in placed} == {("513400", 1), ("510000", 1)}
         assert "考核" in httpx.get(f"{ranking}/", timeout=5).text
+        # notify runs too; a prefecture can register a (local) webhook endpoint with its key
+        notify = f"http://127.0.0.1:{ports['KAOHE_NOTIFY_PORT']}"
+        assert httpx.get(f"{notify}/readyz", timeout=5).json()["status"] == "ready"
+        endpoint = httpx.post(f"{notify}/v1/webhooks/endpoints", json={"url": "http://127.0.0.1:9/hook"},
+                              headers=admin, timeout=5)
+        assert endpoint.status_code == 201 and endpoint.json()["secret"].startswith("whsec_"), endpoint.text
     finally:
         tail = stop(proc, out)
     assert proc.returncode == 0, tail

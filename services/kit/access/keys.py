@@ -53,7 +53,7 @@ class Access:
 
     def __init__(self, engine: Engine, *, cache_s: float = 5.0, clock: Callable[[], datetime] = utcnow) -> None:
         self.engine, self.cache_s, self.clock = engine, cache_s, clock
-        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self._cache: dict[str, tuple[float, ApiKey | None, Principal | None]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -103,28 +103,30 @@ class Access:
         if parsed is None:
             return None
         key_id, secret = parsed
-        row = self._cached(key_id)
-        if row is self.MISS:
+        hit = self._cached(key_id)
+        if hit is self.MISS:
             if cached_only:
                 return self.MISS
-            row = self._load(key_id)
+            hit = self._load(key_id)
+        row, principal = hit
         if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
             return None
-        now = self.clock()
-        if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= self.clock()):
             return None
-        return principal_of(row)
+        return principal
 
     def _cached(self, key_id: str):
+        """(row, principal) from this process's cache, or MISS."""
         with self._lock:
             hit = self._cache.get(key_id)
-        return hit[1] if hit and hit[0] > time.monotonic() else self.MISS
+        return hit[1:] if hit and hit[0] > time.monotonic() else self.MISS
 
-    def _load(self, key_id: str) -> ApiKey | None:
+    def _load(self, key_id: str) -> tuple[ApiKey | None, Principal | None]:
         now = time.monotonic()
         row = self.get(key_id)
+        principal = principal_of(row) if row is not None else None  # built once per cache period
         with self._lock:
             if len(self._cache) > 10_000:  # unknown ids are cached too: bound the dict
                 self._cache.clear()
-            self._cache[key_id] = (now + self.cache_s, row)
-        return row
+            self._cache[key_id] = (now + self.cache_s, row, principal)
+        return row, principal

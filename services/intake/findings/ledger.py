@@ -172,8 +172,9 @@ def finding_transition(event: Envelope, ctx: Context) -> Apply:
         raise conflict(f"finding {finding_id!r} is not in the ledger; it must first be recorded by an "
                        "inspection.recorded event", finding_id=finding_id, current_state=None)
     if entry.region_code != event.region_code:
-        raise conflict(f"finding {finding_id!r} belongs to county {entry.region_code}, not {event.region_code}",
-                       finding_id=finding_id, finding_region_code=entry.region_code)
+        # said without naming the other county: the sender's key may not see it
+        raise conflict(f"finding {finding_id!r} is not in the ledger of county {event.region_code}",
+                       finding_id=finding_id, current_state=None)
     if entry.state not in allowed:
         expected = " or ".join(sorted(f"'{s}'" for s in allowed))
         raise conflict(f"finding {finding_id!r} is '{entry.state}'; {event.type} can {action} only when it is "
@@ -238,7 +239,7 @@ def county_status_changed(event: v1.CountyStatusChanged, ctx: Context) -> Apply:
 def return_risk_flagged(event: v1.ReturnRiskFlagged, ctx: Context) -> Apply:
     household = ctx.lookups.households.get(event.payload.household_id)
     if household is not None and household.region_code != event.region_code:
-        raise conflict(f"household {household.household_id!r} belongs to county {household.region_code}",
+        raise conflict(f"household {household.household_id!r} is not a household of county {event.region_code}",
                        household_id=household.household_id)
 
     def apply() -> None:
@@ -259,7 +260,7 @@ def return_risk_cleared(event: v1.ReturnRiskCleared, ctx: Context) -> Apply:
         raise conflict(f"household {event.payload.household_id!r} is not flagged at risk, so it cannot be cleared",
                        household_id=event.payload.household_id, flagged=False)
     if household.region_code != event.region_code:
-        raise conflict(f"household {household.household_id!r} belongs to county {household.region_code}",
+        raise conflict(f"household {household.household_id!r} is not a household of county {event.region_code}",
                        household_id=household.household_id)
 
     def apply() -> None:

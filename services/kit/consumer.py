@@ -27,9 +27,9 @@ class _OnAssigned(ConsumerRebalanceListener):
         self.on_assigned(assigned)
 
 
-def group_consumer(settings: Settings, *, group: str, topic: str, batch: int,
+def group_consumer(settings: Settings, *, group: str, topics: list[str], batch: int,
                    on_assigned: Callable) -> KafkaConsumer:
-    """A consumer in `group` on `topic`; `on_assigned(partitions)` must seek every partition."""
+    """A consumer in `group` on `topics`; `on_assigned(partitions)` must seek every partition."""
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers.split(","), group_id=group, client_id=group,
         # on_assigned places every partition; a position past the log's end raises
@@ -40,7 +40,7 @@ def group_consumer(settings: Settings, *, group: str, topic: str, batch: int,
         heartbeat_interval_ms=min(3_000, settings.consumer_session_timeout_ms // 3),
         group_instance_id=settings.consumer_instance_id,
     )
-    consumer.subscribe([topic], listener=_OnAssigned(on_assigned))
+    consumer.subscribe(topics, listener=_OnAssigned(on_assigned))
     return consumer
 
 

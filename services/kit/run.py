@@ -34,8 +34,9 @@ class Child:
 
 def setup_steps() -> list[list[str]]:
     """Each service's own idempotent set-up (migrations, reference data, topics)."""
+    services = ("intake", "scoring", "ranking", "notify")
     return [[sys.executable, "-m", "services.kit.access", "migrate"],
-            *([sys.executable, "-m", f"services.{service}.setup"] for service in ("intake", "scoring", "ranking", "notify"))]
+            *([sys.executable, "-m", f"services.{service}.setup"] for service in services)]
 
 
 def children(settings: Settings) -> list[Child]:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from kafka import ConsumerRebalanceListener
 from kafka.errors import OffsetOutOfRangeError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -42,17 +41,6 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class _Seek(ConsumerRebalanceListener):
-    def __init__(self, on_assigned: Callable) -> None:
-        self.on_assigned = on_assigned
-
-    def on_partitions_revoked(self, revoked):  # state is committed per batch: nothing pending
-        pass
-
-    def on_partitions_assigned(self, assigned):
-        self.on_assigned(assigned)
-
-
 class Worker:
     def __init__(self, settings: Settings, db: Engine, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.settings, self.db, self.clock = settings, db, clock
@@ -63,10 +51,8 @@ class Worker:
 
     def connect(self) -> None:
         ensure_topics(self.settings.bootstrap_servers, [*TOPICS, *DEAD_LETTERS], self.settings.topic_partitions)
-        self.consumer = group_consumer(self.settings, group=GROUP, topic=TOPICS[0], batch=self.settings.notify_batch,
-                                       on_assigned=self.seek_stored)
-        # kit's group_consumer subscribes to one topic; notify reads three in one group
-        self.consumer.subscribe(list(TOPICS), listener=_Seek(self.seek_stored))
+        self.consumer = group_consumer(self.settings, group=GROUP, topics=list(TOPICS),
+                                       batch=self.settings.notify_batch, on_assigned=self.seek_stored)
 
     def seek_stored(self, partitions) -> None:
         with Session(self.db) as s:

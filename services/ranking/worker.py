@@ -66,7 +66,7 @@ class Worker:
     def connect(self) -> None:
         ensure_topics(self.settings.bootstrap_servers, [topics.SCORING_SCORES, DLT, topics.RANKING_STANDINGS],
                       self.settings.topic_partitions)
-        self.consumer = group_consumer(self.settings, group=GROUP, topic=topics.SCORING_SCORES,
+        self.consumer = group_consumer(self.settings, group=GROUP, topics=[topics.SCORING_SCORES],
                                        batch=self.settings.ranking_batch, on_assigned=self.seek_stored)
 
     def seek_stored(self, partitions) -> None:

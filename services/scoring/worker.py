@@ -177,7 +177,7 @@ class Worker:
     def connect(self) -> None:
         ensure_topics(self.settings.bootstrap_servers, [topics.INTAKE_EVENTS, topics.dead_letter(topics.INTAKE_EVENTS),
                                                          topics.SCORING_SCORES], self.settings.topic_partitions)
-        self.consumer = group_consumer(self.settings, group=GROUP, topic=topics.INTAKE_EVENTS,
+        self.consumer = group_consumer(self.settings, group=GROUP, topics=[topics.INTAKE_EVENTS],
                                        batch=self.settings.scoring_batch, on_assigned=self.seek_stored)
 
     def seek_stored(self, partitions) -> None:

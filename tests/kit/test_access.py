@@ -24,6 +24,7 @@ from services.scoring.app import create_app as scoring_app
 from services.scoring.models import Explanation, ScoreRow, TeamPoints
 from tests import factories as f
 from tests.conftest import bearer, fresh_database
+from tests.fuzz_hooks import names_a, parsed
 
 A_PREF, A_COUNTY = "513400", "513431"  # 凉山州, 昭觉县
 B_PREF, B_COUNTY = "510700", "510722"  # 绵阳市, 三台县
@@ -101,24 +102,9 @@ def _seed_read_models(scoring, ranking) -> None:
         s.commit()
 
 
-def _codes(text: str) -> set[str]:
-    """The codes of A's prefecture named anywhere in a JSON or NDJSON response (as whole values)."""
-    found: set[str] = set()
-
-    def walk(value) -> None:
-        if isinstance(value, dict):
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-        elif isinstance(value, str) and value.isdigit() and len(value) == 6 and value.startswith(A_PREF[:4]):
-            found.add(value)
-
-    for line in text.splitlines() or [text]:
-        if line.strip():
-            walk(orjson.loads(line))
-    return found
+def _codes(text: str) -> bool:
+    """Does a JSON or NDJSON response name a region of A's prefecture (as a whole value)?"""
+    return names_a(parsed(text))
 
 
 # Every route of every service that holds regional data, and how B's key asks it about A.

@@ -27,14 +27,19 @@ def unauthenticated(detail: str) -> Problem:
     return problem
 
 
+async def principal_for(access: Access, token: str) -> Principal | None:
+    """The token's principal: from this process's cache on the event loop, else read in a thread."""
+    principal = access.authenticate(token, cached_only=True)
+    if principal is Access.MISS:
+        principal = await run_in_threadpool(access.authenticate, token)
+    return principal
+
+
 async def authenticate(request: Request, token: str | None) -> Principal:
     """The caller's principal, rate limited; raises 401 or 429."""
     if not token:
         raise unauthenticated("send an API key: Authorization: Bearer kh_...")
-    access: Access = request.app.state.access
-    principal = access.authenticate(token, cached_only=True)
-    if principal is Access.MISS:
-        principal = await run_in_threadpool(access.authenticate, token)
+    principal = await principal_for(request.app.state.access, token)
     if principal is None:
         raise unauthenticated("the API key is unknown, revoked or expired")
     limiter: RateLimiter = request.app.state.rate_limiter

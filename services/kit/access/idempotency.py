@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.kit.access.dependency import principal_for
 from services.kit.access.keys import Access
 from services.kit.access.tables import IdempotencyRecord
 from services.kit.problems import MEDIA_TYPE, TYPE_PREFIX
@@ -130,7 +131,7 @@ class Idempotency:
         access: Access = scope["app"].state.access
         auth = headers.get("authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-        principal = await run_in_threadpool(access.authenticate, token) if token else None
+        principal = await principal_for(access, token) if token else None
         if principal is None:  # the route's dependency answers 401
             await self.app(scope, receive, send)
             return

@@ -6,19 +6,57 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import make_url, text
 
 from services.kit.broker import free_port
+from services.kit.db import make_engine
+from services.kit.run import Child, wait_healthy
+from tests.conftest import _PG_REASON, PG_URL
 
 PORTS = ("KAOHE_INTAKE_PORT", "KAOHE_SCORING_PORT", "KAOHE_RANKING_PORT", "KAOHE_NOTIFY_PORT", "KAOHE_BROKER_PORT")
+BACKENDS = ("sqlite", "postgresql")
+# the settings that would point a stack at outside databases or an outside broker
+OUTSIDE = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL",
+           *(f"KAOHE_{s}_DATABASE_URL" for s in ("INTAKE", "SCORING", "RANKING", "NOTIFY", "ACCESS")))
 
 
 def environment(tmp_path, **extra: str) -> tuple[dict[str, str], dict[str, int]]:
-    """Free ports and a scratch data directory; SQLite and the local broker (no outside settings)."""
+    """Free ports and a scratch data directory; the local broker and SQLite unless `extra` sets
+    DATABASE_URL (no outside settings)."""
     ports = {name: free_port() for name in PORTS}
-    env = {**os.environ, "KAOHE_DATA_DIR": str(tmp_path / "var"), **{k: str(v) for k, v in ports.items()}, **extra}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    env.pop("DATABASE_URL", None)
+    env = {k: v for k, v in os.environ.items() if k not in OUTSIDE}
+    env.update({"KAOHE_DATA_DIR": str(tmp_path / "var"), **{k: str(v) for k, v in ports.items()}, **extra})
     return env, ports
+
+
+@contextmanager
+def database_env(backend: str) -> Iterator[dict[str, str]]:
+    """The environment placing a stack on `backend`: nothing for SQLite (files in the data
+    directory); for PostgreSQL, DATABASE_URL of a new database (one schema per service in it),
+    dropped afterwards."""
+    if backend == "sqlite":
+        yield {}
+        return
+    if _PG_REASON:
+        pytest.skip(_PG_REASON)
+    name = f"kaohe_e2e_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(PG_URL, isolation_level="AUTOCOMMIT")  # CREATE/DROP DATABASE refuse a transaction
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield {"DATABASE_URL": make_url(PG_URL).set(database=name).render_as_string(hide_password=False)}
+    finally:
+        with admin.connect() as conn:  # a process that outlived its stack must not keep the database
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
 
 
 def start(env, timeout: float = 120) -> tuple[subprocess.Popen, list[str]]:
@@ -40,6 +78,30 @@ def start(env, timeout: float = 120) -> tuple[subprocess.Popen, list[str]]:
         proc.kill()
         raise AssertionError("make run did not come up:\n" + "".join(out))
     return proc, out
+
+
+@contextmanager
+def serving(module: str, env: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
+    """One API process (`python -m <module>` on `port`) until the block ends; yields its base URL.
+    Its output goes to `log_path` (shown when it does not come up)."""
+    base = f"http://127.0.0.1:{port}"
+    with open(log_path, "ab") as log:
+        child = Child(module, [sys.executable, "-m", module], f"{base}/healthz")
+        child.process = subprocess.Popen(child.args, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+    try:
+        try:
+            wait_healthy(child)
+        except RuntimeError as exc:
+            raise AssertionError(f"{exc}:\n{log_path.read_text(errors='replace')[-4000:]}") from None
+        yield base
+    finally:
+        child.process.terminate()
+        try:
+            child.process.wait(10)
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
 
 
 def token(env, name: str = "admin") -> str:

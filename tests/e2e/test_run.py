@@ -2,16 +2,32 @@
 
 import subprocess
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from services.events import topics
+from services.kit.db import make_engine
 from tests import factories as f
-from tests.e2e.stack import environment, start, stop, token
+from tests.e2e.stack import BACKENDS, database_env, environment, start, stop, token
 from tests.kafka_helpers import read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
+
+
+def schemas(url: str) -> dict[str, bool]:
+    """The schemas holding tables in a PostgreSQL database, each with whether it keeps its own
+    migration history (an `alembic_version` table)."""
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT table_schema, bool_or(table_name = 'alembic_version') "
+                                 "FROM information_schema.tables "
+                                 "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') GROUP BY 1"))
+        found = dict(rows.all())
+    engine.dispose()
+    return found
 
 
 def children_of(pid) -> list[str]:
@@ -19,8 +35,16 @@ def children_of(pid) -> list[str]:
     return [line for line in result.splitlines() if f" {pid} " in line and "services." in line]
 
 
-def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
-    env, ports = environment(tmp_path, KAOHE_DEMO="0")  # the demo data: test_dashboard.py
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> Iterator[tuple[str, dict[str, str]]]:
+    """Each e2e run once on SQLite files and once on a new PostgreSQL database (a schema per service)."""
+    with database_env(request.param) as extra:
+        yield request.param, extra
+
+
+def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, backend):
+    name, database = backend
+    env, ports = environment(tmp_path, KAOHE_DEMO="0", **database)  # the demo data: test_dashboard.py
     intake = f"http://127.0.0.1:{ports['KAOHE_INTAKE_PORT']}"
 
     proc, out = start(env)
@@ -65,7 +89,10 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
     assert proc.returncode == 0, tail
     assert "stopped." in tail
     assert not children_of(proc.pid)
-    assert (tmp_path / "var" / "intake.db").exists()
+    assert (tmp_path / "var" / "intake.db").exists() == (name == "sqlite")
+    if name == "postgresql":
+        services = ("access", "intake", "scoring", "ranking", "notify")  # each its own schema; nothing in public
+        assert schemas(database["DATABASE_URL"]) == dict.fromkeys(services, True)
 
     proc, out = start(env)  # second start: the data of the first is still there
     try:

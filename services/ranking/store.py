@@ -10,6 +10,7 @@ from sqlalchemy import and_, delete, func, insert, select
 from sqlmodel import Session
 
 from services.events import topics
+from services.kit.db import serialize_writers
 from services.kit.outbox import outbox_row
 from services.kit.upsert import upsert
 from services.ranking.base import Outbox
@@ -74,7 +75,12 @@ class Batch:
 
 
 def write(session: Session, batch: Batch, now: datetime) -> list[dict[str, Any]]:
-    """Apply a batch; returns the history rows written (every standing that changed)."""
+    """Apply a batch; returns the history rows written (every standing that changed).
+
+    One writer at a time (several ranking workers may share the database): a league's ranks are
+    recomputed from every member's current score, so they must read the others' latest.
+    """
+    serialize_writers(session, ConsumerOffset.__table__)
     affected: set[Scope] = set()
     if batch.scores:
         codes = sorted({k[0] for k in batch.scores})

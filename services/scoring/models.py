@@ -31,6 +31,9 @@ class ConsumerOffset(ScoringModel, table=True):
     next_offset: int = Field(sa_column=Column(BigInteger, nullable=False))
     last_event_id: str | None = Field(default=None, sa_column=Column(String(36)),
                                       description="Checks on assignment that the log is still the one we read.")
+    owner: str | None = Field(default=None, sa_column=Column(String(64)),
+                              description="The worker (one token per assignment) that may write this partition's "
+                                          "results; next_offset -1: claimed, nothing read yet.")
 
 
 class WorkerClock(ScoringModel, table=True):
@@ -41,6 +44,9 @@ class WorkerClock(ScoringModel, table=True):
     id: int = Field(default=1, primary_key=True)
     as_of: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     policy_id: str = Field(sa_column=Column(String(64), nullable=False))
+    generation: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"),
+                            description="Moves on every recomputation: workers whose engines are older rebuild "
+                                        "them before writing (their row is also the lock writers take).")
 
 
 class County(ScoringModel, table=True):
@@ -92,13 +98,17 @@ class Explanation(ScoringModel, table=True):
 
 
 class TeamPoints(ScoringModel, table=True):
-    """Inspector points (积分制) of a team, with its inspectors, as JSON."""
+    """What a team earned in one county (积分制); a team's points are the sum over its counties.
+
+    Per county, because each scoring worker owns the counties of its partitions.
+    """
 
     __tablename__ = "team_points"
 
     team_id: str = Field(sa_column=Column(String(64), primary_key=True))
-    points: int
-    detail: str = Field(sa_column=Column(Text, nullable=False))
+    region_code: str = Field(sa_column=Column(String(6), primary_key=True))
+    findings_credited: int = Field(sa_column=Column(Integer, nullable=False))
+    absences: str = Field(sa_column=Column(Text, nullable=False), description="JSON: inspector → unapproved absences")
     as_of: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 
 

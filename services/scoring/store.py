@@ -2,13 +2,14 @@
 results (events, explanations, scores, team points, outbox rows, offsets) in one transaction.
 """
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from services.events import registry, topics
@@ -48,19 +49,69 @@ def save_counties(session: Session, rows: Iterable[dict[str, Any]]) -> int:
     return len(new)
 
 
-def stored_records(engine: Engine, page: int = 5000) -> Iterator[str]:
-    """Every event this worker applied, as published, in intake's sequence order (page by page)."""
+def stored_records(engine: Engine, page: int = 5000, owned: Callable[[str], bool] | None = None) -> Iterator[str]:
+    """Every event applied (of the counties `owned` accepts), as published, in intake's sequence order."""
     after = -1
     while True:
         with Session(engine) as s:
-            rows = s.execute(select(AppliedEvent.sequence, AppliedEvent.record)
+            rows = s.execute(select(AppliedEvent.sequence, AppliedEvent.region_code, AppliedEvent.record)
                              .where(AppliedEvent.sequence > after).order_by(AppliedEvent.sequence)
                              .limit(page)).all()
         if not rows:
             return
         for row in rows:
-            yield row.record
+            if owned is None or owned(row.region_code):
+                yield row.record
         after = rows[-1].sequence
+
+
+class Stale(Exception):
+    """This worker's engine or partitions are out of date: another worker recomputed every score,
+    or took over a partition. Nothing was written; rebuild the engine from the database and retry."""
+
+
+@dataclass(frozen=True)
+class Clock:
+    generation: int
+    as_of: datetime
+    policy_id: str  # "" before the first write
+
+
+def lock(session: Session) -> Clock:
+    """Take the scoring writers' lock (the worker clock's row) and read the clock.
+
+    Every write of every worker holds it: workers apply events in parallel but write one at a
+    time, so a prefecture's aggregate reads its counties' committed rows, and a recomputation
+    (which moves the generation) excludes everyone else.
+    """
+    touch = update(WorkerClock).where(WorkerClock.id == 1).values(generation=WorkerClock.generation)
+    if session.execute(touch).rowcount == 0:
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        session.execute(dialect.insert(WorkerClock.__table__).values(id=1, as_of=EPOCH, policy_id="", generation=0)
+                        .on_conflict_do_nothing(index_elements=["id"]))
+        session.execute(touch)
+    row = session.execute(select(WorkerClock.generation, WorkerClock.as_of, WorkerClock.policy_id)
+                          .where(WorkerClock.id == 1)).one()
+    return Clock(row.generation, row.as_of, row.policy_id)
+
+
+def claim(session: Session, topic: str, partitions: Collection[int], owner: str) -> dict[int, tuple[int, str | None]]:
+    """Make `owner` the writer of `partitions` (after a rebalance assigned them); returns the stored
+    positions (next offset, last event id) of those already read. Holds the lock."""
+    lock(session)
+    stored = {p: (o, eid) for p, o, eid in session.execute(
+        select(ConsumerOffset.partition, ConsumerOffset.next_offset, ConsumerOffset.last_event_id)
+        .where(ConsumerOffset.topic == topic)).all()}
+    upsert(session, ConsumerOffset.__table__, [
+        {"topic": topic, "partition": p, "next_offset": stored.get(p, (-1, None))[0],
+         "last_event_id": stored.get(p, (-1, None))[1], "owner": owner} for p in sorted(partitions)],
+        keys=("topic", "partition"))
+    return {p: v for p, v in stored.items() if p in partitions and v[0] >= 0}
+
+
+def owners(session: Session, topic: str) -> dict[int, str | None]:
+    return dict(session.execute(select(ConsumerOffset.partition, ConsumerOffset.owner)
+                                .where(ConsumerOffset.topic == topic)).all())
 
 
 def stored_as_of(engine: Engine) -> datetime:
@@ -69,11 +120,12 @@ def stored_as_of(engine: Engine) -> datetime:
         return clock.as_of if clock else EPOCH
 
 
-def rebuild(engine: Engine, policy: Policy, statuses: Mapping[str, str], *, as_of: datetime | None = None
-            ) -> Scorer:
-    """The engine as committed: every applied event replayed, up to `as_of` (default: the stored clock)."""
+def rebuild(engine: Engine, policy: Policy, statuses: Mapping[str, str], *, as_of: datetime | None = None,
+            owned: Callable[[str], bool] | None = None) -> Scorer:
+    """The engine as committed: every applied event (of the counties `owned` accepts) replayed, up to
+    `as_of` (default: the stored clock)."""
     scorer = Scorer(policy, statuses, start=EPOCH)
-    for record in stored_records(engine):
+    for record in stored_records(engine, owned=owned):
         scorer.apply(registry.decode_record(record))
     scorer.advance(as_of or stored_as_of(engine))
     return scorer
@@ -82,13 +134,15 @@ def rebuild(engine: Engine, policy: Policy, statuses: Mapping[str, str], *, as_o
 def recompute(session: Session, policy: Policy, statuses: Mapping[str, str], records: Iterable[str | bytes], *,
               as_of: datetime, now: datetime, replace_applied: bool, chunk: int = 5000) -> Scorer:
     """Score `records` (intake's export, or our own copy) from scratch under `policy`, in the caller's
-    transaction: explanations and team points are replaced, every score restamped (a message goes
+    transaction, holding the writers' lock (and moving the generation, so every worker rebuilds):
+    explanations and team points are replaced, every score restamped (a message goes
     out, with the total it replaces, for each that moved), and scores no replayed event supports
     are deleted.
 
     With `replace_applied`, the applied events become exactly `records` (a rebuild from intake).
     Streams `records` in chunks: memory holds the engine, not the history.
     """
+    lock(session)
     scorer = Scorer(policy, statuses, start=EPOCH)
     for table in (Explanation, TeamPoints) + ((AppliedEvent,) if replace_applied else ()):
         session.execute(delete(table))
@@ -108,7 +162,8 @@ def recompute(session: Session, policy: Policy, statuses: Mapping[str, str], rec
         if len(pending) >= chunk:
             flush()
     flush()
-    write(session, scorer, Batch(changes=scorer.advance(as_of), rescore_all=True), now=now, clock_moved=True)
+    write(session, scorer, Batch(changes=scorer.advance(as_of), rescore_all=True), now=now, clock_moved=True,
+          new_generation=True)
     return scorer
 
 
@@ -130,13 +185,12 @@ def _score_row(score: Score, *, level: str, parent: str, cause: str, policy_id: 
             "cause": cause, "as_of": as_of}
 
 
-def prefecture_score(scorer: Scorer, prefecture: str, year: int) -> Score | None:
-    members = [scorer.score(county, y) for (county, y) in sorted(scorer.years)
-               if y == year and prefecture_of(county) == prefecture]
+def aggregate(policy: Policy, prefecture: str, year: int, members: list[Score]) -> Score | None:
+    """A prefecture's score from its counties' (the policy's aggregate; components averaged)."""
     total = prefecture_total(members)
     if total is None:
         return None
-    grade = next(g.name for g in scorer.policy.grades if total >= g.min)
+    grade = next(g.name for g in policy.grades if total >= g.min)
     components: dict[str, float | None] = {}
     for c in ("daily_management", "inspections", "rectification", "year_end"):
         values = [m.components[c] for m in members if m.components[c] is not None]
@@ -144,49 +198,102 @@ def prefecture_score(scorer: Scorer, prefecture: str, year: int) -> Score | None
     return Score(prefecture, year, "", components, total, grade, False)
 
 
-def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, clock_moved: bool = False) -> int:
-    """Persist a batch (and/or a clock advance); returns how many score rows changed."""
+def prefecture_score(scorer: Scorer, prefecture: str, year: int) -> Score | None:
+    """From one engine that holds every county of the prefecture (a recomputation, the tests)."""
+    members = [scorer.score(county, y) for (county, y) in sorted(scorer.years)
+               if y == year and prefecture_of(county) == prefecture]
+    return aggregate(scorer.policy, prefecture, year, members)
+
+
+def _stored_prefecture_scores(session: Session, policy: Policy, keys: set[tuple[str, int]]) -> list[Score]:
+    """Prefecture scores from their counties' rows as this transaction sees them: a worker owns
+    only some counties of a prefecture, and the lock makes the others' rows final."""
+    members: dict[tuple[str, int], list[Score]] = {k: [] for k in keys}
+    rows = session.execute(select(ScoreRow.region_code, ScoreRow.year, ScoreRow.parent_code, ScoreRow.total,
+                                  ScoreRow.components)
+                           .where(ScoreRow.level == "county", ScoreRow.parent_code.in_(sorted({p for p, _ in keys})))
+                           .order_by(ScoreRow.region_code)).all()
+    for r in rows:
+        if (r.parent_code, r.year) in members:
+            members[(r.parent_code, r.year)].append(Score(r.region_code, r.year, "", orjson.loads(r.components),
+                                                          r.total, "", False))
+    scores = (aggregate(policy, p, y, m) for (p, y), m in sorted(members.items()))
+    return [s for s in scores if s is not None]
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What a worker's engine was built from: the generation it read, and the partitions it claimed
+    (as `owner`). A write under a different generation, or to a partition another worker has since
+    claimed, raises `Stale` and changes nothing."""
+
+    generation: int
+    owner: str | None = None
+    partitions: frozenset[int] = frozenset()
+
+
+def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, clock_moved: bool = False,
+          fence: Fence | None = None, new_generation: bool = False) -> int:
+    """Persist a batch (and/or a clock advance) under the writers' lock; returns how many score rows
+    changed. `new_generation`: every score was recomputed (other workers must rebuild their engines)."""
+    clock = lock(session)
+    if fence is not None:
+        if clock.generation != fence.generation:
+            raise Stale(f"scores were recomputed (generation {clock.generation}, engine {fence.generation})")
+        lost = {p for p, o in owners(session, topics.INTAKE_EVENTS).items()
+                if p in fence.partitions and o != fence.owner}
+        if lost:
+            raise Stale(f"partitions {sorted(lost)} were claimed by another worker")
     policy_id = scorer.policy.id
     _insert_events(session, batch.applied, batch.changes)
     causes = {(c.region_code, c.year): c.cause for c in batch.changes}
     touched = sorted(scorer.years) if batch.rescore_all else sorted(causes)
-    rows = []
-    for county, year in touched:
-        s = scorer.score(county, year)
-        rows.append(_score_row(s, level="county", parent=prefecture_of(county),
-                               cause=causes.get((county, year), "recomputed"),
-                               policy_id=policy_id, as_of=scorer.as_of))
-    for prefecture, year in sorted({(prefecture_of(c), y) for c, y in touched}):
-        s = prefecture_score(scorer, prefecture, year)
-        if s is not None:
-            rows.append(_score_row(s, level="prefecture", parent=province_of(prefecture), cause="counties",
-                                   policy_id=policy_id, as_of=scorer.as_of))
-    previous = _previous_totals(session, [(r["region_code"], r["year"]) for r in rows])
-    changed = [r for r in rows if previous.get((r["region_code"], r["year"])) != (r["total"], r["grade"],
-                                                                                  r["components"])]
-    # a recomputation restamps every row (policy, as-of) but announces only the totals that moved
-    upsert(session, ScoreRow.__table__, rows if batch.rescore_all else changed, keys=("region_code", "year"))
+    counties = [_score_row(scorer.score(county, year), level="county", parent=prefecture_of(county),
+                           cause=causes.get((county, year), "recomputed"), policy_id=policy_id, as_of=scorer.as_of)
+                for county, year in touched]
+    changed = _save_scores(session, counties, restamp=batch.rescore_all)
+    prefectures = [_score_row(s, level="prefecture", parent=province_of(s.region_code), cause="counties",
+                              policy_id=policy_id, as_of=scorer.as_of)
+                   for s in _stored_prefecture_scores(session, scorer.policy,
+                                                      {(prefecture_of(c), y) for c, y in touched})]
+    changed += _save_scores(session, prefectures, restamp=batch.rescore_all)
     if batch.rescore_all:
-        keep = {(r["region_code"], r["year"]) for r in rows}
+        keep = {(r["region_code"], r["year"]) for r in counties + prefectures}
         for code, year in session.execute(select(ScoreRow.region_code, ScoreRow.year)).all():
             if (code, year) not in keep:  # no replayed event supports it (not announced: see docs/scoring.md)
                 session.execute(delete(ScoreRow).where(ScoreRow.region_code == code, ScoreRow.year == year))
     outbox = [outbox_row(Outbox, topic=topics.SCORING_SCORES, key=r["region_code"], now=now,
-                         value=_score_message(r, previous.get((r["region_code"], r["year"]))),
+                         value=_score_message(r, previous),
                          headers={"region_code": r["region_code"], "level": r["level"], "year": str(r["year"])})
-              for r in changed]
+              for r, previous in changed]
     outbox += batch.dead_letters
     if outbox:
         session.execute(insert(Outbox.__table__), outbox)
-    _team_points(session, scorer, now)
+    if clock_moved or batch.rescore_all:
+        _team_points(session, scorer, scorer.counties())
+    else:
+        _team_points(session, scorer, {c for c, _ in touched} | {r.event.region_code for r, _ in batch.applied})
     if batch.offsets:
+        owner = {"owner": fence.owner} if fence is not None and fence.owner else {}
         upsert(session, ConsumerOffset.__table__, [
-            {"topic": t, "partition": p, "next_offset": o, "last_event_id": eid}
+            {"topic": t, "partition": p, "next_offset": o, "last_event_id": eid, **owner}
             for (t, p), (o, eid) in sorted(batch.offsets.items())], keys=("topic", "partition"))
-    if clock_moved:
-        upsert(session, WorkerClock.__table__, [{"id": 1, "as_of": scorer.as_of, "policy_id": policy_id}],
-               keys=("id",))
+    if clock_moved or new_generation:
+        session.execute(update(WorkerClock).where(WorkerClock.id == 1).values(
+            as_of=max(clock.as_of, scorer.as_of), policy_id=policy_id,
+            generation=clock.generation + (1 if new_generation else 0)))
     return len(changed)
+
+
+def _save_scores(session: Session, rows: list[dict], *, restamp: bool) -> list[tuple[dict, tuple | None]]:
+    """Upsert the rows whose total, grade or components moved (every row when restamping: a
+    recomputation restamps policy and as-of but announces only what moved); returns those that moved
+    with what they replace."""
+    previous = _previous_totals(session, [(r["region_code"], r["year"]) for r in rows])
+    changed = [(r, previous.get((r["region_code"], r["year"]))) for r in rows
+               if previous.get((r["region_code"], r["year"])) != (r["total"], r["grade"], r["components"])]
+    upsert(session, ScoreRow.__table__, rows if restamp else [r for r, _ in changed], keys=("region_code", "year"))
+    return changed
 
 
 def _insert_events(session: Session, applied: list[tuple[Recorded, str | bytes]], changes: list[Change]) -> None:
@@ -221,11 +328,10 @@ def _score_message(row: dict, previous: tuple | None) -> bytes:
     })
 
 
-def _team_points(session: Session, scorer: Scorer, now: datetime) -> None:
-    teams = sorted({f.team_id for f in scorer.findings.values()} | {t for t, _, _ in scorer.absences})
-    rows = []
-    for team in teams:
-        detail = scorer.inspector_points(team)
-        rows.append({"team_id": team, "points": detail["points"], "detail": orjson.dumps(detail).decode(),
-                     "as_of": scorer.as_of})
-    upsert(session, TeamPoints.__table__, rows, keys=("team_id",))
+def _team_points(session: Session, scorer: Scorer, counties: Iterable[str]) -> None:
+    """What each team earned in each of `counties` (a team's points are summed when read)."""
+    rows = [{"team_id": team, "region_code": county, "findings_credited": credited,
+             "absences": orjson.dumps(absences).decode(), "as_of": scorer.as_of}
+            for county in sorted(counties)
+            for team, (credited, absences) in sorted(scorer.team_points_in(county).items())]
+    upsert(session, TeamPoints.__table__, rows, keys=("team_id", "region_code"))

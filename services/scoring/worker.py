@@ -4,18 +4,27 @@ Effectively once: a batch's events, explanations, scores, outbox rows and the of
 consumed are written in ONE transaction; on assignment the consumer seeks to the offsets in our
 database (Kafka's committed offsets are never used), and an event id already applied is skipped.
 So a crash, a redelivery, a rebalance or a duplicate never counts anything twice or loses it.
+
+Several workers can share the group and the database: each owns the counties of the partitions it
+was assigned (intake keys events by county), rebuilds its engine from their applied events on
+every assignment, and claims those partitions in the database. Writes take one lock (the worker
+clock's row), so prefecture scores aggregate committed county rows; a write from a worker whose
+partitions were claimed by another since, or whose engine predates a recomputation, raises
+`store.Stale` and changes nothing (the worker rebuilds and goes on).
 """
 
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import OffsetOutOfRangeError
+from kafka.partitioner.default import murmur2
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
@@ -41,6 +50,12 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def partition_of(county: str, partitions: int) -> int:
+    """The partition intake's events of `county` land in: the producer's default partitioner
+    (murmur2 of the key, as the Java client; intake keys events by county)."""
+    return (murmur2(county.encode()) & 0x7FFFFFFF) % partitions
+
+
 class Worker:
     def __init__(self, settings: Settings, db: Engine, policy: Policy, *, clock: Callable[[], datetime] = utcnow
                  ) -> None:
@@ -49,6 +64,11 @@ class Worker:
         self.scorer = None
         self.last_tick = 0.0
         self.log_replaced = False  # set on assignment when a partition is not the log we read
+        # what this worker may write: the partitions it claimed (as `owner`) and their counties
+        self.owner: str | None = None
+        self.partitions: frozenset[int] = frozenset()
+        self.partition_count = 0
+        self.generation = 0  # of the stored scores this engine was built from
 
     # ---- set-up -----------------------------------------------------------------------------
 
@@ -77,17 +97,28 @@ class Worker:
         if added:
             log.info("cached %d counties from intake", added)
 
+    def owns(self, county: str) -> bool:
+        return bool(self.partition_count) and partition_of(county, self.partition_count) in self.partitions
+
+    @property
+    def fence(self) -> store.Fence:
+        return store.Fence(self.generation, self.owner, self.partitions)
+
     def restore(self) -> None:
-        """The engine as committed: the stored events under the policy the stored scores used."""
+        """The engine as committed, for the counties this worker owns: their stored events under
+        the policy the stored scores used."""
         with Session(self.db) as s:
             statuses = store.counties(s)
             clock = s.get(WorkerClock, 1)
-            policy_id = clock.policy_id if clock else policy_store.active_id(s, self.settings.scoring_policy)
+            policy_id = clock.policy_id if clock and clock.policy_id else \
+                policy_store.active_id(s, self.settings.scoring_policy)
+            self.generation = clock.generation if clock else 0
             self.policy = policy_store.get(s, policy_id)
         started = time.monotonic()
-        self.scorer = store.rebuild(self.db, self.policy, statuses)
-        log.info("engine rebuilt from %d applied events in %.1fs (policy %s, as of %s)", len(self.scorer.applied),
-                 time.monotonic() - started, self.policy.id, self.scorer.as_of.isoformat())
+        self.scorer = store.rebuild(self.db, self.policy, statuses, owned=self.owns)
+        log.info("engine rebuilt from %d applied events of partitions %s in %.1fs (policy %s, as of %s)",
+                 len(self.scorer.applied), sorted(self.partitions), time.monotonic() - started, self.policy.id,
+                 self.scorer.as_of.isoformat())
 
     def export_lines(self) -> Iterator[str]:
         """Intake's whole event store, in sequence order (`GET /v1/events/export`), streamed."""
@@ -115,9 +146,9 @@ class Worker:
             scorer = store.recompute(s, policy, statuses, records, as_of=max(now, self.scorer.as_of), now=now,
                                      replace_applied=from_intake)
             s.commit()
-        self.scorer, self.policy = scorer, policy
         log.info("policy %s: %d events rescored from %s in %.1fs", policy_id, len(scorer.applied),
                  "intake's export" if from_intake else "the applied events", time.monotonic() - started)
+        self.restore()  # back to this worker's counties, at the new generation
         return len(scorer.applied)
 
     def switch_policy(self, policy_id: str) -> None:
@@ -129,10 +160,18 @@ class Worker:
             self.recompute(policy_id, from_intake=False)
 
     def serve_rebuild_requests(self) -> None:
-        """Carry out `POST /v1/rebuilds`: rebuild from intake's export; record the outcome."""
+        """Carry out `POST /v1/rebuilds`: rebuild from intake's export; record the outcome.
+
+        One worker claims a request (under the writers' lock); a claim an hour old is taken over
+        (its worker died mid-rebuild).
+        """
         with Session(self.db) as s:
-            pending = s.execute(select(RebuildRequest).where(RebuildRequest.done_at.is_(None))
-                                .order_by(RebuildRequest.id)).scalars().all()
+            store.lock(s)
+            lapsed = self.clock() - timedelta(hours=1)
+            pending = s.execute(select(RebuildRequest).where(
+                RebuildRequest.done_at.is_(None),
+                RebuildRequest.started_at.is_(None) | (RebuildRequest.started_at < lapsed))
+                .order_by(RebuildRequest.id)).scalars().all()
             ids = [r.id for r in pending]
             for r in pending:
                 r.started_at = self.clock()
@@ -157,7 +196,7 @@ class Worker:
         applied, batch = 0, store.Batch()
         for line in self.export_lines():
             record = registry.decode_record(line)
-            if record.event.event_id in self.scorer.applied:
+            if record.event.event_id in self.scorer.applied or not self.owns(record.event.region_code):
                 continue
             batch.changes += self.scorer.apply(record)
             batch.applied.append((record, line))
@@ -170,7 +209,7 @@ class Worker:
 
     def _commit(self, batch: store.Batch) -> int:
         with Session(self.db) as s:
-            store.write(s, self.scorer, batch, now=self.clock())
+            store.write(s, self.scorer, batch, now=self.clock(), fence=self.fence)
             s.commit()
         return len(batch.applied)
 
@@ -178,14 +217,39 @@ class Worker:
         ensure_topics(self.settings.bootstrap_servers, [topics.INTAKE_EVENTS, topics.dead_letter(topics.INTAKE_EVENTS),
                                                          topics.SCORING_SCORES], self.settings.topic_partitions)
         self.consumer = group_consumer(self.settings, group=GROUP, topics=[topics.INTAKE_EVENTS],
-                                       batch=self.settings.scoring_batch, on_assigned=self.seek_stored)
+                                       batch=self.settings.scoring_batch, on_assigned=self.on_assigned)
 
-    def seek_stored(self, partitions) -> None:
-        """Seek to the offsets in our database, after checking the log is still the one we read."""
+    def on_assigned(self, partitions) -> None:
+        """A rebalance gave this worker `partitions`: claim them, rebuild the engine for their
+        counties, and seek to the offsets stored for them."""
+        self.owner = uuid.uuid4().hex
+        self.partitions = frozenset(tp.partition for tp in partitions)
+        self.partition_count = len(self.consumer.partitions_for_topic(topics.INTAKE_EVENTS) or ())
         with Session(self.db) as s:
-            stored = {p: (o, eid) for p, o, eid in s.execute(
-                select(ConsumerOffset.partition, ConsumerOffset.next_offset, ConsumerOffset.last_event_id)
-                .where(ConsumerOffset.topic == topics.INTAKE_EVENTS)).all()}
+            stored = store.claim(s, topics.INTAKE_EVENTS, self.partitions, self.owner)
+            s.commit()
+        self.restore()
+        self.seek_stored(partitions, stored)
+
+    def reseek(self) -> None:
+        """After a failed or refused write: back to the stored offsets of the partitions still ours;
+        those another worker claimed are paused until the coming rebalance takes them away."""
+        with Session(self.db) as s:
+            rows = s.execute(select(ConsumerOffset.partition, ConsumerOffset.next_offset,
+                                    ConsumerOffset.last_event_id, ConsumerOffset.owner)
+                             .where(ConsumerOffset.topic == topics.INTAKE_EVENTS)).all()
+        mine = {r.partition: (r.next_offset, r.last_event_id) for r in rows if r.owner == self.owner}
+        lost = {tp for tp in self.consumer.assignment() if tp.partition not in mine}
+        if lost:
+            log.warning("partitions %s were claimed by another worker: paused until the rebalance",
+                        sorted(tp.partition for tp in lost))
+            self.consumer.pause(*lost)
+            self.partitions = frozenset(self.partitions - {tp.partition for tp in lost})
+        self.seek_stored([tp for tp in self.consumer.assignment() if tp.partition in mine],
+                         {p: v for p, v in mine.items() if v[0] >= 0})
+
+    def seek_stored(self, partitions, stored: dict[int, tuple[int, str | None]]) -> None:
+        """Seek to the stored offsets, after checking the log is still the one we read."""
         probe = None  # one reader for every partition to check, only if there is one
         try:
             for tp in partitions:
@@ -214,6 +278,8 @@ class Worker:
         now = self.clock()
         batch = store.Batch()
         for m in messages:
+            if m.partition not in self.partitions:
+                continue  # fetched before another worker claimed it: that worker reads it again
             event_id = None
             try:
                 record = registry.decode_record(m.value)
@@ -228,7 +294,7 @@ class Worker:
                     batch.applied.append((record, m.value))
             batch.offsets[(m.topic, m.partition)] = (m.offset + 1, event_id)
         with Session(self.db) as s:
-            changed = store.write(s, self.scorer, batch, now=now)
+            changed = store.write(s, self.scorer, batch, now=now, fence=self.fence)
             s.commit()
         return changed
 
@@ -239,13 +305,17 @@ class Worker:
         """
         with Session(self.db) as s:
             active = policy_store.active_id(s, self.settings.scoring_policy)
+            clock = s.get(WorkerClock, 1)
         if active != self.policy.id:
-            self.switch_policy(active)
+            if clock is not None and clock.policy_id == active:
+                self.restore()  # another worker already rescored everything under it
+            else:
+                self.switch_policy(active)
         self.serve_rebuild_requests()
         now = self.clock()
         batch = store.Batch(changes=self.scorer.advance(now))
         with Session(self.db) as s:
-            changed = store.write(s, self.scorer, batch, now=now, clock_moved=True)
+            changed = store.write(s, self.scorer, batch, now=now, clock_moved=True, fence=self.fence)
             s.commit()
         self.last_tick = time.monotonic()
         return changed
@@ -280,6 +350,10 @@ class Worker:
                 if time.monotonic() - self.last_tick >= self.settings.scoring_tick_s:
                     self.tick()
                 backoff.reset()
+            except store.Stale as exc:
+                log.info("%s: rebuilding the engine", exc)
+                self.reseek()
+                self.restore()
             except OffsetOutOfRangeError as exc:
                 # our position is past the end of the log: the broker lost it (tansu keeps
                 # nothing on restart; retention on real Kafka). Catch up, then read from the start.
@@ -291,8 +365,8 @@ class Worker:
                 # what this batch did in memory, go back to the stored offsets, and retry.
                 backoff.wait(stop, "intake" if isinstance(exc, httpx.HTTPError) else "database", exc)
                 try:
+                    self.reseek()
                     self.restore()
-                    self.seek_stored(self.consumer.assignment())
                 except (OperationalError, DBAPIError):
                     pass
 
@@ -348,4 +422,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["GROUP", "Worker", "build_relay", "main", "same_log"]
+__all__ = ["GROUP", "Worker", "build_relay", "main", "partition_of", "same_log"]

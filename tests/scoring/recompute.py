@@ -10,7 +10,7 @@ from services.events.registry import decode_record
 from services.intake.store.service import export
 from services.scoring import store
 from services.scoring.engine.engine import Engine
-from services.scoring.models import Explanation, ScoreRow, WorkerClock
+from services.scoring.models import Explanation, ScoreRow, TeamPoints, WorkerClock
 from services.scoring.policy.model import shipped
 
 
@@ -21,6 +21,7 @@ def assert_matches_clean_recomputation(intake: Database, scoring: Database) -> E
         as_of = s.get(WorkerClock, 1).as_of
         statuses = store.counties(s)
         rows = {(r.region_code, r.year): r for r in s.execute(select(ScoreRow)).scalars()}
+        team_rows = s.execute(select(TeamPoints)).scalars().all()
         lines = s.execute(select(Explanation.region_code, Explanation.year, Explanation.component,
                                  func.sum(Explanation.points)).group_by(Explanation.region_code, Explanation.year,
                                                                         Explanation.component)).all()
@@ -40,4 +41,14 @@ def assert_matches_clean_recomputation(intake: Database, scoring: Database) -> E
         if component != "year_end":
             lost = 100 - orjson.loads(rows[(county, year)].components)[component]
             assert abs(lost + points) < 1e-6, (county, year, component)
+    # team points are stored per county (each worker writes its counties'): their sums are the teams'
+    teams = {f.team_id for f in clean.findings.values()} | {a[0] for a in clean.absences}
+    stored: dict[str, list[int]] = {}
+    for r in team_rows:
+        unapproved = sum(orjson.loads(r.absences).values())
+        stored.setdefault(r.team_id, [0, 0])
+        stored[r.team_id][0] += r.findings_credited
+        stored[r.team_id][1] += unapproved
+    assert {t: (p["findings_credited"], p["unapproved_absences"])
+            for t in teams if (p := clean.inspector_points(t))} == {t: tuple(v) for t, v in stored.items()}
     return clean

@@ -13,6 +13,7 @@ from services.kit.access import Principal, require
 from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE, Problem
 from services.scoring import policy_store
+from services.scoring.engine.engine import team_detail
 from services.scoring.models import Explanation, RebuildRequest, ScoreRow, TeamPoints
 from services.scoring.policy.model import Policy
 
@@ -110,10 +111,15 @@ def list_scores(parent: Annotated[str, Query(pattern=r"^\d{6}$")], year: Year, s
             dependencies=[Depends(require("scores:read", province_wide=True))],
             responses={404: {"description": "Unknown team", "content": {MEDIA_TYPE: {}}}})
 def inspector_points(team_id: Annotated[str, Query(min_length=1, max_length=64)], session: SessionDep) -> dict:
-    row = session.get(TeamPoints, team_id)
-    if row is None:
+    rows = session.execute(select(TeamPoints).where(TeamPoints.team_id == team_id)).scalars().all()
+    if not rows:
         raise Problem(404, "not-found", "Not found", f"no points recorded for team {team_id!r}")
-    return {**orjson.loads(row.detail), "as_of": row.as_of.isoformat()}
+    absences: dict[str, int] = {}
+    for row in rows:  # one row per county the team worked in
+        for inspector, n in orjson.loads(row.absences).items():
+            absences[inspector] = absences.get(inspector, 0) + n
+    detail = team_detail(team_id, sum(r.findings_credited for r in rows), absences)
+    return {**detail, "as_of": max(r.as_of for r in rows).isoformat()}
 
 
 @router.get("/v1/policies", tags=["policies"], summary="Every policy version, and which one is active")

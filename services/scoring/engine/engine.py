@@ -98,10 +98,11 @@ class Engine:
         self.applied: set[UUID] = set()
         self.years: dict[tuple[str, int], CountyYear] = {}
         self.findings: dict[str, Finding] = {}
-        self.absences: list[tuple[str, str, bool]] = []  # (team, inspector, approved)
+        self.absences: list[tuple[str, str, bool, str]] = []  # (team, inspector, approved, county)
         self.risk_year: dict[str, tuple[str, int]] = {}  # household → (county, year) of its open flag
         self.critical = frozenset(policy.gates.critical_indicators)
         self.team_findings: dict[str, list[str]] = {}
+        self.county_findings: dict[str, list[str]] = {}
         # components of each county-year at `as_of`, kept current by _touch and advance (what
         # changes them): an event costs one evaluation of its county-year, not two
         self.current: dict[tuple[str, int], dict[str, float | None]] = {}
@@ -281,13 +282,42 @@ class Engine:
         today = self.local_date(self.as_of)
         findings = sum(self.finding_credit(self.findings[fid], today) for fid in self.team_findings.get(team_id, ()))
         absences: dict[str, int] = {}
-        for team, inspector, approved in self.absences:
+        for team, inspector, approved, _county in self.absences:
             if team == team_id and not approved:
                 absences[inspector] = absences.get(inspector, 0) + 1
-        team_absences = sum(absences.values())
-        return {"team_id": team_id, "points": findings - 2 * team_absences, "findings_credited": findings,
-                "unapproved_absences": team_absences,
-                "inspectors": {i: {"points": -2 * n, "unapproved_absences": n} for i, n in sorted(absences.items())}}
+        return team_detail(team_id, findings, absences)
+
+    def counties(self) -> set[str]:
+        """Every county this engine holds facts of."""
+        return {c for c, _ in self.years} | set(self.county_findings) | {a[3] for a in self.absences}
+
+    def team_points_in(self, county: str) -> dict[str, tuple[int, dict[str, int]]]:
+        """What each team earned in one county: (findings credited, unapproved absences by inspector).
+
+        A team's points are the sum over counties, so workers that each own some counties can
+        each store their part.
+        """
+        today = self.local_date(self.as_of)
+        points: dict[str, tuple[int, dict[str, int]]] = {}
+        for fid in self.county_findings.get(county, ()):
+            f = self.findings[fid]
+            credited, absences = points.get(f.team_id, (0, {}))
+            points[f.team_id] = (credited + self.finding_credit(f, today), absences)
+        for team, inspector, approved, where in self.absences:
+            if where == county:
+                credited, absences = points.get(team, (0, {}))
+                if not approved:
+                    absences[inspector] = absences.get(inspector, 0) + 1
+                points[team] = (credited, absences)
+        return points
+
+
+def team_detail(team_id: str, findings_credited: int, absences: Mapping[str, int]) -> dict[str, Any]:
+    """积分制: +1 per finding credited, −2 per unapproved absence, with each inspector's part."""
+    total_absences = sum(absences.values())
+    return {"team_id": team_id, "points": findings_credited - 2 * total_absences,
+            "findings_credited": findings_credited, "unapproved_absences": total_absences,
+            "inspectors": {i: {"points": -2 * n, "unapproved_absences": n} for i, n in sorted(absences.items())}}
 
 
 # ---- handlers: one per event type, each returning (diff-after function, rule) ---------------
@@ -308,6 +338,7 @@ def _inspection(engine: Engine, e: v1.InspectionRecorded) -> Handled:
                           f.severity, f.deadline)
         engine.findings[f.finding_id] = finding
         engine.team_findings.setdefault(finding.team_id, []).append(finding.finding_id)
+        engine.county_findings.setdefault(finding.county, []).append(finding.finding_id)
         engine.account(cy, finding, +1)
     return finish, "inspections.findings" if e.payload.findings else "inspections.clean_visit"
 
@@ -386,7 +417,7 @@ def _risk_cleared(engine: Engine, e: v1.ReturnRiskCleared) -> Handled:
 
 
 def _absence(engine: Engine, e: v1.InspectorAbsenceRecorded) -> Handled:
-    engine.absences.append((e.payload.team_id, e.payload.inspector_id, e.payload.approved))
+    engine.absences.append((e.payload.team_id, e.payload.inspector_id, e.payload.approved, e.region_code))
     return None, ""
 
 
@@ -414,4 +445,4 @@ def prefecture_total(scores: Iterable[Score]) -> float | None:
 
 
 __all__ = ["COMPONENTS", "Change", "CountyYear", "DEDUCTED", "Engine", "Finding", "HANDLERS", "Score",
-           "prefecture_total"]
+           "prefecture_total", "team_detail"]

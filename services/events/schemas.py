@@ -18,6 +18,11 @@ HEADERS_SCHEMA: dict[str, Any] = {
         "type": {"type": "string"},
         "schema_version": {"type": "string", "pattern": r"^\d+$"},
         "sequence": {"type": "string", "pattern": r"^\d+$"},
+        "request_id": {"type": "string", "maxLength": 128,
+                       "description": "The id of the HTTP request that sent the event (its X-Request-ID, or one intake "
+                       "made up), to follow it through every service's logs (docs/observability.md)."},
+        "outbox_id": {"type": "string", "pattern": r"^\d+$",
+                      "description": "The publishing relay's outbox row: the same on a resend."},
     },
     "required": ["event_id", "type", "schema_version", "sequence"],
 }

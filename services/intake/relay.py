@@ -6,6 +6,7 @@ import threading
 
 from services.events import topics
 from services.intake.base import Outbox
+from services.kit import metrics
 from services.kit.db import service_engine
 from services.kit.logs import configure
 from services.kit.outbox import Relay
@@ -26,11 +27,13 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    server = metrics.serve_for(settings, "intake-relay")
     log.info("relaying intake outbox to %s", settings.bootstrap_servers)
     try:
         relay.run(stop)
     finally:
         relay.close()
+        metrics.stop(server)
         log.info("relay stopped")
 
 

@@ -1,4 +1,5 @@
-"""What every service's FastAPI app has: problem+json errors, a body limit, /healthz and /readyz."""
+"""What every service's FastAPI app has: problem+json errors, a body limit, /healthz, /readyz,
+/metrics, and a request id, counted and logged, on every request."""
 
 import logging
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from services.kit.access import Access, Idempotency, RateHeaders, RateLimiter
 from services.kit.db import ping
 from services.kit.kafka import CachedProbe
 from services.kit.limits import BodyLimit
+from services.kit.metrics import ObserveRequests, metrics_router
 from services.kit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -95,10 +97,11 @@ def serve(create_app: Callable[[Settings], FastAPI], service: str) -> None:
 
     from services.kit.logs import configure
 
-    configure()
+    configure(service)
     settings = Settings()
+    # log_config=None: uvicorn's own lines go through our handler (JSON); ObserveRequests logs requests
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port(service), log_level="warning",
-                access_log=False)
+                access_log=False, log_config=None)
 
 
 PROBLEM_SCHEMA = {
@@ -168,8 +171,9 @@ def document_problems(app: FastAPI) -> None:
 
 
 def service_app(*, title: str, description: str, settings: Settings, version: str = "1.0.0",
-                lifespan: Any = None, access: Access | None = None) -> FastAPI:
-    """A service's app. `access` is the API key store (default: the one the settings place)."""
+                lifespan: Any = None, access: Access | None = None, service: str | None = None) -> FastAPI:
+    """A service's app. `access` is the API key store (default: the one the settings place);
+    `service` labels its metrics (default: the title's last word, "Kaohe intake" → intake)."""
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.state.access = access or Access.from_settings(settings)
@@ -180,5 +184,9 @@ def service_app(*, title: str, description: str, settings: Settings, version: st
     app.add_middleware(Idempotency)
     app.add_middleware(RateHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # outermost of all: every answer (a 413, a 429, a 401) gets a request id and is counted
+    app.add_middleware(ObserveRequests, service=service or title.split()[-1].lower(),
+                       log_requests=settings.access_log)
+    app.include_router(metrics_router())
     document_problems(app)
     return app

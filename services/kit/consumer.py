@@ -10,7 +10,9 @@ import threading
 from collections.abc import Callable
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka.errors import KafkaError
 
+from services.kit import metrics
 from services.kit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,44 @@ def group_consumer(settings: Settings, *, group: str, topics: list[str], batch: 
 def poll_ordered(consumer: KafkaConsumer, batch: int, timeout_ms: int = 200) -> list:
     """One poll's messages, partition by partition, in offset order within each."""
     polled = consumer.poll(timeout_ms=timeout_ms, max_records=batch)
+    record_poll(consumer, polled)
     return [m for tp in sorted(polled, key=lambda t: t.partition) for m in polled[tp]]
+
+
+_lag_series: dict[str, set[tuple[str, str]]] = {}  # per group: the (topic, partition) lag gauges set
+
+
+def record_poll(consumer: KafkaConsumer, polled: dict) -> None:
+    """Messages consumed, and the lag of every assigned partition as this poll left it.
+
+    From what the consumer already knows (the highwater of its last fetch, its position): no
+    request to the broker. Partitions no longer assigned (a rebalance) lose their gauge here.
+    """
+    group = consumer.config.get("group_id") or "none"
+    per_topic: dict[str, int] = {}
+    for tp, messages in polled.items():
+        per_topic[tp.topic] = per_topic.get(tp.topic, 0) + len(messages)
+    for topic, n in per_topic.items():
+        metrics.CONSUMER_MESSAGES.labels(group, topic).inc(n)
+    current: set[tuple[str, str]] = set()
+    for tp in consumer.assignment():
+        try:
+            highwater = consumer.highwater(tp)
+            # timeout 0: a position not known yet (awaiting a reset) is skipped, never waited for
+            position = consumer.position(tp, timeout_ms=0) if highwater is not None else None
+        except KafkaError:
+            continue
+        if position is None:
+            continue
+        key = (tp.topic, str(tp.partition))
+        metrics.CONSUMER_LAG.labels(group, *key).set(max(0, highwater - position))
+        current.add(key)
+    for key in _lag_series.get(group, set()) - current:
+        try:
+            metrics.CONSUMER_LAG.remove(group, *key)
+        except KeyError:
+            pass
+    _lag_series[group] = current
 
 
 
@@ -69,7 +108,10 @@ class Backoff:
 
 def run_worker(name: str, worker, relay) -> None:
     """A worker process's main loop: `worker.run(stop)` on this thread, its outbox relay on another
-    (with its own producer), both stopped by SIGINT/SIGTERM."""
+    (with its own producer), both stopped by SIGINT/SIGTERM; /metrics on the process's metrics port
+    (KAOHE_METRICS_PORT, default by `name`: see Settings.metrics_port_for)."""
+    settings = getattr(worker, "settings", None) or Settings()
+    server = metrics.serve_for(settings, f"{name}-worker")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -82,7 +124,8 @@ def run_worker(name: str, worker, relay) -> None:
         worker.close()
         relay_thread.join(15)
         relay.close()
+        metrics.stop(server)
         log.info("%s worker stopped", name)
 
 
-__all__ = ["Backoff", "group_consumer", "poll_ordered", "run_worker"]
+__all__ = ["Backoff", "group_consumer", "poll_ordered", "record_poll", "run_worker"]

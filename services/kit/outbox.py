@@ -27,8 +27,10 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, Session, SQLModel
 
 from services.events import topics
+from services.kit import metrics
 from services.kit.db import UTCDateTime
 from services.kit.kafka import KafkaError, ensure_topics, producer
+from services.kit.logs import current_ids
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,11 @@ def outbox_model(base: type[SQLModel]) -> type[SQLModel]:
 
 def outbox_row(model: type[SQLModel], *, topic: str, key: str, value: bytes, headers: dict[str, str],
                now: datetime) -> dict[str, Any]:
-    """Column values of one outbox row (for bulk insert)."""
+    """Column values of one outbox row (for bulk insert). The current request and event ids
+    (services.kit.logs) travel in the headers unless the caller set those headers itself."""
+    ids = current_ids()
+    if ids:
+        headers = {**ids, **headers}
     return {"topic": topic, "key": key, "value": value, "headers": orjson.dumps(headers).decode(),
             "created_at": now}
 
@@ -66,6 +72,7 @@ def dead_letter_row(model: type[SQLModel], message: Any, error: str, now: dateti
     """An outbox row sending an unusable consumed message to `<topic>.dlt`, naming the error and
     where the message came from (original topic, partition, offset)."""
     key = (message.key or b"").decode("utf-8", "replace")
+    metrics.DEAD_LETTERS.labels(message.topic).inc()
     return outbox_row(model, topic=topics.dead_letter(message.topic), key=key,
                       value=message.value if message.value is not None else b"", now=now,
                       headers={"error": error[:500], "original_topic": message.topic,
@@ -85,6 +92,9 @@ class Relay:
         self._topics_ready = False
         self._last_prune = 0.0
         self.last_error: str | None = None
+        self.service = model.metadata.info.get("service", "unknown")  # see kit.db.service_base
+        metrics.OUTBOX_BACKLOG.watch(self.backlog, service=self.service)
+        metrics.OUTBOX_OLDEST_AGE.watch(self.oldest_unsent_age, service=self.service)
 
     @classmethod
     def from_settings(cls, settings: Any, engine: Engine, model: type[SQLModel], topics: list[str]) -> "Relay":
@@ -102,6 +112,14 @@ class Relay:
         t = self.model.__table__
         with Session(self.engine) as s:
             return s.execute(select(func.count()).select_from(t).where(t.c.sent_at.is_(None))).scalar_one()
+
+    def oldest_unsent_age(self) -> float:
+        """Seconds since the oldest unsent row was written; 0 when everything was sent."""
+        t = self.model.__table__
+        with Session(self.engine) as s:
+            oldest = s.execute(select(t.c.created_at).where(t.c.sent_at.is_(None)).order_by(t.c.id).limit(1)
+                               ).scalar_one_or_none()
+        return 0.0 if oldest is None else max(0.0, (datetime.now(timezone.utc) - oldest).total_seconds())
 
     def drain_once(self) -> int:
         """Publish one batch; returns how many rows were marked sent. Raises on broker failure."""
@@ -124,8 +142,9 @@ class Relay:
                                                         headers=headers)))
         self._producer.flush(timeout=15)
         acked: list[int] = []
+        acked_topics: dict[str, int] = {}
         failure: Exception | None = None
-        for row_id, fut in futures:
+        for (row_id, fut), row in zip(futures, rows):
             # Only the prefix acknowledged in order is marked: a row after a failure is sent
             # again later, so nothing is lost (consumers dedupe on event_id).
             try:
@@ -134,10 +153,13 @@ class Relay:
                 failure = exc
                 break
             acked.append(row_id)
+            acked_topics[row.topic] = acked_topics.get(row.topic, 0) + 1
         if acked:
             with Session(self.engine) as s:
                 s.execute(update(t).where(t.c.id.in_(acked)).values(sent_at=datetime.now(timezone.utc)))
                 s.commit()
+            for topic, n in acked_topics.items():
+                metrics.OUTBOX_PUBLISHED.labels(self.service, topic).inc(n)
         if failure is not None:
             self._topics_ready = False  # a restarted in-memory broker has lost its topics
             raise failure

@@ -8,6 +8,8 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Service = Literal["intake", "scoring", "ranking", "notify", "access"]
+# Worker processes' /metrics ports when KAOHE_METRICS_PORT is unset (the deploy manifests use these).
+METRICS_PORTS = {"intake-relay": 9101, "scoring-worker": 9102, "ranking-worker": 9103, "notify-worker": 9104}
 
 
 def _env(*names: str) -> AliasChoices:
@@ -93,6 +95,14 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(500, validation_alias=_env("KAOHE_RELAY_BATCH_SIZE", "relay_batch_size"))
     relay_idle_ms: int = Field(50, validation_alias=_env("KAOHE_RELAY_IDLE_MS", "relay_idle_ms"))
 
+    # Observability
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
+        None, validation_alias=_env("KAOHE_METRICS_PORT", "metrics_port"),
+        description="Where a worker process serves /metrics (APIs serve it on their own port); unset: "
+        "intake relay 9101, scoring worker 9102, ranking worker 9103, notify worker 9104; 0 = off.")
+    access_log: bool = Field(True, validation_alias=_env("KAOHE_ACCESS_LOG", "access_log"),
+                             description="One log line per HTTP request (probes and scrapes at DEBUG).")
+
     # Notify
     notify_allow_private_urls: bool = Field(
         False, validation_alias=_env("KAOHE_NOTIFY_ALLOW_PRIVATE_URLS", "notify_allow_private_urls"),
@@ -141,6 +151,11 @@ class Settings(BaseSettings):
 
     def port(self, service: Service) -> int:
         return getattr(self, f"{service}_port")
+
+    def metrics_port_for(self, process: str) -> int | None:
+        """The port a worker process serves /metrics on; None when off (KAOHE_METRICS_PORT=0)."""
+        port = self.metrics_port if self.metrics_port is not None else METRICS_PORTS.get(process, 0)
+        return port or None
 
     @property
     def intake_base_url(self) -> str:

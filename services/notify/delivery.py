@@ -21,6 +21,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
+from services.kit import metrics
 from services.kit.settings import Settings
 from services.notify import signing
 from services.notify.models import Attempt, Delivery, Endpoint, Message
@@ -152,10 +153,13 @@ class Dispatcher:
             values: dict = {"tries": tries, "last_attempt_at": now}
             if outcome.delivered:
                 values.update(status="delivered", next_attempt_at=None)
+                counted = "delivered"
             elif outcome.status_code == 410:
                 values.update(status="failed", next_attempt_at=None)
+                counted = "gone"
             else:
                 values.update(self._next(tries, outcome, now))
+                counted = "failed" if values.get("status") == "failed" else "retrying"
             s.execute(update(Delivery).where(Delivery.id == job.delivery_id).values(**values))
             if outcome.delivered:
                 s.execute(update(Endpoint).where(Endpoint.id == job.endpoint_id).values(failing_since=None))
@@ -164,6 +168,7 @@ class Dispatcher:
             else:
                 self._failing(s, job.endpoint_id, now)
             s.commit()
+        metrics.WEBHOOK_DELIVERIES.labels(counted).inc()
 
     def _next(self, tries: int, outcome: Outcome, now: datetime) -> dict:
         """The next attempt on the schedule (with jitter, and no earlier than Retry-After), or failed."""

@@ -24,7 +24,7 @@ from services.events import topics
 from services.kit.consumer import Backoff, group_consumer, poll_ordered, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
-from services.kit.logs import configure
+from services.kit.logs import configure, message_context
 from services.kit.outbox import Relay, dead_letter_row
 from services.kit.settings import Settings
 from services.notify import store
@@ -70,11 +70,13 @@ class Worker:
         now = self.clock()
         batch = Batch()
         for m in messages:
-            try:
-                TOPIC_HANDLERS[m.topic](m.value, batch, self.tz)
-            except ValueError as exc:
-                log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset, str(exc).splitlines()[0])
-                batch.dead_letters.append(dead_letter_row(Outbox, m, str(exc), now))
+            with message_context(m):  # its logs and its dead letter carry the message's request and event ids
+                try:
+                    TOPIC_HANDLERS[m.topic](m.value, batch, self.tz)
+                except ValueError as exc:
+                    log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset,
+                                str(exc).splitlines()[0])
+                    batch.dead_letters.append(dead_letter_row(Outbox, m, str(exc), now))
             batch.offsets[(m.topic, m.partition)] = m.offset + 1
         with Session(self.db) as s:
             created = store.write(s, batch, self.tz, now)

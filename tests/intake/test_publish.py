@@ -40,7 +40,8 @@ def drain(relay) -> None:
 def test_accepted_event_arrives_keyed_by_county_with_the_stored_content(wired, broker):
     client, relay, _ = wired
     event = f.inspection(f.finding())
-    record = client.post("/v1/events", json=event).json()
+    response = client.post("/v1/events", json=event)
+    record = response.json()
     assert client.get("/readyz").json()["outbox_backlog"] == 1
     drain(relay)
     assert client.get("/readyz").json()["outbox_backlog"] == 0
@@ -49,7 +50,8 @@ def test_accepted_event_arrives_keyed_by_county_with_the_stored_content(wired, b
     assert message.key == b"513431"
     assert orjson.loads(message.value) == record
     assert headers(message) == {"event_id": record["event_id"], "type": "inspection.recorded", "schema_version": "1",
-                                "sequence": str(record["sequence"]), "outbox_id": headers(message)["outbox_id"]}
+                                "sequence": str(record["sequence"]), "outbox_id": headers(message)["outbox_id"],
+                                "request_id": response.headers["x-request-id"]}  # the request that sent it
     assert int(headers(message)["outbox_id"]) > 0
     assert message.value + b"\n" == client.get("/v1/events/export",
                                                params={"after_sequence": record["sequence"] - 1}).content

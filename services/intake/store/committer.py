@@ -23,7 +23,9 @@ from sqlmodel import Session
 from services.events.v1 import Envelope
 from services.intake.regions.service import Directory
 from services.intake.store.service import Outcome, append_many
+from services.kit import metrics
 from services.kit.db import Busy
+from services.kit.logs import REQUEST_ID
 from services.kit.problems import InvalidEvent
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class _Request:
     items: Sequence[Item]
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    request_id: str | None  # the submitting request's: its events' outbox rows carry it
 
 
 class Unavailable(Busy):
@@ -64,7 +67,7 @@ class GroupCommitter:
     async def submit(self, items: Sequence[Item]) -> list[Outcome]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put(_Request(items, future, loop))
+        self._queue.put(_Request(items, future, loop, REQUEST_ID.get()))
         return await future
 
     def _run(self) -> None:
@@ -90,7 +93,8 @@ class GroupCommitter:
         try:
             with Session(self.engine, expire_on_commit=False) as session:
                 outcomes = append_many(session=session, items=[i for r in group for i in r.items],
-                                       directory=self.directory, clock=self.clock, max_future=self.max_future)
+                                       directory=self.directory, clock=self.clock, max_future=self.max_future,
+                                       request_ids=[r.request_id for r in group for _ in r.items])
                 session.commit()
         except SQLAlchemyError as exc:
             log.warning("append transaction failed (%d requests answered 503): %s", len(group),
@@ -103,11 +107,21 @@ class GroupCommitter:
             for r in group:
                 r.loop.call_soon_threadsafe(_set_exception, r.future, exc)
             return
+        count(outcomes)
         start = 0
         for r in group:
             part = outcomes[start:start + len(r.items)]
             start += len(r.items)
             r.loop.call_soon_threadsafe(_set_result, r.future, part)
+
+
+def count(outcomes: Sequence[Outcome]) -> None:
+    """Committed outcomes into the intake metrics (accepted by type, refused by status)."""
+    for o in outcomes:
+        if o.status == "accepted":
+            metrics.INTAKE_EVENTS_ACCEPTED.labels(o.record["type"]).inc()
+        elif o.status == "rejected" and o.problem is not None:
+            metrics.INTAKE_EVENTS_REJECTED.labels(str(o.problem.status)).inc()
 
 
 def _set_result(future: asyncio.Future, value: Any) -> None:

@@ -21,6 +21,7 @@ from services.intake.base import Outbox
 from services.intake.findings.ledger import HANDLERS, Context, Lookups, conflict
 from services.intake.regions.service import Directory
 from services.intake.store.models import GENESIS_HASH, ChainHead, StoredEvent
+from services.kit.logs import bound
 from services.kit.outbox import outbox_row
 from services.kit.problems import InvalidEvent, Problem, field_problem
 
@@ -171,19 +172,28 @@ def parse_items(items: Sequence[Any]) -> list[Envelope | InvalidEvent]:
 
 
 def append_many(*, session: Session, items: Sequence[Envelope | InvalidEvent], directory: Directory,
-                clock: Clock = utcnow, max_future: timedelta = timedelta(days=1)) -> list[Outcome]:
-    """Store each event on its own merits, in order (an event may build on an earlier one)."""
+                clock: Clock = utcnow, max_future: timedelta = timedelta(days=1),
+                request_ids: Sequence[str | None] | None = None) -> list[Outcome]:
+    """Store each event on its own merits, in order (an event may build on an earlier one).
+
+    `request_ids[i]`: the request that sent item i (the group committer appends several requests'
+    items together); logs and the outbox row of the event carry it. Default: the current one.
+    """
     outcomes = []
     with session.no_autoflush:
         batch = _begin(session, [e for e in items if isinstance(e, Envelope)])
         now = clock()
         batch.recorded_iso = registry.iso_utc(now)
-        for event in items:
+        for i, event in enumerate(items):
             if isinstance(event, InvalidEvent):
                 outcomes.append(Outcome("rejected", event.event_id, problem=event))
                 continue
+            ids: dict[str, str | None] = {"event_id": str(event.event_id)}
+            if request_ids is not None:
+                ids["request_id"] = request_ids[i]
             try:
-                outcomes.append(_append(batch, event, directory=directory, now=now, max_future=max_future))
+                with bound(**ids):
+                    outcomes.append(_append(batch, event, directory=directory, now=now, max_future=max_future))
             except Problem as problem:
                 outcomes.append(Outcome("rejected", str(event.event_id), problem=problem))
         _flush(batch)

@@ -8,6 +8,7 @@ in reverse order. Data lives under KAOHE_DATA_DIR (default ./var) and survives r
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,9 +18,9 @@ import httpx
 
 from services.kit.access import Access
 from services.kit.access.local import local_keys
-from services.kit.broker import LocalBroker
+from services.kit.broker import LocalBroker, free_port
 from services.kit.logs import configure
-from services.kit.settings import Settings
+from services.kit.settings import METRICS_PORTS, Settings
 
 log = logging.getLogger("kaohe.run")
 
@@ -30,6 +31,7 @@ class Child:
     args: list[str]
     health_url: str | None = None
     process: subprocess.Popen | None = None
+    env: dict[str, str] | None = None  # on top of the supervisor's environment
 
 
 def setup_steps() -> list[list[str]]:
@@ -52,6 +54,29 @@ def children(settings: Settings) -> list[Child]:
         Child("notify", [py, "-m", "services.notify"], f"{base}:{settings.notify_port}/healthz"),
         Child("notify-worker", [py, "-m", "services.notify.worker"]),
     ]
+
+
+def metrics_ports(settings: Settings) -> dict[str, int]:
+    """The worker processes' /metrics ports, one each: the defaults (9101-9104), or from
+    KAOHE_METRICS_PORT=N: N, N+1, N+2, N+3; none with 0. A port taken by another program (another
+    `make run`) is replaced by a free one, so the banner never points at someone else's."""
+    if settings.metrics_port == 0:
+        return {}
+    ports = {}
+    for i, process in enumerate(METRICS_PORTS):
+        port = settings.metrics_port_for(process) if settings.metrics_port is None else settings.metrics_port + i
+        ports[process] = port if _free(settings.host, port) else free_port()
+    return ports
+
+
+def _free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the metrics server binds: TIME_WAIT is fine
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
 
 
 def wait_healthy(child: Child, timeout: float = 30.0) -> None:
@@ -84,8 +109,11 @@ def stop_all(procs: list[Child], broker: LocalBroker | None) -> None:
         broker.stop()
 
 
-def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str]) -> str:
+def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str],
+           metrics: dict[str, int] | None = None) -> str:
     base = f"http://{settings.host}"
+    apis = ", ".join(f":{settings.port(s)}" for s in ("intake", "scoring", "ranking", "notify"))
+    workers = ", ".join(f"{name} :{port}" for name, port in (metrics or {}).items()) or "off (KAOHE_METRICS_PORT=0)"
     url, _ = settings.database("intake")
     keys = settings.data_dir / "keys"
     auth = f'-H "Authorization: Bearer $(cat {keys / "admin.key"})"'
@@ -109,6 +137,8 @@ def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str
         f"  notify API      {base}:{settings.notify_port}/docs   (webhook endpoints, deliveries, replays;"
         " docs/notify.md)",
         "                  (this machine may register loopback receivers: KAOHE_NOTIFY_ALLOW_PRIVATE_URLS=1)",
+        f"  metrics         {base}:{settings.intake_port}/metrics   (Prometheus; every API on its port: {apis})",
+        f"                  workers on {settings.host}: {workers}   (docs/observability.md)",
         "  demo data       two assessment years through intake's API; more, live: make demo RATE=200",
         "",
         f"  try:  curl -s {auth} {base}:{settings.intake_port}/v1/regions/513400 | python3 -m json.tool",
@@ -139,24 +169,32 @@ def main() -> int:
     env = dict(os.environ)
     # one machine: a prefecture trying webhooks locally points them at its own loopback receiver
     env.setdefault("KAOHE_NOTIFY_ALLOW_PRIVATE_URLS", "1")
+    # one terminal for every process: no line per request there (KAOHE_ACCESS_LOG=1 make run for them)
+    env.setdefault("KAOHE_ACCESS_LOG", "0")
     try:
         if settings.local_broker:
             broker = LocalBroker(settings.broker_port, log_path=settings.data_dir / "broker.log").start()
             env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-        for step in setup_steps():
-            subprocess.run(step, env=env, check=True)
+        # side by side: each step has its own database or schema, and topics are created if missing
+        steps = [subprocess.Popen(step, env=env) for step in setup_steps()]
+        for step in steps:
+            if step.wait() != 0:
+                raise subprocess.CalledProcessError(step.returncode, step.args)
         access = Access.from_settings(settings)
         tokens = local_keys(access, settings.data_dir)
         access.engine.dispose()
         env["KAOHE_SERVICE_TOKEN"] = tokens["service"]  # the workers' and the demo loader's key
+        ports = metrics_ports(settings)
         for child in children(settings):  # in order: a service is healthy before the next starts
-            child.process = subprocess.Popen(child.args, env=env, start_new_session=True)
+            if child.name in METRICS_PORTS:  # each worker its own metrics port (0 = off)
+                child.env = {"KAOHE_METRICS_PORT": str(ports.get(child.name, 0))}
+            child.process = subprocess.Popen(child.args, env={**env, **(child.env or {})}, start_new_session=True)
             procs.append(child)
             if child.health_url:
                 wait_healthy(child)
         if os.environ.get("KAOHE_DEMO", "1") != "0":  # through intake's API, like any partner
             subprocess.run([sys.executable, "-m", "services.demo"], env=env, check=True)
-        print(banner(settings, broker, tokens), flush=True)
+        print(banner(settings, broker, tokens, ports), flush=True)
         while not stopping:
             for child in procs:
                 if child.process.poll() is not None:

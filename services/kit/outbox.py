@@ -125,12 +125,31 @@ class Relay:
         """Publish one batch; returns how many rows were marked sent. Raises on broker failure."""
         t = self.model.__table__
         with Session(self.engine) as s:
-            rows = s.execute(
-                select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers)
-                .where(t.c.sent_at.is_(None)).order_by(t.c.id).limit(self.batch_size)
-            ).all()
-        if not rows:
-            return 0
+            query = (select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers)
+                     .where(t.c.sent_at.is_(None)).order_by(t.c.id).limit(self.batch_size))
+            shared = s.get_bind().dialect.name == "postgresql"
+            if shared:
+                # several relays on one database (scale-out workers each run one) share the rows:
+                # each takes rows no other holds, until it has marked them, so none is sent twice
+                query = query.with_for_update(skip_locked=True)
+            rows = s.execute(query).all()
+            if not rows:
+                return 0
+            if not shared:
+                s.commit()  # SQLite: hold no snapshot while publishing (the mark would find it stale)
+            acked, acked_topics, failure = self._publish(rows)
+            if acked:
+                s.execute(update(t).where(t.c.id.in_(acked)).values(sent_at=datetime.now(timezone.utc)))
+            s.commit()
+        for topic, n in acked_topics.items():
+            metrics.OUTBOX_PUBLISHED.labels(self.service, topic).inc(n)
+        if failure is not None:
+            self._topics_ready = False  # a restarted in-memory broker has lost its topics
+            raise failure
+        return len(acked)
+
+    def _publish(self, rows) -> tuple[list[int], dict[str, int], Exception | None]:
+        """Send `rows`; the ids acknowledged in order (up to the first failure), per topic, and the failure."""
         self._ensure_ready()
         futures = []
         for row in rows:
@@ -143,27 +162,16 @@ class Relay:
         self._producer.flush(timeout=15)
         acked: list[int] = []
         acked_topics: dict[str, int] = {}
-        failure: Exception | None = None
         for (row_id, fut), row in zip(futures, rows):
             # Only the prefix acknowledged in order is marked: a row after a failure is sent
             # again later, so nothing is lost (consumers dedupe on event_id).
             try:
                 fut.get(timeout=0)
             except Exception as exc:  # noqa: BLE001 - any failure means "not acknowledged"
-                failure = exc
-                break
+                return acked, acked_topics, exc
             acked.append(row_id)
             acked_topics[row.topic] = acked_topics.get(row.topic, 0) + 1
-        if acked:
-            with Session(self.engine) as s:
-                s.execute(update(t).where(t.c.id.in_(acked)).values(sent_at=datetime.now(timezone.utc)))
-                s.commit()
-            for topic, n in acked_topics.items():
-                metrics.OUTBOX_PUBLISHED.labels(self.service, topic).inc(n)
-        if failure is not None:
-            self._topics_ready = False  # a restarted in-memory broker has lost its topics
-            raise failure
-        return len(acked)
+        return acked, acked_topics, None
 
     def prune(self) -> int:
         """Delete rows sent longer ago than the retention (the event store keeps the events)."""

@@ -102,7 +102,8 @@ class ScrapeGauge:
         if hasattr(source, "__self__") and hasattr(source, "__func__"):
             ref = weakref.WeakMethod(source)  # type: ignore[arg-type]
         else:
-            ref = lambda: source
+            def ref(source=source):
+                return source
         with self._lock:
             self._sources[key] = ref
 

@@ -23,7 +23,7 @@ from services.kit.access import service_headers
 from services.kit.consumer import Backoff, group_consumer, poll_ordered, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
-from services.kit.logs import configure
+from services.kit.logs import configure, in_message_context
 from services.kit.outbox import Relay, dead_letter_row
 from services.kit.settings import Settings
 from services.ranking import store
@@ -83,7 +83,7 @@ class Worker:
         """Apply one poll's messages in one transaction; returns the standings that changed."""
         now = self.clock()
         batch = store.Batch()
-        for m in messages:
+        for m in in_message_context(messages):
             try:
                 batch.add(store.parse(m.value, m.headers))
             except ValueError as exc:

@@ -30,11 +30,12 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from services.events import registry, topics
+from services.kit import metrics
 from services.kit.access import service_headers
 from services.kit.consumer import Backoff, group_consumer, poll_ordered, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
-from services.kit.logs import configure
+from services.kit.logs import configure, in_message_context
 from services.kit.outbox import Relay, dead_letter_row
 from services.kit.settings import Settings
 from services.scoring import policy_store, store
@@ -211,6 +212,7 @@ class Worker:
         with Session(self.db) as s:
             store.write(s, self.scorer, batch, now=self.clock(), fence=self.fence)
             s.commit()
+        metrics.SCORING_EVENTS.inc(len(batch.applied))
         return len(batch.applied)
 
     def connect(self) -> None:
@@ -277,7 +279,7 @@ class Worker:
         """Apply one poll's messages and commit everything they caused; returns score rows changed."""
         now = self.clock()
         batch = store.Batch()
-        for m in messages:
+        for m in in_message_context(messages):
             if m.partition not in self.partitions:
                 continue  # fetched before another worker claimed it: that worker reads it again
             event_id = None
@@ -296,6 +298,7 @@ class Worker:
         with Session(self.db) as s:
             changed = store.write(s, self.scorer, batch, now=now, fence=self.fence)
             s.commit()
+        metrics.SCORING_EVENTS.inc(len(batch.applied))
         return changed
 
     def tick(self) -> int:

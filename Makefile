@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run demo test test-fast browser bench lint clean
+.PHONY: help install run demo test test-fast browser bench chaos lint clean
 
 help: ## List every target with its purpose
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ bench: $(STAMP) ## Measure intake, scoring and ranking next to same-run baseline
 	$(PY) -m bench.intake $(if $(QUICK),--quick,)
 	$(PY) -m bench.scoring $(if $(QUICK),--quick,)
 	$(PY) -m bench.ranking $(if $(QUICK),--quick,)
+
+chaos: $(STAMP) ## The fault-injection tests in their full form (e.g. 10 SIGKILLs of the scoring worker during 20,000 events)
+	KAOHE_CHAOS=1 $(PY) -m pytest tests/scoring/test_crash.py tests/test_scale_out.py -v
 
 lint: $(STAMP) ## Check the import layering (services never import each other)
 	$(VENV)/bin/lint-imports

@@ -1,5 +1,6 @@
 """Small event factories: valid by default, override what the test is about."""
 
+import random
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from itertools import count
@@ -61,3 +62,35 @@ def deadline(days: int) -> str:
 
 __all__ = ["COUNTY", "OTHER_COUNTY", "OTHER_PREFECTURE_COUNTY", "T0", "date", "daily_check", "deadline",
            "envelope", "finding", "inspection", "step", "uid"]
+
+
+def stream(total: int, counties: list[str], *, batch: int = 600, findings: int = 3, seed: int = 7):
+    """Batches of valid events, round the counties: an inspection with findings, then a
+    rectification (verified or rejected), a dispute (upheld or withdrawn) and a daily check."""
+    rng = random.Random(seed)
+    pending: list[dict[str, Any]] = []
+    sent, n = 0, 0
+    while sent < total:
+        county = counties[n % len(counties)]
+        n += 1
+        at = T0 + timedelta(minutes=n)
+        found = [finding(severity=rng.choice(["minor", "major", "critical"]),
+                         deadline=(at.date() + timedelta(days=rng.randint(1, 60))).isoformat())
+                 for _ in range(findings)]
+        later = at + timedelta(days=1)
+        a, b = found[0]["finding_id"], found[1]["finding_id"]
+        group = [inspection(*found, region=county, at=at),
+                 step("rectification.reported", a, region=county, at=later),
+                 step(rng.choice(["rectification.verified", "rectification.rejected"]), a, region=county,
+                      at=later + timedelta(days=2)),
+                 step("finding.disputed", b, region=county, at=later),
+                 step(rng.choice(["finding.upheld", "finding.withdrawn"]), b, region=county,
+                      at=later + timedelta(days=1)),
+                 {**daily_check(region=county), "occurred_at": at.isoformat()}]
+        pending += group
+        sent += len(group)
+        if len(pending) >= batch:
+            yield pending
+            pending = []
+    if pending:
+        yield pending

@@ -7,13 +7,11 @@ every standing the ranks of those scores.
 """
 
 import os
-import random
 import signal
 import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -38,32 +36,6 @@ pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 COUNTIES = ["513431", "513432", "513433", "513434", "510722", "510723", "510726", "511602", "511621", "511622"]
 PARTITIONS = 6
 BATCHES, BATCH = 10, 300
-
-
-def batches():
-    """Valid batches: inspections with findings, rectifications, disputes, daily checks."""
-    rng = random.Random(3)
-    n = 0
-    for _ in range(BATCHES):
-        batch = []
-        while len(batch) < BATCH:
-            county = COUNTIES[n % len(COUNTIES)]
-            n += 1
-            at = f.T0 + timedelta(minutes=n)
-            findings = [f.finding(severity=rng.choice(["minor", "major", "critical"]),
-                                  deadline=(at.date() + timedelta(days=rng.randint(1, 60))).isoformat())
-                        for _ in range(2)]
-            a, b = (x["finding_id"] for x in findings)
-            later = at + timedelta(days=1)
-            batch += [f.inspection(*findings, region=county, at=at),
-                      f.step("rectification.reported", a, region=county, at=later),
-                      f.step(rng.choice(["rectification.verified", "rectification.rejected"]), a, region=county,
-                             at=later + timedelta(days=2)),
-                      f.step("finding.disputed", b, region=county, at=later),
-                      f.step(rng.choice(["finding.upheld", "finding.withdrawn"]), b, region=county,
-                             at=later + timedelta(days=1)),
-                      {**f.daily_check(region=county), "occurred_at": at.isoformat()}]
-        yield batch
 
 
 @pytest.fixture
@@ -174,7 +146,7 @@ def test_workers_join_and_leave_mid_stream_and_the_results_are_one_workers(
             for workers in (scoring, ranking):
                 workers.add()
                 workers.add()
-            for i, batch in enumerate(batches()):
+            for i, batch in enumerate(f.stream(BATCHES * BATCH, COUNTIES, batch=BATCH, findings=2, seed=3)):
                 results = intake.post("/v1/events/batch", json={"events": batch}).json()["results"]
                 assert all(r["status"] == "accepted" for r in results), results[:2]
                 if i in (3, 7):

@@ -81,8 +81,8 @@ def _seed_read_models(scoring, ranking) -> None:
         s.execute(insert(Explanation), [{"region_code": c, "year": 2026, "component": "inspections", "points": -1.0,
                                           "rule": "r", "cause": "x", "policy_id": "default-v1", "at": NOW}
                                          for c in (A_COUNTY, B_COUNTY)])
-        s.execute(insert(TeamPoints), [{"team_id": "T-1", "region_code": A_COUNTY, "findings_credited": 1, "absences": "{}",
-                                         "as_of": NOW}])
+        s.execute(insert(TeamPoints), [{"team_id": "T-1", "region_code": A_COUNTY, "findings_credited": 1,
+                                         "absences": "{}", "as_of": NOW}])
         s.commit()
     with Session(ranking) as s:
         s.execute(insert(Region), [

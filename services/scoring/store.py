@@ -175,6 +175,7 @@ class Batch:
     changes: list[Change] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     offsets: dict[tuple[str, int], tuple[int, str | None]] = field(default_factory=dict)
+    ids: dict[str, dict[str, str]] = field(default_factory=dict)  # event id → the ids it came with (request_id)
     rescore_all: bool = False  # write every county-year's score, not only those `changes` touched
 
 
@@ -262,9 +263,12 @@ def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, cloc
         for code, year in session.execute(select(ScoreRow.region_code, ScoreRow.year)).all():
             if (code, year) not in keep:  # no replayed event supports it (not announced: see docs/scoring.md)
                 session.execute(delete(ScoreRow).where(ScoreRow.region_code == code, ScoreRow.year == year))
+    # a county's message carries the ids of the event that caused it (its request id at intake),
+    # so one request can be followed through every hop; a prefecture's has no single cause
     outbox = [outbox_row(Outbox, topic=topics.SCORING_SCORES, key=r["region_code"], now=now,
                          value=_score_message(r, previous),
-                         headers={"region_code": r["region_code"], "level": r["level"], "year": str(r["year"])})
+                         headers={"region_code": r["region_code"], "level": r["level"], "year": str(r["year"]),
+                                  **batch.ids.get(r["cause"], {})})
               for r, previous in changed]
     outbox += batch.dead_letters
     if outbox:

@@ -35,7 +35,7 @@ from services.kit.access import service_headers
 from services.kit.consumer import Backoff, group_consumer, poll_ordered, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
-from services.kit.logs import configure, in_message_context
+from services.kit.logs import configure, current_ids, in_message_context
 from services.kit.outbox import Relay, dead_letter_row
 from services.kit.settings import Settings
 from services.scoring import policy_store, store
@@ -294,6 +294,7 @@ class Worker:
                 if record.event.event_id not in self.scorer.applied:
                     batch.changes += self.scorer.apply(record)
                     batch.applied.append((record, m.value))
+                    batch.ids[event_id] = {"event_id": event_id, **current_ids()}
             batch.offsets[(m.topic, m.partition)] = (m.offset + 1, event_id)
         with Session(self.db) as s:
             changed = store.write(s, self.scorer, batch, now=now, fence=self.fence)

@@ -113,13 +113,17 @@ def test_events_become_scores_and_time_and_disputes_move_them(system, clock):
 
 def test_scores_are_published_with_previous_totals(system):
     intake, scoring, broker = system
-    intake.post("/v1/events", json=f.inspection(f.finding()))
+    event = f.inspection(f.finding())
+    intake.post("/v1/events", json=event, headers={"X-Request-ID": "req-scale-1"})
     wait_for(lambda: score(scoring, "513431"))
     messages = read_messages(broker.bootstrap_servers, topics.SCORING_SCORES,
                              lambda ms: any(m.key == b"513431" for m in ms))
-    value = orjson.loads([m for m in messages if m.key == b"513431"][-1].value)
+    county = [m for m in messages if m.key == b"513431"][-1]
+    value = orjson.loads(county.value)
     assert value["total"] == score(scoring, "513431")["total"] and value["previous_total"] is None
     assert value["policy_version"] == "default-v1" and value["level"] == "county"
+    # the request that brought the event in is named on the score it caused (one id across hops)
+    assert headers(county)["request_id"] == "req-scale-1" and headers(county)["event_id"] == event["event_id"]
 
 
 def test_poison_messages_are_dead_lettered_and_later_events_still_scored(system):

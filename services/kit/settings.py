@@ -145,7 +145,7 @@ class Settings(BaseSettings):
         if own:
             return own, None
         if self.database_url:
-            schema = service if self.database_url.startswith("postgresql") else None
+            schema = service if self.database_url.startswith(("postgresql", "postgres:")) else None
             return self.database_url, schema
         return f"sqlite:///{(self.data_dir / f'{service}.db').resolve()}", None
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
+from sqlalchemy import make_url
 
 from services.kit.access import Access
 from services.kit.access.local import local_keys
@@ -114,7 +115,7 @@ def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str
     base = f"http://{settings.host}"
     apis = ", ".join(f":{settings.port(s)}" for s in ("intake", "scoring", "ranking", "notify"))
     workers = ", ".join(f"{name} :{port}" for name, port in (metrics or {}).items()) or "off (KAOHE_METRICS_PORT=0)"
-    url, _ = settings.database("intake")
+    url, schema = settings.database("intake")
     keys = settings.data_dir / "keys"
     auth = f'-H "Authorization: Bearer $(cat {keys / "admin.key"})"'
     lines = [
@@ -131,7 +132,8 @@ def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str
         f"  ranking API     {base}:{settings.ranking_port}/docs   (standings, history, SSE stream)",
         f"  broker          {settings.bootstrap_servers}"
         + ("  (local tansu, memory only)" if broker else "  (external Kafka)"),
-        f"  intake database {url}",
+        f"  intake database {make_url(url).render_as_string(hide_password=True)}"  # no password on a terminal
+        + (f"  (schema {schema}; every service its own)" if schema else ""),
         f"  data directory  {settings.data_dir.resolve()}",
         "  regions         Sichuan (510000): 21 prefectures, 183 counties",
         f"  notify API      {base}:{settings.notify_port}/docs   (webhook endpoints, deliveries, replays;"

@@ -50,6 +50,7 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, backend):
     proc, out = start(env)
     try:
         assert f"{intake}/docs" in "".join(out)
+        assert ("(schema intake; every service its own)" in "".join(out)) == (name == "postgresql")
         admin = {"Authorization": f"Bearer {token(env)}"}
         assert token(env) in "".join(out)  # the banner shows the local admin key
         assert httpx.get(f"{intake}/v1/regions/513400", timeout=5).status_code == 401  # no key, no data

@@ -9,27 +9,22 @@ from sqlmodel import Session
 
 from services.events import topics
 from services.intake.regions.service import load
-from services.kit.db import service_engine
-from services.kit.kafka import ensure_topics
 from services.kit.logs import configure
-from services.kit.migrate import upgrade
 from services.kit.settings import Settings
+from services.kit.setup import set_up
 
 log = logging.getLogger("services.intake.setup")
 
 
 def setup(settings: Settings) -> int:
-    engine = service_engine(settings, "intake")
-    try:
-        upgrade("intake", engine, settings.database("intake")[1])
+    def load_regions(engine) -> int:
         with Session(engine) as session:
             added = load(session=session)
             session.commit()
-    finally:
-        engine.dispose()
-    ensure_topics(settings.bootstrap_servers, [topics.INTAKE_EVENTS, topics.dead_letter(topics.INTAKE_EVENTS)],
-                  settings.topic_partitions)
-    return added
+        return added
+
+    return set_up(settings, "intake", [topics.INTAKE_EVENTS, topics.dead_letter(topics.INTAKE_EVENTS)],
+                  then=load_regions)
 
 
 def main() -> None:

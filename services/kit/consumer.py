@@ -10,7 +10,8 @@ import threading
 from collections.abc import Callable
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, OffsetOutOfRangeError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from services.kit import metrics
 from services.kit.settings import Settings
@@ -104,6 +105,39 @@ class Backoff:
         log.warning("%s unavailable (%s); retrying in %.1fs", what, str(exc).splitlines()[0], self.delay)
         stop.wait(self.delay)
         self.delay = min(self.delay * 2, self.cap)
+
+
+def consume(stop: threading.Event, worker, batch: int, *, connect: Callable[[], None] | None = None,
+            every_poll: Callable[[], None] | None = None) -> None:
+    """The loop of a worker that keeps its state and offsets in its database and drops what it has
+    seen by id: poll, `worker.handle(messages)`, `every_poll()`, until `stop`.
+
+    The worker has `consumer` (None until `connect()`, default `worker.connect`), `handle` and
+    `seek_stored(partitions)`. The broker lost the log (tansu keeps nothing on restart; retention)
+    → read the new one from its start; the database is away → back off, then return to the
+    stored offsets.
+    """
+    backoff = Backoff()
+    while not stop.is_set():
+        try:
+            if worker.consumer is None:
+                (connect or worker.connect)()
+            messages = poll_ordered(worker.consumer, batch)
+            if messages:
+                worker.handle(messages)
+            if every_poll is not None:
+                every_poll()
+            backoff.reset()
+        except OffsetOutOfRangeError as exc:
+            log.warning("offsets out of range %s: reading the new log from its start", exc)
+            worker.consumer.seek_to_beginning(*worker.consumer.assignment())
+        except (OperationalError, DBAPIError) as exc:
+            backoff.wait(stop, "database", exc)
+            if worker.consumer is not None:
+                try:
+                    worker.seek_stored(worker.consumer.assignment())
+                except (OperationalError, DBAPIError):
+                    pass
 
 
 def run_worker(name: str, worker, relay) -> None:

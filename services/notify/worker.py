@@ -15,13 +15,11 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from kafka.errors import OffsetOutOfRangeError
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from services.events import topics
-from services.kit.consumer import Backoff, group_consumer, poll_ordered, run_worker
+from services.kit.consumer import consume, group_consumer, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure, message_context
@@ -102,29 +100,12 @@ class Worker:
             sender.join(2 * self.settings.notify_timeout_s + 5)
 
     def consume(self, stop: threading.Event) -> None:
-        backoff = Backoff()
-        while not stop.is_set():
-            try:
-                if self.consumer is None:
-                    self.connect()
-                messages = poll_ordered(self.consumer, self.settings.notify_batch)
-                if messages:
-                    self.handle(messages)
-                if time.monotonic() - self.last_tick >= self.settings.notify_tick_s:
-                    self.tick()
-                backoff.reset()
-            except OffsetOutOfRangeError as exc:
-                # the broker lost the log (tansu keeps nothing on restart): read the new one from
-                # its start; the dedupe keys drop what was already notified
-                log.warning("offsets out of range %s: reading the new log from its start", exc)
-                self.consumer.seek_to_beginning(*self.consumer.assignment())
-            except (OperationalError, DBAPIError) as exc:
-                backoff.wait(stop, "database", exc)
-                if self.consumer is not None:
-                    try:
-                        self.seek_stored(self.consumer.assignment())
-                    except (OperationalError, DBAPIError):
-                        pass
+        # a lost log is read again from its start: the dedupe keys drop what was already notified
+        consume(stop, self, self.settings.notify_batch, every_poll=self.tick_when_due)
+
+    def tick_when_due(self) -> None:
+        if time.monotonic() - self.last_tick >= self.settings.notify_tick_s:
+            self.tick()
 
     def close(self) -> None:
         if self.consumer is not None:

@@ -13,14 +13,12 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 import httpx
-from kafka.errors import OffsetOutOfRangeError
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from services.events import topics
 from services.kit.access import service_headers
-from services.kit.consumer import Backoff, group_consumer, poll_ordered, run_worker
+from services.kit.consumer import consume, group_consumer, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure, in_message_context
@@ -96,28 +94,8 @@ class Worker:
         return len(history)
 
     def run(self, stop: threading.Event) -> None:
-        backoff = Backoff()
-        while not stop.is_set():
-            try:
-                if self.consumer is None:
-                    self.load_regions(stop)
-                    self.connect()
-                messages = poll_ordered(self.consumer, self.settings.ranking_batch)
-                if messages:
-                    self.handle(messages)
-                backoff.reset()
-            except OffsetOutOfRangeError as exc:
-                # the broker lost the log (the local broker keeps nothing on restart): the
-                # standings hold; read the new log from its start (older copies are dropped)
-                log.warning("offsets out of range %s: reading the new log from its start", exc)
-                self.consumer.seek_to_beginning(*self.consumer.assignment())
-            except (OperationalError, DBAPIError) as exc:
-                backoff.wait(stop, "database", exc)
-                if self.consumer is not None:
-                    try:
-                        self.seek_stored(self.consumer.assignment())
-                    except (OperationalError, DBAPIError):
-                        pass
+        # a lost log: the standings hold, and older copies of a score are dropped by outbox_id
+        consume(stop, self, self.settings.ranking_batch, connect=lambda: (self.load_regions(stop), self.connect()))
 
     def close(self) -> None:
         if self.consumer is not None:

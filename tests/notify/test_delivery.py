@@ -43,7 +43,9 @@ def test_failures_are_retried_on_the_schedule_with_the_same_id_and_fresh_signatu
     assert all(r.verified_with == [e["secret"]] for r in tries)
     gaps = [b.at - a.at for a, b in zip(tries, tries[1:])]
     assert 0.25 <= gaps[0] < 0.9 and 0.55 <= gaps[1] < 1.3 and gaps[1] > gaps[0], gaps  # schedule: 0, 0.3, 0.6 s
-    messages = api.call("GET", f"/{e['id']}/messages")["items"]
+    # the receiver answers before the dispatcher records the outcome: wait for the record
+    messages = wait_for(lambda: (x := api.call("GET", f"/{e['id']}/messages")["items"]) and
+                        x[0]["status"] != "pending" and x, what="the outcome recorded")
     assert [(m["status"], m["tries"]) for m in messages] == [("delivered", 3)]
     log = wait_for(lambda: len(x := attempts(api, e)) == 3 and x)
     assert [a["error"] for a in log] == ["HTTP 500", "HTTP 502", None]

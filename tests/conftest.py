@@ -153,3 +153,15 @@ def client(database, settings, clock) -> Iterator[TestClient]:
     app = create_app(settings, engine=database.engine, clock=clock)
     with TestClient(app, headers=bearer(settings.service_token)) as c:
         yield c
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """The chaos table (tests/chaos/report.py), when any fault-injection scenario ran."""
+    from pathlib import Path
+
+    from tests.chaos import report
+
+    if report.ROWS:
+        terminalreporter.section("chaos: events sent, lost, double-counted, recovery time")
+        terminalreporter.write_line(report.table(report.ROWS))
+        report.save(report.ROWS, Path(config.rootpath) / "var" / "chaos.json")

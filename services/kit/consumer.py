@@ -13,7 +13,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError, OffsetOutOfRangeError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from services.kit import metrics
+from services.kit import heap, metrics
 from services.kit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,31 @@ class Backoff:
         self.delay = min(self.delay * 2, self.cap)
 
 
+class LogWatch:
+    """The identity (Kafka topic id) of each assigned topic's log, as this consumer last saw it.
+
+    A broker that lost its log (tansu keeps nothing on restart) recreates the topics with new ids
+    while a consumer stays in its group: the consumer's positions then point into the new log, and
+    its head would be skipped. A changed id says so.
+    """
+
+    def __init__(self) -> None:
+        self.ids: dict[str, object] = {}
+
+    def replaced(self, consumer: KafkaConsumer) -> set[str]:
+        """Topics whose id changed since the last call (their first sighting is remembered)."""
+        cluster = consumer._client.cluster  # kafka-python keeps topic ids from metadata responses here
+        out = set()
+        for topic in {tp.topic for tp in consumer.assignment()}:
+            now = cluster.topic_id(topic)
+            if now is None:
+                continue
+            if self.ids.setdefault(topic, now) != now:
+                out.add(topic)
+                self.ids[topic] = now
+        return out
+
+
 def consume(stop: threading.Event, worker, batch: int, *, connect: Callable[[], None] | None = None,
             every_poll: Callable[[], None] | None = None) -> None:
     """The loop of a worker that keeps its state and offsets in its database and drops what it has
@@ -114,15 +139,28 @@ def consume(stop: threading.Event, worker, batch: int, *, connect: Callable[[], 
 
     The worker has `consumer` (None until `connect()`, default `worker.connect`), `handle` and
     `seek_stored(partitions)`. The broker lost the log (tansu keeps nothing on restart; retention)
-    → read the new one from its start; the database is away → back off, then return to the
-    stored offsets.
+    → read the new one from its start (the worker drops what it has already seen): detected by a
+    position past the log's end, or by a new topic id while the consumer stayed in place (its
+    position would otherwise skip the new log's head); the database is away → back off, then
+    return to the stored offsets.
     """
     backoff = Backoff()
+    watch = LogWatch()
     while not stop.is_set():
         try:
             if worker.consumer is None:
                 (connect or worker.connect)()
             messages = poll_ordered(worker.consumer, batch)
+            replaced = watch.replaced(worker.consumer)
+            if replaced:
+                # this poll may have read the new log from our old position: drop it and reread
+                log.warning("topics %s were recreated (the broker lost its log): reading them from the start",
+                            sorted(replaced))
+                assigned = worker.consumer.assignment()
+                worker.consumer.seek_to_beginning(*[tp for tp in assigned if tp.topic in replaced])
+                if others := {tp for tp in assigned if tp.topic not in replaced}:
+                    worker.seek_stored(others)
+                continue
             if messages:
                 worker.handle(messages)
             if every_poll is not None:
@@ -145,6 +183,7 @@ def run_worker(name: str, worker, relay) -> None:
     (with its own producer), both stopped by SIGINT/SIGTERM; /metrics on the process's metrics port
     (KAOHE_METRICS_PORT, default by `name`: see Settings.metrics_port_for)."""
     settings = getattr(worker, "settings", None) or Settings()
+    heap.tune()
     server = metrics.serve_for(settings, f"{name}-worker")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -162,4 +201,4 @@ def run_worker(name: str, worker, relay) -> None:
         log.info("%s worker stopped", name)
 
 
-__all__ = ["Backoff", "group_consumer", "poll_ordered", "record_poll", "run_worker"]
+__all__ = ["Backoff", "LogWatch", "group_consumer", "poll_ordered", "record_poll", "run_worker"]

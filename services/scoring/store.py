@@ -14,9 +14,11 @@ from sqlmodel import Session
 
 from services.events import registry, topics
 from services.events.registry import Recorded
+from services.kit.bulk import insert_rows
 from services.kit.outbox import outbox_row
 from services.kit.upsert import upsert
 from services.scoring.base import Outbox
+from services.scoring.engine import view
 from services.scoring.engine.engine import Change, Score, prefecture_total
 from services.scoring.engine.engine import Engine as Scorer
 from services.scoring.models import AppliedEvent, ConsumerOffset, County, Explanation, ScoreRow, TeamPoints, WorkerClock
@@ -126,7 +128,7 @@ def rebuild(engine: Engine, policy: Policy, statuses: Mapping[str, str], *, as_o
     `as_of` (default: the stored clock)."""
     scorer = Scorer(policy, statuses, start=EPOCH)
     for record in stored_records(engine, owned=owned):
-        scorer.apply(registry.decode_record(record))
+        scorer.apply(view.decode(record))
     scorer.advance(as_of or stored_as_of(engine))
     return scorer
 
@@ -151,7 +153,7 @@ def recompute(session: Session, policy: Policy, statuses: Mapping[str, str], rec
     def flush() -> None:
         batch = Batch()
         for raw in pending:
-            record = registry.decode_record(raw)
+            record = view.decode(raw)
             batch.changes += scorer.apply(record)
             batch.applied.append((record, raw))
         _insert_events(session, batch.applied if replace_applied else [], batch.changes)
@@ -273,10 +275,11 @@ def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, cloc
     outbox += batch.dead_letters
     if outbox:
         session.execute(insert(Outbox.__table__), outbox)
-    if clock_moved or batch.rescore_all:
+    moved = scorer.drain_team_changes()
+    if clock_moved or batch.rescore_all:  # time passing moves points too: every team, every county
         _team_points(session, scorer, scorer.counties())
     else:
-        _team_points(session, scorer, {c for c, _ in touched} | {r.event.region_code for r, _ in batch.applied})
+        _team_points(session, scorer, (), pairs=moved)
     if batch.offsets:
         owner = {"owner": fence.owner} if fence is not None and fence.owner else {}
         upsert(session, ConsumerOffset.__table__, [
@@ -301,14 +304,12 @@ def _save_scores(session: Session, rows: list[dict], *, restamp: bool) -> list[t
 
 
 def _insert_events(session: Session, applied: list[tuple[Recorded, str | bytes]], changes: list[Change]) -> None:
-    if applied:
-        session.execute(insert(AppliedEvent.__table__), [
-            {"event_id": r.event.event_id, "sequence": r.sequence, "region_code": r.event.region_code,
-             "record": raw if isinstance(raw, str) else raw.decode()} for r, raw in applied])
-    if changes:
-        session.execute(insert(Explanation.__table__), [
-            {"region_code": c.region_code, "year": c.year, "component": c.component, "points": c.points,
-             "rule": c.rule, "cause": c.cause, "policy_id": c.policy_id, "at": c.at} for c in changes])
+    insert_rows(session, AppliedEvent.__table__, [
+        {"event_id": r.event.event_id, "sequence": r.sequence, "region_code": r.event.region_code,
+         "record": raw if isinstance(raw, str) else raw.decode()} for r, raw in applied])
+    insert_rows(session, Explanation.__table__, [
+        {"region_code": c.region_code, "year": c.year, "component": c.component, "points": c.points,
+         "rule": c.rule, "cause": c.cause, "policy_id": c.policy_id, "at": c.at} for c in changes])
 
 
 def _previous_totals(session: Session, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
@@ -332,10 +333,13 @@ def _score_message(row: dict, previous: tuple | None) -> bytes:
     })
 
 
-def _team_points(session: Session, scorer: Scorer, counties: Iterable[str]) -> None:
-    """What each team earned in each of `counties` (a team's points are summed when read)."""
+def _team_points(session: Session, scorer: Scorer, counties: Iterable[str], *,
+                 pairs: Iterable[tuple[str, str]] = ()) -> None:
+    """What each team earned in each of `counties`, and in each (team, county) of `pairs` (a
+    team's points are summed when read)."""
+    points = {(team, county): earned for county in counties for team, earned in scorer.team_points_in(county).items()}
+    points.update({(team, county): scorer.team_points(team, county) for team, county in pairs})
     rows = [{"team_id": team, "region_code": county, "findings_credited": credited,
              "absences": orjson.dumps(absences).decode(), "as_of": scorer.as_of}
-            for county in sorted(counties)
-            for team, (credited, absences) in sorted(scorer.team_points_in(county).items())]
+            for (team, county), (credited, absences) in sorted(points.items())]
     upsert(session, TeamPoints.__table__, rows, keys=("team_id", "region_code"))

@@ -29,17 +29,18 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
-from services.events import registry, topics
+from services.events import topics
 from services.kit import metrics
 from services.kit.access import service_headers
 from services.kit.consumer import Backoff, group_consumer, poll_ordered, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
-from services.kit.logs import configure, current_ids, in_message_context
+from services.kit.logs import configure, message_context, message_ids
 from services.kit.outbox import Relay, dead_letter_row
 from services.kit.settings import Settings
 from services.scoring import policy_store, store
 from services.scoring.base import Outbox
+from services.scoring.engine import view
 from services.scoring.models import ConsumerOffset, RebuildRequest, WorkerClock
 from services.scoring.policy.model import Policy, shipped
 
@@ -196,7 +197,7 @@ class Worker:
         """
         applied, batch = 0, store.Batch()
         for line in self.export_lines():
-            record = registry.decode_record(line)
+            record = view.decode(line)
             if record.event.event_id in self.scorer.applied or not self.owns(record.event.region_code):
                 continue
             batch.changes += self.scorer.apply(record)
@@ -279,22 +280,25 @@ class Worker:
         """Apply one poll's messages and commit everything they caused; returns score rows changed."""
         now = self.clock()
         batch = store.Batch()
-        for m in in_message_context(messages):
-            if m.partition not in self.partitions:
+        partitions, applied, scorer = self.partitions, self.scorer.applied, self.scorer
+        for m in messages:
+            if m.partition not in partitions:
                 continue  # fetched before another worker claimed it: that worker reads it again
             event_id = None
             try:
-                record = registry.decode_record(m.value)
-                event_id = str(record.event.event_id)
-            except (ValueError, TypeError, registry.ValidationError) as exc:
+                record = view.decode(m.value)
+            except (ValueError, TypeError) as exc:
                 batch.dead_letters.append(dead_letter_row(Outbox, m, f"{type(exc).__name__}: {exc}", now))
-                log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset,
-                            str(exc).splitlines()[0])
+                with message_context(m):
+                    log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset,
+                                str(exc).splitlines()[0])
             else:
-                if record.event.event_id not in self.scorer.applied:
-                    batch.changes += self.scorer.apply(record)
+                event_id = str(record.event.event_id)
+                if record.event.event_id not in applied:
+                    batch.changes += scorer.apply(record)
                     batch.applied.append((record, m.value))
-                    batch.ids[event_id] = {"event_id": event_id, **current_ids()}
+                    # the ids it came with go on the score messages it causes (its request id at intake)
+                    batch.ids[event_id] = {"event_id": event_id, **message_ids(m)}
             batch.offsets[(m.topic, m.partition)] = (m.offset + 1, event_id)
         with Session(self.db) as s:
             changed = store.write(s, self.scorer, batch, now=now, fence=self.fence)

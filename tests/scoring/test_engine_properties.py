@@ -157,3 +157,29 @@ def test_scores_stay_within_0_and_100_and_explanations_add_up(history):
         for c in DEDUCTED:
             lines = sum(ch.points for ch in changes if (ch.region_code, ch.year, ch.component) == (county, year, c))
             assert abs((100 - s.components[c]) + lines) < 1e-6, (county, year, c)
+
+
+@PROPERTY
+@given(histories())
+def test_team_changes_name_every_pair_whose_points_an_event_moved(history):
+    # the worker writes only the (team, county) pairs the engine drains after a batch: any pair an
+    # event moved must be among them, and a pair's points are its county's points of that team
+    records, ticks, end = history
+    engine = Engine(POLICY, STATUSES, start=T0)
+    tick_at = dict(ticks)
+
+    def points() -> dict:
+        return {(team, county): earned for county in engine.counties()
+                for team, earned in engine.team_points_in(county).items()}
+
+    for i, r in enumerate(records):
+        if i in tick_at:
+            engine.advance(tick_at[i])
+            engine.drain_team_changes()  # after a clock move the worker writes every pair anyway
+        before = points()
+        engine.apply(r)
+        after = points()
+        moved = {pair for pair in after if after[pair] != before.get(pair)}
+        assert moved <= engine.drain_team_changes()
+        for (team, county), earned in after.items():
+            assert engine.team_points(team, county) == earned

@@ -84,6 +84,12 @@ class CountyYear:
     settled_overdue: float = 0.0  # overdue points of verified findings: fixed once verified
     accruing: dict[str, int] = field(default_factory=dict)  # open/reported finding → deadline day number (ordered)
     open_critical: int = 0  # unresolved critical findings on the gate's indicators
+    # what the accruing findings owe on day `overdue_day` (-1: not computed), in whole numbers so
+    # that adding and removing findings in any order gives exactly the same sum: findings at their
+    # cap, and the days overdue of the others
+    overdue_day: int = -1
+    overdue_capped: int = 0
+    overdue_days: int = 0
 
 
 class Engine:
@@ -99,10 +105,16 @@ class Engine:
         self.years: dict[tuple[str, int], CountyYear] = {}
         self.findings: dict[str, Finding] = {}
         self.absences: list[tuple[str, str, bool, str]] = []  # (team, inspector, approved, county)
+        self.county_absences: dict[str, list[tuple[str, str, bool, str]]] = {}
         self.risk_year: dict[str, tuple[str, int]] = {}  # household → (county, year) of its open flag
         self.critical = frozenset(policy.gates.critical_indicators)
         self.team_findings: dict[str, list[str]] = {}
         self.county_findings: dict[str, list[str]] = {}
+        self.team_county_findings: dict[tuple[str, str], list[str]] = {}
+        self.team_changes: set[tuple[str, str]] = set()  # (team, county) whose points events moved since drained
+        self._leagues: dict[tuple[str, int], str] = {}  # (county, year) → league; cleared on a status change
+        rules = policy.rectification
+        self._cap_days = _days_to_cap(rules.overdue_per_day, rules.overdue_cap_per_finding)
         # components of each county-year at `as_of`, kept current by _touch and advance (what
         # changes them): an event costs one evaluation of its county-year, not two
         self.current: dict[tuple[str, int], dict[str, float | None]] = {}
@@ -124,11 +136,15 @@ class Engine:
 
     def league(self, county: str, year: int) -> str:
         """The county's status at the end of `year`, from the status-change events applied."""
+        known = self._leagues.get((county, year))
+        if known is not None:
+            return known
         end = datetime(year + 1, 1, 1, tzinfo=self.tz)
         status = self.initial_status.get(county, "in_poverty")
         for moment, new in self.status_changes.get(county, ()):
             if moment < end:
                 status = new
+        self._leagues[(county, year)] = status
         return status
 
     # ---- components --------------------------------------------------------------------------
@@ -150,12 +166,8 @@ class Engine:
                  + p.daily_management.return_risk_alert[league] * len(cy.flagged))
         factors = p.inspections.category_factor[league]
         points = sum(factors[c] * cy.points_by_category[c] for c in CATEGORIES if c in cy.points_by_category)
-        rectification = cy.rejections * p.rectification.rejected + cy.settled_overdue
-        # open/reported findings: as overdue_points, with the deadlines kept as day numbers
-        per_day, cap, day = p.rectification.overdue_per_day, p.rectification.overdue_cap_per_finding, today.toordinal()
-        for deadline in cy.accruing.values():
-            if deadline < day:
-                rectification += min(cap, (day - deadline) * per_day)
+        rectification = cy.rejections * p.rectification.rejected + cy.settled_overdue + self._accrued(cy, today,
+                                                                                                      as_of is None)
         # findings per sampled household: a team that samples more does not make a county look worse
         sampled = max(cy.households_sampled, p.inspections.min_households)
         inspections = points * p.inspections.reference_households / sampled
@@ -165,6 +177,36 @@ class Engine:
             "rectification": 100.0 - min(p.caps.rectification, rectification),
             "year_end": cy.year_end,
         }
+
+    def _accrued(self, cy: CountyYear, today: date, keep: bool) -> float:
+        """What the open/reported findings of `cy` owe on `today` (as overdue_points, with the
+        deadlines kept as day numbers). `keep`: remember the counts for today, so that events
+        adjust them (`_accrue`) instead of summing every open finding again."""
+        day = today.toordinal()
+        if cy.overdue_day == day:
+            capped, days = cy.overdue_capped, cy.overdue_days
+        else:
+            capped = days = 0
+            for deadline in cy.accruing.values():
+                late = day - deadline
+                if late >= self._cap_days:
+                    capped += 1
+                elif late > 0:
+                    days += late
+            if keep:
+                cy.overdue_day, cy.overdue_capped, cy.overdue_days = day, capped, days
+        rules = self.policy.rectification
+        return capped * rules.overdue_cap_per_finding + days * rules.overdue_per_day
+
+    def _accrue(self, cy: CountyYear, deadline: int, sign: int) -> None:
+        """A finding with `deadline` starts (+1) or stops (−1) accruing: adjust the kept counts."""
+        if cy.overdue_day < 0:
+            return
+        late = cy.overdue_day - deadline
+        if late >= self._cap_days:
+            cy.overdue_capped += sign
+        elif late > 0:
+            cy.overdue_days += sign * late
 
     def account(self, cy: CountyYear, f: Finding, sign: int) -> None:
         """Add (+1) or remove (−1) what finding `f`, in its current state, contributes to `cy`."""
@@ -177,9 +219,10 @@ class Engine:
             cy.settled_overdue += sign * self.overdue_points(f, f.resolved_on)
         elif f.state in ("open", "reported"):
             if sign > 0:
-                cy.accruing[f.finding_id] = f.deadline.toordinal()
-            else:
-                cy.accruing.pop(f.finding_id, None)
+                deadline = cy.accruing[f.finding_id] = f.deadline.toordinal()
+                self._accrue(cy, deadline, +1)
+            elif (deadline := cy.accruing.pop(f.finding_id, None)) is not None:
+                self._accrue(cy, deadline, -1)
         if f.severity == "critical" and f.indicator in self.critical and f.state != "verified":
             cy.open_critical += sign
 
@@ -289,7 +332,24 @@ class Engine:
 
     def counties(self) -> set[str]:
         """Every county this engine holds facts of."""
-        return {c for c, _ in self.years} | set(self.county_findings) | {a[3] for a in self.absences}
+        return {c for c, _ in self.years} | set(self.county_findings) | set(self.county_absences)
+
+    def drain_team_changes(self) -> set[tuple[str, str]]:
+        """The (team, county) pairs whose points events may have moved since the last call (time
+        passing moves points too: after advancing the clock, every pair may have moved)."""
+        changed, self.team_changes = self.team_changes, set()
+        return changed
+
+    def team_points(self, team_id: str, county: str) -> tuple[int, dict[str, int]]:
+        """What one team earned in one county: (findings credited, unapproved absences by inspector)."""
+        today = self.local_date(self.as_of)
+        credited = sum(self.finding_credit(self.findings[fid], today)
+                       for fid in self.team_county_findings.get((team_id, county), ()))
+        absences: dict[str, int] = {}
+        for team, inspector, approved, _ in self.county_absences.get(county, ()):
+            if team == team_id and not approved:
+                absences[inspector] = absences.get(inspector, 0) + 1
+        return credited, absences
 
     def team_points_in(self, county: str) -> dict[str, tuple[int, dict[str, int]]]:
         """What each team earned in one county: (findings credited, unapproved absences by inspector).
@@ -303,12 +363,11 @@ class Engine:
             f = self.findings[fid]
             credited, absences = points.get(f.team_id, (0, {}))
             points[f.team_id] = (credited + self.finding_credit(f, today), absences)
-        for team, inspector, approved, where in self.absences:
-            if where == county:
-                credited, absences = points.get(team, (0, {}))
-                if not approved:
-                    absences[inspector] = absences.get(inspector, 0) + 1
-                points[team] = (credited, absences)
+        for team, inspector, approved, _ in self.county_absences.get(county, ()):
+            credited, absences = points.get(team, (0, {}))
+            if not approved:
+                absences[inspector] = absences.get(inspector, 0) + 1
+            points[team] = (credited, absences)
         return points
 
 
@@ -339,6 +398,8 @@ def _inspection(engine: Engine, e: v1.InspectionRecorded) -> Handled:
         engine.findings[f.finding_id] = finding
         engine.team_findings.setdefault(finding.team_id, []).append(finding.finding_id)
         engine.county_findings.setdefault(finding.county, []).append(finding.finding_id)
+        engine.team_county_findings.setdefault((finding.team_id, finding.county), []).append(finding.finding_id)
+        engine.team_changes.add((finding.team_id, finding.county))
         engine.account(cy, finding, +1)
     return finish, "inspections.findings" if e.payload.findings else "inspections.clean_visit"
 
@@ -350,6 +411,7 @@ def _transition(engine: Engine, e: Envelope) -> Handled:
     finish = engine._touch([(f.county, f.year)])
     cy = engine.years[(f.county, f.year)]
     engine.account(cy, f, -1)
+    engine.team_changes.add((f.team_id, f.county))
     day = engine.local_date(e.occurred_at)
     rule = {"rectification.reported": "rectification.reported", "rectification.verified": "rectification.verified",
             "rectification.rejected": "rectification.rejected", "finding.disputed": "finding.disputed",
@@ -391,6 +453,7 @@ def _status(engine: Engine, e: v1.CountyStatusChanged) -> Handled:
     finish = engine._touch(keys)
     engine.status_changes.setdefault(e.region_code, []).append((e.occurred_at, e.payload.status))
     engine.status_changes[e.region_code].sort(key=lambda x: x[0])
+    engine._leagues.clear()
     return finish, f"league.{e.payload.status}"
 
 
@@ -417,7 +480,10 @@ def _risk_cleared(engine: Engine, e: v1.ReturnRiskCleared) -> Handled:
 
 
 def _absence(engine: Engine, e: v1.InspectorAbsenceRecorded) -> Handled:
-    engine.absences.append((e.payload.team_id, e.payload.inspector_id, e.payload.approved, e.region_code))
+    absence = (e.payload.team_id, e.payload.inspector_id, e.payload.approved, e.region_code)
+    engine.absences.append(absence)
+    engine.county_absences.setdefault(e.region_code, []).append(absence)
+    engine.team_changes.add((e.payload.team_id, e.region_code))
     return None, ""
 
 
@@ -436,6 +502,19 @@ HANDLERS: dict[str, Callable[[Engine, Any], Handled]] = {
     "return_risk.cleared": _risk_cleared,
     "inspector.absence_recorded": _absence,
 }
+
+
+def _days_to_cap(per_day: float, cap: float) -> int:
+    """Days overdue from which a finding owes its cap: the fewest n with n × per_day ≥ cap (as
+    min(cap, n × per_day) decides it in floating point)."""
+    if per_day <= 0:
+        return 1 << 62  # never (nothing accrues)
+    n = max(1, int(cap // per_day))
+    while n > 1 and (n - 1) * per_day >= cap:
+        n -= 1
+    while n * per_day < cap:
+        n += 1
+    return n
 
 
 def prefecture_total(scores: Iterable[Score]) -> float | None:

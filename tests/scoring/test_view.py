@@ -1,0 +1,81 @@
+"""The worker reads records through services/scoring/engine/view.py, not the full contract: the
+view must cover every event the registry knows, score every record exactly as the full contract's
+parse would, and refuse (for the dead-letter topic) what the engine cannot read."""
+
+import orjson
+import pytest
+from hypothesis import given
+
+from services.events import registry
+from services.scoring.engine import view
+from services.scoring.engine.engine import Engine
+from tests.scoring.factories import T0, finding, inspection, step
+from tests.scoring.test_engine_properties import POLICY, PROPERTY, STATUSES, everything, histories
+
+
+def stored(r: registry.Recorded) -> bytes:
+    """A record as intake publishes it (the Kafka value, the export line)."""
+    return registry.encode_record(r.sequence, r.recorded_at, registry.to_json_dict(r.event))
+
+
+def test_the_view_covers_every_type_and_version_the_registry_knows():
+    assert view.covered() == set(registry.MODELS)
+
+
+@PROPERTY
+@given(histories())
+def test_scores_read_through_the_view_equal_those_read_through_the_full_contract(history):
+    records, ticks, end = history
+    engines = {}
+    for name, decode in (("contract", registry.decode_record), ("view", view.decode)):
+        engine = engines[name] = Engine(POLICY, STATUSES, start=T0)
+        tick_at = dict(ticks)
+        for i, r in enumerate(records):
+            if i in tick_at:
+                engine.advance(tick_at[i])
+            read = decode(stored(r))
+            assert (read.sequence, read.recorded_at, read.event.event_id) == (r.sequence, r.recorded_at,
+                                                                             r.event.event_id)
+            engine.apply(read)
+        engine.advance(end)
+    assert everything(engines["view"]) == everything(engines["contract"])
+    assert engines["view"].findings == engines["contract"].findings
+
+
+def good() -> dict:
+    return orjson.loads(stored(inspection(finding("F-1"))))
+
+
+def broken(change) -> bytes:
+    data = good()
+    change(data)
+    return orjson.dumps(data)
+
+
+@pytest.mark.parametrize("raw", [
+    b"not json",
+    b"[1, 2]",
+    b"",
+    broken(lambda d: d.update(type="inspection.deleted")),  # unknown type
+    broken(lambda d: d.update(schema_version=2)),  # unknown version
+    broken(lambda d: d.pop("sequence")),
+    broken(lambda d: d.pop("event_id")),
+    broken(lambda d: d.update(event_id="not-a-uuid")),
+    broken(lambda d: d.update(region_code="51343")),
+    broken(lambda d: d.update(occurred_at="2026-03-02T01:00:00")),  # no UTC offset
+    broken(lambda d: d.update(occurred_at="1999-03-02T01:00:00Z")),  # before 2010
+    broken(lambda d: d["payload"].pop("team_id")),
+    broken(lambda d: d["payload"].update(households_sampled=-1)),
+    broken(lambda d: d["payload"]["findings"][0].update(severity="catastrophic")),
+    broken(lambda d: d["payload"]["findings"][0].update(deadline="soon")),
+], ids=lambda r: r[:60].decode("utf-8", "replace"))
+def test_what_the_engine_cannot_read_is_refused(raw):
+    with pytest.raises(ValueError):
+        view.decode(raw)
+
+
+def test_fields_the_engine_does_not_use_are_ignored():
+    data = orjson.loads(stored(step("rectification.verified", "F-1")))
+    data["payload"]["note"] = "x" * 10_000  # longer than the contract allows: not the view's concern
+    record = view.decode(orjson.dumps(data))
+    assert record.event.payload.finding_id == "F-1"

@@ -44,7 +44,7 @@ bench: $(STAMP) ## Measure intake, scoring and ranking next to same-run baseline
 	$(PY) -m bench.ranking $(if $(QUICK),--quick,)
 
 chaos: $(STAMP) ## The fault-injection tests in their full form (e.g. 10 SIGKILLs of the scoring worker during 20,000 events)
-	KAOHE_CHAOS=1 $(PY) -m pytest tests/scoring/test_crash.py tests/test_scale_out.py -v
+	KAOHE_CHAOS=1 $(PY) -m pytest tests/scoring/test_crash.py tests/test_scale_out.py tests/chaos -v
 
 lint: $(STAMP) ## Check the import layering (services never import each other)
 	$(VENV)/bin/lint-imports

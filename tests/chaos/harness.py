@@ -36,6 +36,7 @@ from services.intake.store.models import StoredEvent
 from services.intake.store.service import export
 from services.kit.broker import LocalBroker, free_port
 from services.kit.migrate import ROOT
+from services.notify.models import ConsumerOffset as NotifyOffset
 from services.notify.models import Delivery
 from services.notify.notifications import CRITICAL, STANDING, THRESHOLD
 from services.ranking.models import CurrentScore, Standing, StandingHistory
@@ -145,7 +146,7 @@ class Pipeline:
         self.stack = ExitStack()
         self.receiver = Receiver()
         self.procs: dict[str, Proc] = {}
-        self._expected_critical: set[str] | None = None
+        self._expected_critical: tuple[int, set[str]] | None = None
 
     # ---- set-up ------------------------------------------------------------------------------
 
@@ -188,6 +189,17 @@ class Pipeline:
                                                      "KAOHE_CONSUMER_INSTANCE_ID": "notify-1", **NOTIFY})}
         for name, (module, own) in env.items():
             self.procs[name] = Proc(name, module, {**common, **own, **self.extra_env}, tmp).start()
+        self.warm_up()
+
+    def warm_up(self, timeout: float = 60.0) -> None:
+        """A first batch through the whole pipeline: every worker has joined its group and stored
+        offsets before a scenario's fault (a fault during the first join tests something else)."""
+        self.warm_up_events = self.feed(60, batch=60, seed=99)
+        took, c = self.wait_settled(time.monotonic(), timeout)
+        assert took is not None, (f"the pipeline did not come up within {timeout:.0f}s", c, self.logs())
+        with Session(self.notify_db.engine) as s:
+            topics_read = set(s.execute(select(NotifyOffset.topic)).scalars())
+        assert {topics.INTAKE_EVENTS, topics.SCORING_SCORES} <= topics_read, topics_read
 
     def stop_all(self) -> None:
         for p in self.procs.values():
@@ -207,9 +219,10 @@ class Pipeline:
         return r.json()["results"]
 
     def feed(self, total: int, *, batch: int = 500, pause_s: float = 0.0, seed: int = 7,
-             after_batch=None) -> int:
+             after_batch=None, pause_for=None) -> int:
         """Send `total` events (tests/factories.stream) in batches; every one must be accepted.
-        Returns how many were sent; `after_batch(i)` runs after each batch."""
+        Returns how many were sent; `after_batch(i)` runs after each batch, then a pause of
+        `pause_for()` (if given) or `pause_s` seconds."""
         sent = 0
         for i, events in enumerate(f.stream(total, COUNTIES, batch=batch, seed=seed)):
             results = self.post(events)
@@ -218,8 +231,9 @@ class Pipeline:
             sent += len(events)
             if after_batch is not None:
                 after_batch(i)
-            if pause_s:
-                time.sleep(pause_s)
+            pause = pause_for() if pause_for is not None else pause_s
+            if pause:
+                time.sleep(pause)
         return sent
 
     # ---- the comparisons ---------------------------------------------------------------------
@@ -233,15 +247,17 @@ class Pipeline:
         return out
 
     def expected_critical(self) -> set[str]:
-        """Finding ids of every critical finding in intake's store (computed once, after the feed)."""
-        if self._expected_critical is None:
+        """Finding ids of every critical finding in intake's store (recomputed when the store grew)."""
+        with Session(self.intake_db.engine) as s:
+            stored = s.execute(select(func.count()).select_from(StoredEvent)).scalar_one()
+        if self._expected_critical is None or self._expected_critical[0] != stored:
             found = set()
             for line in self.stored_events().values():
                 e = registry.decode_record(line).event
                 if e.type == "inspection.recorded":
                     found |= {x.finding_id for x in e.payload.findings if x.severity.value == "critical"}
-            self._expected_critical = found
-        return self._expected_critical
+            self._expected_critical = (stored, found)
+        return self._expected_critical[1]
 
     def expected_standing_changes(self) -> set[tuple]:
         """Every rank change ranking recorded (history rows moving from one rank to another)."""

@@ -1,4 +1,4 @@
-"""`make bench`: intake throughput next to baselines measured in the same run.
+"""Intake throughput next to baselines measured in the same run.
 
 Figures (issue 2; the full table of issue 7 grows from here):
   * single-event POST /v1/events: requests/s and p99 with 32 concurrent connections (wrk),
@@ -6,13 +6,11 @@ Figures (issue 2; the full table of issue 7 grows from here):
   * POST /v1/events/batch (1,000 events a request): events/s, against raw executemany inserts
     of rows of the same size into the same database (ratio; target ≥ 0.3).
 Runs on SQLite and again on PostgreSQL where reachable. `--quick` shortens every run.
-Writes bench/results.json.
+`measure()` is what `python -m bench` calls; run alone, this prints its own table.
 """
 
 import argparse
-import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -101,27 +99,38 @@ def hello_world(wrk: str, seconds: int) -> dict:
 
 class Stack:
     """`python -m services.kit.run` in a scratch data dir on free ports: the whole system (broker,
-    intake and its relay, scoring, ranking), without demo data unless asked. Once up, `headers`
-    carries the admin key the run saved (every API route needs a key)."""
+    intake and its relay, scoring, ranking, notify), without demo data unless asked. Once up,
+    `headers` carries the admin key the run saved (every API route needs a key).
 
-    def __init__(self, data_dir: Path, database_url: str | None, *, demo: bool = False) -> None:
+    `database_url`: intake's database (the other services on SQLite), or with `every_service`
+    every service's (one schema each). `env`: more settings (e.g. KAOHE_REGIONS_FILE)."""
+
+    def __init__(self, data_dir: Path, database_url: str | None, *, demo: bool = False, every_service: bool = False,
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
-        self.port, self.ranking_port = free_port(), free_port()
+        self.port, self.scoring_port, self.ranking_port = free_port(), free_port(), free_port()
         self.env = {**os.environ, "KAOHE_DATA_DIR": str(data_dir), "KAOHE_INTAKE_PORT": str(self.port),
-                    "KAOHE_SCORING_PORT": str(free_port()), "KAOHE_RANKING_PORT": str(self.ranking_port),
+                    "KAOHE_SCORING_PORT": str(self.scoring_port), "KAOHE_RANKING_PORT": str(self.ranking_port),
                     "KAOHE_NOTIFY_PORT": str(free_port()),
                     "KAOHE_BROKER_PORT": str(free_port()), "KAOHE_LOG_LEVEL": "WARNING",
-                    "KAOHE_DEMO": "1" if demo else "0"}
+                    "KAOHE_DEMO": "1" if demo else "0", **(env or {})}
         self.env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         if database_url:
-            self.env["KAOHE_INTAKE_DATABASE_URL"] = database_url
+            self.env["DATABASE_URL" if every_service else "KAOHE_INTAKE_DATABASE_URL"] = database_url
         self.url = f"http://127.0.0.1:{self.port}"
+        self.scoring_url = f"http://127.0.0.1:{self.scoring_port}"
         self.ranking_url = f"http://127.0.0.1:{self.ranking_port}"
+        self.log = data_dir / "run.log"
 
     def __enter__(self) -> "Stack":
+        # the supervisor's banner (in run.log) comes once every process is up and the demo data is in
         self.proc = subprocess.Popen([sys.executable, "-m", "services.kit.run"], cwd=ROOT, env=self.env,
-                                     stdout=subprocess.DEVNULL, start_new_session=True)
-        wait_http(f"{self.ranking_url}/readyz", timeout=240)  # the last service up (after the demo data)
+                                     stdout=self.log.open("wb"), start_new_session=True)
+        deadline = time.monotonic() + 300
+        while b"Kaohe is running" not in self.log.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the stack did not start (see {self.log})")
+            time.sleep(0.2)
         self.token = saved_token(self.data_dir, "admin")
         if not self.token:
             raise RuntimeError(f"the stack saved no admin key under {self.data_dir / 'keys'}")
@@ -130,6 +139,19 @@ class Stack:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    def children(self) -> dict[str, int]:
+        """Process name (`services.scoring.worker`, ...) → pid of the supervisor's children."""
+        found = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == self.proc.pid:
+                    args = (stat.parent / "cmdline").read_bytes().split(b"\0")
+                    found[args[args.index(b"-m") + 1].decode()] = int(stat.parent.name)
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile, or not a `python -m` child
+        return found
 
     def __exit__(self, *exc) -> None:
         os.killpg(self.proc.pid, signal.SIGINT)
@@ -208,44 +230,45 @@ def drop_postgres(url: str) -> None:
     admin.dispose()
 
 
+def measure(wrk: str, name: str, url: str | None, hello: dict, seconds: int, batch_total: int) -> dict:
+    """Single POSTs (wrk, 32 connections) and batches on one backend (`url`: PostgreSQL, or None
+    for SQLite), the raw-insert baseline on the same database, and the chain verified after."""
+    script = str(ROOT / "bench" / "post_event.lua")
+    with TemporaryDirectory() as tmp:
+        db_url = url or f"sqlite:///{Path(tmp) / 'intake.db'}"
+        with Stack(Path(tmp), url) as stack:
+            print(f"[{name}] single POST /v1/events, {seconds}s…", flush=True)
+            run_wrk(wrk, f"{stack.url}/v1/events", 2, script, stack.headers)  # warm-up
+            single = run_wrk(wrk, f"{stack.url}/v1/events", seconds, script, stack.headers)
+            print(f"[{name}] batch POST /v1/events/batch, {batch_total} events…", flush=True)
+            batch = batch_rate(stack.url, batch_total, stack.headers)
+            verified = httpx.get(f"{stack.url}/v1/audit/verify", headers=stack.headers,
+                                 timeout=300).raise_for_status().json()
+        raw = raw_insert_rate(db_url, batch_total)
+    return {"single_post": single, "single_ratio_to_hello": single["requests_per_s"] / hello["requests_per_s"],
+            "batch": batch, "raw_inserts_per_s": raw, "batch_ratio_to_raw": batch["events_per_s"] / raw,
+            "chain_ok": verified["ok"], "events_stored": verified["events_checked"]}
+
+
+def durations(quick: bool) -> tuple[int, int]:
+    """(seconds of each wrk run, events sent in batches)."""
+    return (5, 5_000) if quick else (15, 30_000)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short runs (under 2 minutes in all)")
+    parser.add_argument("--quick", action="store_true", help="short runs")
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
-    seconds, batch_total = (5, 5_000) if args.quick else (15, 30_000)
+    seconds, batch_total = durations(args.quick)
     wrk = ensure_wrk()
-    script = str(ROOT / "bench" / "post_event.lua")
-
     print(f"baseline: FastAPI hello-world, wrk 2 threads × 32 connections, {seconds}s…", flush=True)
     hello = hello_world(wrk, seconds)
-    results = {"machine": {"python": platform.python_version(), "platform": platform.platform(),
-                           "cpus": os.cpu_count()},
-               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        cwd=ROOT).stdout.strip(),
-               "quick": args.quick, "hello_world": hello, "backends": {}}
-    backends = [("sqlite", None)]
+    results = {"quick": args.quick, "hello_world": hello, "backends": {}}
     pg = None if args.no_postgres else postgres_database()
-    if pg:
-        backends.append(("postgresql", pg))
     try:
-        for name, url in backends:
-            with TemporaryDirectory() as tmp:
-                db_url = url or f"sqlite:///{Path(tmp) / 'intake.db'}"
-                with Stack(Path(tmp), url) as stack:
-                    print(f"[{name}] single POST /v1/events, {seconds}s…", flush=True)
-                    run_wrk(wrk, f"{stack.url}/v1/events", 2, script, stack.headers)  # warm-up
-                    single = run_wrk(wrk, f"{stack.url}/v1/events", seconds, script, stack.headers)
-                    print(f"[{name}] batch POST /v1/events/batch, {batch_total} events…", flush=True)
-                    batch = batch_rate(stack.url, batch_total, stack.headers)
-                    verified = httpx.get(f"{stack.url}/v1/audit/verify", headers=stack.headers,
-                                         timeout=300).raise_for_status().json()
-                raw = raw_insert_rate(db_url, batch_total)
-                results["backends"][name] = {
-                    "single_post": single, "single_ratio_to_hello": single["requests_per_s"] / hello["requests_per_s"],
-                    "batch": batch, "raw_inserts_per_s": raw, "batch_ratio_to_raw": batch["events_per_s"] / raw,
-                    "chain_ok": verified["ok"], "events_stored": verified["events_checked"],
-                }
+        for name, url in [("sqlite", None)] + ([("postgresql", pg)] if pg else []):
+            results["backends"][name] = measure(wrk, name, url, hello, seconds, batch_total)
     finally:
         if pg:
             drop_postgres(pg)
@@ -260,9 +283,7 @@ def main() -> None:
               f"{r['single_ratio_to_hello']:>8.2f}{'≥0.15':>8}   p99 {s['p99_ms']:.1f} ms, non-2xx {s['non_2xx']}")
         print(f"{name + ': batch events/s':<44}{b['events_per_s']:>14,.0f}{r['raw_inserts_per_s']:>14,.0f}"
               f"{r['batch_ratio_to_raw']:>8.2f}{'≥0.3':>8}   chain ok: {r['chain_ok']} ({r['events_stored']} events)")
-    out = ROOT / "bench" / "results.json"
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten: {out}")
+    print("\n(alone: nothing written; `python -m bench` runs every part and writes bench/results.json)")
 
 
 if __name__ == "__main__":

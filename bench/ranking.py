@@ -6,12 +6,12 @@
   * GET /v1/standings requests/s and p99 (wrk, 32 connections) for a prefecture league and the
     province-wide county ranking (100 a page), against a FastAPI hello-world. Target ≥ 0.3.
 
-The system is the one `make run` starts, with its demo years loaded.
+The system is the one `make run` starts, with its demo years loaded (measured once the demo
+loader is done). `measure()` is what `python -m bench` calls.
 """
 
 import argparse
 import asyncio
-import json
 import random
 import statistics
 import threading
@@ -25,7 +25,7 @@ import httpx
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
-from bench.intake import ROOT, Stack, ensure_wrk, hello_world, run_wrk
+from bench.intake import Stack, ensure_wrk, hello_world, run_wrk
 from services.kit.broker import LocalBroker, free_port
 from services.kit.kafka import ensure_topics
 
@@ -135,6 +135,50 @@ def broker_latency(rate: float, count: int) -> dict:
             "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))]}
 
 
+def measure_on(stack: Stack, wrk: str, hello: dict, seconds: int, rate: float, fresh_seconds: float) -> dict:
+    """Standings reads (wrk, `seconds` each) and freshness (`fresh_seconds` of probes) on a running
+    stack whose standings are (being) filled."""
+    with httpx.Client(timeout=10, headers=stack.headers) as client:
+        deadline = time.monotonic() + 240
+
+        def ranked() -> int:
+            r = client.get(f"{stack.ranking_url}/v1/standings", params={"region": "510000", "year": YEAR, "limit": 100})
+            if r.status_code in (401, 403):  # not a matter of waiting
+                r.raise_for_status()
+            return len(r.json()["items"]) if r.status_code == 200 else 0
+
+        while ranked() < 100:
+            assert time.monotonic() < deadline, "the standings did not appear"
+            time.sleep(1)
+        counties = [r["code"] for r in client.get(f"{stack.url}/v1/regions", params={"level": "county"})
+                    .raise_for_status().json()]
+    print("standings: prefecture league and province-wide ranking…", flush=True)
+    prefecture = run_wrk(wrk, f"{stack.ranking_url}/v1/standings?region=513400&year={YEAR}", seconds,
+                         headers=stack.headers)
+    province = run_wrk(wrk, f"{stack.ranking_url}/v1/standings?region=510000&year={YEAR}&limit=100", seconds,
+                       headers=stack.headers)
+    print(f"freshness at {rate:.0f} events/s…", flush=True)
+    fresh = freshness(stack, counties, rate, fresh_seconds)
+    h = hello["requests_per_s"]
+    return {"standings_prefecture": prefecture, "standings_province": province,
+            "standings_prefecture_ratio": prefecture["requests_per_s"] / h,
+            "standings_province_ratio": province["requests_per_s"] / h, "freshness": fresh}
+
+
+def broker_baseline(rate: float, seconds: float) -> dict:
+    print(f"baseline: broker produce→consume at {rate:.0f}/s…", flush=True)
+    return broker_latency(rate, int(rate * seconds))
+
+
+def measure(wrk: str, hello: dict, seconds: int, rate: float, quick: bool) -> dict:
+    """The broker's latency, then the stack with the demo years: standings reads, freshness."""
+    broker = broker_baseline(rate, 5 if quick else 10)
+    with TemporaryDirectory() as tmp, Stack(Path(tmp), None, demo=True) as stack:
+        time.sleep(5 if quick else 10)  # let scoring and ranking finish the demo backlog
+        return {"broker_produce_consume": broker,
+                **measure_on(stack, wrk, hello, seconds, rate, 10 if quick else 30)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -144,46 +188,18 @@ def main() -> None:
     wrk = ensure_wrk()
     print("baseline: FastAPI hello-world…", flush=True)
     hello = hello_world(wrk, seconds)
-    print(f"baseline: broker produce→consume at {args.rate:.0f}/s…", flush=True)
-    broker = broker_latency(args.rate, int(args.rate * (5 if args.quick else 10)))
-    with TemporaryDirectory() as tmp, Stack(Path(tmp), None, demo=True) as stack:
-        with httpx.Client(timeout=10, headers=stack.headers) as client:
-            deadline = time.monotonic() + 240
-            def ranked() -> int:
-                r = client.get(f"{stack.ranking_url}/v1/standings",
-                               params={"region": "510000", "year": YEAR, "limit": 100})
-                if r.status_code in (401, 403):  # not a matter of waiting
-                    r.raise_for_status()
-                return len(r.json()["items"]) if r.status_code == 200 else 0
-
-            while ranked() < 100:
-                assert time.monotonic() < deadline, "the demo's standings did not appear"
-                time.sleep(1)
-            counties = [r["code"] for r in client.get(f"{stack.url}/v1/regions", params={"level": "county"})
-                        .raise_for_status().json()]
-        time.sleep(10 if not args.quick else 5)  # let scoring and ranking finish the demo backlog
-        print("standings: prefecture league and province-wide ranking…", flush=True)
-        prefecture = run_wrk(wrk, f"{stack.ranking_url}/v1/standings?region=513400&year={YEAR}", seconds,
-                             headers=stack.headers)
-        province = run_wrk(wrk, f"{stack.ranking_url}/v1/standings?region=510000&year={YEAR}&limit=100", seconds,
-                           headers=stack.headers)
-        print(f"freshness at {args.rate:.0f} events/s…", flush=True)
-        fresh = freshness(stack, counties, args.rate, 10 if args.quick else 30)
-    results = {"hello_world": hello, "broker_produce_consume": broker, "standings_prefecture": prefecture,
-               "standings_province": province, "freshness": fresh}
+    r = measure(wrk, hello, seconds, args.rate, args.quick)
+    prefecture, province, fresh, broker = (r["standings_prefecture"], r["standings_province"], r["freshness"],
+                                           r["broker_produce_consume"])
     h = hello["requests_per_s"]
     print(f"\n{'figure':<52}{'value':>12}{'baseline':>12}{'ratio':>8}{'target':>10}")
-    for name, r in (("standings, prefecture league", prefecture), ("standings, province, 100 a page", province)):
-        print(f"{name + ' requests/s':<52}{r['requests_per_s']:>12,.0f}{h:>12,.0f}{r['requests_per_s'] / h:>8.2f}"
-              f"{'≥0.3':>10}   p99 {r['p99_ms']:.1f} ms")
+    for name, f in (("standings, prefecture league", prefecture), ("standings, province, 100 a page", province)):
+        print(f"{name + ' requests/s':<52}{f['requests_per_s']:>12,.0f}{h:>12,.0f}{f['requests_per_s'] / h:>8.2f}"
+              f"{'≥0.3':>10}   p99 {f['p99_ms']:.1f} ms")
     print(f"{'freshness intake→standing p99 ms':<52}{fresh['p99_ms']:>12,.0f}{broker['p99_ms']:>12,.1f}{'':>8}"
           f"{'≤1000':>10}   p50 {fresh['p50_ms']:.0f} ms, {fresh['probes']} probes, "
           f"background {fresh['background_events_per_s']:.0f} events/s ({fresh['background_refused']} not 201)")
-    out = ROOT / "bench" / "results.json"
-    merged = json.loads(out.read_text()) if out.exists() else {}
-    merged["ranking"] = results
-    out.write_text(json.dumps(merged, indent=2))
-    print(f"\nwritten: {out}")
+    print("\n(alone: nothing written; `python -m bench` runs every part and writes bench/results.json)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Scoring worker throughput next to the raw kafka-python consume + json.loads rate, same broker,
-same run, on SQLite and on PostgreSQL where reachable. Part of `make bench`.
+same run, on SQLite and on PostgreSQL where reachable. Part of `make bench` (`run()`).
 
 Events are generated as intake publishes them (valid ledger histories over all Sichuan counties)
 and produced straight to `kaohe.intake.events.v1` on a local broker; the worker consumes them in
@@ -11,6 +11,7 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -21,6 +22,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from bench.intake import drop_postgres, postgres_database
+from bench.regions import national_regions
 from services.events import registry, topics
 from services.intake.regions.service import shipped_regions
 from services.kit.broker import LocalBroker, free_port
@@ -36,25 +38,27 @@ from services.scoring.worker import Worker
 T0 = datetime(2026, 3, 2, 1, 0, tzinfo=timezone.utc)
 
 
-def events(total: int, counties: list[str]):
-    """Stored records (envelope + recorded_at + sequence): inspections, fixes, disputes, checks."""
-    rng = random.Random(3)
-    seq = 0
+def envelopes(total: int, counties: list[str], seed: int = 3) -> Iterator[tuple[str, datetime, dict]]:
+    """(county, occurred_at, envelope) of valid ledger histories, round robin over `counties`:
+    an inspection with three findings, a fix reported then verified or rejected, a dispute then
+    upheld or withdrawn, a daily check (six events per round). Also what bench.rebuild stores."""
+    rng = random.Random(seed)
+    count = 0
 
-    def rec(type_, county, at, payload):
-        nonlocal seq
-        seq += 1
-        body = {"event_id": str(uuid.uuid4()), "type": type_, "schema_version": 1, "occurred_at": at.isoformat(),
-                "region_code": county, "source": "bench", "payload": payload}
-        return county, registry.encode_record(seq, at, body)
+    def env(type_, county, at, payload):
+        nonlocal count
+        count += 1
+        return county, at, {"event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "type": type_,
+                            "schema_version": 1, "occurred_at": at.isoformat(), "region_code": county,
+                            "source": "bench", "payload": payload}
 
     n = 0
-    while seq < total:
+    while count < total:
         county = counties[n % len(counties)]
         n += 1
         at = T0 + timedelta(seconds=n)
         ids = [f"F{n}-{j}" for j in range(3)]
-        yield rec("inspection.recorded", county, at, {
+        yield env("inspection.recorded", county, at, {
             "inspection_id": f"I{n}", "mode": "unannounced", "team_id": f"t{n % 40}", "villages_sampled": 10,
             "households_sampled": 100, "findings": [
                 {"finding_id": fid, "category": "basic_work", "indicator": "housing",
@@ -62,14 +66,22 @@ def events(total: int, counties: list[str]):
                  "responsible_unit": "u", "responsible_person": "p",
                  "deadline": (at.date() + timedelta(days=rng.randint(1, 60))).isoformat()} for fid in ids]})
         later = at + timedelta(days=1)
-        yield rec("rectification.reported", county, later, {"finding_id": ids[0], "evidence": ["e"]})
-        yield rec(rng.choice(["rectification.verified", "rectification.rejected"]), county,
+        yield env("rectification.reported", county, later, {"finding_id": ids[0], "evidence": ["e"]})
+        yield env(rng.choice(["rectification.verified", "rectification.rejected"]), county,
                   later + timedelta(days=1), {"finding_id": ids[0], "checked_by": "c"})
-        yield rec("finding.disputed", county, later, {"finding_id": ids[1], "evidence": ["e"]})
-        yield rec(rng.choice(["finding.upheld", "finding.withdrawn"]), county, later + timedelta(days=1),
+        yield env("finding.disputed", county, later, {"finding_id": ids[1], "evidence": ["e"]})
+        yield env(rng.choice(["finding.upheld", "finding.withdrawn"]), county, later + timedelta(days=1),
                   {"finding_id": ids[1], "decided_by": "d"})
-        yield rec("daily_check.recorded", county, at, {"check_id": f"D{n}", "kind": "work_log", "items_checked": 20,
+        yield env("daily_check.recorded", county, at, {"check_id": f"D{n}", "kind": "work_log", "items_checked": 20,
                                                       "items_failed": rng.randint(0, 3)})
+
+
+def events(total: int, counties: list[str]) -> Iterator[tuple[str, bytes]]:
+    """Stored records (envelope + recorded_at + sequence) as intake publishes them."""
+    for seq, (county, at, body) in enumerate(envelopes(total, counties), start=1):
+        if seq > total:
+            return
+        yield county, registry.encode_record(seq, at, body)
 
 
 def produce(bootstrap: str, total: int, counties: list[str]) -> int:
@@ -129,10 +141,11 @@ def worker_rate(bootstrap: str, url: str, total: int, counties: list[dict], batc
     return total / elapsed
 
 
-def run(total: int, batch: int, postgres: bool) -> dict:
-    regions = [r for r in shipped_regions()["regions"] if r["level"] == "county"]
+def run(total: int, batch: int, postgres: bool, regions: dict | None = None) -> dict:
+    """`regions`: the region set the events are spread over (default: the shipped Sichuan data)."""
+    regions = [r for r in (regions or shipped_regions())["regions"] if r["level"] == "county"]
     counties = [{**r, "baseline_status": r["status"]} for r in regions]
-    results: dict = {"events": total, "batch": batch}
+    results: dict = {"events": total, "batch": batch, "counties": len(counties)}
     with LocalBroker(free_port()) as broker, TemporaryDirectory() as tmp:
         ensure_topics(broker.bootstrap_servers, [topics.INTAKE_EVENTS, topics.SCORING_SCORES,
                                                  topics.dead_letter(topics.INTAKE_EVENTS)], 6)
@@ -158,9 +171,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--quick", action="store_true", help="10,000 events")
+    parser.add_argument("--national", action="store_true", help="over the national regions (bench/regions.py)")
     args = parser.parse_args()
-    r = run(10_000 if args.quick else args.events, args.batch, not args.no_postgres)
-    print(f"\n{r['events']:,} events, raw kafka-python consume + json.loads on the same broker as baseline")
+    r = run(10_000 if args.quick else args.events, args.batch, not args.no_postgres,
+            national_regions() if args.national else None)
+    print(f"\n{r['events']:,} events over {r['counties']:,} counties; "
+          "baseline: raw kafka-python consume + json.loads, same broker")
     print(f"{'figure':<44}{'value':>14}{'baseline':>14}{'ratio':>8}{'target':>8}")
     for name in ("sqlite", "postgresql"):
         if name in r:

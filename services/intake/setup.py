@@ -1,5 +1,7 @@
 """`python -m services.intake.setup`: migrate intake's database, load regions, create topics.
 
+Regions: the shipped Sichuan data, or the file KAOHE_REGIONS_FILE names (same shape).
+
 Idempotent: run at every start. Regions already present (and statuses set by events) are kept.
 """
 
@@ -8,7 +10,7 @@ import logging
 from sqlmodel import Session
 
 from services.events import topics
-from services.intake.regions.service import load
+from services.intake.regions.service import load, regions_file
 from services.kit.logs import configure
 from services.kit.settings import Settings
 from services.kit.setup import set_up
@@ -17,9 +19,11 @@ log = logging.getLogger("services.intake.setup")
 
 
 def setup(settings: Settings) -> int:
+    data = regions_file(settings.regions_file) if settings.regions_file else None  # default: Sichuan, shipped
+
     def load_regions(engine) -> int:
         with Session(engine) as session:
-            added = load(session=session)
+            added = load(session=session, data=data)
             session.commit()
         return added
 

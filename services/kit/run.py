@@ -135,6 +135,7 @@ def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str
         f"  intake database {make_url(url).render_as_string(hide_password=True)}"  # no password on a terminal
         + (f"  (schema {schema}; every service its own)" if schema else ""),
         f"  data directory  {settings.data_dir.resolve()}",
+        f"  regions         {settings.regions_file} (KAOHE_REGIONS_FILE)" if settings.regions_file else
         "  regions         Sichuan (510000): 21 prefectures, 183 counties",
         f"  notify API      {base}:{settings.notify_port}/docs   (webhook endpoints, deliveries, replays;"
         " docs/notify.md)",

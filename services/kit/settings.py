@@ -86,6 +86,10 @@ class Settings(BaseSettings):
         "is kept short; a batch must be processed within it.")
 
     # Intake
+    regions_file: Path | None = Field(
+        None, validation_alias=_env("KAOHE_REGIONS_FILE", "regions_file"),
+        description="A JSON file of regions in the shipped data's shape, loaded by intake's set-up instead of "
+        "the shipped Sichuan regions (e.g. a national division list; bench/regions.py generates one).")
     timezone: str = Field("Asia/Shanghai", validation_alias=_env("KAOHE_TIMEZONE", "timezone"))
     max_future_skew_s: int = Field(
         86_400, validation_alias=_env("KAOHE_MAX_FUTURE_SKEW_S", "max_future_skew_s"),

@@ -1,8 +1,10 @@
 """Regions: loading the shipped data, lookups, and the directory intake validates against."""
 
+import re
 import threading
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,8 +17,36 @@ from services.kit.problems import Problem
 DATA_FILE = "data/sichuan.json"
 
 
+LEVELS = {"province": None, "prefecture": "province", "county": "prefecture"}  # level -> its parent's level
+COUNTY_STATUSES = ("in_poverty", "exited")
+
+
 def shipped_regions() -> dict[str, Any]:
     return orjson.loads(resources.files("services.intake.regions").joinpath(DATA_FILE).read_bytes())
+
+
+def regions_file(path: Path) -> dict[str, Any]:
+    """Regions from a JSON file in the shipped data's shape (`KAOHE_REGIONS_FILE`), checked first:
+    a set-up that loaded half a bad file would leave intake judging events against it."""
+    data = orjson.loads(Path(path).read_bytes())
+    regions = data.get("regions") if isinstance(data, dict) else None
+    if not isinstance(regions, list) or not regions:
+        raise ValueError(f"{path}: no 'regions' list")
+    levels = {}
+    for r in regions:
+        code, level = r.get("code"), r.get("level")
+        if not (isinstance(code, str) and re.fullmatch(r"[1-9]\d{5}", code)) or level not in LEVELS \
+                or not isinstance(r.get("name"), str) or code in levels:
+            raise ValueError(f"{path}: bad or repeated region {r!r}")
+        levels[code] = level
+    for r in regions:
+        parent, wanted = r.get("parent_code"), LEVELS[r["level"]]
+        if (parent is None) != (wanted is None) or (parent is not None and levels.get(parent) != wanted):
+            raise ValueError(f"{path}: {r['code']} ({r['level']}) needs {'a ' + wanted if wanted else 'no'} parent, "
+                             f"has {parent!r}")
+        if r["level"] == "county" and r.get("status") not in COUNTY_STATUSES:
+            raise ValueError(f"{path}: county {r['code']} has status {r.get('status')!r}, not one of {COUNTY_STATUSES}")
+    return data
 
 
 def load(*, session: Session, data: dict[str, Any] | None = None) -> int:

@@ -1,0 +1,214 @@
+"""Rebuild every score from intake's event store (issue 7), next to the raw export read rate.
+
+1. Fill: a fresh intake database with the national regions (bench/regions.py, loaded through
+   KAOHE_REGIONS_FILE as intake's set-up does) gets `events` valid events over every county,
+   appended by intake's own store (`append_many`: validation, the ledger, the hash chain, the
+   outbox) in process, 5,000 per transaction. Their outbox rows are then deleted, as the relay
+   does once they are published and old: the stack starts as after a restart (the local broker
+   is memory only) with scoring's database empty, the case `POST /v1/rebuilds` is for. Nothing is
+   kept between runs.
+2. The whole stack starts on that data (`python -m services.kit.run`, scoring ticking every second
+   so a rebuild request is picked up at once; its tick also advances the clock each second).
+3. Baseline: `GET /v1/events/export` streamed from the running intake API with httpx, each line
+   parsed with orjson: events/s.
+4. `POST /v1/rebuilds` on the scoring API, timed until `GET /v1/rebuilds/{id}` says done
+   (events/s = events replayed / that time). Target ≥ 15,000 events/s.
+5. Peak memory (VmHWM from /proc) of each worker process and the intake relay, after the rebuild
+   and once the score messages it caused have been consumed. Target ≤ 300 MB.
+"""
+
+import argparse
+import itertools
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import httpx
+import orjson
+from sqlalchemy import delete, func, select
+from sqlmodel import Session
+
+from bench.intake import Stack, drop_postgres, postgres_database
+from bench.regions import counties, write
+from bench.scoring import envelopes
+from services.events import registry
+from services.intake.base import Outbox
+from services.intake.regions.service import Directory, load, regions_file
+from services.intake.store.models import StoredEvent
+from services.intake.store.service import append_many
+from services.kit.db import service_engine
+from services.kit.migrate import upgrade
+from services.kit.settings import Settings
+
+WORKERS = ("services.scoring.worker", "services.ranking.worker", "services.notify.worker", "services.intake.relay")
+TARGET_EVENTS_PER_S = 15_000
+TARGET_PEAK_MB = 300
+
+
+def fill(settings: Settings, total: int, chunk: int = 5000) -> dict:
+    """Migrate intake's database, load the regions file, append `total` events through the store."""
+    engine = service_engine(settings, "intake")
+    try:
+        upgrade("intake", engine, settings.database("intake")[1])
+        data = regions_file(settings.regions_file)
+        with Session(engine) as s:
+            load(session=s, data=data)
+            s.commit()
+        directory = Directory(engine)
+        stream = envelopes(total, [c["code"] for c in counties(data)])
+        started, stored = time.perf_counter(), 0
+        while stored < total:
+            items = [registry.parse(body) for _, _, body in itertools.islice(stream, min(chunk, total - stored))]
+            with Session(engine) as s:
+                outcomes = append_many(session=s, items=items, directory=directory)
+                s.commit()
+            bad = [o for o in outcomes if o.status != "accepted"]
+            if bad:
+                raise RuntimeError(f"intake refused a generated event: {bad[0].problem}")
+            stored += len(items)
+            if stored % 100_000 == 0:
+                print(f"  filled {stored:,} events ({stored / (time.perf_counter() - started):,.0f}/s)", flush=True)
+        elapsed = time.perf_counter() - started
+        with Session(engine) as s:
+            s.execute(delete(Outbox))  # published and pruned, as far as the new stack knows
+            count = s.execute(select(func.count()).select_from(StoredEvent)).scalar_one()
+            s.commit()
+    finally:
+        engine.dispose()
+    return {"events": count, "seconds": elapsed, "events_per_s": total / elapsed}
+
+
+def export_rate(stack: Stack) -> dict:
+    """The baseline: intake's whole export over HTTP, every line parsed."""
+    started, lines = time.perf_counter(), 0
+    with httpx.stream("GET", f"{stack.url}/v1/events/export", headers=stack.headers,
+                      timeout=httpx.Timeout(10.0, read=300.0)) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line:
+                orjson.loads(line)
+                lines += 1
+    elapsed = time.perf_counter() - started
+    return {"events": lines, "seconds": elapsed, "events_per_s": lines / elapsed}
+
+
+def rebuild(stack: Stack, timeout: float) -> dict:
+    """POST /v1/rebuilds, then poll until the worker has done it."""
+    with httpx.Client(base_url=stack.scoring_url, headers=stack.headers, timeout=30) as client:
+        started = time.perf_counter()
+        request = client.post("/v1/rebuilds").raise_for_status().json()
+        while True:
+            state = client.get(f"/v1/rebuilds/{request['id']}").raise_for_status().json()
+            if state["status"] in ("done", "failed"):
+                break
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"rebuild not done after {timeout:.0f} s: {state}")
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - started
+    if state["status"] == "failed":
+        raise RuntimeError(f"rebuild failed: {state['error']}")
+    return {"events": state["events"], "seconds": elapsed, "events_per_s": state["events"] / elapsed,
+            "started_at": state["started_at"], "done_at": state["done_at"]}
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM) so far, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for {pid}")
+
+
+def settle(stack: Stack, settings: Settings, seconds: float) -> None:
+    """Let the ranking and notify workers take in the score messages the rebuild caused: wait until
+    scoring's outbox is sent and the ranking worker is back to its idle polling (under a fifth of a
+    core over a second), or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    scoring = service_engine(settings, "scoring")
+    table = Outbox.__table__  # every service's outbox has this shape
+    try:
+        while time.monotonic() < deadline:
+            with scoring.connect() as conn:
+                unsent = conn.execute(select(func.count()).select_from(table).where(table.c.sent_at.is_(None)))
+                if unsent.scalar_one() == 0:
+                    break
+            time.sleep(0.5)
+    finally:
+        scoring.dispose()
+    pid = stack.children().get("services.ranking.worker")
+    while pid is not None and time.monotonic() < deadline and _cpu_share(pid, 1.0) > 0.2:
+        pass
+
+
+def _cpu_share(pid: int, seconds: float) -> float:
+    def ticks() -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    before = ticks()
+    time.sleep(seconds)
+    return (ticks() - before) / os.sysconf("SC_CLK_TCK") / seconds
+
+
+def measure(events: int, database_url: str | None = None, then: Callable[[Stack], dict] | None = None) -> dict:
+    """The whole part on SQLite (`database_url` None) or on a PostgreSQL database (every service);
+    `then(stack)` runs on the same stack afterwards (`python -m bench` measures the standings there)."""
+    phases: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        phases[name] = round(time.monotonic() - clock, 1)
+        clock = time.monotonic()
+
+    with TemporaryDirectory() as tmp:
+        regions = Path(tmp) / "national.json"
+        data = write(regions)
+        env = {"KAOHE_REGIONS_FILE": str(regions), "KAOHE_SCORING_TICK_S": "1"}
+        settings = Settings(data_dir=Path(tmp), regions_file=regions, database_url=database_url)
+        print(f"filling intake's store with {events:,} events over {len(counties(data)):,} counties…", flush=True)
+        filled = fill(settings, events)
+        phase("fill")
+        with Stack(Path(tmp), database_url, every_service=True, env=env) as stack:
+            phase("start")
+            print("baseline: reading intake's export…", flush=True)
+            export = export_rate(stack)
+            print("rebuild (POST /v1/rebuilds)…", flush=True)
+            rebuilt = rebuild(stack, timeout=max(600.0, events / 500))
+            phase("export and rebuild")
+            settle(stack, settings, 120)
+            peaks = {name: peak_rss_mb(pid) for name, pid in sorted(stack.children().items()) if name in WORKERS}
+            phase("settle")
+            after = then(stack) if then else None
+            phase("then")
+        phase("stop")
+    return {"events": events, "counties": len(counties(data)), "fill": filled, "export": export, "rebuild": rebuilt,
+            "ratio_to_export": rebuilt["events_per_s"] / export["events_per_s"], "peak_rss_mb": peaks,
+            "phases_s": phases, **({"then": after} if then else {})}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="50,000 events")
+    parser.add_argument("--postgres", action="store_true", help="on a fresh PostgreSQL database instead of SQLite")
+    args = parser.parse_args()
+    pg = postgres_database() if args.postgres else None
+    if args.postgres and not pg:
+        return
+    try:
+        r = measure(50_000 if args.quick else args.events, pg)
+    finally:
+        if pg:
+            drop_postgres(pg)
+    print(f"\nfill {r['fill']['events_per_s']:,.0f} events/s in process; export {r['export']['events_per_s']:,.0f} "
+          f"events/s; rebuild {r['rebuild']['events_per_s']:,.0f} events/s ({r['events']:,} events in "
+          f"{r['rebuild']['seconds']:.1f} s), {r['ratio_to_export']:.2f} of the export rate")
+    for name, mb in r["peak_rss_mb"].items():
+        print(f"  peak RSS {name}: {mb:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

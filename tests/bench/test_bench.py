@@ -1,0 +1,89 @@
+"""The benchmark harness itself (`make bench`): the national region set, the figures' verdicts,
+and `python -m bench` on tiny counts writing a complete bench/results.json."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bench import rebuild
+from bench.__main__ import figure, figures, table
+from bench.regions import PROVINCES, national_regions
+from services.intake.regions.service import regions_file, shipped_regions
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_national_regions_have_the_country_s_shape(tmp_path):
+    data = national_regions()
+    regions = data["regions"]
+    levels = Counter(r["level"] for r in regions)
+    assert levels["province"] == 31 and levels["prefecture"] == 333
+    assert 2_800 <= levels["county"] <= 2_900
+    by_code = {r["code"]: r for r in regions}
+    assert len(by_code) == len(regions)
+    assert {c[:2] for c in by_code if c.endswith("0000")} == set(PROVINCES)
+    for r in regions:
+        code = r["code"]
+        if r["level"] == "prefecture":
+            assert code[4:] == "00" and code[2:4] != "00" and r["parent_code"] == code[:2] + "0000"
+        if r["level"] == "county":
+            assert code[4:] != "00" and r["parent_code"] == code[:4] + "00"
+            assert r["status"] in ("in_poverty", "exited")
+    statuses = Counter(r["status"] for r in regions if r["level"] == "county")
+    assert statuses["exited"] > 300 and statuses["in_poverty"] > 1_500  # both leagues populated
+    sichuan = [r for r in regions if r["code"].startswith("51")]
+    assert sichuan == shipped_regions()["regions"]  # the real data, as shipped
+    assert national_regions() == data  # deterministic
+
+    path = tmp_path / "national.json"
+    path.write_bytes(json.dumps(data, ensure_ascii=False).encode())
+    assert regions_file(path)["regions"] == regions  # what intake's set-up accepts
+
+
+def test_a_figure_is_judged_against_its_target():
+    ratio_met = figure("sqlite", "x", 300.0, "events/s", baseline=1000.0, target=("ratio", "≥", 0.3))
+    assert ratio_met["ratio"] == pytest.approx(0.3) and ratio_met["met"]
+    assert not figure("sqlite", "x", 299.0, "events/s", baseline=1000.0, target=("ratio", "≥", 0.3))["met"]
+    assert figure("sqlite", "p99", 999.0, "ms", baseline=10.0, target=("value", "≤", 1000))["met"]
+    assert not figure("sqlite", "peak", 301.0, "MB", target=("value", "≤", 300))["met"]
+
+
+def test_bench_writes_results_json(tmp_path):
+    """`python -m bench` (the scoring part, tiny): one table, and a results.json with every field."""
+    out = tmp_path / "results.json"
+    env = {**os.environ, "KAOHE_LOG_LEVEL": "WARNING"}
+    done = subprocess.run([sys.executable, "-m", "bench", "--tiny", "--only", "scoring", "--output", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "== sqlite ==" in done.stdout and "scoring worker events/s" in done.stdout
+    r = json.loads(out.read_text())
+    assert re.fullmatch(r"[0-9a-f]{40}", r["commit"]) and isinstance(r["dirty"], bool)
+    assert r["mode"] == "tiny" and r["date"] and r["wall_s"] > 0
+    m = r["machine"]
+    assert m["cores"] >= 1 and m["ram_gib"] > 0 and m["python"] and m["os"] and m["broker"].startswith("tansu")
+    assert "postgresql" in m  # its version, or None where none answers
+    (row,) = r["figures"]
+    scoring = r["raw"]["scoring"]
+    assert scoring["events"] == 600 and scoring["counties"] > 2_800
+    assert row["value"] == scoring["sqlite"]["events_per_s"] > 0
+    assert row["ratio"] == pytest.approx(row["value"] / scoring["raw_consume_per_s"])
+    assert row["met"] == (row["ratio"] >= 0.4) and row["target"] == {"of": "ratio", "op": "≥", "bound": 0.4}
+
+
+@pytest.mark.e2e
+def test_rebuild_part_on_a_tiny_store():
+    """Fill intake's store, start the stack, read the export, rebuild, read each worker's peak memory."""
+    r = rebuild.measure(600)
+    assert r["fill"]["events"] == r["export"]["events"] == r["rebuild"]["events"] == 600
+    assert r["rebuild"]["events_per_s"] > 0 and r["export"]["events_per_s"] > 0
+    assert set(r["peak_rss_mb"]) == set(rebuild.WORKERS)
+    assert all(20 < mb < 2_000 for mb in r["peak_rss_mb"].values())
+    rows = figures({"rebuild": {"sqlite": r}})
+    assert [row["figure"] for row in rows][0] == "rebuild all scores from 600 events, events/s"
+    assert len(rows) == 1 + len(rebuild.WORKERS) and "peak memory" in table(rows)

@@ -38,10 +38,8 @@ browser: ## Install Debian's chromium (and CJK fonts) for the dashboard test, wh
 	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk >/dev/null 2>&1; }; }; } || \
 	  echo "chromium could not be installed: the dashboard browser test will be skipped"
 
-bench: $(STAMP) ## Measure intake, scoring and ranking next to same-run baselines (QUICK=1: short run)
-	$(PY) -m bench.intake $(if $(QUICK),--quick,)
-	$(PY) -m bench.scoring $(if $(QUICK),--quick,)
-	$(PY) -m bench.ranking $(if $(QUICK),--quick,)
+bench: $(STAMP) ## Every figure of issue 7 next to same-run baselines, one table, bench/results.json (QUICK=1: under 2 min)
+	$(PY) -m bench $(if $(QUICK),--quick,)
 
 chaos: $(STAMP) ## The fault-injection tests in their full form (e.g. 10 SIGKILLs of the scoring worker during 20,000 events)
 	KAOHE_CHAOS=1 $(PY) -m pytest tests/scoring/test_crash.py tests/test_scale_out.py tests/chaos -v

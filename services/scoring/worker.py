@@ -139,18 +139,25 @@ class Worker:
         or from the events this worker applied. The API keeps serving the old scores until commit.
         """
         now = self.clock()
+        as_of = max(now, self.scorer.as_of if self.scorer is not None else store.stored_as_of(self.db))
         with Session(self.db) as s:
             statuses = store.counties(s)
             policy = policy_store.get(s, policy_id)
         started = time.monotonic()
         records = self.export_lines() if from_intake else store.stored_records(self.db)
+        self.scorer = None  # one engine in memory at a time (`run` restores it if this fails)
         with Session(self.db) as s:
-            scorer = store.recompute(s, policy, statuses, records, as_of=max(now, self.scorer.as_of), now=now,
-                                     replace_applied=from_intake)
+            scorer = store.recompute(s, policy, statuses, records, as_of=as_of, now=now, replace_applied=from_intake)
             s.commit()
         log.info("policy %s: %d events rescored from %s in %.1fs", policy_id, len(scorer.applied),
                  "intake's export" if from_intake else "the applied events", time.monotonic() - started)
-        self.restore()  # back to this worker's counties, at the new generation
+        if self.partition_count and len(self.partitions) == self.partition_count:
+            # this worker owns every county: the new engine is the one it would restore
+            self.scorer, self.policy = scorer, policy
+            with Session(self.db) as s:
+                self.generation = s.get(WorkerClock, 1).generation
+        else:
+            self.restore()  # back to this worker's counties, at the new generation
         return len(scorer.applied)
 
     def switch_policy(self, policy_id: str) -> None:
@@ -198,7 +205,7 @@ class Worker:
         applied, batch = 0, store.Batch()
         for line in self.export_lines():
             record = view.decode(line)
-            if record.event.event_id in self.scorer.applied or not self.owns(record.event.region_code):
+            if self.scorer.has(record.event.event_id) or not self.owns(record.event.region_code):
                 continue
             batch.changes += self.scorer.apply(record)
             batch.applied.append((record, line))
@@ -280,7 +287,7 @@ class Worker:
         """Apply one poll's messages and commit everything they caused; returns score rows changed."""
         now = self.clock()
         batch = store.Batch()
-        partitions, applied, scorer = self.partitions, self.scorer.applied, self.scorer
+        partitions, scorer = self.partitions, self.scorer
         for m in messages:
             if m.partition not in partitions:
                 continue  # fetched before another worker claimed it: that worker reads it again
@@ -294,7 +301,7 @@ class Worker:
                                 str(exc).splitlines()[0])
             else:
                 event_id = str(record.event.event_id)
-                if record.event.event_id not in applied:
+                if not scorer.has(record.event.event_id):
                     batch.changes += scorer.apply(record)
                     batch.applied.append((record, m.value))
                     # the ids it came with go on the score messages it causes (its request id at intake)
@@ -320,6 +327,8 @@ class Worker:
             else:
                 self.switch_policy(active)
         self.serve_rebuild_requests()
+        if self.scorer is None:  # a recomputation failed after dropping the engine
+            self.restore()
         now = self.clock()
         batch = store.Batch(changes=self.scorer.advance(now))
         with Session(self.db) as s:
@@ -349,6 +358,8 @@ class Worker:
         backoff = Backoff()
         while not stop.is_set():
             try:
+                if self.scorer is None:  # a recomputation failed after dropping the engine
+                    self.restore()
                 messages = poll_ordered(self.consumer, self.settings.scoring_batch)
                 if self.log_replaced:  # before anything the new log holds (seek_stored set it)
                     self.catch_up()

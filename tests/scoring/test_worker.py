@@ -301,3 +301,50 @@ def test_the_worker_waits_for_its_database_at_start(tmp_path, access, broker, cl
         thread.join(15)
         worker.close()
         db.dispose()
+
+
+def test_a_rebuild_that_fails_midway_changes_nothing_and_the_worker_goes_on(scoring_db, clock):
+    """The worker drops its engine while it recomputes (one engine in memory at a time): when
+    intake's export breaks off midway, the request records the error, no stored score changes,
+    and the worker restores its engine and keeps scoring."""
+    from collections import namedtuple
+
+    import httpx
+
+    from services.events import registry
+    from services.scoring.models import RebuildRequest
+    from tests.scoring import factories as sf
+
+    Message = namedtuple("Message", "topic partition offset value headers")
+    records = [sf.inspection(sf.finding("F-1", severity="critical")), sf.step("rectification.reported", "F-1")]
+    encoded = [registry.encode_record(r.sequence, r.recorded_at, registry.to_json_dict(r.event)) for r in records]
+    clock.now = sf.T0 + timedelta(days=60)  # the finding is overdue: time matters to the score
+    with Session(scoring_db.engine) as s:
+        store.save_counties(s, [{"code": "513431", "baseline_status": "in_poverty"}])
+        s.commit()
+    worker = Worker(Settings(), scoring_db.engine, shipped(), clock=clock)
+    worker.restore()
+    worker.partitions, worker.partition_count = frozenset({0}), 1
+    worker.tick()
+    worker.handle([Message(topics.INTAKE_EVENTS, 0, 0, encoded[0], [])])
+    with Session(scoring_db.engine) as s:
+        before = {(r.region_code, r.year): (r.total, r.components) for r in s.execute(select(ScoreRow)).scalars()}
+        s.add(RebuildRequest(requested_at=clock.now))
+        s.commit()
+    assert before
+
+    def broken_export():
+        yield encoded[0].decode()
+        raise httpx.ReadError("intake went away")
+
+    worker.export_lines = broken_export
+    worker.tick()  # serves the rebuild request: it fails midway
+    with Session(scoring_db.engine) as s:
+        request = s.execute(select(RebuildRequest)).scalar_one()
+        after = {(r.region_code, r.year): (r.total, r.components) for r in s.execute(select(ScoreRow)).scalars()}
+    assert request.done_at is not None and "intake went away" in request.error
+    assert after == before
+    assert worker.scorer is not None and len(worker.scorer.applied) == 1
+    worker.handle([Message(topics.INTAKE_EVENTS, 0, 1, encoded[1], [])])
+    with Session(scoring_db.engine) as s:
+        assert s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one() == 2

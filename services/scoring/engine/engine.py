@@ -9,6 +9,7 @@ difference of a component before and after an event or a clock advance, attribut
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from sys import intern
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -101,7 +102,7 @@ class Engine:
         self.as_of = start
         self.initial_status = dict(statuses)
         self.status_changes: dict[str, list[tuple[datetime, str]]] = {}
-        self.applied: set[UUID] = set()
+        self.applied: set[int] = set()  # event ids (as 128-bit ints: half the memory of UUID objects)
         self.years: dict[tuple[str, int], CountyYear] = {}
         self.findings: dict[str, Finding] = {}
         self.absences: list[tuple[str, str, bool, str]] = []  # (team, inspector, approved, county)
@@ -247,14 +248,18 @@ class Engine:
     def apply(self, record: Recorded) -> list[Change]:
         """Apply one stored event; an event already applied changes nothing."""
         event = record.event
-        if event.event_id in self.applied:
+        if self.has(event.event_id):
             return []
-        self.applied.add(event.event_id)
+        self.applied.add(event.event_id.int)
         handler = HANDLERS.get(event.type)
         if handler is None:
             return []
         touched, rule = handler(self, event)
         return touched(str(event.event_id), rule, event.occurred_at) if touched else []
+
+    def has(self, event_id: UUID) -> bool:
+        """Was this event applied?"""
+        return event_id.int in self.applied
 
     def advance(self, as_of: datetime) -> list[Change]:
         """Move the clock forward: overdue rectifications lose points with no event arriving."""
@@ -393,8 +398,10 @@ def _inspection(engine: Engine, e: v1.InspectionRecorded) -> Handled:
     for f in e.payload.findings:
         if f.finding_id in engine.findings:
             continue
-        finding = Finding(f.finding_id, e.region_code, year, e.payload.team_id, f.category, f.indicator,
-                          f.severity, f.deadline)
+        # one string object per county and team, however many findings name it (memory: a
+        # national year holds hundreds of thousands of findings)
+        finding = Finding(f.finding_id, intern(e.region_code), year, intern(e.payload.team_id), f.category,
+                          f.indicator, f.severity, f.deadline)
         engine.findings[f.finding_id] = finding
         engine.team_findings.setdefault(finding.team_id, []).append(finding.finding_id)
         engine.county_findings.setdefault(finding.county, []).append(finding.finding_id)

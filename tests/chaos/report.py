@@ -33,11 +33,11 @@ def record(scenario: str, backend: str, *, sent: int, lost: int, doubled: int, r
 
 
 def table(rows: list[Row]) -> str:
-    head = f"{'scenario':<46}{'backend':<12}{'sent':>9}{'lost':>6}{'doubled':>9}{'recovery':>10}  note"
+    head = f"{'scenario':<52}{'backend':<12}{'sent':>9}{'lost':>6}{'doubled':>9}{'recovery':>10}  note"
     lines = [head, "-" * len(head)]
     for r in rows:
         recovery = "-" if r.recovery_s is None else f"{r.recovery_s:.1f} s"
-        lines.append(f"{r.scenario:<46}{r.backend:<12}{r.sent:>9,}{r.lost:>6}{r.doubled:>9}{recovery:>10}  {r.note}")
+        lines.append(f"{r.scenario:<52}{r.backend:<12}{r.sent:>9,}{r.lost:>6}{r.doubled:>9}{recovery:>10}  {r.note}")
     return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ from sqlmodel import Session
 from services.events import topics
 from services.kit import metrics
 from services.kit.access import service_headers
-from services.kit.consumer import Backoff, group_consumer, poll_ordered, run_worker
+from services.kit.consumer import Backoff, LogWatch, group_consumer, poll_ordered, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure, message_context, message_ids
@@ -356,11 +356,19 @@ class Worker:
         if not self.start(stop):
             return
         backoff = Backoff()
+        watch = LogWatch()
         while not stop.is_set():
             try:
                 if self.scorer is None:  # a recomputation failed after dropping the engine
                     self.restore()
                 messages = poll_ordered(self.consumer, self.settings.scoring_batch)
+                if watch.replaced(self.consumer):
+                    # the broker lost its log and recreated the topic while we stayed in the group:
+                    # our position points into the new log and would skip its head. Drop this
+                    # poll, catch up from intake, then read the new log from its start.
+                    log.warning("%s was recreated (the broker lost its log)", topics.INTAKE_EVENTS)
+                    self.log_replaced, messages = True, []
+                    self.consumer.seek_to_beginning(*self.consumer.assignment())
                 if self.log_replaced:  # before anything the new log holds (seek_stored set it)
                     self.catch_up()
                     self.log_replaced = False

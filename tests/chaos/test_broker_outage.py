@@ -16,6 +16,9 @@ Measured 2026-11-22 (log lost, short form, SQLite): every event accepted while t
 a worker that stays up across the broker's restart keeps its fetch position (~420 per partition)
 and reads the new log from there: the new log's head (the outage's backlog) is skipped. Scoring's
 same-log check only runs on assignment, and its position survives without a reassignment.
+Since scoring watches the topic id (it catches up from intake's export), the same run loses 223:
+ranking misses 13 regions' latest scores and notify 210 critical findings, both read from the old
+log's unread tail.
 """
 
 import os

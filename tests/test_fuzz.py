@@ -31,7 +31,8 @@ from tests.kit.test_access import A_COUNTY, A_PREF, B_COUNTY, B_PREF, _seed_read
 pytestmark = pytest.mark.fuzz
 EVERYTHING = ["events:write", "events:read", "scores:read", "standings:read", "webhooks:manage", "admin"]
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
-MAX_EXAMPLES = os.environ.get("KAOHE_FUZZ_EXAMPLES", "30")
+# make chaos (KAOHE_CHAOS=1) fuzzes longer; KAOHE_FUZZ_EXAMPLES wins over both
+MAX_EXAMPLES = os.environ.get("KAOHE_FUZZ_EXAMPLES", "200" if os.environ.get("KAOHE_CHAOS") == "1" else "30")
 
 
 # Operations whose rules go beyond what JSON Schema can say: a schema-valid request may still be

@@ -19,7 +19,7 @@ from services.events.vocabulary import (
     Severity,
 )
 
-RegionCode = Annotated[str, StringConstraints(pattern=r"^[1-9]\d{5}$")]
+RegionCode = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{5}$")]
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
 ]

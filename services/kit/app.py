@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.kit import problems
 from services.kit.access import Access, Idempotency, RateHeaders, RateLimiter
+from services.kit.clean_input import CleanInput
 from services.kit.db import ping
 from services.kit.kafka import CachedProbe
 from services.kit.limits import BodyLimit
@@ -183,6 +184,7 @@ def service_app(*, title: str, description: str, settings: Settings, version: st
     # outermost last: the body limit applies before idempotency reads a body
     app.add_middleware(Idempotency)
     app.add_middleware(RateHeaders)
+    app.add_middleware(CleanInput)  # inside the body limit: it reads the (capped) body whole
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # outermost of all: every answer (a 413, a 429, a 401) gets a request id and is counted
     app.add_middleware(ObserveRequests, service=service or title.split()[-1].lower(),

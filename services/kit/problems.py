@@ -73,6 +73,10 @@ def _request_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
         if where != "body":
             path = [where, *path]  # query/path/header parameters keep their origin
         message = err.get("msg", "")
+        if err.get("type") == "json_invalid":  # loc is ("body", position): the body is at fault, not a field "6"
+            position = loc[1] if len(loc) > 1 else None
+            message = f"not valid JSON ({(err.get('ctx') or {}).get('error', message)} at character {position})"
+            path = []
         if err.get("type") == "unknown_event_type":
             where_, message = explain_unknown(exc.body)
             path = list(where_)
@@ -95,6 +99,14 @@ def _allowed(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def _unparsable(cause: BaseException) -> str:
+    if isinstance(cause, RecursionError):
+        return "JSON nested too deeply"
+    if isinstance(cause, UnicodeError):
+        return "not UTF-8: JSON must be encoded in UTF-8 (RFC 8259)"
+    return f"the body cannot be parsed ({type(cause).__name__})"
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into problem+json."""
 
@@ -111,6 +123,9 @@ def install(app: FastAPI) -> None:
         titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large", 415: "Unsupported media type"}
         problem = Problem(exc.status_code, f"http-{exc.status_code}", titles.get(exc.status_code, "HTTP error"),
                           str(exc.detail))
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse the body
+            problem.extra["errors"] = [{"field": "(body)", "pointer": "", "type": "body_unparsable",
+                                        "message": _unparsable(exc.__cause__)}]
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:  # Starlette names the first matching route's methods only
             headers["Allow"] = ", ".join(_allowed(request))

@@ -60,11 +60,9 @@ def create(*, session: Session, principal: Principal, url: str, description: str
 
 def listing(*, session: Session, principal: Principal, cursor: str | None, limit: int) -> tuple[list[Endpoint],
                                                                                                  str | None]:
-    after = pagination.decode(cursor, ("id",))
+    after = pagination.decode(cursor, {"id": str})
     q = select(Endpoint).where(Endpoint.region_code.startswith(principal.region_prefix))
     if after:
-        if not isinstance(after["id"], str):
-            raise field_problem("cursor", "not a cursor this API returned")
         q = q.where(Endpoint.id > after["id"])
     rows = list(session.execute(q.order_by(Endpoint.id).limit(limit + 1)).scalars())
     more = len(rows) > limit
@@ -131,35 +129,29 @@ def attempts(*, session: Session, principal: Principal, endpoint_id: str, messag
              cursor: str | None, limit: int) -> tuple[list[Attempt], str | None]:
     """The delivery log, newest first."""
     endpoint = get(session, principal, endpoint_id)
-    before = pagination.decode(cursor, ("id",))
+    before = pagination.decode(cursor, {"id": int})
     q = select(Attempt).where(Attempt.endpoint_id == endpoint.id)
     if message_id:
         q = q.where(Attempt.message_id == message_id)
     if before:
-        q = q.where(Attempt.id < _position(before))
+        q = q.where(Attempt.id < before["id"])
     rows = list(session.execute(q.order_by(Attempt.id.desc()).limit(limit + 1)).scalars())
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, pagination.encode({"id": rows[-1].id}) if more else None
 
 
-def _position(cursor: dict[str, Any]) -> int:
-    if not isinstance(cursor["id"], int):
-        raise field_problem("cursor", "not a cursor this API returned")
-    return cursor["id"]
-
-
 def deliveries(*, session: Session, principal: Principal, endpoint_id: str, status: str | None,
                cursor: str | None, limit: int) -> tuple[list[tuple[Delivery, str]], str | None]:
     """The endpoint's messages with their delivery state, newest first."""
     endpoint = get(session, principal, endpoint_id)
-    before = pagination.decode(cursor, ("id",))
+    before = pagination.decode(cursor, {"id": int})
     q = (select(Delivery, Message.type).join(Message, Message.id == Delivery.message_id)
          .where(Delivery.endpoint_id == endpoint.id))
     if status:
         q = q.where(Delivery.status == status)
     if before:
-        q = q.where(Delivery.id < _position(before))
+        q = q.where(Delivery.id < before["id"])
     rows = [tuple(r) for r in session.execute(q.order_by(Delivery.id.desc()).limit(limit + 1)).all()]
     more = len(rows) > limit
     rows = rows[:limit]

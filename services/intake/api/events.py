@@ -16,7 +16,7 @@ from services.intake.store.models import StoredEvent
 from services.kit import pagination
 from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE, InvalidEvent, Problem
-from services.kit.types import IsoDateTime
+from services.kit.types import INT64_MAX, IsoDateTime
 
 REGION_SCOPE = "A county, a prefecture (its counties) or the province"
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -90,7 +90,7 @@ def batch_other_methods() -> None:
 @router.get("", response_model=EventPage, summary="List stored events, oldest first (inside the key's region)")
 def list_events(
     session: SessionDep, directory: DirectoryDep, principal: EventsReader,
-    region_code: Annotated[str | None, Query(pattern=r"^\d{6}$", description=REGION_SCOPE)] = None,
+    region_code: Annotated[str | None, Query(pattern=r"^[0-9]{6}$", description=REGION_SCOPE)] = None,
     type: EventType | None = None,
     since: Annotated[IsoDateTime | None, Query(description="Only events recorded at or after this time")] = None,
     cursor: str | None = None,
@@ -102,7 +102,7 @@ def list_events(
         where.append(StoredEvent.type == type)
     if since:
         where.append(StoredEvent.recorded_at >= since)
-    position = pagination.decode(cursor, ("after",))
+    position = pagination.decode(cursor, {"after": int})
     after = int(position["after"]) if position else 0
     rows = store.page(session=session, where=where, after_sequence=after, limit=limit + 1)
     more = len(rows) > limit
@@ -116,7 +116,7 @@ def list_events(
             responses={200: {"content": {"application/x-ndjson": {}},
                              "description": "One stored record per line, up to the head at the time of the call"}})
 def export(engine: EngineDep, directory: DirectoryDep, principal: EventsReader,
-           after_sequence: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
+           after_sequence: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0) -> StreamingResponse:
     place = visible_place(directory, principal, None)
     where = [region_filter(StoredEvent.region_code, StoredEvent.prefecture_code, place)]
     return StreamingResponse(store.export(engine, after_sequence=after_sequence, where=where),

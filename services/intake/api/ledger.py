@@ -20,14 +20,14 @@ State = Literal["open", "reported", "verified", "disputed", "withdrawn", "overdu
 @router.get("", response_model=FindingPage, summary="Findings and their rectification state")
 def list_findings(
     session: SessionDep, directory: DirectoryDep, settings: SettingsDep, clock: ClockDep, principal: EventsReader,
-    region_code: Annotated[str | None, Query(pattern=r"^\d{6}$", description=REGION_SCOPE)] = None,
+    region_code: Annotated[str | None, Query(pattern=r"^[0-9]{6}$", description=REGION_SCOPE)] = None,
     state: Annotated[State | None, Query(description="`overdue`: open or reported past the deadline")] = None,
     severity: Severity | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> FindingPage:
     scope = visible_place(directory, principal, region_code)
-    position = pagination.decode(cursor, ("after",))
+    position = pagination.decode(cursor, {"after": str})
     day = today(settings, clock)
     rows = findings.page(session=session, scope=scope, state=state, severity=severity, today=day,
                          after=position["after"] if position else None, limit=limit + 1)

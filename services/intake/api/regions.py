@@ -18,7 +18,7 @@ AnyKey = Annotated[Principal, Depends(require())]
 @router.get("", response_model=list[RegionPublic],
             summary="Regions inside the key's region (and the regions above it), by code")
 def list_regions(session: SessionDep, principal: AnyKey, level: RegionLevel | None = None,
-                 parent: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
+                 parent: Annotated[str | None, Query(pattern=r"^[0-9]{6}$")] = None,
                  status: CountyStatus | None = None) -> list:
     return [r for r in regions.list_regions(session=session, level=level, parent=parent, status=status)
             if principal.sees(r.code)]
@@ -26,7 +26,7 @@ def list_regions(session: SessionDep, principal: AnyKey, level: RegionLevel | No
 
 @router.get("/{code}", response_model=RegionDetail, summary="One region with its parent and children",
             responses={404: {"description": "Unknown region", "content": {MEDIA_TYPE: {}}}})
-def get_region(code: Annotated[str, Path(pattern=r"^\d{6}$")], session: SessionDep, principal: AnyKey) -> dict:
+def get_region(code: Annotated[str, Path(pattern=r"^[0-9]{6}$")], session: SessionDep, principal: AnyKey) -> dict:
     if not principal.sees(code):
         raise Problem(404, "not-found", "Not found", f"unknown region {code}")
     region, parent, children = regions.get_region(session=session, code=code)

@@ -3,8 +3,9 @@
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from services.kit.types import UtcDateTime
 from services.notify.models import Attempt, Delivery, Endpoint
 from services.notify.notifications import SUBSCRIBABLE
 
@@ -122,7 +123,7 @@ class DeliveriesPage(BaseModel):
 class ReplayFailed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: AwareDatetime = Field(description="Replay failed deliveries of messages created at or after this time")
+    since: UtcDateTime = Field(description="Replay failed deliveries of messages created at or after this time")
 
 
 class Replayed(BaseModel):

@@ -26,7 +26,7 @@ async def _get(client: httpx.AsyncClient, url: str, params: dict[str, Any]) -> A
 
 
 @router.get("/county/{region_code}", summary="A county's score, explanation and rectifications, for the dashboard")
-async def county(request: Request, region_code: Annotated[str, Path(pattern=r"^\d{6}$")],
+async def county(request: Request, region_code: Annotated[str, Path(pattern=r"^[0-9]{6}$")],
                  year: Annotated[int, Query(ge=2010, le=2100)],
                  principal: Annotated[Principal, Depends(require("scores:read", "events:read"))]) -> dict[str, Any]:
     principal.check_region(region_code)

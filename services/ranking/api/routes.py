@@ -21,7 +21,7 @@ from services.ranking.models import Region, Standing, StandingHistory
 from services.ranking.ranks import ALL
 
 router = APIRouter(tags=["standings"])
-Code = Annotated[str, Path(pattern=r"^\d{6}$")]
+Code = Annotated[str, Path(pattern=r"^[0-9]{6}$")]
 Year = Annotated[int, Query(ge=2010, le=2100)]
 PROBLEM = {"content": {MEDIA_TYPE: {}}}
 Reader = Annotated[Principal, Depends(require("standings:read"))]
@@ -146,7 +146,7 @@ async def standings(
     request: Request,
     names: NamesDep,
     principal: Reader,
-    region: Annotated[str, Query(pattern=r"^\d{6}$", description="A province (its counties or prefectures) or a "
+    region: Annotated[str, Query(pattern=r"^[0-9]{6}$", description="A province (its counties or prefectures) or a "
                                  "prefecture (its counties)")],
     year: Year,
     level: Literal["county", "prefecture"] = "county",
@@ -176,7 +176,7 @@ def _standings(session: Session, names: Names, region: str, year: int, level: st
     league = league or ("in_poverty" if level == "county" else ALL)
     if (level == "county") == (league == ALL):
         raise field_problem("league", "counties: in_poverty or exited; prefectures: all")
-    position = pagination.decode(cursor, ("rank", "code"))
+    position = pagination.decode(cursor, {"rank": int, "code": str})
     params = {"scope": region, "level": level, "league": league, "year": year, "limit": limit + 1, "visible": visible,
               "rank": position["rank"] if position else 0, "code": position["code"] if position else ""}
     if as_of is None:  # statements built once (no per-request construction), cached compiled
@@ -241,7 +241,7 @@ def _last_history_id(engine: Engine) -> int:
                        404: {"description": "Unknown region", **PROBLEM}})
 async def stream(request: Request, names: NamesDep,
                  principal: Annotated[Principal, Depends(require("standings:read", query_token=True))],
-                 region: Annotated[str | None, Query(pattern=r"^\d{6}$",
+                 region: Annotated[str | None, Query(pattern=r"^[0-9]{6}$",
                  description="Only changes within this scope or of this region")] = None) -> StreamingResponse:
     """EventSource cannot send headers: this route also takes the key as `?access_token=`."""
     engine = request.app.state.engine
@@ -320,7 +320,7 @@ def history(region_code: Code, year: Year, session: SessionDep, names: NamesDep,
 
 
 @router.get("/v1/regions", summary="The regions ranking knows inside the key's region, and those above it")
-def regions(session: SessionDep, principal: Reader, parent: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None
+def regions(session: SessionDep, principal: Reader, parent: Annotated[str | None, Query(pattern=r"^[0-9]{6}$")] = None
             ) -> list[dict[str, Any]]:
     q = select(Region)
     if parent:

@@ -12,6 +12,7 @@ from services.kit import pagination
 from services.kit.access import Principal, require
 from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE, Problem
+from services.kit.types import INT64_MAX
 from services.scoring import policy_store
 from services.scoring.engine.engine import team_detail
 from services.scoring.models import Explanation, RebuildRequest, ScoreRow, TeamPoints
@@ -19,7 +20,7 @@ from services.scoring.policy.model import Policy
 
 router = APIRouter(tags=["scores"])
 NOT_FOUND = {404: {"description": "No score for this region and year", "content": {MEDIA_TYPE: {}}}}
-Code = Annotated[str, Path(pattern=r"^\d{6}$")]
+Code = Annotated[str, Path(pattern=r"^[0-9]{6}$")]
 Year = Annotated[int, Query(ge=2010, le=2100)]
 Reader = Annotated[Principal, Depends(require("scores:read"))]
 Admin = Annotated[Principal, Depends(require("admin", province_wide=True))]  # policies apply to everyone
@@ -81,7 +82,7 @@ def get_score(region_code: Code, year: Year, session: SessionDep, principal: Rea
 def explanation(region_code: Code, year: Year, session: SessionDep, principal: Reader, cursor: str | None = None,
                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> ExplanationPage:
     _score(session, region_code, year, principal)
-    position = pagination.decode(cursor, ("after",))
+    position = pagination.decode(cursor, {"after": int})
     q = (select(Explanation).where(Explanation.region_code == region_code, Explanation.year == year)
          .order_by(Explanation.id).limit(limit + 1))
     if position:
@@ -98,7 +99,7 @@ def explanation(region_code: Code, year: Year, session: SessionDep, principal: R
 @router.get("/v1/scores", response_model=list[ScorePublic],
             summary="Scores of the regions under a prefecture (its counties) or the province (its prefectures), "
             "inside the key's region")
-def list_scores(parent: Annotated[str, Query(pattern=r"^\d{6}$")], year: Year, session: SessionDep,
+def list_scores(parent: Annotated[str, Query(pattern=r"^[0-9]{6}$")], year: Year, session: SessionDep,
                 principal: Reader) -> list:
     rows = session.execute(select(ScoreRow).where(ScoreRow.parent_code == parent, ScoreRow.year == year)
                            .order_by(ScoreRow.region_code)).scalars()
@@ -188,7 +189,8 @@ def request_rebuild(session: SessionDep, response: Response, _admin: Admin) -> R
 @router.get("/v1/rebuilds/{rebuild_id}", tags=["rebuilds"], response_model=RebuildPublic,
             summary="A rebuild request: queued, running, done (with the events replayed) or failed",
             responses={404: {"description": "Unknown rebuild request", "content": {MEDIA_TYPE: {}}}})
-def get_rebuild(rebuild_id: int, session: SessionDep, _admin: Admin) -> RebuildPublic:
+def get_rebuild(rebuild_id: Annotated[int, Path(ge=1, le=INT64_MAX)], session: SessionDep,
+                _admin: Admin) -> RebuildPublic:
     row = session.get(RebuildRequest, rebuild_id)
     if row is None:
         raise Problem(404, "not-found", "Not found", f"no rebuild request {rebuild_id}")

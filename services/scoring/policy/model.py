@@ -113,7 +113,7 @@ class Prefecture(Strict):
 
 
 class Policy(Strict):
-    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*-v\d+$", max_length=64)]
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*-v[0-9]+$", max_length=64)]
     name: Annotated[str, Field(min_length=1, max_length=64)]
     version: Annotated[int, Field(ge=1)]
     description: str = ""

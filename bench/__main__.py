@@ -129,8 +129,8 @@ def figures(raw: dict) -> list[dict]:
         rows.append(figure("sqlite", "freshness intake → standing readable, p99 ms", f["p99_ms"], "ms",
                            baseline=broker["p99_ms"], baseline_what="broker produce→consume p99 ms",
                            target=("value", "≤", 1000),
-                           detail=f"p50 {f['p50_ms']:.0f} ms, {f['probes']} probes, background "
-                                  f"{f['background_events_per_s']:.0f} events/s"))
+                           detail=f"p50 {f['p50_ms']:.0f} ms, {f['probes']} probes ({f['probes_timed_out']} > 10 s), "
+                                  f"background {f['background_events_per_s']:.0f} events/s accepted"))
         for key, name in (("standings_prefecture", "standings, prefecture league, requests/s"),
                           ("standings_province", "standings, province-wide (100 a page), requests/s")):
             rows.append(figure("sqlite", name, rk[key]["requests_per_s"], "requests/s", baseline=hello,

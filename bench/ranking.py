@@ -1,22 +1,25 @@
 """Ranking figures next to baselines measured in the same run (part of `make bench`), on SQLite:
 
   * freshness: intake accepted → the county's new total readable from the standings API, p50/p99,
-    while a background load of about 500 events/s flows; baseline: the broker's own
+    while a background load of about 500 events/s flows (bench.load, its own process; the figure
+    reports the rate intake actually accepted); baseline: the broker's own
     produce → consume latency (p99) at the same rate. Target: p99 ≤ 1 s.
   * GET /v1/standings requests/s and p99 (wrk, 32 connections) for a prefecture league and the
     province-wide county ranking (100 a page), against a FastAPI hello-world. Target ≥ 0.3.
 
-The system is the one `make run` starts, with its demo years loaded (measured once the demo
-loader is done). `measure()` is what `python -m bench` calls.
+Alone, the system is the one `make run` starts, with its demo years loaded (measured once the
+demo loader is done). `python -m bench` calls `measure_on()` on its rebuilt national stack instead.
 """
 
 import argparse
-import asyncio
-import random
+import json
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -25,22 +28,12 @@ import httpx
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
-from bench.intake import Stack, ensure_wrk, hello_world, run_wrk
+from bench.intake import ROOT, Stack, ensure_wrk, hello_world, run_wrk
+from bench.load import daily_check
 from services.kit.broker import LocalBroker, free_port
 from services.kit.kafka import ensure_topics
 
 YEAR = datetime.now(timezone.utc).year
-
-
-def event(type_: str, county: str, payload: dict) -> dict:
-    return {"event_id": str(uuid.uuid4()), "type": type_, "schema_version": 1,
-            "occurred_at": datetime.now(timezone.utc).isoformat(), "region_code": county, "source": "bench",
-            "payload": payload}
-
-
-def daily_check(county: str, failed: int) -> dict:
-    return event("daily_check.recorded", county, {"check_id": f"B-{uuid.uuid4().hex[:12]}", "kind": "work_log",
-                                                  "items_checked": 50, "items_failed": failed})
 
 
 def total_of(client: httpx.Client, ranking: str, county: str) -> float | None:
@@ -49,56 +42,43 @@ def total_of(client: httpx.Client, ranking: str, county: str) -> float | None:
 
 
 def freshness(stack: Stack, counties: list[str], rate: float, seconds: float) -> dict:
-    """Background daily checks at `rate` events/s; twice a second a probe event for a county the
-    background leaves alone, timed from intake's 201 until the standings API shows its new total."""
+    """Background daily checks at `rate` events/s (bench.load, its own process); twice a second a
+    probe event for a county the background leaves alone, timed from intake's 201 until the
+    standings API shows its new total (a probe not shown within 10 s counts as timed out)."""
     background, probes = counties[: len(counties) // 2], counties[len(counties) // 2:]
-    stop = threading.Event()
-    sent, refused = [0], [0]
-
-    def answered(post: asyncio.Future) -> None:
-        if post.cancelled() or post.exception() is not None or post.result().status_code != 201:
-            refused[0] += 1
-
-    async def load() -> None:
-        async with httpx.AsyncClient(base_url=stack.url, timeout=30, headers=stack.headers,
-                                     limits=httpx.Limits(max_connections=32)) as client:
-            started, pending = time.monotonic(), set()
-            while not stop.is_set():
-                due = int((time.monotonic() - started) * rate) - sent[0]
-                for _ in range(max(0, due)):
-                    post = asyncio.ensure_future(
-                        client.post("/v1/events", json=daily_check(random.choice(background), 1)))
-                    post.add_done_callback(answered)
-                    pending.add(post)
-                    sent[0] += 1
-                pending = {p for p in pending if not p.done()}
-                await asyncio.sleep(0.005)
-            await asyncio.gather(*pending, return_exceptions=True)
-
-    loader = threading.Thread(target=lambda: asyncio.run(load()), daemon=True)
-    loader.start()
+    loader = subprocess.Popen([sys.executable, "-m", "bench.load", stack.url, "--rate", str(rate),
+                               "--counties", ",".join(background)], cwd=ROOT, stdout=subprocess.PIPE,
+                              env={**os.environ, "KAOHE_BENCH_TOKEN": stack.token})
     latencies: list[float] = []
-    with httpx.Client(timeout=10, headers=stack.headers) as client:
-        end = time.monotonic() + seconds
-        for i, county in enumerate(probes * 10):
-            if time.monotonic() > end:
-                break
-            before = total_of(client, stack.ranking_url, county)
-            r = client.post(f"{stack.url}/v1/events", json=daily_check(county, 10))
-            accepted = time.monotonic()
-            assert r.status_code == 201, r.text
-            while time.monotonic() - accepted < 10:
-                if total_of(client, stack.ranking_url, county) != before:
-                    latencies.append(time.monotonic() - accepted)
+    timed_out = 0
+    try:
+        with httpx.Client(timeout=10, headers=stack.headers) as client:
+            time.sleep(1)  # the loader's start-up
+            end = time.monotonic() + seconds
+            for county in probes * 10:
+                if time.monotonic() > end:
                     break
-                time.sleep(0.01)
-            time.sleep(max(0.0, 0.5 - (time.monotonic() - accepted)))
-    stop.set()
-    loader.join(30)
-    elapsed = seconds
+                before = total_of(client, stack.ranking_url, county)
+                r = client.post(f"{stack.url}/v1/events", json=daily_check(county, 10))
+                accepted = time.monotonic()
+                assert r.status_code == 201, r.text
+                while time.monotonic() - accepted < 10:
+                    if total_of(client, stack.ranking_url, county) != before:
+                        latencies.append(time.monotonic() - accepted)
+                        break
+                    time.sleep(0.01)
+                else:
+                    timed_out += 1
+                    latencies.append(10.0)  # at least: counts in the percentiles as a lower bound
+                time.sleep(max(0.0, 0.5 - (time.monotonic() - accepted)))
+    finally:
+        loader.send_signal(signal.SIGTERM)
+        out, _ = loader.communicate(timeout=60)
+    load = json.loads(out.decode().strip().splitlines()[-1])
     latencies.sort()
-    return {"probes": len(latencies), "background_events_per_s": sent[0] / elapsed,
-            "background_refused": refused[0],
+    return {"probes": len(latencies), "probes_timed_out": timed_out,  # timed out: counted as 10 s
+            "background_events_per_s": load["accepted_per_s"], "background_sent": load["sent"],
+            "background_refused": load["refused"],
             "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
             "max_ms": 1000 * latencies[-1]}
 
@@ -138,6 +118,7 @@ def broker_latency(rate: float, count: int) -> dict:
 def measure_on(stack: Stack, wrk: str, hello: dict, seconds: int, rate: float, fresh_seconds: float) -> dict:
     """Standings reads (wrk, `seconds` each) and freshness (`fresh_seconds` of probes) on a running
     stack whose standings are (being) filled."""
+    started = time.monotonic()
     with httpx.Client(timeout=10, headers=stack.headers) as client:
         deadline = time.monotonic() + 240
 
@@ -152,6 +133,7 @@ def measure_on(stack: Stack, wrk: str, hello: dict, seconds: int, rate: float, f
             time.sleep(1)
         counties = [r["code"] for r in client.get(f"{stack.url}/v1/regions", params={"level": "county"})
                     .raise_for_status().json()]
+    waited = time.monotonic() - started
     print("standings: prefecture league and province-wide ranking…", flush=True)
     prefecture = run_wrk(wrk, f"{stack.ranking_url}/v1/standings?region=513400&year={YEAR}", seconds,
                          headers=stack.headers)
@@ -160,7 +142,8 @@ def measure_on(stack: Stack, wrk: str, hello: dict, seconds: int, rate: float, f
     print(f"freshness at {rate:.0f} events/s…", flush=True)
     fresh = freshness(stack, counties, rate, fresh_seconds)
     h = hello["requests_per_s"]
-    return {"standings_prefecture": prefecture, "standings_province": province,
+    return {"waited_for_standings_s": round(waited, 1), "standings_prefecture": prefecture,
+            "standings_province": province,
             "standings_prefecture_ratio": prefecture["requests_per_s"] / h,
             "standings_province_ratio": province["requests_per_s"] / h, "freshness": fresh}
 

@@ -15,12 +15,20 @@
    (events/s = events replayed / that time). Target ≥ 15,000 events/s.
 5. Peak memory (VmHWM from /proc) of each worker process and the intake relay, after the rebuild
    and once the score messages it caused have been consumed. Target ≤ 300 MB.
+
+`--profile FILE` samples the scoring worker with py-spy during the rebuild and prints where its
+time went, by function.
 """
 
 import argparse
 import itertools
 import os
+import re
+import signal
+import subprocess
+import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -113,6 +121,31 @@ def rebuild(stack: Stack, timeout: float) -> dict:
             "started_at": state["started_at"], "done_at": state["done_at"]}
 
 
+def profiled(pid: int, out: Path) -> subprocess.Popen:
+    """py-spy sampling `pid` (every thread, non-idle, 100 Hz) into `out` (collapsed stacks) until stopped."""
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw", "--output", str(out),
+                             "--nonblocking", "--rate", "100"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize(collapsed: Path, top: int = 25) -> dict:
+    """Share of samples per function: inclusive (on the stack) and self (where the time was spent)."""
+    inclusive: Counter = Counter()
+    own: Counter = Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [re.sub(r" \((?:.*/)?([^/:]+):\d+\)$", r" (\1)", f) for f in stack.split(";")]  # drop dirs, lines
+        n = int(count)
+        total += n
+        for f in set(frames):
+            inclusive[f] += n
+        own[frames[-1]] += n
+    return {"samples": total,
+            "inclusive": [(f, round(n / total, 3)) for f, n in inclusive.most_common(top)] if total else [],
+            "self": [(f, round(n / total, 3)) for f, n in own.most_common(top)] if total else []}
+
+
 def peak_rss_mb(pid: int) -> float:
     """The process's peak resident set (VmHWM) so far, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -124,7 +157,7 @@ def peak_rss_mb(pid: int) -> float:
 def settle(stack: Stack, settings: Settings, seconds: float) -> None:
     """Let the ranking and notify workers take in the score messages the rebuild caused: wait until
     scoring's outbox is sent and the ranking worker is back to its idle polling (under a fifth of a
-    core over a second), or `seconds` pass."""
+    core for three seconds in a row), or `seconds` pass."""
     deadline = time.monotonic() + seconds
     scoring = service_engine(settings, "scoring")
     table = Outbox.__table__  # every service's outbox has this shape
@@ -137,9 +170,9 @@ def settle(stack: Stack, settings: Settings, seconds: float) -> None:
             time.sleep(0.5)
     finally:
         scoring.dispose()
-    pid = stack.children().get("services.ranking.worker")
-    while pid is not None and time.monotonic() < deadline and _cpu_share(pid, 1.0) > 0.2:
-        pass
+    pid, quiet = stack.children().get("services.ranking.worker"), 0
+    while pid is not None and quiet < 3 and time.monotonic() < deadline:  # three quiet seconds in a row
+        quiet = quiet + 1 if _cpu_share(pid, 1.0) < 0.2 else 0
 
 
 def _cpu_share(pid: int, seconds: float) -> float:
@@ -152,9 +185,11 @@ def _cpu_share(pid: int, seconds: float) -> float:
     return (ticks() - before) / os.sysconf("SC_CLK_TCK") / seconds
 
 
-def measure(events: int, database_url: str | None = None, then: Callable[[Stack], dict] | None = None) -> dict:
+def measure(events: int, database_url: str | None = None, then: Callable[[Stack], dict] | None = None,
+            profile: Path | None = None) -> dict:
     """The whole part on SQLite (`database_url` None) or on a PostgreSQL database (every service);
-    `then(stack)` runs on the same stack afterwards (`python -m bench` measures the standings there)."""
+    `then(stack)` runs on the same stack afterwards (`python -m bench` measures the standings there).
+    `profile`: py-spy samples the scoring worker during the rebuild into that file (collapsed stacks)."""
     phases: dict[str, float] = {}
     clock = time.monotonic()
 
@@ -176,12 +211,20 @@ def measure(events: int, database_url: str | None = None, then: Callable[[Stack]
             print("baseline: reading intake's export…", flush=True)
             export = export_rate(stack)
             print("rebuild (POST /v1/rebuilds)…", flush=True)
+            spy = profiled(stack.children()["services.scoring.worker"], profile) if profile else None
             rebuilt = rebuild(stack, timeout=max(600.0, events / 500))
+            if spy:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+                rebuilt["profile"] = summarize(profile)
             phase("export and rebuild")
             settle(stack, settings, 120)
             peaks = {name: peak_rss_mb(pid) for name, pid in sorted(stack.children().items()) if name in WORKERS}
             phase("settle")
             after = then(stack) if then else None
+            if then:  # what the standings and freshness that followed added (the scoring worker's engine grows)
+                after["peak_rss_mb_after"] = {name: peak_rss_mb(pid) for name, pid in sorted(stack.children().items())
+                                              if name in WORKERS}
             phase("then")
         phase("stop")
     return {"events": events, "counties": len(counties(data)), "fill": filled, "export": export, "rebuild": rebuilt,
@@ -194,12 +237,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="50,000 events")
     parser.add_argument("--postgres", action="store_true", help="on a fresh PostgreSQL database instead of SQLite")
+    parser.add_argument("--profile", type=Path, help="py-spy the scoring worker during the rebuild into this file")
     args = parser.parse_args()
     pg = postgres_database() if args.postgres else None
     if args.postgres and not pg:
         return
     try:
-        r = measure(50_000 if args.quick else args.events, pg)
+        r = measure(50_000 if args.quick else args.events, pg, profile=args.profile)
     finally:
         if pg:
             drop_postgres(pg)
@@ -208,6 +252,13 @@ def main() -> None:
           f"{r['rebuild']['seconds']:.1f} s), {r['ratio_to_export']:.2f} of the export rate")
     for name, mb in r["peak_rss_mb"].items():
         print(f"  peak RSS {name}: {mb:,.0f} MB")
+    if args.profile:
+        p = r["rebuild"]["profile"]
+        print(f"\nscoring worker during the rebuild, {p['samples']:,} samples (py-spy, {args.profile}):")
+        for kind in ("inclusive", "self"):
+            print(f"  {kind}:")
+            for name, share in p[kind]:
+                print(f"    {share:6.1%}  {name}")
 
 
 if __name__ == "__main__":

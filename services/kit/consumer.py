@@ -20,14 +20,42 @@ log = logging.getLogger(__name__)
 
 
 class _OnAssigned(ConsumerRebalanceListener):
+    """Calls `on_assigned(partitions)`, which seeks each to its stored offset. If the database is
+    away during the rebalance (an outage longer than the poll interval makes one), the partitions
+    are paused where no message is read and placed again by the next `poll_ordered` (whose database
+    error the worker's loop backs off on): an exception here would leave poll() as a KafkaError
+    and end the worker process."""
+
     def __init__(self, on_assigned: Callable) -> None:
         self.on_assigned = on_assigned
+        self.consumer: KafkaConsumer | None = None
+        self.pending: set = set()  # assigned, but not placed yet: paused
 
     def on_partitions_revoked(self, revoked):  # state is committed per batch: nothing pending
-        pass
+        self.pending -= set(revoked)
 
     def on_partitions_assigned(self, assigned):
-        self.on_assigned(assigned)
+        try:
+            self.on_assigned(assigned)
+            self.pending = set()
+        except (OperationalError, DBAPIError) as exc:
+            log.warning("database unavailable while placing %d assigned partitions (%s): paused until it is back",
+                        len(assigned), str(exc).splitlines()[0])
+            self.pending = set(assigned)
+            for tp in assigned:
+                self.consumer.seek(tp, 0)  # a position, so poll() does not look for one; paused: never read
+            self.consumer.pause(*assigned)
+
+    def place_pending(self) -> None:
+        """Place the partitions a rebalance could not (raises the database's error while it is away)."""
+        if not self.pending:
+            return
+        pending = self.pending & set(self.consumer.assignment())
+        if pending:
+            self.on_assigned(pending)
+            self.consumer.resume(*pending)
+            log.info("placed %d partitions assigned while the database was away", len(pending))
+        self.pending = set()
 
 
 def group_consumer(settings: Settings, *, group: str, topics: list[str], batch: int,
@@ -43,12 +71,22 @@ def group_consumer(settings: Settings, *, group: str, topics: list[str], batch: 
         heartbeat_interval_ms=min(3_000, settings.consumer_session_timeout_ms // 3),
         group_instance_id=settings.consumer_instance_id,
     )
-    consumer.subscribe(topics, listener=_OnAssigned(on_assigned))
+    listener = _OnAssigned(on_assigned)
+    listener.consumer = consumer
+    _listeners[id(consumer)] = listener
+    consumer.subscribe(topics, listener=listener)
     return consumer
 
 
+_listeners: dict[int, _OnAssigned] = {}  # by id(consumer): a worker has one consumer for its life
+
+
 def poll_ordered(consumer: KafkaConsumer, batch: int, timeout_ms: int = 200) -> list:
-    """One poll's messages, partition by partition, in offset order within each."""
+    """One poll's messages, partition by partition, in offset order within each (first placing
+    partitions a rebalance assigned while the database was away: its error is the caller's to back off on)."""
+    listener = _listeners.get(id(consumer))
+    if listener is not None:
+        listener.place_pending()
     polled = consumer.poll(timeout_ms=timeout_ms, max_records=batch)
     record_poll(consumer, polled)
     return [m for tp in sorted(polled, key=lambda t: t.partition) for m in polled[tp]]

@@ -357,10 +357,13 @@ class Worker:
             return
         backoff = Backoff()
         watch = LogWatch()
+        resync = False  # go back to the stored offsets and state before reading on
         while not stop.is_set():
             try:
-                if self.scorer is None:  # a recomputation failed after dropping the engine
+                if resync or self.scorer is None:  # (no engine: a recomputation failed after dropping it)
+                    self.reseek()
                     self.restore()
+                    resync = False
                 messages = poll_ordered(self.consumer, self.settings.scoring_batch)
                 if watch.replaced(self.consumer):
                     # the broker lost its log and recreated the topic while we stayed in the group:
@@ -379,8 +382,7 @@ class Worker:
                 backoff.reset()
             except store.Stale as exc:
                 log.info("%s: rebuilding the engine", exc)
-                self.reseek()
-                self.restore()
+                resync = True
             except OffsetOutOfRangeError as exc:
                 # our position is past the end of the log: the broker lost it (tansu keeps
                 # nothing on restart; retention on real Kafka). Catch up, then read from the start.
@@ -389,13 +391,11 @@ class Worker:
                 self.consumer.seek_to_beginning(*self.consumer.assignment())
             except (OperationalError, DBAPIError, httpx.HTTPError) as exc:
                 # not a poison message: the database (or, to catch up, intake) is away. Forget
-                # what this batch did in memory, go back to the stored offsets, and retry.
+                # what this batch did in memory and, once the database answers, go back to the
+                # stored offsets (until then, read nothing on: the consumer's position is past
+                # what was never committed)
                 backoff.wait(stop, "intake" if isinstance(exc, httpx.HTTPError) else "database", exc)
-                try:
-                    self.reseek()
-                    self.restore()
-                except (OperationalError, DBAPIError):
-                    pass
+                resync = True
 
     def close(self) -> None:
         if self.consumer is not None:

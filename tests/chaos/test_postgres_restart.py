@@ -175,11 +175,6 @@ def _export_ids(client: Client) -> Counter:
     return Counter(orjson.loads(line)["event_id"] for line in r.content.splitlines() if line.strip())
 
 
-# Strict: once the scoring worker is fixed this passes, fails as XPASS, and the mark must go.
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the scoring worker stops applying after PostgreSQL drops its connection mid-batch: its reseek fails "
-    "while the database is down, the error is swallowed, and its consumer stays past the batch it never "
-    "committed (services/scoring/worker.py, reported; 408 of 612 events applied, deterministic)"))
 def test_postgres_goes_away_and_comes_back_nothing_lost_nothing_doubled(private_postgres, tmp_path):
     env, ports = environment(tmp_path, DATABASE_URL=private_postgres.url, KAOHE_DEMO="0", KAOHE_LOG_FORMAT="text",
                              KAOHE_METRICS_PORT="0", KAOHE_RELAY_IDLE_MS="20", KAOHE_SCORING_BATCH="300")

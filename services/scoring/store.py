@@ -276,9 +276,9 @@ def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, cloc
     if outbox:
         session.execute(insert(Outbox.__table__), outbox)
     moved = scorer.drain_team_changes()
-    if clock_moved or batch.rescore_all:  # time passing moves points too: every team, every county
+    if batch.rescore_all:
         _team_points(session, scorer, scorer.counties())
-    else:
+    else:  # what events and time moved (a passing deadline credits a finding)
         _team_points(session, scorer, (), pairs=moved)
     if batch.offsets:
         owner = {"owner": fence.owner} if fence is not None and fence.owner else {}

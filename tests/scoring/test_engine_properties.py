@@ -162,8 +162,9 @@ def test_scores_stay_within_0_and_100_and_explanations_add_up(history):
 @PROPERTY
 @given(histories())
 def test_team_changes_name_every_pair_whose_points_an_event_moved(history):
-    # the worker writes only the (team, county) pairs the engine drains after a batch: any pair an
-    # event moved must be among them, and a pair's points are its county's points of that team
+    # the worker writes only the (team, county) pairs the engine drains after a batch or a clock
+    # move: any pair an event or time moved must be among them, and a pair's points are its
+    # county's points of that team
     records, ticks, end = history
     engine = Engine(POLICY, STATUSES, start=T0)
     tick_at = dict(ticks)
@@ -172,14 +173,17 @@ def test_team_changes_name_every_pair_whose_points_an_event_moved(history):
         return {(team, county): earned for county in engine.counties()
                 for team, earned in engine.team_points_in(county).items()}
 
-    for i, r in enumerate(records):
-        if i in tick_at:
-            engine.advance(tick_at[i])
-            engine.drain_team_changes()  # after a clock move the worker writes every pair anyway
+    def step(change) -> None:
         before = points()
-        engine.apply(r)
+        change()
         after = points()
         moved = {pair for pair in after if after[pair] != before.get(pair)}
         assert moved <= engine.drain_team_changes()
         for (team, county), earned in after.items():
             assert engine.team_points(team, county) == earned
+
+    for i, r in enumerate(records):
+        if i in tick_at:
+            step(lambda: engine.advance(tick_at[i]))  # time passing a deadline credits a finding
+        step(lambda: engine.apply(r))
+    step(lambda: engine.advance(end))

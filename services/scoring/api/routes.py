@@ -15,7 +15,7 @@ from services.kit.problems import MEDIA_TYPE, Problem
 from services.kit.types import INT64_MAX
 from services.scoring import policy_store
 from services.scoring.engine.engine import team_detail
-from services.scoring.models import Explanation, RebuildRequest, ScoreRow, TeamPoints
+from services.scoring.models import Explanation, RebuildRequest, ScoreRow, TeamPoints, WorkerClock
 from services.scoring.policy.model import Policy
 
 router = APIRouter(tags=["scores"])
@@ -120,7 +120,8 @@ def inspector_points(team_id: Annotated[str, Query(min_length=1, max_length=64)]
         for inspector, n in orjson.loads(row.absences).items():
             absences[inspector] = absences.get(inspector, 0) + n
     detail = team_detail(team_id, sum(r.findings_credited for r in rows), absences)
-    return {**detail, "as_of": max(r.as_of for r in rows).isoformat()}
+    clock = session.get(WorkerClock, 1)  # the points are the worker's as of its clock (rows change only when moved)
+    return {**detail, "as_of": (clock.as_of if clock else max(r.as_of for r in rows)).isoformat()}
 
 
 @router.get("/v1/policies", tags=["policies"], summary="Every policy version, and which one is active")

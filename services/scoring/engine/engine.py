@@ -112,7 +112,8 @@ class Engine:
         self.team_findings: dict[str, list[str]] = {}
         self.county_findings: dict[str, list[str]] = {}
         self.team_county_findings: dict[tuple[str, str], list[str]] = {}
-        self.team_changes: set[tuple[str, str]] = set()  # (team, county) whose points events moved since drained
+        self.team_changes: set[tuple[str, str]] = set()  # (team, county) whose points moved since drained
+        self.due: dict[int, list[tuple[str, str]]] = {}  # deadline day → (team, county) of its findings
         self._leagues: dict[tuple[str, int], str] = {}  # (county, year) → league; cleared on a status change
         rules = policy.rectification
         self._cap_days = _days_to_cap(rules.overdue_per_day, rules.overdue_cap_per_finding)
@@ -265,8 +266,13 @@ class Engine:
         """Move the clock forward: overdue rectifications lose points with no event arriving."""
         if as_of <= self.as_of:
             return []
+        # a finding not disputed in time earns its team a point once its deadline has passed
+        day, before_day = self.local_date(as_of).toordinal(), self.today().toordinal()
+        passed = range(before_day, day) if day - before_day <= len(self.due) else \
+            [d for d in self.due if before_day <= d < day]
+        for deadline in passed:
+            self.team_changes.update(self.due.get(deadline, ()))
         # only open/reported findings past their deadline move with time (the rest are settled)
-        day = self.local_date(as_of).toordinal()
         pending = {key for key, cy in self.years.items() if cy.accruing and min(cy.accruing.values()) < day}
         before = {key: self._current(key) for key in pending}
         self.as_of = as_of
@@ -340,8 +346,8 @@ class Engine:
         return {c for c, _ in self.years} | set(self.county_findings) | set(self.county_absences)
 
     def drain_team_changes(self) -> set[tuple[str, str]]:
-        """The (team, county) pairs whose points events may have moved since the last call (time
-        passing moves points too: after advancing the clock, every pair may have moved)."""
+        """The (team, county) pairs whose points may have moved since the last call: by events, or
+        by time passing a deadline."""
         changed, self.team_changes = self.team_changes, set()
         return changed
 
@@ -407,6 +413,7 @@ def _inspection(engine: Engine, e: v1.InspectionRecorded) -> Handled:
         engine.county_findings.setdefault(finding.county, []).append(finding.finding_id)
         engine.team_county_findings.setdefault((finding.team_id, finding.county), []).append(finding.finding_id)
         engine.team_changes.add((finding.team_id, finding.county))
+        engine.due.setdefault(f.deadline.toordinal(), []).append((finding.team_id, finding.county))
         engine.account(cy, finding, +1)
     return finish, "inspections.findings" if e.payload.findings else "inspections.clean_visit"
 

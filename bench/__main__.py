@@ -210,8 +210,8 @@ def run(args: argparse.Namespace) -> dict:
             system = timed("system sqlite", lambda: rebuild.measure(p["rebuild_events"], then=standings))
             raw["ranking"] = {"broker_produce_consume": broker, **system.pop("then")}
             raw["rebuild"] = {"sqlite": system}
-            if pg and args.rebuild_postgres:
-                fresh = postgres_database()  # every service in it, one schema each
+            fresh = postgres_database() if postgres and args.rebuild_postgres else None  # every service, a schema each
+            if fresh:
                 try:
                     raw["rebuild"]["postgresql"] = timed("rebuild postgresql",
                                                          lambda: rebuild.measure(p["rebuild_events"], fresh))

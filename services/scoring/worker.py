@@ -117,6 +117,7 @@ class Worker:
             self.generation = clock.generation if clock else 0
             self.policy = policy_store.get(s, policy_id)
         started = time.monotonic()
+        self.scorer = None  # the old engine goes first: one engine in memory at a time (`run` retries on failure)
         self.scorer = store.rebuild(self.db, self.policy, statuses, owned=self.owns)
         log.info("engine rebuilt from %d applied events of partitions %s in %.1fs (policy %s, as of %s)",
                  len(self.scorer.applied), sorted(self.partitions), time.monotonic() - started, self.policy.id,
@@ -360,11 +361,14 @@ class Worker:
         resync = False  # go back to the stored offsets and state before reading on
         while not stop.is_set():
             try:
-                if resync or self.scorer is None:  # (no engine: a recomputation failed after dropping it)
+                if resync or self.scorer is None:  # (no engine: a rebuild of it failed)
                     self.reseek()
                     self.restore()
                     resync = False
                 messages = poll_ordered(self.consumer, self.settings.scoring_batch)
+                if self.scorer is None:  # a rebalance in that poll could not rebuild the engine
+                    resync = True
+                    continue
                 if watch.replaced(self.consumer):
                     # the broker lost its log and recreated the topic while we stayed in the group:
                     # our position points into the new log and would skip its head. Drop this

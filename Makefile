@@ -41,7 +41,7 @@ browser: ## Install Debian's chromium (and CJK fonts) for the dashboard test, wh
 bench: $(STAMP) ## Every figure of issue 7 next to same-run baselines, one table, bench/results.json (QUICK=1: under 2 min)
 	$(PY) -m bench $(if $(QUICK),--quick,)
 
-chaos: $(STAMP) ## The fault-injection tests in their full form (e.g. 10 SIGKILLs of the scoring worker during 20,000 events)
+chaos: $(STAMP) ## Every fault-injection scenario in its full form (e.g. 20 SIGKILLs of each worker during 50,000 events); docs/reliability.md
 	KAOHE_CHAOS=1 $(PY) -m pytest tests/scoring/test_crash.py tests/test_scale_out.py tests/chaos -v
 
 lint: $(STAMP) ## Check the import layering (services never import each other)

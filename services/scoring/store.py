@@ -123,12 +123,14 @@ def stored_as_of(engine: Engine) -> datetime:
 
 
 def rebuild(engine: Engine, policy: Policy, statuses: Mapping[str, str], *, as_of: datetime | None = None,
-            owned: Callable[[str], bool] | None = None) -> Scorer:
+            owned: Callable[[str], bool] | None = None, meanwhile: Callable[[], None] | None = None) -> Scorer:
     """The engine as committed: every applied event (of the counties `owned` accepts) replayed, up to
-    `as_of` (default: the stored clock)."""
+    `as_of` (default: the stored clock). `meanwhile` is called every few thousand events."""
     scorer = Scorer(policy, statuses, start=EPOCH)
-    for record in stored_records(engine, owned=owned):
+    for i, record in enumerate(stored_records(engine, owned=owned)):
         scorer.apply(view.decode(record))
+        if meanwhile is not None and i % 5000 == 4999:
+            meanwhile()
     scorer.advance(as_of or stored_as_of(engine))
     return scorer
 

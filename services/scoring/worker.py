@@ -17,7 +17,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -25,7 +26,7 @@ import orjson
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import OffsetOutOfRangeError
 from kafka.partitioner.default import murmur2
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
@@ -118,7 +119,8 @@ class Worker:
             self.policy = policy_store.get(s, policy_id)
         started = time.monotonic()
         self.scorer = None  # the old engine goes first: one engine in memory at a time (`run` retries on failure)
-        self.scorer = store.rebuild(self.db, self.policy, statuses, owned=self.owns)
+        with self.staying_in_group() as meanwhile:
+            self.scorer = store.rebuild(self.db, self.policy, statuses, owned=self.owns, meanwhile=meanwhile)
         log.info("engine rebuilt from %d applied events of partitions %s in %.1fs (policy %s, as of %s)",
                  len(self.scorer.applied), sorted(self.partitions), time.monotonic() - started, self.policy.id,
                  self.scorer.as_of.isoformat())
@@ -147,8 +149,9 @@ class Worker:
         started = time.monotonic()
         records = self.export_lines() if from_intake else store.stored_records(self.db)
         self.scorer = None  # one engine in memory at a time (`run` restores it if this fails)
-        with Session(self.db) as s:
-            scorer = store.recompute(s, policy, statuses, records, as_of=as_of, now=now, replace_applied=from_intake)
+        with self.staying_in_group() as meanwhile, Session(self.db) as s:
+            scorer = store.recompute(s, policy, statuses, every(records, 5000, meanwhile), as_of=as_of, now=now,
+                                     replace_applied=from_intake)
             s.commit()
         log.info("policy %s: %d events rescored from %s in %.1fs", policy_id, len(scorer.applied),
                  "intake's export" if from_intake else "the applied events", time.monotonic() - started)
@@ -160,6 +163,34 @@ class Worker:
         else:
             self.restore()  # back to this worker's counties, at the new generation
         return len(scorer.applied)
+
+    @contextmanager
+    def staying_in_group(self) -> Iterator[Callable[[], None]]:
+        """For long work inside the poll loop (building the engine, recomputing every score): the
+        partitions are paused and the returned function, called now and then, polls, so that the
+        group keeps this worker (max.poll.interval) while no message is read. A rebalance during
+        the work raises `Reassigned` (the work was for partitions no longer ours)."""
+        consumer = self.consumer
+        if consumer is None:
+            yield lambda: None
+            return
+        paused = set(consumer.assignment()) - set(consumer.paused())
+        consumer.pause(*paused)
+        owner, last = self.owner, [time.monotonic()]
+
+        def meanwhile() -> None:
+            if time.monotonic() - last[0] < 1.0:
+                return
+            last[0] = time.monotonic()
+            for tp, read in consumer.poll(timeout_ms=0).items():  # only newly assigned partitions can have any
+                consumer.seek(tp, read[0].offset)  # not handled: read again later
+            if self.owner != owner:
+                raise Reassigned(f"partitions reassigned while {'rebuilding' if self.scorer is None else 'working'}")
+
+        try:
+            yield meanwhile
+        finally:
+            consumer.resume(*(paused & set(consumer.assignment())))
 
     def switch_policy(self, policy_id: str) -> None:
         """A newly active policy: rescore from intake's export, or from our own copy if intake is away."""
@@ -191,6 +222,11 @@ class Worker:
         events, error = None, None
         try:
             events = self.recompute(self.policy.id, from_intake=True)
+        except Reassigned:
+            with Session(self.db) as s:  # not done: taken up again (by whichever worker) on a tick
+                s.execute(update(RebuildRequest).where(RebuildRequest.id.in_(ids)).values(started_at=None))
+                s.commit()
+            raise
         except httpx.HTTPError as exc:
             error = f"intake's export unavailable: {exc}"
             log.warning("rebuild failed: %s", error)
@@ -203,8 +239,12 @@ class Worker:
         """After the broker's log was replaced (a broker that lost its data, retention): apply, in
         intake's order, every stored event not yet applied. Then the new log is read from its start.
         """
+        with self.staying_in_group() as meanwhile:
+            return self._catch_up(every(self.export_lines(), 5000, meanwhile))
+
+    def _catch_up(self, lines: Iterable[str]) -> int:
         applied, batch = 0, store.Batch()
-        for line in self.export_lines():
+        for line in lines:
             record = view.decode(line)
             if self.scorer.has(record.event.event_id) or not self.owns(record.event.region_code):
                 continue
@@ -231,15 +271,17 @@ class Worker:
                                        batch=self.settings.scoring_batch, on_assigned=self.on_assigned)
 
     def on_assigned(self, partitions) -> None:
-        """A rebalance gave this worker `partitions`: claim them, rebuild the engine for their
-        counties, and seek to the offsets stored for them."""
+        """A rebalance gave this worker `partitions`: claim them and seek to the offsets stored for
+        them. The engine for their counties is built after the rebalance, in the poll loop
+        (`run`), not here: at a million events that takes half a minute, and a rebalance callback
+        that long blocks the consumer's heartbeats until the group drops it."""
         self.owner = uuid.uuid4().hex
         self.partitions = frozenset(tp.partition for tp in partitions)
         self.partition_count = len(self.consumer.partitions_for_topic(topics.INTAKE_EVENTS) or ())
         with Session(self.db) as s:
             stored = store.claim(s, topics.INTAKE_EVENTS, self.partitions, self.owner)
             s.commit()
-        self.restore()
+        self.scorer = None  # built by `run` before anything is applied
         self.seek_stored(partitions, stored)
 
     def reseek(self) -> None:
@@ -361,13 +403,17 @@ class Worker:
         resync = False  # go back to the stored offsets and state before reading on
         while not stop.is_set():
             try:
-                if resync or self.scorer is None:  # (no engine: a rebuild of it failed)
+                if resync:
                     self.reseek()
                     self.restore()
                     resync = False
+                elif self.scorer is None:  # a new assignment (positions already set), or a failed rebuild
+                    self.restore()
                 messages = poll_ordered(self.consumer, self.settings.scoring_batch)
-                if self.scorer is None:  # a rebalance in that poll could not rebuild the engine
-                    resync = True
+                if self.scorer is None:  # that poll brought a new assignment: build its engine first
+                    firsts = {(m.topic, m.partition): m.offset for m in reversed(messages)}
+                    for (topic, partition), offset in firsts.items():
+                        self.consumer.seek(TopicPartition(topic, partition), offset)  # read again after
                     continue
                 if watch.replaced(self.consumer):
                     # the broker lost its log and recreated the topic while we stayed in the group:
@@ -387,6 +433,8 @@ class Worker:
             except store.Stale as exc:
                 log.info("%s: rebuilding the engine", exc)
                 resync = True
+            except Reassigned as exc:
+                log.info("%s: building the engine for the new ones", exc)
             except OffsetOutOfRangeError as exc:
                 # our position is past the end of the log: the broker lost it (tansu keeps
                 # nothing on restart; retention on real Kafka). Catch up, then read from the start.
@@ -404,6 +452,19 @@ class Worker:
     def close(self) -> None:
         if self.consumer is not None:
             self.consumer.close()
+
+
+class Reassigned(Exception):
+    """A rebalance happened while the worker was busy between polls: what it was doing was for
+    partitions it may no longer own. Nothing was written; `run` builds the engine again."""
+
+
+def every(items: Iterable, n: int, call: Callable[[], None]) -> Iterator:
+    """`items`, calling `call` after every `n` of them."""
+    for i, item in enumerate(items):
+        yield item
+        if i % n == n - 1:
+            call()
 
 
 def same_log(probe: KafkaConsumer, tp: TopicPartition, next_offset: int, last_event_id: str | None) -> bool:

@@ -111,6 +111,14 @@ def claim(session: Session, topic: str, partitions: Collection[int], owner: str)
     return {p: v for p, v in stored.items() if p in partitions and v[0] >= 0}
 
 
+def positions(session: Session, topic: str, partitions: Collection[int]) -> dict[int, tuple[int, str | None]]:
+    """The stored positions (next offset, last event id) of `partitions` already read, as `claim`
+    returns them."""
+    return {p: (o, eid) for p, o, eid in session.execute(
+        select(ConsumerOffset.partition, ConsumerOffset.next_offset, ConsumerOffset.last_event_id)
+        .where(ConsumerOffset.topic == topic)).all() if p in partitions and o >= 0}
+
+
 def owners(session: Session, topic: str) -> dict[int, str | None]:
     return dict(session.execute(select(ConsumerOffset.partition, ConsumerOffset.owner)
                                 .where(ConsumerOffset.topic == topic)).all())

@@ -72,6 +72,7 @@ class Worker:
         self.partitions: frozenset[int] = frozenset()
         self.partition_count = 0
         self.generation = 0  # of the stored scores this engine was built from
+        self.stored_at: dict[int, tuple[int, str | None]] = {}  # the stored positions the engine matches
 
     # ---- set-up -----------------------------------------------------------------------------
 
@@ -117,10 +118,12 @@ class Worker:
                 policy_store.active_id(s, self.settings.scoring_policy)
             self.generation = clock.generation if clock else 0
             self.policy = policy_store.get(s, policy_id)
+            stored_at = store.positions(s, topics.INTAKE_EVENTS, self.partitions)
         started = time.monotonic()
         self.scorer = None  # the old engine goes first: one engine in memory at a time (`run` retries on failure)
         with self.staying_in_group() as meanwhile:
             self.scorer = store.rebuild(self.db, self.policy, statuses, owned=self.owns, meanwhile=meanwhile)
+        self.stored_at = stored_at  # (the partitions are claimed: no other worker writes them meanwhile)
         log.info("engine rebuilt from %d applied events of partitions %s in %.1fs (policy %s, as of %s)",
                  len(self.scorer.applied), sorted(self.partitions), time.monotonic() - started, self.policy.id,
                  self.scorer.as_of.isoformat())
@@ -261,8 +264,12 @@ class Worker:
         with Session(self.db) as s:
             store.write(s, self.scorer, batch, now=self.clock(), fence=self.fence)
             s.commit()
+        self._committed(batch)
         metrics.SCORING_EVENTS.inc(len(batch.applied))
         return len(batch.applied)
+
+    def _committed(self, batch: store.Batch) -> None:
+        self.stored_at.update({p: v for (t, p), v in batch.offsets.items() if t == topics.INTAKE_EVENTS})
 
     def connect(self) -> None:
         ensure_topics(self.settings.bootstrap_servers, [topics.INTAKE_EVENTS, topics.dead_letter(topics.INTAKE_EVENTS),
@@ -276,12 +283,18 @@ class Worker:
         (`run`), not here: at a million events that takes half a minute, and a rebalance callback
         that long blocks the consumer's heartbeats until the group drops it."""
         self.owner = uuid.uuid4().hex
+        previous = (self.partitions, self.partition_count)
         self.partitions = frozenset(tp.partition for tp in partitions)
         self.partition_count = len(self.consumer.partitions_for_topic(topics.INTAKE_EVENTS) or ())
         with Session(self.db) as s:
             stored = store.claim(s, topics.INTAKE_EVENTS, self.partitions, self.owner)
+            generation = s.get(WorkerClock, 1).generation
             s.commit()
-        self.scorer = None  # built by `run` before anything is applied
+        if (self.scorer is None or generation != self.generation or stored != self.stored_at
+                or (self.partitions, self.partition_count) != previous):
+            self.scorer = None  # built by `run` before anything is applied
+        else:
+            log.info("partitions %s again, nothing written to them since: the engine stays", sorted(self.partitions))
         self.seek_stored(partitions, stored)
 
     def reseek(self) -> None:
@@ -353,6 +366,7 @@ class Worker:
         with Session(self.db) as s:
             changed = store.write(s, self.scorer, batch, now=now, fence=self.fence)
             s.commit()
+        self._committed(batch)
         metrics.SCORING_EVENTS.inc(len(batch.applied))
         return changed
 

@@ -25,6 +25,7 @@ from bench.intake import drop_postgres, postgres_database
 from bench.regions import national_regions
 from services.events import registry, topics
 from services.intake.regions.service import shipped_regions
+from services.kit import heap
 from services.kit.broker import LocalBroker, free_port
 from services.kit.db import make_engine
 from services.kit.kafka import ensure_topics
@@ -121,6 +122,7 @@ def worker_rate(bootstrap: str, url: str, total: int, counties: list[dict], batc
         s.commit()
     settings = Settings(kafka_bootstrap_servers=bootstrap, scoring_batch=batch, scoring_tick_s=3600,
                         consumer_max_poll_interval_ms=5000)
+    heap.tune()  # as `python -m services.scoring.worker` does (kit.consumer.run_worker)
     worker = Worker(settings, db, shipped())
     worker.restore()
     worker.connect()
@@ -129,6 +131,8 @@ def worker_rate(bootstrap: str, url: str, total: int, counties: list[dict], batc
     while applied < total:
         polled = worker.consumer.poll(timeout_ms=500, max_records=batch)
         messages = [m for tp in sorted(polled, key=lambda t: t.partition) for m in polled[tp]]
+        if worker.scorer is None:  # that poll assigned the partitions: the engine is built next (Worker.run)
+            worker.restore()
         if messages:
             start = start or time.perf_counter()
             worker.handle(messages)

@@ -73,18 +73,15 @@ def group_consumer(settings: Settings, *, group: str, topics: list[str], batch: 
     )
     listener = _OnAssigned(on_assigned)
     listener.consumer = consumer
-    _listeners[id(consumer)] = listener
+    consumer.kaohe_listener = listener  # for poll_ordered
     consumer.subscribe(topics, listener=listener)
     return consumer
-
-
-_listeners: dict[int, _OnAssigned] = {}  # by id(consumer): a worker has one consumer for its life
 
 
 def poll_ordered(consumer: KafkaConsumer, batch: int, timeout_ms: int = 200) -> list:
     """One poll's messages, partition by partition, in offset order within each (first placing
     partitions a rebalance assigned while the database was away: its error is the caller's to back off on)."""
-    listener = _listeners.get(id(consumer))
+    listener = getattr(consumer, "kaohe_listener", None)
     if listener is not None:
         listener.place_pending()
     polled = consumer.poll(timeout_ms=timeout_ms, max_records=batch)

@@ -97,18 +97,17 @@ def lock(session: Session) -> Clock:
     return Clock(row.generation, row.as_of, row.policy_id)
 
 
-def claim(session: Session, topic: str, partitions: Collection[int], owner: str) -> dict[int, tuple[int, str | None]]:
+def claim(session: Session, topic: str, partitions: Collection[int], owner: str
+          ) -> tuple[dict[int, tuple[int, str | None]], Clock]:
     """Make `owner` the writer of `partitions` (after a rebalance assigned them); returns the stored
-    positions (next offset, last event id) of those already read. Holds the lock."""
-    lock(session)
-    stored = {p: (o, eid) for p, o, eid in session.execute(
-        select(ConsumerOffset.partition, ConsumerOffset.next_offset, ConsumerOffset.last_event_id)
-        .where(ConsumerOffset.topic == topic)).all()}
+    positions (next offset, last event id) of those already read, and the clock. Holds the lock."""
+    clock = lock(session)
+    stored = positions(session, topic, partitions)
     upsert(session, ConsumerOffset.__table__, [
         {"topic": topic, "partition": p, "next_offset": stored.get(p, (-1, None))[0],
          "last_event_id": stored.get(p, (-1, None))[1], "owner": owner} for p in sorted(partitions)],
         keys=("topic", "partition"))
-    return {p: v for p, v in stored.items() if p in partitions and v[0] >= 0}
+    return stored, clock
 
 
 def positions(session: Session, topic: str, partitions: Collection[int]) -> dict[int, tuple[int, str | None]]:

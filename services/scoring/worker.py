@@ -287,10 +287,9 @@ class Worker:
         self.partitions = frozenset(tp.partition for tp in partitions)
         self.partition_count = len(self.consumer.partitions_for_topic(topics.INTAKE_EVENTS) or ())
         with Session(self.db) as s:
-            stored = store.claim(s, topics.INTAKE_EVENTS, self.partitions, self.owner)
-            generation = s.get(WorkerClock, 1).generation
+            stored, clock = store.claim(s, topics.INTAKE_EVENTS, self.partitions, self.owner)
             s.commit()
-        if (self.scorer is None or generation != self.generation or stored != self.stored_at
+        if (self.scorer is None or clock.generation != self.generation or stored != self.stored_at
                 or (self.partitions, self.partition_count) != previous):
             self.scorer = None  # built by `run` before anything is applied
         else:

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from services.kit.bulk import insert_rows
@@ -63,3 +64,21 @@ def test_no_rows_is_no_statement(scoring_db):
         insert_rows(s, AppliedEvent.__table__, [])
         s.commit()
         assert s.execute(select(AppliedEvent)).first() is None
+
+
+def test_a_violated_constraint_is_sqlalchemys_error_and_the_transaction_rolls_back(scoring_db):
+    """On PostgreSQL the rows go through COPY, past SQLAlchemy: its errors must still be SQLAlchemy's
+    (callers catch IntegrityError / DBAPIError), and nothing of the failed transaction stays."""
+    applied, _ = rows(2, 1)
+    with Session(scoring_db.engine) as s:
+        insert_rows(s, AppliedEvent.__table__, applied[:1])
+        s.commit()
+    with Session(scoring_db.engine) as s:
+        with pytest.raises(IntegrityError):
+            insert_rows(s, AppliedEvent.__table__, [applied[1], applied[0]])  # the second is already stored
+        s.rollback()
+        assert [r.sequence for r in s.execute(select(AppliedEvent)).scalars()] == [1]
+        insert_rows(s, AppliedEvent.__table__, applied[1:])  # the session is usable again
+        s.commit()
+    with Session(scoring_db.engine) as s:
+        assert sorted(r.sequence for r in s.execute(select(AppliedEvent)).scalars()) == [1, 2]

@@ -244,39 +244,78 @@ class Fence:
     partitions: frozenset[int] = frozenset()
 
 
-def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, clock_moved: bool = False,
-          fence: Fence | None = None, new_generation: bool = False) -> int:
-    """Persist a batch (and/or a clock advance) under the writers' lock; returns how many score rows
-    changed. `new_generation`: every score was recomputed (other workers must rebuild their engines)."""
-    clock = lock(session)
-    if fence is not None:
-        if clock.generation != fence.generation:
-            raise Stale(f"scores were recomputed (generation {clock.generation}, engine {fence.generation})")
-        lost = {p for p, o in owners(session, topics.INTAKE_EVENTS).items()
-                if p in fence.partitions and o != fence.owner}
-        if lost:
-            raise Stale(f"partitions {sorted(lost)} were claimed by another worker")
+@dataclass
+class Prepared:
+    """A batch (and/or a clock advance) as the rows it writes, taken from the engine: `persist`
+    needs nothing more of the engine, so the worker applies its next batch while this one is
+    written (one write in flight)."""
+
+    policy: Policy
+    as_of: datetime
+    now: datetime
+    applied: list[dict[str, Any]]
+    explanations: list[dict[str, Any]]
+    counties: list[dict[str, Any]]  # score rows of the county-years the batch touched (all: rescore_all)
+    team_points: list[dict[str, Any]]
+    batch: Batch
+    clock_moved: bool = False
+    new_generation: bool = False
+    fence: Fence | None = None
+
+
+def prepare(scorer: Scorer, batch: Batch, *, now: datetime, clock_moved: bool = False, fence: Fence | None = None,
+            new_generation: bool = False) -> Prepared:
+    """The rows of `batch` as the engine holds them now (drains the engine's team changes)."""
     policy_id = scorer.policy.id
-    _insert_events(session, batch.applied, batch.changes)
+    applied, explanations = _event_rows(batch.applied, batch.changes)
     causes = {(c.region_code, c.year): c.cause for c in batch.changes}
     touched = sorted(scorer.years) if batch.rescore_all else sorted(causes)
     counties = [_score_row(scorer.score(county, year), level="county", parent=prefecture_of(county),
                            cause=causes.get((county, year), "recomputed"), policy_id=policy_id, as_of=scorer.as_of)
                 for county, year in touched]
-    changed = _save_scores(session, counties, restamp=batch.rescore_all)
+    moved = scorer.drain_team_changes()
+    # what events and time moved (a passing deadline credits a finding); every county's on a rescore
+    team_points = _team_point_rows(scorer, scorer.counties() if batch.rescore_all else (), pairs=moved)
+    return Prepared(scorer.policy, scorer.as_of, now, applied, explanations, counties, team_points, batch,
+                    clock_moved, new_generation, fence)
+
+
+def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, clock_moved: bool = False,
+          fence: Fence | None = None, new_generation: bool = False) -> int:
+    """Persist a batch (and/or a clock advance) under the writers' lock; returns how many score rows
+    changed. `new_generation`: every score was recomputed (other workers must rebuild their engines)."""
+    return persist(session, prepare(scorer, batch, now=now, clock_moved=clock_moved, fence=fence,
+                                    new_generation=new_generation))
+
+
+def persist(session: Session, p: Prepared) -> int:
+    """Write what `prepare` took from the engine, under the writers' lock, fenced; returns how many
+    score rows changed. Touches no engine: it may run in another thread than the one applying."""
+    clock = lock(session)
+    batch, fence = p.batch, p.fence
+    if fence is not None:
+        if clock.generation != fence.generation:
+            raise Stale(f"scores were recomputed (generation {clock.generation}, engine {fence.generation})")
+        lost = {part for part, o in owners(session, topics.INTAKE_EVENTS).items()
+                if part in fence.partitions and o != fence.owner}
+        if lost:
+            raise Stale(f"partitions {sorted(lost)} were claimed by another worker")
+    insert_rows(session, AppliedEvent.__table__, p.applied)
+    insert_rows(session, Explanation.__table__, p.explanations)
+    changed = _save_scores(session, p.counties, restamp=batch.rescore_all)
+    touched = {(r["region_code"], r["year"]) for r in p.counties}
     prefectures = [_score_row(s, level="prefecture", parent=province_of(s.region_code), cause="counties",
-                              policy_id=policy_id, as_of=scorer.as_of)
-                   for s in _stored_prefecture_scores(session, scorer.policy,
-                                                      {(prefecture_of(c), y) for c, y in touched})]
+                              policy_id=p.policy.id, as_of=p.as_of)
+                   for s in _stored_prefecture_scores(session, p.policy, {(prefecture_of(c), y) for c, y in touched})]
     changed += _save_scores(session, prefectures, restamp=batch.rescore_all)
     if batch.rescore_all:
-        keep = {(r["region_code"], r["year"]) for r in counties + prefectures}
+        keep = {(r["region_code"], r["year"]) for r in p.counties + prefectures}
         for code, year in session.execute(select(ScoreRow.region_code, ScoreRow.year)).all():
             if (code, year) not in keep:  # no replayed event supports it (not announced: see docs/scoring.md)
                 session.execute(delete(ScoreRow).where(ScoreRow.region_code == code, ScoreRow.year == year))
     # a county's message carries the ids of the event that caused it (its request id at intake),
     # so one request can be followed through every hop; a prefecture's has no single cause
-    outbox = [outbox_row(Outbox, topic=topics.SCORING_SCORES, key=r["region_code"], now=now,
+    outbox = [outbox_row(Outbox, topic=topics.SCORING_SCORES, key=r["region_code"], now=p.now,
                          value=_score_message(r, previous),
                          headers={"region_code": r["region_code"], "level": r["level"], "year": str(r["year"]),
                                   **batch.ids.get(r["cause"], {})})
@@ -284,20 +323,16 @@ def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, cloc
     outbox += batch.dead_letters
     if outbox:
         session.execute(insert(Outbox.__table__), outbox)
-    moved = scorer.drain_team_changes()
-    if batch.rescore_all:
-        _team_points(session, scorer, scorer.counties())
-    else:  # what events and time moved (a passing deadline credits a finding)
-        _team_points(session, scorer, (), pairs=moved)
+    upsert(session, TeamPoints.__table__, p.team_points, keys=("team_id", "region_code"))
     if batch.offsets:
         owner = {"owner": fence.owner} if fence is not None and fence.owner else {}
         upsert(session, ConsumerOffset.__table__, [
-            {"topic": t, "partition": p, "next_offset": o, "last_event_id": eid, **owner}
-            for (t, p), (o, eid) in sorted(batch.offsets.items())], keys=("topic", "partition"))
-    if clock_moved or new_generation:
+            {"topic": t, "partition": part, "next_offset": o, "last_event_id": eid, **owner}
+            for (t, part), (o, eid) in sorted(batch.offsets.items())], keys=("topic", "partition"))
+    if p.clock_moved or p.new_generation:
         session.execute(update(WorkerClock).where(WorkerClock.id == 1).values(
-            as_of=max(clock.as_of, scorer.as_of), policy_id=policy_id,
-            generation=clock.generation + (1 if new_generation else 0)))
+            as_of=max(clock.as_of, p.as_of), policy_id=p.policy.id,
+            generation=clock.generation + (1 if p.new_generation else 0)))
     return len(changed)
 
 
@@ -312,13 +347,19 @@ def _save_scores(session: Session, rows: list[dict], *, restamp: bool) -> list[t
     return changed
 
 
+def _event_rows(applied: list[tuple[Recorded, str | bytes]], changes: list[Change]
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The applied_event and explanation rows of a batch."""
+    return ([{"event_id": r.event.event_id, "sequence": r.sequence, "region_code": r.event.region_code,
+              "record": raw if isinstance(raw, str) else raw.decode()} for r, raw in applied],
+            [{"region_code": c.region_code, "year": c.year, "component": c.component, "points": c.points,
+              "rule": c.rule, "cause": c.cause, "policy_id": c.policy_id, "at": c.at} for c in changes])
+
+
 def _insert_events(session: Session, applied: list[tuple[Recorded, str | bytes]], changes: list[Change]) -> None:
-    insert_rows(session, AppliedEvent.__table__, [
-        {"event_id": r.event.event_id, "sequence": r.sequence, "region_code": r.event.region_code,
-         "record": raw if isinstance(raw, str) else raw.decode()} for r, raw in applied])
-    insert_rows(session, Explanation.__table__, [
-        {"region_code": c.region_code, "year": c.year, "component": c.component, "points": c.points,
-         "rule": c.rule, "cause": c.cause, "policy_id": c.policy_id, "at": c.at} for c in changes])
+    events, explanations = _event_rows(applied, changes)
+    insert_rows(session, AppliedEvent.__table__, events)
+    insert_rows(session, Explanation.__table__, explanations)
 
 
 def _previous_totals(session: Session, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
@@ -342,8 +383,8 @@ def _score_message(row: dict, previous: tuple | None) -> bytes:
     })
 
 
-def _team_points(session: Session, scorer: Scorer, counties: Iterable[str], *,
-                 pairs: Iterable[tuple[str, str]] = ()) -> None:
+def _team_point_rows(scorer: Scorer, counties: Iterable[str], *,
+                     pairs: Iterable[tuple[str, str]] = ()) -> list[dict[str, Any]]:
     """What each team earned in each of `counties`, and in each (team, county) of `pairs` (a
     team's points are summed when read)."""
     points = {(team, county): earned for county in counties for team, earned in scorer.team_points_in(county).items()}
@@ -351,4 +392,4 @@ def _team_points(session: Session, scorer: Scorer, counties: Iterable[str], *,
     rows = [{"team_id": team, "region_code": county, "findings_credited": credited,
              "absences": orjson.dumps(absences).decode(), "as_of": scorer.as_of}
             for (team, county), (credited, absences) in sorted(points.items())]
-    upsert(session, TeamPoints.__table__, rows, keys=("team_id", "region_code"))
+    return rows

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
@@ -73,6 +74,9 @@ class Worker:
         self.partition_count = 0
         self.generation = 0  # of the stored scores this engine was built from
         self.stored_at: dict[int, tuple[int, str | None]] = {}  # the stored positions the engine matches
+        # the batch being written while the next is applied (`submit`, `settle`): one at a time
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="scoring-writer")
+        self.in_flight: tuple[Future, store.Batch] | None = None
 
     # ---- set-up -----------------------------------------------------------------------------
 
@@ -111,6 +115,7 @@ class Worker:
     def restore(self) -> None:
         """The engine as committed, for the counties this worker owns: their stored events under
         the policy the stored scores used."""
+        self.settle(quietly=True)  # what is in flight is either stored or read again
         with Session(self.db) as s:
             statuses = store.counties(s)
             clock = s.get(WorkerClock, 1)
@@ -144,6 +149,7 @@ class Worker:
         From intake's export (the store of record; the applied events become exactly its events),
         or from the events this worker applied. The API keeps serving the old scores until commit.
         """
+        self.settle()
         now = self.clock()
         as_of = max(now, self.scorer.as_of if self.scorer is not None else store.stored_as_of(self.db))
         with Session(self.db) as s:
@@ -261,6 +267,7 @@ class Worker:
         return applied
 
     def _commit(self, batch: store.Batch) -> int:
+        self.settle()
         with Session(self.db) as s:
             store.write(s, self.scorer, batch, now=self.clock(), fence=self.fence)
             s.commit()
@@ -282,6 +289,7 @@ class Worker:
         them. The engine for their counties is built after the rebalance, in the poll loop
         (`run`), not here: at a million events that takes half a minute, and a rebalance callback
         that long blocks the consumer's heartbeats until the group drops it."""
+        self.settle(quietly=True)
         self.owner = uuid.uuid4().hex
         previous = (self.partitions, self.partition_count)
         self.partitions = frozenset(tp.partition for tp in partitions)
@@ -299,6 +307,7 @@ class Worker:
     def reseek(self) -> None:
         """After a failed or refused write: back to the stored offsets of the partitions still ours;
         those another worker claimed are paused until the coming rebalance takes them away."""
+        self.settle(quietly=True)
         with Session(self.db) as s:
             rows = s.execute(select(ConsumerOffset.partition, ConsumerOffset.next_offset,
                                     ConsumerOffset.last_event_id, ConsumerOffset.owner)
@@ -340,6 +349,15 @@ class Worker:
 
     def handle(self, messages) -> int:
         """Apply one poll's messages and commit everything they caused; returns score rows changed."""
+        self.submit(messages)
+        return self.settle()
+
+    def submit(self, messages) -> None:
+        """Apply one poll's messages and hand their rows to the writer thread, which commits them
+        while the next poll is read and applied (the database's time, on PostgreSQL mostly the
+        server's, overlaps the engine's). The write before is waited for first: writes stay in
+        order, one in flight. Its failure is raised here, or by `settle`; the engine is then ahead
+        of the database and `run` rebuilds it (`resync`)."""
         now = self.clock()
         batch = store.Batch()
         partitions, scorer = self.partitions, self.scorer
@@ -362,9 +380,32 @@ class Worker:
                     # the ids it came with go on the score messages it causes (its request id at intake)
                     batch.ids[event_id] = {"event_id": event_id, **message_ids(m)}
             batch.offsets[(m.topic, m.partition)] = (m.offset + 1, event_id)
+        prepared = store.prepare(scorer, batch, now=now, fence=self.fence)
+        self.settle()
+        self.in_flight = (self.writer.submit(self._persist, prepared), batch)
+
+    def _persist(self, prepared: store.Prepared) -> int:
         with Session(self.db) as s:
-            changed = store.write(s, self.scorer, batch, now=now, fence=self.fence)
+            changed = store.persist(s, prepared)
             s.commit()
+        return changed
+
+    def settle(self, *, quietly: bool = False) -> int:
+        """Wait for the write in flight; returns the score rows it changed. Its error is raised
+        (`quietly`: logged, the engine dropped, since it holds a batch that was not stored, and 0
+        returned: the caller goes back to what is stored anyway)."""
+        if self.in_flight is None:
+            return 0
+        future, batch = self.in_flight
+        self.in_flight = None
+        try:
+            changed = future.result()
+        except Exception as exc:
+            if not quietly:
+                raise
+            log.warning("the batch being written was not stored (%s): it is read again", str(exc).splitlines()[0])
+            self.scorer = None
+            return 0
         self._committed(batch)
         metrics.SCORING_EVENTS.inc(len(batch.applied))
         return changed
@@ -374,6 +415,7 @@ class Worker:
 
         Also where a newly activated policy takes effect.
         """
+        self.settle()
         with Session(self.db) as s:
             active = policy_store.active_id(s, self.settings.scoring_policy)
             clock = s.get(WorkerClock, 1)
@@ -439,7 +481,9 @@ class Worker:
                     self.catch_up()
                     self.log_replaced = False
                 if messages:
-                    self.handle(messages)
+                    self.submit(messages)  # written while the next poll is read and applied
+                else:
+                    self.settle()
                 if time.monotonic() - self.last_tick >= self.settings.scoring_tick_s:
                     self.tick()
                 backoff.reset()
@@ -463,6 +507,8 @@ class Worker:
                 resync = True
 
     def close(self) -> None:
+        self.settle(quietly=True)
+        self.writer.shutdown()
         if self.consumer is not None:
             self.consumer.close()
 

@@ -20,7 +20,7 @@ from services.kit.migrate import upgrade
 from services.kit.settings import Settings
 from services.scoring import store
 from services.scoring.app import create_app as scoring_app
-from services.scoring.models import AppliedEvent, Explanation, ScoreRow
+from services.scoring.models import AppliedEvent, ConsumerOffset, Explanation, ScoreRow
 from services.scoring.policy.model import shipped
 from services.scoring.worker import Worker, build_relay
 from tests import factories as f
@@ -348,3 +348,79 @@ def test_a_rebuild_that_fails_midway_changes_nothing_and_the_worker_goes_on(scor
     worker.handle([Message(topics.INTAKE_EVENTS, 0, 1, encoded[1], [])])
     with Session(scoring_db.engine) as s:
         assert s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one() == 2
+
+
+def test_a_write_that_fails_in_flight_is_raised_and_the_engine_is_rebuilt_from_what_is_stored(scoring_db, clock,
+                                                                                            monkeypatch):
+    """A batch is written while the next is applied: when that write fails, the engine already
+    holds the batch. The failure comes out of the next `submit`/`settle`; the engine rebuilt from
+    the database lacks the batch, which is then applied and stored once."""
+    from collections import namedtuple
+
+    from sqlalchemy.exc import OperationalError
+
+    from services.events import registry
+    from tests.scoring import factories as sf
+
+    Message = namedtuple("Message", "topic partition offset value headers")
+    records = [sf.inspection(sf.finding("F-1", severity="critical")), sf.step("rectification.reported", "F-1")]
+    encoded = [registry.encode_record(r.sequence, r.recorded_at, registry.to_json_dict(r.event)) for r in records]
+    with Session(scoring_db.engine) as s:
+        store.save_counties(s, [{"code": "513431", "baseline_status": "in_poverty"}])
+        s.commit()
+    worker = Worker(Settings(), scoring_db.engine, shipped(), clock=clock)
+    worker.restore()
+    worker.partitions, worker.partition_count = frozenset({0}), 1
+    worker.tick()
+    worker.submit([Message(topics.INTAKE_EVENTS, 0, 0, encoded[0], [])])
+    persist = store.persist
+
+    def database_away(session, prepared):
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(store, "persist", database_away)
+    worker.submit([Message(topics.INTAKE_EVENTS, 0, 1, encoded[1], [])])  # the first is written meanwhile
+    assert len(worker.scorer.applied) == 2  # applied in memory, its write in flight
+    with pytest.raises(OperationalError):
+        worker.settle()
+    monkeypatch.setattr(store, "persist", persist)
+    with Session(scoring_db.engine) as s:
+        assert s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one() == 1
+        assert s.execute(select(ConsumerOffset.next_offset)).scalar_one() == 1
+    worker.restore()  # what run() does after the error (resync)
+    assert len(worker.scorer.applied) == 1
+    worker.handle([Message(topics.INTAKE_EVENTS, 0, 1, encoded[1], [])])
+    with Session(scoring_db.engine) as s:
+        assert s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one() == 2
+        assert s.execute(select(ConsumerOffset.next_offset)).scalar_one() == 2
+        stored = {r.region_code: r.total for r in s.execute(select(ScoreRow)).scalars() if r.level == "county"}
+    fresh = store.rebuild(scoring_db.engine, shipped(), {"513431": "in_poverty"})
+    assert stored == {"513431": fresh.score("513431", records[0].event.occurred_at.year).total}
+    assert worker.scorer.score("513431", records[0].event.occurred_at.year) == \
+        fresh.score("513431", records[0].event.occurred_at.year)
+    worker.close()
+
+
+def test_a_failed_write_in_flight_settled_quietly_drops_the_engine(scoring_db, clock, monkeypatch):
+    """Settled by a rebalance or a resync (`quietly`): the error is logged and the engine, which
+    holds the unstored batch, is dropped so that it is built again before anything is applied."""
+    from collections import namedtuple
+
+    from services.events import registry
+    from tests.scoring import factories as sf
+
+    Message = namedtuple("Message", "topic partition offset value headers")
+    record = sf.inspection(sf.finding("F-1"))
+    with Session(scoring_db.engine) as s:
+        store.save_counties(s, [{"code": "513431", "baseline_status": "in_poverty"}])
+        s.commit()
+    worker = Worker(Settings(), scoring_db.engine, shipped(), clock=clock)
+    worker.restore()
+    worker.partitions, worker.partition_count = frozenset({0}), 1
+    worker.tick()
+    monkeypatch.setattr(store, "persist", lambda session, prepared: (_ for _ in ()).throw(store.Stale("claimed")))
+    worker.submit([Message(topics.INTAKE_EVENTS, 0, 0, registry.encode_record(
+        record.sequence, record.recorded_at, registry.to_json_dict(record.event)), [])])
+    assert worker.settle(quietly=True) == 0
+    assert worker.scorer is None and worker.in_flight is None
+    worker.close()

@@ -19,6 +19,7 @@ from services.events import v1
 from services.events.v1 import Envelope
 from services.intake.findings.models import FindingState, HouseholdRisk, LedgerEntry, LedgerTransition
 from services.intake.regions.models import Region
+from services.intake.store.keyset import members
 from services.intake.store.models import NaturalKey
 from services.kit.problems import Problem
 
@@ -57,17 +58,17 @@ class Lookups:
                 regions.add(e.region_code)
         lookups = cls(session)
         for kind in {k for k, _ in keys}:
-            for chunk in _chunks(sorted(key for k, key in keys if k == kind)):
+            for where in members(session, NaturalKey.key, sorted(key for k, key in keys if k == kind)):
                 rows = session.execute(select(NaturalKey.key, NaturalKey.sequence)
-                                       .where(NaturalKey.kind == kind, NaturalKey.key.in_(chunk)))
+                                       .where(NaturalKey.kind == kind, where))
                 lookups.natural_keys.update({(kind, key): seq for key, seq in rows})
         lookups.findings = dict.fromkeys(finding_ids)
-        for chunk in _chunks(sorted(finding_ids)):
-            for entry in session.execute(select(LedgerEntry).where(LedgerEntry.finding_id.in_(chunk))).scalars():
+        for where in members(session, LedgerEntry.finding_id, sorted(finding_ids)):
+            for entry in session.execute(select(LedgerEntry).where(where)).scalars():
                 lookups.findings[entry.finding_id] = entry
         lookups.households = dict.fromkeys(households)
-        for chunk in _chunks(sorted(households)):
-            for h in session.execute(select(HouseholdRisk).where(HouseholdRisk.household_id.in_(chunk))).scalars():
+        for where in members(session, HouseholdRisk.household_id, sorted(households)):
+            for h in session.execute(select(HouseholdRisk).where(where)).scalars():
                 lookups.households[h.household_id] = h
         lookups.regions = {code: session.get(Region, code) for code in regions}
         return lookups
@@ -80,11 +81,6 @@ class Lookups:
         if self.new_transitions:
             self.session.execute(insert(LedgerTransition), self.new_transitions)
             self.new_transitions.clear()
-
-
-def _chunks(items: list, size: int = 500):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 @dataclass(frozen=True, slots=True)

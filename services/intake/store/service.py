@@ -20,6 +20,7 @@ from services.events.v1 import Envelope
 from services.intake.base import Outbox
 from services.intake.findings.ledger import HANDLERS, Context, Lookups, conflict
 from services.intake.regions.service import Directory
+from services.intake.store.keyset import members
 from services.intake.store.models import GENESIS_HASH, ChainHead, StoredEvent
 from services.kit.logs import bound
 from services.kit.outbox import outbox_row
@@ -94,12 +95,11 @@ def _lock_head(session: Session) -> tuple[int, str, datetime | None]:
 
 def _begin(session: Session, events: Sequence[Envelope]) -> _Batch:
     head_sequence, head_hash, head_recorded_at = _lock_head(session)
-    ids = [e.event_id for e in events]
     known: dict[UUID, _Known] = {}
-    for i in range(0, len(ids), 500):
+    for where in members(session, StoredEvent.event_id, [e.event_id for e in events]):
         rows = session.execute(
             select(StoredEvent.event_id, StoredEvent.sequence, StoredEvent.recorded_at, StoredEvent.content_hash,
-                   StoredEvent.body).where(StoredEvent.event_id.in_(ids[i:i + 500])))
+                   StoredEvent.body).where(where))
         for row in rows:
             known[row.event_id] = _Known(row.sequence, row.content_hash,
                                          registry.record_dict(row.sequence, row.recorded_at, orjson.loads(row.body)))

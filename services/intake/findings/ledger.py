@@ -10,9 +10,10 @@ up front and then sees the batch's own additions: no query (and no autoflush) pe
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
 from services.events import v1
@@ -21,6 +22,7 @@ from services.intake.findings.models import FindingState, HouseholdRisk, LedgerE
 from services.intake.regions.models import Region
 from services.intake.store.keyset import members
 from services.intake.store.models import NaturalKey
+from services.kit.bulk import insert_rows
 from services.kit.problems import Problem
 
 NATURAL_KEYS: dict[str, tuple[str, Callable[[Any], str]]] = {
@@ -29,16 +31,51 @@ NATURAL_KEYS: dict[str, tuple[str, Callable[[Any], str]]] = {
 }
 
 
+_FINDING = LedgerEntry.__table__
+# what a transition changes: written back with one UPDATE per changed finding, all in one executemany
+_MUTABLE = ("state", "state_changed_at", "last_sequence", "reports", "rejections", "dispute_decided", "resolved_at")
+_UPDATE_FINDING = (update(_FINDING).where(_FINDING.c.finding_id == bindparam("b_finding_id"))
+                   .values({c: bindparam(f"b_{c}") for c in _MUTABLE}))
+
+
+@dataclass(slots=True)
+class Finding:
+    """A finding as the ledger's checks read it and its transitions change it (a `finding` row).
+
+    A plain object, not a `LedgerEntry`: a batch touches thousands, and the ORM's per-object
+    bookkeeping cost more than the checks. `row` holds the other columns of one recorded in this
+    batch (inserted at the flush with its state then); `changed` marks a stored one to update.
+    """
+
+    finding_id: str
+    region_code: str
+    state: str
+    state_changed_at: datetime
+    reports: int = 0
+    rejections: int = 0
+    dispute_decided: bool = False
+    resolved_at: datetime | None = None
+    last_sequence: int = 0
+    row: dict[str, Any] | None = None
+    changed: bool = False
+
+    def mutable(self) -> dict[str, Any]:
+        return {"state": self.state, "state_changed_at": self.state_changed_at, "last_sequence": self.last_sequence,
+                "reports": self.reports, "rejections": self.rejections, "dispute_decided": self.dispute_decided,
+                "resolved_at": self.resolved_at}
+
+
 @dataclass(slots=True)
 class Lookups:
     """Intake state a batch of events refers to, loaded at once and kept current in memory."""
 
     session: Session
     natural_keys: dict[tuple[str, str], int] = field(default_factory=dict)
-    findings: dict[str, LedgerEntry | None] = field(default_factory=dict)
+    findings: dict[str, Finding | None] = field(default_factory=dict)
     households: dict[str, HouseholdRisk | None] = field(default_factory=dict)
     regions: dict[str, Region | None] = field(default_factory=dict)
     new_keys: list[dict[str, Any]] = field(default_factory=list)
+    new_findings: list[Finding] = field(default_factory=list)
     new_transitions: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -63,9 +100,12 @@ class Lookups:
                                        .where(NaturalKey.kind == kind, where))
                 lookups.natural_keys.update({(kind, key): seq for key, seq in rows})
         lookups.findings = dict.fromkeys(finding_ids)
-        for where in members(session, LedgerEntry.finding_id, sorted(finding_ids)):
-            for entry in session.execute(select(LedgerEntry).where(where)).scalars():
-                lookups.findings[entry.finding_id] = entry
+        c = _FINDING.c
+        for where in members(session, c.finding_id, sorted(finding_ids)):
+            for row in session.execute(select(c.finding_id, c.region_code, c.state, c.state_changed_at, c.reports,
+                                              c.rejections, c.dispute_decided, c.resolved_at, c.last_sequence)
+                                       .where(where)):
+                lookups.findings[row.finding_id] = Finding(*row)
         lookups.households = dict.fromkeys(households)
         for where in members(session, HouseholdRisk.household_id, sorted(households)):
             for h in session.execute(select(HouseholdRisk).where(where)).scalars():
@@ -74,13 +114,20 @@ class Lookups:
         return lookups
 
     def flush(self) -> None:
-        """Write what handlers added as plain rows (the ORM objects flush with the session)."""
-        if self.new_keys:
-            self.session.execute(insert(NaturalKey), self.new_keys)
-            self.new_keys.clear()
-        if self.new_transitions:
-            self.session.execute(insert(LedgerTransition), self.new_transitions)
-            self.new_transitions.clear()
+        """Write what handlers added and changed as plain rows (households and regions flush with the session)."""
+        insert_rows(self.session, NaturalKey.__table__, self.new_keys)
+        insert_rows(self.session, _FINDING, [{**f.row, **f.mutable()} for f in self.new_findings if f.row])
+        changed = [{f"b_{k}": v for k, v in f.mutable().items()} | {"b_finding_id": f.finding_id}
+                   for f in self.findings.values() if f is not None and f.changed and f.row is None]
+        if changed:
+            self.session.execute(_UPDATE_FINDING, changed)
+        insert_rows(self.session, LedgerTransition.__table__, self.new_transitions)
+        self.new_keys.clear()
+        self.new_findings.clear()
+        self.new_transitions.clear()
+        for f in self.findings.values():
+            if f is not None:
+                f.row, f.changed = None, False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +161,8 @@ def _take_natural_key(ctx: Context, kind: str, key: str, region_code: str) -> No
     ctx.lookups.new_keys.append({"kind": kind, "key": key, "region_code": region_code, "sequence": ctx.sequence})
 
 
-def _transition(ctx: Context, finding_id: str, event: Envelope, from_state: str | None, to_state: str) -> None:
+def _transition(ctx: Context, finding_id: str, event: Envelope, from_state: str | None,
+                to_state: FindingState) -> None:
     ctx.lookups.new_transitions.append({"sequence": ctx.sequence, "finding_id": finding_id, "event_type": event.type,
                                         "from_state": from_state, "to_state": to_state,
                                         "occurred_at": event.occurred_at})
@@ -133,17 +181,18 @@ def inspection_recorded(event: v1.InspectionRecorded, ctx: Context) -> Apply:
     def apply() -> None:
         _take_natural_key(ctx, "inspection", p.inspection_id, event.region_code)
         for f in p.findings:
-            entry = LedgerEntry(
-                finding_id=f.finding_id, region_code=event.region_code, prefecture_code=ctx.prefecture_code,
-                inspection_id=p.inspection_id, team_id=p.team_id, mode=p.mode, category=f.category,
-                indicator=f.indicator, severity=f.severity, description=f.description, village_id=f.village_id,
-                household_id=f.household_id, responsible_unit=f.responsible_unit,
-                responsible_person=f.responsible_person, deadline=f.deadline, state=FindingState.open,
-                found_at=event.occurred_at, state_changed_at=event.occurred_at, last_sequence=ctx.sequence,
-                reports=0, rejections=0, dispute_decided=False,
-            )
-            ctx.lookups.session.add(entry)
+            entry = Finding(f.finding_id, event.region_code, FindingState.open, event.occurred_at,
+                            last_sequence=ctx.sequence, row={
+                                "finding_id": f.finding_id, "region_code": event.region_code,
+                                "prefecture_code": ctx.prefecture_code, "inspection_id": p.inspection_id,
+                                "team_id": p.team_id, "mode": p.mode, "category": f.category,
+                                "indicator": f.indicator, "severity": f.severity,
+                                "description": f.description, "village_id": f.village_id,
+                                "household_id": f.household_id, "responsible_unit": f.responsible_unit,
+                                "responsible_person": f.responsible_person, "deadline": f.deadline,
+                                "found_at": event.occurred_at})
             ctx.lookups.findings[f.finding_id] = entry
+            ctx.lookups.new_findings.append(entry)
             _transition(ctx, f.finding_id, event, None, FindingState.open)
 
     return apply
@@ -188,6 +237,7 @@ def finding_transition(event: Envelope, ctx: Context) -> Apply:
     def apply() -> None:
         from_state = entry.state
         entry.state = to_state
+        entry.changed = True
         entry.state_changed_at = event.occurred_at
         entry.last_sequence = ctx.sequence
         if event.type == "rectification.reported":

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 import orjson
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
 from services.events import registry, topics
@@ -22,6 +22,7 @@ from services.intake.findings.ledger import HANDLERS, Context, Lookups, conflict
 from services.intake.regions.service import Directory
 from services.intake.store.keyset import members
 from services.intake.store.models import GENESIS_HASH, ChainHead, StoredEvent
+from services.kit.bulk import insert_rows
 from services.kit.logs import bound
 from services.kit.outbox import outbox_row
 from services.kit.problems import InvalidEvent, Problem, field_problem
@@ -77,6 +78,7 @@ class _Batch:
     chain_hash: str = GENESIS_HASH
     recorded_at: datetime | None = None
     recorded_iso: str = ""  # this batch's `now`, formatted once
+    chained_iso: str = ""  # the same as the chain hash formats it
     events: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
 
@@ -115,27 +117,30 @@ def _check_time(event: Envelope, now: datetime, max_future: timedelta) -> None:
 def _append(batch: _Batch, event: Envelope, *, directory: Directory, now: datetime,
             max_future: timedelta) -> Outcome:
     event_json = registry.to_json_dict(event)
+    eid = event_json["event_id"]  # = str(event.event_id)
     digest = content_hash(event_json)
     prior = batch.known.get(event.event_id)
     if prior is not None:
         if prior.content_hash == digest:
-            return Outcome("duplicate", str(event.event_id), prior.record)
-        raise conflict(f"event_id {event.event_id} was already used for different content (sequence "
+            return Outcome("duplicate", eid, prior.record)
+        raise conflict(f"event_id {eid} was already used for different content (sequence "
                        f"{prior.sequence}); an event is a fact and cannot be changed — send a correction "
-                       "as a new event with a new event_id", event_id=str(event.event_id), sequence=prior.sequence)
+                       "as a new event with a new event_id", event_id=eid, sequence=prior.sequence)
     place = directory.county(event.region_code)
+    prefecture_code = place.prefecture_code or ""
     _check_time(event, now, max_future)
     sequence = batch.sequence + 1
-    apply = HANDLERS[event.type](event, Context(batch.lookups, sequence, place.prefecture_code or ""))
+    apply = HANDLERS[event.type](event, Context(batch.lookups, sequence, prefecture_code))
     # nothing was written for this event before this line; everything below only writes
     apply()
-    body = orjson.dumps(event_json, option=orjson.OPT_SORT_KEYS).decode()
-    link = chain_hash(batch.chain_hash, sequence, now, body)
+    body = orjson.dumps(event_json, option=orjson.OPT_SORT_KEYS)
+    # = chain_hash(batch.chain_hash, sequence, now, body), with `now` formatted once per batch
+    link = hashlib.sha256(f"{batch.chain_hash}\n{sequence}\n{batch.chained_iso}\n".encode() + body).hexdigest()
     batch.events.append({
         "sequence": sequence, "event_id": event.event_id, "type": event.type,
         "schema_version": event.schema_version, "occurred_at": event.occurred_at, "recorded_at": now,
-        "region_code": event.region_code, "prefecture_code": place.prefecture_code or "", "source": event.source,
-        "body": body, "content_hash": digest, "chain_hash": link,
+        "region_code": event.region_code, "prefecture_code": prefecture_code, "source": event.source,
+        "body": body.decode(), "content_hash": digest, "chain_hash": link,
     })
     batch.sequence, batch.chain_hash, batch.recorded_at = sequence, link, now
     record = {**event_json, "recorded_at": batch.recorded_iso, "sequence": sequence}  # = registry.record_dict
@@ -143,17 +148,17 @@ def _append(batch: _Batch, event: Envelope, *, directory: Directory, now: dateti
     batch.outbox.append(outbox_row(
         Outbox, topic=topics.INTAKE_EVENTS, key=event.region_code,
         value=orjson.dumps(record, option=orjson.OPT_SORT_KEYS),  # = registry.encode_record
-        headers={"event_id": str(event.event_id), "type": event.type,
+        headers={"event_id": eid, "type": event.type,
                  "schema_version": str(event.schema_version), "sequence": str(sequence)},
         now=now,
     ))
-    return Outcome("accepted", str(event.event_id), record)
+    return Outcome("accepted", eid, record)
 
 
 def _flush(batch: _Batch) -> None:
     if batch.events:
-        batch.session.execute(insert(StoredEvent.__table__), batch.events)
-        batch.session.execute(insert(Outbox.__table__), batch.outbox)
+        insert_rows(batch.session, StoredEvent.__table__, batch.events)
+        insert_rows(batch.session, Outbox.__table__, batch.outbox)
         batch.session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(
             sequence=batch.sequence, chain_hash=batch.chain_hash, recorded_at=batch.recorded_at))
     batch.lookups.flush()
@@ -184,6 +189,7 @@ def append_many(*, session: Session, items: Sequence[Envelope | InvalidEvent], d
         batch = _begin(session, [e for e in items if isinstance(e, Envelope)])
         now = clock()
         batch.recorded_iso = registry.iso_utc(now)
+        batch.chained_iso = now.astimezone(timezone.utc).isoformat()
         for i, event in enumerate(items):
             if isinstance(event, InvalidEvent):
                 outcomes.append(Outcome("rejected", event.event_id, problem=event))

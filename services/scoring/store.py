@@ -15,6 +15,7 @@ from sqlmodel import Session
 from services.events import registry, topics
 from services.events.registry import Recorded
 from services.kit.bulk import insert_rows
+from services.kit.logs import message_ids
 from services.kit.outbox import outbox_row
 from services.kit.upsert import upsert
 from services.scoring.base import Outbox
@@ -186,7 +187,8 @@ class Batch:
     changes: list[Change] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     offsets: dict[tuple[str, int], tuple[int, str | None]] = field(default_factory=dict)
-    ids: dict[str, dict[str, str]] = field(default_factory=dict)  # event id → the ids it came with (request_id)
+    sources: dict[str, Any] = field(default_factory=dict)  # event id → the consumed message it came in
+    ids: dict[str, dict[str, str]] = field(default_factory=dict)  # cause → the ids it came with (request_id)
     rescore_all: bool = False  # write every county-year's score, not only those `changes` touched
 
 
@@ -270,6 +272,10 @@ def prepare(scorer: Scorer, batch: Batch, *, now: datetime, clock_moved: bool = 
     applied, explanations = _event_rows(batch.applied, batch.changes)
     causes = {(c.region_code, c.year): c.cause for c in batch.changes}
     touched = sorted(scorer.years) if batch.rescore_all else sorted(causes)
+    # the ids a score's cause came with (its request id at intake), for the causes that are some score's
+    for cause in set(causes.values()):
+        if (message := batch.sources.get(cause)) is not None:
+            batch.ids[cause] = {"event_id": cause, **message_ids(message)}
     counties = [_score_row(scorer.score(county, year), level="county", parent=prefecture_of(county),
                            cause=causes.get((county, year), "recomputed"), policy_id=policy_id, as_of=scorer.as_of)
                 for county, year in touched]

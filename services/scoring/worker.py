@@ -37,7 +37,7 @@ from services.kit.access import service_headers
 from services.kit.consumer import Backoff, LogWatch, group_consumer, poll_ordered, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
-from services.kit.logs import configure, message_context, message_ids
+from services.kit.logs import configure, message_context
 from services.kit.outbox import Relay, dead_letter_row
 from services.kit.settings import Settings
 from services.scoring import policy_store, store
@@ -375,10 +375,10 @@ class Worker:
             else:
                 event_id = str(record.event.event_id)
                 if not scorer.has(record.event.event_id):
-                    batch.changes += scorer.apply(record)
+                    batch.changes += scorer.apply(record, cause=event_id)
                     batch.applied.append((record, m.value))
                     # the ids it came with go on the score messages it causes (its request id at intake)
-                    batch.ids[event_id] = {"event_id": event_id, **message_ids(m)}
+                    batch.sources[event_id] = m
             batch.offsets[(m.topic, m.partition)] = (m.offset + 1, event_id)
         prepared = store.prepare(scorer, batch, now=now, fence=self.fence)
         self.settle()

@@ -33,7 +33,9 @@ COUNTIES = ["513431", "513432", "513433", "513434", "510722", "510723", "510726"
 FULL = os.environ.get("KAOHE_CHAOS") == "1"
 EVENTS = 50_000 if FULL else 6_000
 KILLS = 20 if FULL else 4
-FEED_PAUSE_S = 1.6  # between batches of 600: 84 batches ≈ 135 s, about as long as 20 kill-restart cycles
+# the feed lasts about as long as the kill-restart cycles (a restart rejoins in ~6-8 s): a worker
+# that catches up with a few thousand events in under a second must still find events flowing
+FEED_PAUSE_S = KILLS * 9.0 / (EVENTS / 600)  # between batches of 600
 
 
 @pytest.fixture
@@ -74,7 +76,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(database, scoring_d
                 s.commit()
             rejected: list = []
 
-            def feed() -> None:  # paced over about a minute, so that the kills fall while events flow
+            def feed() -> None:  # paced over the kills, so that they fall while events flow
                 for b in f.stream(EVENTS, COUNTIES):
                     rejected.extend(x for x in intake.post("/v1/events/batch", json={"events": b}).json()["results"]
                                     if x["status"] != "accepted")

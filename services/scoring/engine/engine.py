@@ -246,8 +246,9 @@ class Engine:
 
     # ---- applying events ---------------------------------------------------------------------
 
-    def apply(self, record: Recorded) -> list[Change]:
-        """Apply one stored event; an event already applied changes nothing."""
+    def apply(self, record: Recorded, cause: str | None = None) -> list[Change]:
+        """Apply one stored event; an event already applied changes nothing. `cause`: the event's
+        id as text, if the caller has it already."""
         event = record.event
         if self.has(event.event_id):
             return []
@@ -256,7 +257,7 @@ class Engine:
         if handler is None:
             return []
         touched, rule = handler(self, event)
-        return touched(str(event.event_id), rule, event.occurred_at) if touched else []
+        return touched(cause or str(event.event_id), rule, event.occurred_at) if touched else []
 
     def has(self, event_id: UUID) -> bool:
         """Was this event applied?"""
@@ -304,8 +305,10 @@ class Engine:
                 out.append(Change(key[0], key[1], c, delta, rule, cause, self.policy.id, at))
         return out
 
-    def _touch(self, keys: Iterable[tuple[str, int]]) -> Callable[[str, str, datetime], list[Change]]:
+    def _touch(self, keys: list[tuple[str, int]]) -> Callable[[str, str, datetime], list[Change]]:
         """Snapshot the components of `keys` now; the returned function diffs them after the change."""
+        if len(keys) == 1:  # (nearly every event: one county-year)
+            return self._touch_one(keys[0])
         keys = sorted(set(keys))
         for k in keys:
             self._cy(*k)
@@ -317,6 +320,16 @@ class Engine:
                 after = self.current[k] = self.components(self.years[k])
                 changes += self._diff(k, before[k], after, rule, cause, at)
             return changes
+
+        return finish
+
+    def _touch_one(self, key: tuple[str, int]) -> Callable[[str, str, datetime], list[Change]]:
+        cy = self._cy(*key)
+        before = self._current(key)
+
+        def finish(cause: str, rule: str, at: datetime) -> list[Change]:
+            after = self.current[key] = self.components(cy)
+            return self._diff(key, before, after, rule, cause, at)
 
         return finish
 
@@ -427,9 +440,7 @@ def _transition(engine: Engine, e: Envelope) -> Handled:
     engine.account(cy, f, -1)
     engine.team_changes.add((f.team_id, f.county))
     day = engine.local_date(e.occurred_at)
-    rule = {"rectification.reported": "rectification.reported", "rectification.verified": "rectification.verified",
-            "rectification.rejected": "rectification.rejected", "finding.disputed": "finding.disputed",
-            "finding.upheld": "finding.upheld", "finding.withdrawn": "finding.withdrawn"}[e.type]
+    rule = e.type  # each step's rule is named after it
     if e.type == "rectification.reported":
         f.state = "reported"
     elif e.type == "rectification.verified":

@@ -281,7 +281,7 @@ def prepare(scorer: Scorer, batch: Batch, *, now: datetime, clock_moved: bool = 
                 for county, year in touched]
     moved = scorer.drain_team_changes()
     # what events and time moved (a passing deadline credits a finding); every county's on a rescore
-    team_points = _team_point_rows(scorer, scorer.counties() if batch.rescore_all else (), pairs=moved)
+    team_points = _team_point_rows(scorer, everywhere=batch.rescore_all, pairs=moved)
     return Prepared(scorer.policy, scorer.as_of, now, applied, explanations, counties, team_points, batch,
                     clock_moved, new_generation, fence)
 
@@ -389,11 +389,11 @@ def _score_message(row: dict, previous: tuple | None) -> bytes:
     })
 
 
-def _team_point_rows(scorer: Scorer, counties: Iterable[str], *,
-                     pairs: Iterable[tuple[str, str]] = ()) -> list[dict[str, Any]]:
-    """What each team earned in each of `counties`, and in each (team, county) of `pairs` (a
-    team's points are summed when read)."""
-    points = {(team, county): earned for county in counties for team, earned in scorer.team_points_in(county).items()}
+def _team_point_rows(scorer: Scorer, *, everywhere: bool = False, pairs: Iterable[tuple[str, str]] = ()
+                     ) -> list[dict[str, Any]]:
+    """What each team earned in each (team, county) of `pairs`, or `everywhere` (a team's points
+    are summed when read)."""
+    points = scorer.all_team_points() if everywhere else {}
     points.update({(team, county): scorer.team_points(team, county) for team, county in pairs})
     rows = [{"team_id": team, "region_code": county, "findings_credited": credited,
              "absences": orjson.dumps(absences).decode(), "as_of": scorer.as_of}

@@ -93,6 +93,41 @@ class CountyYear:
     overdue_days: int = 0
 
 
+class Ids:
+    """A set of UUIDs in about 18 bytes each (a set of 128-bit ints costs about 85: a national
+    year's million events would hold 85 MB for this alone): their 16 bytes appended to one of
+    65,536 byte strings chosen by their last two bytes, and found with `bytes.find` (aligned)."""
+
+    __slots__ = ("_buckets", "_count")
+
+    def __init__(self) -> None:
+        self._buckets: list[bytearray | None] = [None] * 65536
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, uid: UUID) -> bool:
+        bucket = self._buckets[uid.int & 0xFFFF]
+        if bucket is None:
+            return False
+        raw = uid.bytes
+        at = bucket.find(raw)
+        while at >= 0 and at % 16:  # a match straddling two ids: look on
+            at = bucket.find(raw, at + 1)
+        return at >= 0
+
+    def add(self, uid: UUID) -> None:
+        if uid in self:
+            return
+        slot = uid.int & 0xFFFF
+        bucket = self._buckets[slot]
+        if bucket is None:
+            bucket = self._buckets[slot] = bytearray()
+        bucket += uid.bytes
+        self._count += 1
+
+
 class Engine:
     """Scores of every county-year, kept current as events arrive and time passes."""
 
@@ -102,16 +137,19 @@ class Engine:
         self.as_of = start
         self.initial_status = dict(statuses)
         self.status_changes: dict[str, list[tuple[datetime, str]]] = {}
-        self.applied: set[int] = set()  # event ids (as 128-bit ints: half the memory of UUID objects)
+        self.applied = Ids()  # event ids
         self.years: dict[tuple[str, int], CountyYear] = {}
         self.findings: dict[str, Finding] = {}
         self.absences: list[tuple[str, str, bool, str]] = []  # (team, inspector, approved, county)
         self.county_absences: dict[str, list[tuple[str, str, bool, str]]] = {}
         self.risk_year: dict[str, tuple[str, int]] = {}  # household → (county, year) of its open flag
         self.critical = frozenset(policy.gates.critical_indicators)
-        self.team_findings: dict[str, list[str]] = {}
-        self.county_findings: dict[str, list[str]] = {}
+        # a team's findings in a county (the only index of findings by team or county: a national
+        # year holds hundreds of thousands of findings, and two more indexes cost tens of MB)
         self.team_county_findings: dict[tuple[str, str], list[str]] = {}
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}  # one tuple per (team, county), shared
+        self._dates: dict[date, date] = {}  # one date object per day, shared by findings
+        self._day_numbers: dict[date, int] = {}
         self.team_changes: set[tuple[str, str]] = set()  # (team, county) whose points moved since drained
         self.due: dict[int, list[tuple[str, str]]] = {}  # deadline day → (team, county) of its findings
         self._leagues: dict[tuple[str, int], str] = {}  # (county, year) → league; cleared on a status change
@@ -126,6 +164,21 @@ class Engine:
 
     def local_date(self, moment: datetime) -> date:
         return moment.astimezone(self.tz).date()
+
+    def _shared(self, day: date) -> date:
+        """`day` as the one object the engine keeps for it (findings keep dates by the hundred thousand)."""
+        return self._dates.setdefault(day, day)
+
+    def _day_number(self, day: date) -> int:
+        """`day.toordinal()`, one int object per day (kept for every open finding)."""
+        number = self._day_numbers.get(day)
+        if number is None:
+            number = self._day_numbers[day] = day.toordinal()
+        return number
+
+    def _pair(self, team: str, county: str) -> tuple[str, str]:
+        pair = (team, county)
+        return self._pairs.setdefault(pair, pair)
 
     def today(self) -> date:
         """The local date of `as_of` (remembered: every component evaluation asks for it)."""
@@ -221,7 +274,7 @@ class Engine:
             cy.settled_overdue += sign * self.overdue_points(f, f.resolved_on)
         elif f.state in ("open", "reported"):
             if sign > 0:
-                deadline = cy.accruing[f.finding_id] = f.deadline.toordinal()
+                deadline = cy.accruing[f.finding_id] = self._day_number(f.deadline)
                 self._accrue(cy, deadline, +1)
             elif (deadline := cy.accruing.pop(f.finding_id, None)) is not None:
                 self._accrue(cy, deadline, -1)
@@ -252,7 +305,7 @@ class Engine:
         event = record.event
         if self.has(event.event_id):
             return []
-        self.applied.add(event.event_id.int)
+        self.applied.add(event.event_id)
         handler = HANDLERS.get(event.type)
         if handler is None:
             return []
@@ -261,7 +314,7 @@ class Engine:
 
     def has(self, event_id: UUID) -> bool:
         """Was this event applied?"""
-        return event_id.int in self.applied
+        return event_id in self.applied
 
     def advance(self, as_of: datetime) -> list[Change]:
         """Move the clock forward: overdue rectifications lose points with no event arriving."""
@@ -347,7 +400,8 @@ class Engine:
 
     def inspector_points(self, team_id: str) -> dict[str, Any]:
         today = self.local_date(self.as_of)
-        findings = sum(self.finding_credit(self.findings[fid], today) for fid in self.team_findings.get(team_id, ()))
+        findings = sum(self.finding_credit(self.findings[fid], today)
+                       for (team, _), ids in self.team_county_findings.items() if team == team_id for fid in ids)
         absences: dict[str, int] = {}
         for team, inspector, approved, _county in self.absences:
             if team == team_id and not approved:
@@ -356,7 +410,7 @@ class Engine:
 
     def counties(self) -> set[str]:
         """Every county this engine holds facts of."""
-        return {c for c, _ in self.years} | set(self.county_findings) | set(self.county_absences)
+        return {c for c, _ in self.years} | {c for _, c in self.team_county_findings} | set(self.county_absences)
 
     def drain_team_changes(self) -> set[tuple[str, str]]:
         """The (team, county) pairs whose points may have moved since the last call: by events, or
@@ -379,19 +433,16 @@ class Engine:
         """What each team earned in one county: (findings credited, unapproved absences by inspector).
 
         A team's points are the sum over counties, so workers that each own some counties can
-        each store their part.
+        each store their part. (Scans every (team, county): for all counties, `all_team_points`.)
         """
-        today = self.local_date(self.as_of)
-        points: dict[str, tuple[int, dict[str, int]]] = {}
-        for fid in self.county_findings.get(county, ()):
-            f = self.findings[fid]
-            credited, absences = points.get(f.team_id, (0, {}))
-            points[f.team_id] = (credited + self.finding_credit(f, today), absences)
-        for team, inspector, approved, _ in self.county_absences.get(county, ()):
-            credited, absences = points.get(team, (0, {}))
-            if not approved:
-                absences[inspector] = absences.get(inspector, 0) + 1
-            points[team] = (credited, absences)
+        return {team: points for (team, c), points in self.all_team_points().items() if c == county}
+
+    def all_team_points(self) -> dict[tuple[str, str], tuple[int, dict[str, int]]]:
+        """`team_points` of every (team, county) with findings or absences."""
+        points = {pair: self.team_points(*pair) for pair in self.team_county_findings}
+        for team, _inspector, _approved, county in self.absences:
+            if (team, county) not in points:
+                points[(team, county)] = self.team_points(team, county)
         return points
 
 
@@ -420,13 +471,12 @@ def _inspection(engine: Engine, e: v1.InspectionRecorded) -> Handled:
         # one string object per county and team, however many findings name it (memory: a
         # national year holds hundreds of thousands of findings)
         finding = Finding(f.finding_id, intern(e.region_code), year, intern(e.payload.team_id), f.category,
-                          f.indicator, f.severity, f.deadline)
+                          f.indicator, f.severity, engine._shared(f.deadline))
         engine.findings[f.finding_id] = finding
-        engine.team_findings.setdefault(finding.team_id, []).append(finding.finding_id)
-        engine.county_findings.setdefault(finding.county, []).append(finding.finding_id)
-        engine.team_county_findings.setdefault((finding.team_id, finding.county), []).append(finding.finding_id)
-        engine.team_changes.add((finding.team_id, finding.county))
-        engine.due.setdefault(f.deadline.toordinal(), []).append((finding.team_id, finding.county))
+        pair = engine._pair(finding.team_id, finding.county)
+        engine.team_county_findings.setdefault(pair, []).append(finding.finding_id)
+        engine.team_changes.add(pair)
+        engine.due.setdefault(f.deadline.toordinal(), []).append(pair)
         engine.account(cy, finding, +1)
     return finish, "inspections.findings" if e.payload.findings else "inspections.clean_visit"
 
@@ -438,8 +488,8 @@ def _transition(engine: Engine, e: Envelope) -> Handled:
     finish = engine._touch([(f.county, f.year)])
     cy = engine.years[(f.county, f.year)]
     engine.account(cy, f, -1)
-    engine.team_changes.add((f.team_id, f.county))
-    day = engine.local_date(e.occurred_at)
+    engine.team_changes.add(engine._pair(f.team_id, f.county))
+    day = engine._shared(engine.local_date(e.occurred_at))
     rule = e.type  # each step's rule is named after it
     if e.type == "rectification.reported":
         f.state = "reported"
@@ -548,5 +598,5 @@ def prefecture_total(scores: Iterable[Score]) -> float | None:
     return round(sum(totals) / len(totals), 4) if totals else None
 
 
-__all__ = ["COMPONENTS", "Change", "CountyYear", "DEDUCTED", "Engine", "Finding", "HANDLERS", "Score",
+__all__ = ["COMPONENTS", "Change", "CountyYear", "DEDUCTED", "Engine", "Finding", "HANDLERS", "Ids", "Score",
            "prefecture_total", "team_detail"]

@@ -20,7 +20,7 @@ from services.events.v1 import Envelope
 from services.intake.base import Outbox
 from services.intake.findings.ledger import HANDLERS, Context, Lookups, conflict
 from services.intake.regions.service import Directory
-from services.intake.store.keyset import members
+from services.intake.store.keyset import custom_plans, members
 from services.intake.store.models import GENESIS_HASH, ChainHead, StoredEvent
 from services.kit.bulk import insert_rows
 from services.kit.logs import bound
@@ -96,6 +96,7 @@ def _lock_head(session: Session) -> tuple[int, str, datetime | None]:
 
 
 def _begin(session: Session, events: Sequence[Envelope]) -> _Batch:
+    custom_plans(session)
     head_sequence, head_hash, head_recorded_at = _lock_head(session)
     known: dict[UUID, _Known] = {}
     for where in members(session, StoredEvent.event_id, [e.event_id for e in events]):

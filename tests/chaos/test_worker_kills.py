@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.e2e, pytest.mark.chaos]
 EVENTS = 50_000 if FULL else 3_000
 KILLS = 20 if FULL else 3
 BATCH = 500 if FULL else 300
-PAUSE_S = 1.0 if FULL else 2.5  # the feed lasts about as long as the kill cycles (~8 s each)
+PAUSE_S = KILLS * 9.0 / (EVENTS / BATCH)  # the feed lasts about as long as the kill cycles (~8 s each)
 
 
 def consumed(engine, model) -> int:

@@ -57,7 +57,11 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                length = int(self.headers.get("content-length", 0))
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request (SIGKILL): nothing was delivered
+                    self.close_connection = True
+                    return
                 reply = receiver._next_reply()
                 receiver._record(dict(self.headers.items()), body, reply.status)
                 if reply.delay_s:

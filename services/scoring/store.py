@@ -5,6 +5,7 @@ results (events, explanations, scores, team points, outbox rows, offsets) in one
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -258,7 +259,10 @@ class Prepared:
     applied: list[dict[str, Any]]
     explanations: list[dict[str, Any]]
     counties: list[dict[str, Any]]  # score rows of the county-years the batch touched (all: rescore_all)
-    team_points: list[dict[str, Any]]
+    # a list; on a rescore (`batch.rescore_all`, written at once by `write`, never in flight) the
+    # rows are made as they are written, from the engine: every (team, county) of a national year
+    # is tens of thousands of rows, tens of MB as one list
+    team_points: Iterable[dict[str, Any]]
     batch: Batch
     clock_moved: bool = False
     new_generation: bool = False
@@ -281,7 +285,7 @@ def prepare(scorer: Scorer, batch: Batch, *, now: datetime, clock_moved: bool = 
                 for county, year in touched]
     moved = scorer.drain_team_changes()
     # what events and time moved (a passing deadline credits a finding); every county's on a rescore
-    team_points = _team_point_rows(scorer, everywhere=batch.rescore_all, pairs=moved)
+    team_points = _all_team_point_rows(scorer) if batch.rescore_all else _team_point_rows(scorer, moved)
     return Prepared(scorer.policy, scorer.as_of, now, applied, explanations, counties, team_points, batch,
                     clock_moved, new_generation, fence)
 
@@ -329,7 +333,9 @@ def persist(session: Session, p: Prepared) -> int:
     outbox += batch.dead_letters
     if outbox:
         session.execute(insert(Outbox.__table__), outbox)
-    upsert(session, TeamPoints.__table__, p.team_points, keys=("team_id", "region_code"))
+    rows = iter(p.team_points)
+    while chunk := list(islice(rows, 5000)):
+        upsert(session, TeamPoints.__table__, chunk, keys=("team_id", "region_code"))
     if batch.offsets:
         owner = {"owner": fence.owner} if fence is not None and fence.owner else {}
         upsert(session, ConsumerOffset.__table__, [
@@ -389,13 +395,17 @@ def _score_message(row: dict, previous: tuple | None) -> bytes:
     })
 
 
-def _team_point_rows(scorer: Scorer, *, everywhere: bool = False, pairs: Iterable[tuple[str, str]] = ()
-                     ) -> list[dict[str, Any]]:
-    """What each team earned in each (team, county) of `pairs`, or `everywhere` (a team's points
-    are summed when read)."""
-    points = scorer.all_team_points() if everywhere else {}
-    points.update({(team, county): scorer.team_points(team, county) for team, county in pairs})
-    rows = [{"team_id": team, "region_code": county, "findings_credited": credited,
-             "absences": orjson.dumps(absences).decode(), "as_of": scorer.as_of}
-            for (team, county), (credited, absences) in sorted(points.items())]
-    return rows
+def _team_point_rows(scorer: Scorer, pairs: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    """What each team earned in each (team, county) of `pairs` (a team's points are summed when read)."""
+    return [_team_point_row(scorer, team, county, *scorer.team_points(team, county)) for team, county in sorted(pairs)]
+
+
+def _all_team_point_rows(scorer: Scorer) -> Iterator[dict[str, Any]]:
+    """`_team_point_rows` of every (team, county) the engine knows, made one by one."""
+    for (team, county), (credited, absences) in scorer.all_team_points():
+        yield _team_point_row(scorer, team, county, credited, absences)
+
+
+def _team_point_row(scorer: Scorer, team: str, county: str, credited: int, absences: dict[str, int]) -> dict[str, Any]:
+    return {"team_id": team, "region_code": county, "findings_credited": credited,
+            "absences": orjson.dumps(absences).decode(), "as_of": scorer.as_of}

@@ -6,7 +6,7 @@ advancing the clock in one step or many all give the same scores. A change is re
 difference of a component before and after an event or a clock advance, attributed to its cause.
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from sys import intern
@@ -435,15 +435,13 @@ class Engine:
         A team's points are the sum over counties, so workers that each own some counties can
         each store their part. (Scans every (team, county): for all counties, `all_team_points`.)
         """
-        return {team: points for (team, c), points in self.all_team_points().items() if c == county}
+        return {team: points for (team, c), points in self.all_team_points() if c == county}
 
-    def all_team_points(self) -> dict[tuple[str, str], tuple[int, dict[str, int]]]:
-        """`team_points` of every (team, county) with findings or absences."""
-        points = {pair: self.team_points(*pair) for pair in self.team_county_findings}
-        for team, _inspector, _approved, county in self.absences:
-            if (team, county) not in points:
-                points[(team, county)] = self.team_points(team, county)
-        return points
+    def all_team_points(self) -> Iterator[tuple[tuple[str, str], tuple[int, dict[str, int]]]]:
+        """`team_points` of every (team, county) with findings or absences, in order, one by one."""
+        pairs = set(self.team_county_findings) | {(team, county) for team, _, _, county in self.absences}
+        for pair in sorted(pairs):
+            yield pair, self.team_points(*pair)
 
 
 def team_detail(team_id: str, findings_credited: int, absences: Mapping[str, int]) -> dict[str, Any]:

@@ -80,8 +80,8 @@ def histories(draw, max_steps=40):
                                       county=county, at=at))
                 flagged[household] = county
         elif kind == "absence":
-            records.append(record("inspector.absence_recorded", {"team_id": "t1", "inspector_id": "i1",
-                                                                 "approved": draw(st.booleans())}, county=county, at=at))
+            absence = {"team_id": "t1", "inspector_id": "i1", "approved": draw(st.booleans())}
+            records.append(record("inspector.absence_recorded", absence, county=county, at=at))
         else:
             ticks.append((len(records), at))
     end = at + timedelta(days=draw(st.integers(0, 120)))

@@ -33,3 +33,8 @@ def test_an_id_whose_bytes_straddle_two_stored_ids_is_not_found():
     assert uuid.UUID(bytes=straddling) not in ids
     ids.add(uuid.UUID(bytes=straddling))
     assert uuid.UUID(bytes=straddling) in ids and len(ids) == 3
+
+
+def test_add_says_whether_the_id_was_new():
+    ids, u = Ids(), uuid.uuid4()
+    assert ids.add(u) is True and ids.add(u) is False and len(ids) == 1

@@ -109,23 +109,27 @@ class Ids:
 
     def __contains__(self, uid: UUID) -> bool:
         bucket = self._buckets[uid.int & 0xFFFF]
-        if bucket is None:
-            return False
-        raw = uid.bytes
-        at = bucket.find(raw)
-        while at >= 0 and at % 16:  # a match straddling two ids: look on
-            at = bucket.find(raw, at + 1)
-        return at >= 0
+        return bucket is not None and _holds(bucket, uid.bytes)
 
-    def add(self, uid: UUID) -> None:
-        if uid in self:
-            return
-        slot = uid.int & 0xFFFF
+    def add(self, uid: UUID) -> bool:
+        """Add `uid`; False if it was there already."""
+        slot, raw = uid.int & 0xFFFF, uid.bytes
         bucket = self._buckets[slot]
         if bucket is None:
             bucket = self._buckets[slot] = bytearray()
-        bucket += uid.bytes
+        elif _holds(bucket, raw):
+            return False
+        bucket += raw
         self._count += 1
+        return True
+
+
+def _holds(bucket: bytearray, raw: bytes) -> bool:
+    """Is `raw` one of the 16-byte ids laid end to end in `bucket`?"""
+    at = bucket.find(raw)
+    while at >= 0 and at % 16:  # a match straddling two ids: look on
+        at = bucket.find(raw, at + 1)
+    return at >= 0
 
 
 class Engine:
@@ -303,9 +307,8 @@ class Engine:
         """Apply one stored event; an event already applied changes nothing. `cause`: the event's
         id as text, if the caller has it already."""
         event = record.event
-        if self.has(event.event_id):
+        if not self.applied.add(event.event_id):
             return []
-        self.applied.add(event.event_id)
         handler = HANDLERS.get(event.type)
         if handler is None:
             return []

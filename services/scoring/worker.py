@@ -374,8 +374,9 @@ class Worker:
                                 str(exc).splitlines()[0])
             else:
                 event_id = str(record.event.event_id)
-                if not scorer.has(record.event.event_id):
-                    batch.changes += scorer.apply(record, cause=event_id)
+                changes = scorer.apply_new(record, cause=event_id)
+                if changes is not None:  # not applied before
+                    batch.changes += changes
                     batch.applied.append((record, m.value))
                     # the ids it came with go on the score messages it causes (its request id at intake)
                     batch.sources[event_id] = m

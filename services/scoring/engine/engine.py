@@ -306,9 +306,13 @@ class Engine:
     def apply(self, record: Recorded, cause: str | None = None) -> list[Change]:
         """Apply one stored event; an event already applied changes nothing. `cause`: the event's
         id as text, if the caller has it already."""
+        return self.apply_new(record, cause) or []
+
+    def apply_new(self, record: Recorded, cause: str | None = None) -> list[Change] | None:
+        """`apply`, saying None for an event already applied."""
         event = record.event
         if not self.applied.add(event.event_id):
-            return []
+            return None
         handler = HANDLERS.get(event.type)
         if handler is None:
             return []

@@ -83,7 +83,9 @@ class CountyYear:
     points_by_category: dict[str, float] = field(default_factory=dict)  # severity points, not withdrawn
     rejections: int = 0  # failed fixes of findings not withdrawn
     settled_overdue: float = 0.0  # overdue points of verified findings: fixed once verified
-    accruing: dict[str, int] = field(default_factory=dict)  # open/reported finding → deadline day number (ordered)
+    # deadline day number → how many open/reported findings have it (per finding, this was a
+    # national year's largest dict after the findings themselves)
+    accruing: dict[int, int] = field(default_factory=dict)
     open_critical: int = 0  # unresolved critical findings on the gate's indicators
     # what the accruing findings owe on day `overdue_day` (-1: not computed), in whole numbers so
     # that adding and removing findings in any order gives exactly the same sum: findings at their
@@ -153,7 +155,7 @@ class Engine:
         self.team_county_findings: dict[tuple[str, str], list[str]] = {}
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}  # one tuple per (team, county), shared
         self._dates: dict[date, date] = {}  # one date object per day, shared by findings
-        self._day_numbers: dict[date, int] = {}
+        self._years: dict[int, int] = {}
         self.team_changes: set[tuple[str, str]] = set()  # (team, county) whose points moved since drained
         self.due: dict[int, list[tuple[str, str]]] = {}  # deadline day → (team, county) of its findings
         self._leagues: dict[tuple[str, int], str] = {}  # (county, year) → league; cleared on a status change
@@ -173,13 +175,6 @@ class Engine:
         """`day` as the one object the engine keeps for it (findings keep dates by the hundred thousand)."""
         return self._dates.setdefault(day, day)
 
-    def _day_number(self, day: date) -> int:
-        """`day.toordinal()`, one int object per day (kept for every open finding)."""
-        number = self._day_numbers.get(day)
-        if number is None:
-            number = self._day_numbers[day] = day.toordinal()
-        return number
-
     def _pair(self, team: str, county: str) -> tuple[str, str]:
         pair = (team, county)
         return self._pairs.setdefault(pair, pair)
@@ -191,7 +186,8 @@ class Engine:
         return self._today[1]
 
     def year_of(self, moment: datetime) -> int:
-        return self.local_date(moment).year
+        year = self.local_date(moment).year
+        return self._years.setdefault(year, year)  # one int object per year (findings keep theirs)
 
     def league(self, county: str, year: int) -> str:
         """The county's status at the end of `year`, from the status-change events applied."""
@@ -246,12 +242,12 @@ class Engine:
             capped, days = cy.overdue_capped, cy.overdue_days
         else:
             capped = days = 0
-            for deadline in cy.accruing.values():
+            for deadline, count in cy.accruing.items():
                 late = day - deadline
                 if late >= self._cap_days:
-                    capped += 1
+                    capped += count
                 elif late > 0:
-                    days += late
+                    days += count * late
             if keep:
                 cy.overdue_day, cy.overdue_capped, cy.overdue_days = day, capped, days
         rules = self.policy.rectification
@@ -277,10 +273,15 @@ class Engine:
         if f.state == "verified":
             cy.settled_overdue += sign * self.overdue_points(f, f.resolved_on)
         elif f.state in ("open", "reported"):
+            deadline = f.deadline.toordinal()
             if sign > 0:
-                deadline = cy.accruing[f.finding_id] = self._day_number(f.deadline)
+                cy.accruing[deadline] = cy.accruing.get(deadline, 0) + 1
                 self._accrue(cy, deadline, +1)
-            elif (deadline := cy.accruing.pop(f.finding_id, None)) is not None:
+            elif (count := cy.accruing.get(deadline)) is not None:
+                if count > 1:
+                    cy.accruing[deadline] = count - 1
+                else:
+                    del cy.accruing[deadline]
                 self._accrue(cy, deadline, -1)
         if f.severity == "critical" and f.indicator in self.critical and f.state != "verified":
             cy.open_critical += sign
@@ -334,7 +335,7 @@ class Engine:
         for deadline in passed:
             self.team_changes.update(self.due.get(deadline, ()))
         # only open/reported findings past their deadline move with time (the rest are settled)
-        pending = {key for key, cy in self.years.items() if cy.accruing and min(cy.accruing.values()) < day}
+        pending = {key for key, cy in self.years.items() if cy.accruing and min(cy.accruing) < day}
         before = {key: self._current(key) for key in pending}
         self.as_of = as_of
         changes: list[Change] = []

@@ -68,6 +68,7 @@ def group_consumer(settings: Settings, *, group: str, topics: list[str], batch: 
         # a group join lasts about max_poll_interval_ms (the rebalance timeout): keep it short
         max_poll_interval_ms=settings.consumer_max_poll_interval_ms,
         session_timeout_ms=settings.consumer_session_timeout_ms,
+        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,  # a message is read when it arrives
         heartbeat_interval_ms=min(3_000, settings.consumer_session_timeout_ms // 3),
         group_instance_id=settings.consumer_instance_id,
     )

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
         5_000, validation_alias=_env("KAOHE_CONSUMER_MAX_POLL_INTERVAL_MS", "consumer_max_poll_interval_ms"),
         description="Also the rebalance timeout: a group (re)join with tansu takes about this long, so it "
         "is kept short; a batch must be processed within it.")
+    consumer_fetch_max_wait_ms: int = Field(
+        50, ge=0, le=10_000,
+        validation_alias=_env("KAOHE_CONSUMER_FETCH_MAX_WAIT_MS", "consumer_fetch_max_wait_ms"),
+        description="How long the broker may hold a fetch with nothing new. With kafka-python's default "
+        "(500 ms) the local broker added about 130 ms (p50) and 250 ms (p99) to every consumer hop; with "
+        "50 ms, 4 and 8 ms (a message produced every 50 ms, measured).")
 
     # Intake
     regions_file: Path | None = Field(

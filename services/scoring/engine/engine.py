@@ -48,15 +48,25 @@ class Score:
     gated: bool  # the grade was capped by an open critical finding
 
 
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """What a finding's category, indicator and severity mean to a score: one object per such
+    triple, shared by every finding that has it."""
+
+    category: str
+    points: float  # the policy's deduction for its severity
+    gate: bool  # critical, on one of the gate's indicators: caps the grade while not verified
+
+
 @dataclass(slots=True)
 class Finding:
-    finding_id: str
+    """One finding (a national year holds hundreds of thousands: its id is its key in
+    `Engine.findings`, not a field)."""
+
     county: str
     year: int
     team_id: str
-    category: str
-    indicator: str
-    severity: str
+    kind: Kind
     deadline: date
     state: str = "open"
     rejections: int = 0
@@ -156,6 +166,7 @@ class Engine:
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}  # one tuple per (team, county), shared
         self._dates: dict[date, date] = {}  # one date object per day, shared by findings
         self._years: dict[int, int] = {}
+        self._kinds: dict[tuple[str, str, str], Kind] = {}
         self.team_changes: set[tuple[str, str]] = set()  # (team, county) whose points moved since drained
         self.due: dict[int, list[tuple[str, str]]] = {}  # deadline day → (team, county) of its findings
         self._leagues: dict[tuple[str, int], str] = {}  # (county, year) → league; cleared on a status change
@@ -174,6 +185,14 @@ class Engine:
     def _shared(self, day: date) -> date:
         """`day` as the one object the engine keeps for it (findings keep dates by the hundred thousand)."""
         return self._dates.setdefault(day, day)
+
+    def _kind(self, category: str, indicator: str, severity: str) -> Kind:
+        key = (category, indicator, severity)
+        kind = self._kinds.get(key)
+        if kind is None:
+            kind = self._kinds[key] = Kind(category, self.policy.inspections.severity[severity],
+                                           severity == "critical" and indicator in self.critical)
+        return kind
 
     def _pair(self, team: str, county: str) -> tuple[str, str]:
         pair = (team, county)
@@ -267,8 +286,8 @@ class Engine:
         """Add (+1) or remove (−1) what finding `f`, in its current state, contributes to `cy`."""
         if f.state == "withdrawn":
             return  # a withdrawn finding contributes nothing, anywhere
-        cy.points_by_category[f.category] = (cy.points_by_category.get(f.category, 0.0)
-                                             + sign * self.policy.inspections.severity[f.severity])
+        kind = f.kind
+        cy.points_by_category[kind.category] = cy.points_by_category.get(kind.category, 0.0) + sign * kind.points
         cy.rejections += sign * f.rejections
         if f.state == "verified":
             cy.settled_overdue += sign * self.overdue_points(f, f.resolved_on)
@@ -283,7 +302,7 @@ class Engine:
                 else:
                     del cy.accruing[deadline]
                 self._accrue(cy, deadline, -1)
-        if f.severity == "critical" and f.indicator in self.critical and f.state != "verified":
+        if kind.gate and f.state != "verified":
             cy.open_critical += sign
 
     def score(self, county: str, year: int) -> Score:
@@ -476,11 +495,11 @@ def _inspection(engine: Engine, e: v1.InspectionRecorded) -> Handled:
             continue
         # one string object per county and team, however many findings name it (memory: a
         # national year holds hundreds of thousands of findings)
-        finding = Finding(f.finding_id, intern(e.region_code), year, intern(e.payload.team_id), f.category,
-                          f.indicator, f.severity, engine._shared(f.deadline))
+        finding = Finding(intern(e.region_code), year, intern(e.payload.team_id),
+                          engine._kind(f.category, f.indicator, f.severity), engine._shared(f.deadline))
         engine.findings[f.finding_id] = finding
         pair = engine._pair(finding.team_id, finding.county)
-        engine.team_county_findings.setdefault(pair, []).append(finding.finding_id)
+        engine.team_county_findings.setdefault(pair, []).append(f.finding_id)
         engine.team_changes.add(pair)
         engine.due.setdefault(f.deadline.toordinal(), []).append(pair)
         engine.account(cy, finding, +1)
@@ -604,5 +623,5 @@ def prefecture_total(scores: Iterable[Score]) -> float | None:
     return round(sum(totals) / len(totals), 4) if totals else None
 
 
-__all__ = ["COMPONENTS", "Change", "CountyYear", "DEDUCTED", "Engine", "Finding", "HANDLERS", "Ids", "Score",
+__all__ = ["COMPONENTS", "Change", "CountyYear", "DEDUCTED", "Engine", "Finding", "HANDLERS", "Ids", "Kind", "Score",
            "prefecture_total", "team_detail"]

@@ -19,7 +19,7 @@ from services.kit.clean_input import CleanInput
 from services.kit.db import ping
 from services.kit.kafka import CachedProbe
 from services.kit.limits import BodyLimit
-from services.kit.metrics import ObserveRequests, metrics_router
+from services.kit.observe import ObserveRequests, metrics_router
 from services.kit.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,8 @@
-"""Engines, metadata and the request session: the boundary owns the transaction."""
+"""Engines and metadata (the request's session, for the APIs: `kit.session`)."""
 
-from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
 from sqlalchemy import DateTime, Engine, MetaData, TypeDecorator, create_engine, event, text
 from sqlalchemy.orm import registry
 from sqlmodel import Session, SQLModel
@@ -90,21 +88,6 @@ def ping(engine: Engine) -> None:
 
 class Busy(Exception):
     """The database cannot take this write now (overload or outage): 503 with Retry-After."""
-
-
-def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the route returns, rolled back if it raises."""
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-
-
-# scope="function": commit before the response is sent, so a 2xx means the data is stored.
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 class UTCDateTime(TypeDecorator):

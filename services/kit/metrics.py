@@ -1,6 +1,7 @@
 """The process's Prometheus metrics (all named `kaohe_*`; docs/observability.md lists them with
-the alerts to set), the middleware that counts and logs every HTTP request, and the two ways they
-are served: `GET /metrics` on every API, and an HTTP port of its own in every worker process.
+the alerts to set), and a worker process's HTTP port that serves them. The APIs' side (the
+middleware that counts and logs every request, `GET /metrics`) is `kit.observe`: workers do not
+load the web framework.
 
 Counters live in the process's default registry: a worker's relay thread and its consumer loop
 add to the same counters its metrics port serves.
@@ -8,33 +9,23 @@ add to the same counters its metrics port serves.
 
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable
 from http.server import HTTPServer
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
-    generate_latest,
     start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from services.kit.logs import REQUEST_ID, new_request_id, valid_id
 
 disable_created_metrics()  # no `*_created` series beside every counter: Prometheus has no use for them
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("kaohe.access")
 
 UNMATCHED = "unmatched"  # the route label of a request no route matched (never the raw path)
 QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}  # probes and scrapes: access-logged at DEBUG only
@@ -143,22 +134,6 @@ NEWEST_STANDING_AGE = ScrapeGauge(
 
 # ---- serving ---------------------------------------------------------------------------------
 
-def exposition() -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-
-def metrics_router() -> APIRouter:
-    """`GET /metrics` (Prometheus text format). Open, like /healthz: Prometheus scrapes without a
-    key; keep the path off a public ingress."""
-    router = APIRouter()
-
-    @router.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:  # sync: scrape-time gauges read the database (in the thread pool)
-        return exposition()
-
-    return router
-
-
 def serve(port: int, host: str) -> HTTPServer | None:
     """A worker's `/metrics` on `host:port` (a daemon thread). A port in use is logged, not fatal:
     a second worker started on one machine with the same port still does its work."""
@@ -183,63 +158,7 @@ def stop(server: HTTPServer | None) -> None:
         server.server_close()
 
 
-# ---- the request middleware -------------------------------------------------------------------
-
-def route_template(scope: Scope) -> str:
-    """The matched route's path template (`/v1/scores/{region_code}`), a mount's prefix, or UNMATCHED."""
-    path = getattr(scope.get("route"), "path", None)
-    return path if isinstance(path, str) and path else UNMATCHED
-
-
-class ObserveRequests:
-    """Outermost middleware of every API: a request id (the caller's `X-Request-ID` if usable, else a
-    new one) for the logs and the response header, the HTTP metrics, and one access-log line."""
-
-    def __init__(self, app: ASGIApp, *, service: str, log_requests: bool = True) -> None:
-        self.app, self.service, self.log_requests = app, service, log_requests
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = valid_id(Headers(scope=scope).get("x-request-id")) or new_request_id()
-        token = REQUEST_ID.set(request_id)
-        header = (b"x-request-id", request_id.encode())
-        status = 500
-        started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                message = {**message, "headers": [*headers, header]}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            self._record(scope, status, started)  # 500 if it raised before answering
-        # not reset on an exception: the error handler outside this middleware logs it with the id
-        REQUEST_ID.reset(token)
-
-    def _record(self, scope: Scope, status: int, started: float) -> None:
-        elapsed = time.perf_counter() - started
-        method, route = scope["method"], route_template(scope)
-        labels = (self.service, method, route, str(status))
-        HTTP_REQUESTS.labels(*labels).inc()
-        HTTP_DURATION.labels(*labels).observe(elapsed)
-        if self.log_requests:
-            level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
-            if access_log.isEnabledFor(level):
-                ms = round(elapsed * 1000, 1)
-                access_log.log(level, "%s %s %d %.1fms", method, route, status, ms,
-                               extra={"method": method, "route": route, "path": scope["path"], "status": status,
-                                      "duration_ms": ms})
-
-
 __all__ = ["CONSUMER_LAG", "CONSUMER_MESSAGES", "DEAD_LETTERS", "HTTP_DURATION", "HTTP_REQUESTS",
            "INTAKE_EVENTS_ACCEPTED", "INTAKE_EVENTS_REJECTED", "NEWEST_STANDING_AGE", "OUTBOX_BACKLOG",
            "OUTBOX_OLDEST_AGE", "OUTBOX_PUBLISHED", "SCORING_EVENTS", "UNMATCHED", "WEBHOOK_DELIVERIES",
-           "ObserveRequests", "ScrapeGauge", "exposition", "metrics_router", "route_template", "serve", "serve_for",
-           "stop"]
+           "ScrapeGauge", "serve", "serve_for", "stop"]

@@ -1,18 +1,24 @@
-"""RFC 9457 problem details: every error any service returns, with every offending field named."""
+"""RFC 9457 problem details: every error any service returns, with every offending field named.
+
+`Problem` is raised by code that workers run too (a policy store, a principal's checks): FastAPI is
+imported only where a response is made or handlers are installed, so workers do not load it.
+"""
+
+from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeout
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.events.registry import ValidationError, explain_unknown, field_errors
 from services.kit.db import Busy
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,8 @@ def field_problem(field: str, message: str, type_: str = "value_error", status: 
 
 
 def problem_response(problem: Problem, request: Request | None = None, headers: dict[str, str] | None = None):
+    from fastapi.responses import JSONResponse
+
     return JSONResponse(
         problem.body(str(request.url.path) if request else None),
         status_code=problem.status,
@@ -109,6 +117,8 @@ def _unparsable(cause: BaseException) -> str:
 
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into problem+json."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):

@@ -14,8 +14,8 @@ from services.intake.regions.service import region_filter
 from services.intake.store import service as store
 from services.intake.store.models import StoredEvent
 from services.kit import pagination
-from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE, InvalidEvent, Problem
+from services.kit.session import SessionDep
 from services.kit.types import INT64_MAX, IsoDateTime
 
 REGION_SCOPE = "A county, a prefecture (its counties) or the province"

@@ -9,8 +9,8 @@ from services.intake.api.deps import ClockDep, DirectoryDep, EventsReader, Setti
 from services.intake.api.schemas import FindingDetail, FindingPage
 from services.intake.findings import service as findings
 from services.kit import pagination
-from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE, Problem
+from services.kit.session import SessionDep
 
 REGION_SCOPE = "A county, a prefecture (its counties) or the province"
 router = APIRouter(prefix="/v1/findings", tags=["ledger"])

@@ -8,8 +8,8 @@ from services.events.vocabulary import CountyStatus, RegionLevel
 from services.intake.api.schemas import RegionDetail, RegionPublic
 from services.intake.regions import service as regions
 from services.kit.access import Principal, require
-from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE, Problem
+from services.kit.session import SessionDep
 
 router = APIRouter(prefix="/v1/regions", tags=["regions"])
 AnyKey = Annotated[Principal, Depends(require())]

@@ -1,10 +1,14 @@
-"""Partner access for every service: API keys with scopes and a region, rate limits, idempotency."""
+"""Partner access for every service: API keys with scopes and a region, rate limits, idempotency.
 
-from services.kit.access.dependency import RateHeaders, require
-from services.kit.access.idempotency import Idempotency
-from services.kit.access.keys import Access
-from services.kit.access.principal import SCOPES, Principal, region_prefix
-from services.kit.access.ratelimit import RateLimiter
+The names below are loaded when first used: a worker process needs only `service_headers` and
+should not load the web framework (FastAPI) that the request-side modules import.
+"""
+
+from importlib import import_module
+from typing import Any
+
+_WHERE = {"RateHeaders": "dependency", "require": "dependency", "Idempotency": "idempotency", "Access": "keys",
+          "SCOPES": "principal", "Principal": "principal", "region_prefix": "principal", "RateLimiter": "ratelimit"}
 
 
 def service_headers(settings) -> dict[str, str]:
@@ -12,5 +16,13 @@ def service_headers(settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {settings.service_token}"} if settings.service_token else {}
 
 
-__all__ = ["SCOPES", "Access", "Idempotency", "Principal", "RateHeaders", "RateLimiter", "region_prefix",
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["SCOPES", "Access", "Idempotency", "Principal", "RateHeaders", "RateLimiter", "region_prefix",  # noqa: F822
            "require", "service_headers"]

@@ -9,8 +9,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from services.kit.access import Principal, require
-from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE
+from services.kit.session import SessionDep
 from services.notify import endpoints
 from services.notify.api.schemas import (
     AttemptPublic,

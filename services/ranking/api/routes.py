@@ -14,8 +14,8 @@ from sqlmodel import Session
 
 from services.kit import pagination
 from services.kit.access import Principal, require
-from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE, Problem, field_problem
+from services.kit.session import SessionDep
 from services.kit.types import IsoDateTime
 from services.ranking.models import Region, Standing, StandingHistory
 from services.ranking.ranks import ALL

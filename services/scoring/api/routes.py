@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from services.kit import pagination
 from services.kit.access import Principal, require
-from services.kit.db import SessionDep
 from services.kit.problems import MEDIA_TYPE, Problem
+from services.kit.session import SessionDep
 from services.kit.types import INT64_MAX
 from services.scoring import policy_store
 from services.scoring.engine.engine import team_detail

@@ -55,6 +55,9 @@ def service_engine(settings: Any, service: str) -> Engine:
     return make_engine(url, schema=schema)
 
 
+BUSY_TIMEOUT_MS = 30_000  # SQLite: how long a writer waits for the file's write lock
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets readers run beside the one writer. FULL syncs the WAL on every commit, so an
@@ -62,7 +65,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.close()
 
 

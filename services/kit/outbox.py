@@ -21,7 +21,6 @@ from sqlalchemy import (
     delete,
     func,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import OperationalError
@@ -172,22 +171,25 @@ class Relay:
         if not self._unmarked:
             return
         t = self.model.__table__
-        s.commit()  # from a fresh snapshot: a stale read transaction cannot become a write one
-        try:
+        s.commit()  # the session's read snapshot ends: the mark is written on a connection of its own
+        # one connection throughout: the busy timeout set for the mark must be restored on the same
+        # connection before it goes back to the pool (the worker's own writes use the pool too)
+        with self.engine.connect() as conn:
             if not wait:
-                s.execute(text("PRAGMA busy_timeout = 0"))
-            for i in range(0, len(self._unmarked), 500):
-                s.execute(update(t).where(t.c.id.in_(self._unmarked[i:i + 500]))
-                          .values(sent_at=datetime.now(timezone.utc)))
-            s.commit()
-            self._unmarked = []
-        except OperationalError as exc:
-            s.rollback()
-            if wait or "locked" not in str(exc):
-                raise
-        finally:
-            if not wait:
-                s.execute(text(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"))
+                conn.exec_driver_sql("PRAGMA busy_timeout = 0")
+            try:
+                for i in range(0, len(self._unmarked), 500):
+                    conn.execute(update(t).where(t.c.id.in_(self._unmarked[i:i + 500]))
+                                 .values(sent_at=datetime.now(timezone.utc)))
+                conn.commit()
+                self._unmarked = []
+            except OperationalError as exc:
+                conn.rollback()
+                if wait or "locked" not in str(exc):
+                    raise
+            finally:
+                if not wait:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def _publish(self, rows) -> tuple[list[int], dict[str, int], Exception | None]:
         """Send `rows`; the ids acknowledged in order (up to the first failure), per topic, and the failure."""

@@ -12,6 +12,7 @@ from sqlalchemy import insert, select
 from sqlmodel import Session
 
 from services.intake.base import Outbox
+from services.kit.db import BUSY_TIMEOUT_MS
 from services.kit.outbox import Relay, outbox_row
 from tests.kafka_helpers import read_messages
 
@@ -43,6 +44,13 @@ def test_rows_are_published_while_another_writer_holds_the_lock_and_marked_after
         assert len(read_messages(broker.bootstrap_servers, topic, lambda m: len(m) >= 2)) == 2
         assert unsent(engine) == 2  # published, not marked: the lock is still held
         assert relay.drain_once() == 0  # nothing sent twice meanwhile
+        # the mark ran with no busy timeout: every pooled connection has its timeout back
+        connections = [engine.connect() for _ in range(5)]
+        try:
+            assert {c.exec_driver_sql("PRAGMA busy_timeout").scalar() for c in connections} == {BUSY_TIMEOUT_MS}
+        finally:
+            for c in connections:
+                c.close()
         holder.execute("ROLLBACK")
         assert relay.drain_once() == 0 and unsent(engine) == 0  # marked once the lock was free
     finally:

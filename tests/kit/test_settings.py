@@ -4,7 +4,8 @@ from services.kit.settings import Settings
 
 
 def test_each_service_has_its_own_schema_of_database_url(tmp_path, monkeypatch):
-    for name in ("DATABASE_URL", "KAOHE_INTAKE_DATABASE_URL", "KAOHE_ACCESS_DATABASE_URL", "KAOHE_RANKING_DATABASE_URL"):
+    for name in ("DATABASE_URL", "KAOHE_INTAKE_DATABASE_URL", "KAOHE_ACCESS_DATABASE_URL",
+                 "KAOHE_RANKING_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     for url in ("postgresql://kaohe@db/kaohe", "postgres://kaohe@db/kaohe", "postgresql+psycopg://kaohe@db/kaohe"):
         settings = Settings(database_url=url, data_dir=tmp_path)

@@ -3,6 +3,7 @@ dead-lettered, and the API serves what the worker wrote."""
 
 import threading
 import time
+from collections import namedtuple
 from datetime import timedelta
 
 import orjson
@@ -12,7 +13,7 @@ from kafka import KafkaProducer
 from sqlalchemy import delete, func, select, update
 from sqlmodel import Session
 
-from services.events import topics
+from services.events import registry, topics
 from services.intake.app import create_app as intake_app
 from services.intake.relay import build as intake_relay
 from services.kit.db import make_engine
@@ -303,22 +304,17 @@ def test_the_worker_waits_for_its_database_at_start(tmp_path, access, broker, cl
         db.dispose()
 
 
-def test_a_rebuild_that_fails_midway_changes_nothing_and_the_worker_goes_on(scoring_db, clock):
-    """The worker drops its engine while it recomputes (one engine in memory at a time): when
-    intake's export breaks off midway, the request records the error, no stored score changes,
-    and the worker restores its engine and keeps scoring."""
-    from collections import namedtuple
+Message = namedtuple("Message", "topic partition offset value headers")
 
-    import httpx
 
-    from services.events import registry
-    from services.scoring.models import RebuildRequest
-    from tests.scoring import factories as sf
+def on_partition_0(record, offset: int) -> Message:
+    """`record` as intake publishes it, read from partition 0 at `offset`."""
+    return Message(topics.INTAKE_EVENTS, 0, offset,
+                   registry.encode_record(record.sequence, record.recorded_at, registry.to_json_dict(record.event)), [])
 
-    Message = namedtuple("Message", "topic partition offset value headers")
-    records = [sf.inspection(sf.finding("F-1", severity="critical")), sf.step("rectification.reported", "F-1")]
-    encoded = [registry.encode_record(r.sequence, r.recorded_at, registry.to_json_dict(r.event)) for r in records]
-    clock.now = sf.T0 + timedelta(days=60)  # the finding is overdue: time matters to the score
+
+def one_county_worker(scoring_db, clock) -> Worker:
+    """A worker (no consumer) owning the one partition of county 513431, engine built, clock ticked."""
     with Session(scoring_db.engine) as s:
         store.save_counties(s, [{"code": "513431", "baseline_status": "in_poverty"}])
         s.commit()
@@ -326,7 +322,22 @@ def test_a_rebuild_that_fails_midway_changes_nothing_and_the_worker_goes_on(scor
     worker.restore()
     worker.partitions, worker.partition_count = frozenset({0}), 1
     worker.tick()
-    worker.handle([Message(topics.INTAKE_EVENTS, 0, 0, encoded[0], [])])
+    return worker
+
+
+def test_a_rebuild_that_fails_midway_changes_nothing_and_the_worker_goes_on(scoring_db, clock):
+    """The worker drops its engine while it recomputes (one engine in memory at a time): when
+    intake's export breaks off midway, the request records the error, no stored score changes,
+    and the worker restores its engine and keeps scoring."""
+    import httpx
+
+    from services.scoring.models import RebuildRequest
+    from tests.scoring import factories as sf
+
+    records = [sf.inspection(sf.finding("F-1", severity="critical")), sf.step("rectification.reported", "F-1")]
+    clock.now = sf.T0 + timedelta(days=60)  # the finding is overdue: time matters to the score
+    worker = one_county_worker(scoring_db, clock)
+    worker.handle([on_partition_0(records[0], 0)])
     with Session(scoring_db.engine) as s:
         before = {(r.region_code, r.year): (r.total, r.components) for r in s.execute(select(ScoreRow)).scalars()}
         s.add(RebuildRequest(requested_at=clock.now))
@@ -334,7 +345,7 @@ def test_a_rebuild_that_fails_midway_changes_nothing_and_the_worker_goes_on(scor
     assert before
 
     def broken_export():
-        yield encoded[0].decode()
+        yield on_partition_0(records[0], 0).value.decode()
         raise httpx.ReadError("intake went away")
 
     worker.export_lines = broken_export
@@ -345,7 +356,7 @@ def test_a_rebuild_that_fails_midway_changes_nothing_and_the_worker_goes_on(scor
     assert request.done_at is not None and "intake went away" in request.error
     assert after == before
     assert worker.scorer is not None and len(worker.scorer.applied) == 1
-    worker.handle([Message(topics.INTAKE_EVENTS, 0, 1, encoded[1], [])])
+    worker.handle([on_partition_0(records[1], 1)])
     with Session(scoring_db.engine) as s:
         assert s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one() == 2
 
@@ -355,31 +366,20 @@ def test_a_write_that_fails_in_flight_is_raised_and_the_engine_is_rebuilt_from_w
     """A batch is written while the next is applied: when that write fails, the engine already
     holds the batch. The failure comes out of the next `submit`/`settle`; the engine rebuilt from
     the database lacks the batch, which is then applied and stored once."""
-    from collections import namedtuple
-
     from sqlalchemy.exc import OperationalError
 
-    from services.events import registry
     from tests.scoring import factories as sf
 
-    Message = namedtuple("Message", "topic partition offset value headers")
     records = [sf.inspection(sf.finding("F-1", severity="critical")), sf.step("rectification.reported", "F-1")]
-    encoded = [registry.encode_record(r.sequence, r.recorded_at, registry.to_json_dict(r.event)) for r in records]
-    with Session(scoring_db.engine) as s:
-        store.save_counties(s, [{"code": "513431", "baseline_status": "in_poverty"}])
-        s.commit()
-    worker = Worker(Settings(), scoring_db.engine, shipped(), clock=clock)
-    worker.restore()
-    worker.partitions, worker.partition_count = frozenset({0}), 1
-    worker.tick()
-    worker.submit([Message(topics.INTAKE_EVENTS, 0, 0, encoded[0], [])])
+    worker = one_county_worker(scoring_db, clock)
+    worker.submit([on_partition_0(records[0], 0)])
     persist = store.persist
 
     def database_away(session, prepared):
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
     monkeypatch.setattr(store, "persist", database_away)
-    worker.submit([Message(topics.INTAKE_EVENTS, 0, 1, encoded[1], [])])  # the first is written meanwhile
+    worker.submit([on_partition_0(records[1], 1)])  # the first is written meanwhile
     assert len(worker.scorer.applied) == 2  # applied in memory, its write in flight
     with pytest.raises(OperationalError):
         worker.settle()
@@ -389,7 +389,7 @@ def test_a_write_that_fails_in_flight_is_raised_and_the_engine_is_rebuilt_from_w
         assert s.execute(select(ConsumerOffset.next_offset)).scalar_one() == 1
     worker.restore()  # what run() does after the error (resync)
     assert len(worker.scorer.applied) == 1
-    worker.handle([Message(topics.INTAKE_EVENTS, 0, 1, encoded[1], [])])
+    worker.handle([on_partition_0(records[1], 1)])
     with Session(scoring_db.engine) as s:
         assert s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one() == 2
         assert s.execute(select(ConsumerOffset.next_offset)).scalar_one() == 2
@@ -404,23 +404,12 @@ def test_a_write_that_fails_in_flight_is_raised_and_the_engine_is_rebuilt_from_w
 def test_a_failed_write_in_flight_settled_quietly_drops_the_engine(scoring_db, clock, monkeypatch):
     """Settled by a rebalance or a resync (`quietly`): the error is logged and the engine, which
     holds the unstored batch, is dropped so that it is built again before anything is applied."""
-    from collections import namedtuple
-
-    from services.events import registry
     from tests.scoring import factories as sf
 
-    Message = namedtuple("Message", "topic partition offset value headers")
     record = sf.inspection(sf.finding("F-1"))
-    with Session(scoring_db.engine) as s:
-        store.save_counties(s, [{"code": "513431", "baseline_status": "in_poverty"}])
-        s.commit()
-    worker = Worker(Settings(), scoring_db.engine, shipped(), clock=clock)
-    worker.restore()
-    worker.partitions, worker.partition_count = frozenset({0}), 1
-    worker.tick()
+    worker = one_county_worker(scoring_db, clock)
     monkeypatch.setattr(store, "persist", lambda session, prepared: (_ for _ in ()).throw(store.Stale("claimed")))
-    worker.submit([Message(topics.INTAKE_EVENTS, 0, 0, registry.encode_record(
-        record.sequence, record.recorded_at, registry.to_json_dict(record.event)), [])])
+    worker.submit([on_partition_0(record, 0)])
     assert worker.settle(quietly=True) == 0
     assert worker.scorer is None and worker.in_flight is None
     worker.close()

@@ -161,9 +161,8 @@ def peak_rss_mb(pid: int) -> float:
 def settle(stack: Stack, settings: Settings, seconds: float) -> float:
     """Wait until scoring's outbox is sent and the scoring and ranking workers are back to idle
     polling (each under a quarter of a core for three seconds in a row), or `seconds` pass: the
-    ranking and notify workers take in the score messages the rebuild caused, and a scoring worker
-    that the rebuild kept from polling past `max.poll.interval` rejoins its group and rebuilds its
-    engine (see docs/performance.md). Returns the seconds waited."""
+    ranking and notify workers take in the score messages the rebuild caused, and the scoring
+    worker restores its engine if it holds only some partitions. Returns the seconds waited."""
     started = time.monotonic()
     deadline = started + seconds
     scoring = service_engine(settings, "scoring")

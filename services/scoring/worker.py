@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 
 import httpx
 import orjson
@@ -43,11 +44,13 @@ from services.kit.settings import Settings
 from services.scoring import policy_store, store
 from services.scoring.base import Outbox
 from services.scoring.engine import view
+from services.scoring.engine.engine import Engine as Scorer
 from services.scoring.models import ConsumerOffset, RebuildRequest, WorkerClock
 from services.scoring.policy.model import Policy, shipped
 
 log = logging.getLogger("services.scoring.worker")
 GROUP = "kaohe-scoring"
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -158,10 +161,16 @@ class Worker:
         started = time.monotonic()
         records = self.export_lines() if from_intake else store.stored_records(self.db)
         self.scorer = None  # one engine in memory at a time (`run` restores it if this fails)
-        with self.staying_in_group() as meanwhile, Session(self.db) as s:
-            scorer = store.recompute(s, policy, statuses, every(records, 5000, meanwhile), as_of=as_of, now=now,
-                                     replace_applied=from_intake)
-            s.commit()
+
+        def rescore(check: Callable[[], None]) -> Scorer:
+            with Session(self.db) as s:
+                scorer = store.recompute(s, policy, statuses, every(records, 5000, check), as_of=as_of, now=now,
+                                         replace_applied=from_intake)
+                s.commit()
+            return scorer
+
+        with self.staying_in_group() as meanwhile:
+            scorer = self.polling_while(rescore, meanwhile)
         log.info("policy %s: %d events rescored from %s in %.1fs", policy_id, len(scorer.applied),
                  "intake's export" if from_intake else "the applied events", time.monotonic() - started)
         if self.partition_count and len(self.partitions) == self.partition_count:
@@ -200,6 +209,33 @@ class Worker:
             yield meanwhile
         finally:
             consumer.resume(*(paused & set(consumer.assignment())))
+
+    def polling_while(self, work: Callable[[Callable[[], None]], T], meanwhile: Callable[[], None]) -> T:
+        """`work(check)` done on the writer thread while this thread calls `meanwhile` (it polls),
+        so that the group keeps this worker through the whole of a long step: a recomputation's
+        final write and commit take tens of seconds at a million events, with no point inside them
+        to poll from, and a worker the group dropped spent about 20 s rejoining with nothing scored.
+
+        `check`, called by the work now and then, raises `Reassigned` once `meanwhile` saw a
+        rebalance: the work stops there and its transaction rolls back. Work that was past its
+        last check stands (it is done and committed); the caller goes on to the new partitions."""
+        self.settle()  # the writer thread does one thing at a time
+        rebalanced: list[Reassigned] = []
+
+        def check() -> None:
+            if rebalanced:
+                raise rebalanced[0]
+
+        future = self.writer.submit(work, check)
+        while True:
+            try:
+                return future.result(timeout=0.5)
+            except TimeoutError:
+                if not rebalanced:
+                    try:
+                        meanwhile()
+                    except Reassigned as exc:
+                        rebalanced.append(exc)
 
     def switch_policy(self, policy_id: str) -> None:
         """A newly active policy: rescore from intake's export, or from our own copy if intake is away."""

@@ -413,3 +413,47 @@ def test_a_failed_write_in_flight_settled_quietly_drops_the_engine(scoring_db, c
     assert worker.settle(quietly=True) == 0
     assert worker.scorer is None and worker.in_flight is None
     worker.close()
+
+
+def test_a_recomputation_longer_than_the_poll_interval_keeps_the_worker_in_its_group(scoring_db, clock, own_broker,
+                                                                                     monkeypatch):
+    """A rebuild's final write and commit take tens of seconds at a million events, with no point
+    inside them to poll from. Past max.poll.interval the group dropped the worker, which then
+    spent about 20 s rejoining with nothing scored. The work now runs on the writer thread while
+    the worker polls: the group keeps it, and no rebalance follows."""
+    from tests.scoring import factories as sf
+
+    with Session(scoring_db.engine) as s:
+        store.save_counties(s, [{"code": "513431", "baseline_status": "in_poverty"}])
+        s.commit()
+    settings = Settings(kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=1,
+                        consumer_max_poll_interval_ms=1500, consumer_session_timeout_ms=6000, scoring_tick_s=3600)
+    worker = Worker(settings, scoring_db.engine, shipped(), clock=clock)
+    assignments = []
+    on_assigned = worker.on_assigned
+    worker.on_assigned = lambda partitions: (assignments.append(sorted(tp.partition for tp in partitions)),
+                                             on_assigned(partitions))
+    try:
+        worker.restore()
+        worker.connect()
+        wait_for(lambda: worker.consumer.poll(timeout_ms=100) is not None and assignments, timeout=60)
+        worker.restore()  # the engine of the assigned partition, as `run` builds it
+        worker.tick()
+        worker.handle([on_partition_0(sf.inspection(sf.finding("F-1", severity="major")), 0)])
+        write = store.write
+
+        def slow_write(*args, **kwargs):  # the final write of a recomputation at a million events
+            time.sleep(4.0)
+            return write(*args, **kwargs)
+
+        monkeypatch.setattr(store, "write", slow_write)
+        assert worker.recompute(worker.policy.id, from_intake=False) == 1
+        monkeypatch.setattr(store, "write", write)
+        deadline = time.monotonic() + 4.0  # a dropped member rejoins on its next polls
+        while time.monotonic() < deadline:
+            worker.consumer.poll(timeout_ms=200)
+        assert assignments == [[0]], "the group dropped the worker during the recomputation"
+        with Session(scoring_db.engine) as s:
+            assert s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one() == 1
+    finally:
+        worker.close()

@@ -73,6 +73,10 @@ def test_bench_writes_results_json(tmp_path):
     assert scoring["events"] == 600 and scoring["counties"] > 2_800
     assert row["value"] == scoring["sqlite"]["events_per_s"] > 0
     assert row["ratio"] == pytest.approx(row["value"] / scoring["raw_consume_per_s"])
+    # the baseline parses with json.loads (issue 3); the orjson read is reported next to it
+    assert len(scoring["raw_consume_orjson_passes"]) == len(scoring["raw_consume_passes"]) == 5
+    assert scoring["sqlite"]["ratio_to_raw_orjson"] == pytest.approx(row["value"] / scoring["raw_consume_orjson_per_s"])
+    assert "orjson.loads" in row["detail"]
     assert row["met"] == (row["ratio"] >= 0.4) and row["target"] == {"of": "ratio", "op": "≥", "bound": 0.4}
 
 

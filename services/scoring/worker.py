@@ -79,7 +79,10 @@ class Worker:
         self.stored_at: dict[int, tuple[int, str | None]] = {}  # the stored positions the engine matches
         # the batch being written while the next is applied (`submit`, `settle`): one at a time
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="scoring-writer")
-        self.in_flight: tuple[Future, store.Batch] | None = None
+        self.in_flight: tuple[Future, store.Prepared] | None = None
+        # batches the engine holds whose write failed (the database was away), in order: written
+        # again once it answers (`write_unwritten`), instead of rebuilding the engine
+        self.unwritten: list[store.Prepared] = []
 
     # ---- set-up -----------------------------------------------------------------------------
 
@@ -308,11 +311,11 @@ class Worker:
             store.write(s, self.scorer, batch, now=self.clock(), fence=self.fence)
             s.commit()
         self._committed(batch)
-        metrics.SCORING_EVENTS.inc(len(batch.applied))
         return len(batch.applied)
 
     def _committed(self, batch: store.Batch) -> None:
         self.stored_at.update({p: v for (t, p), v in batch.offsets.items() if t == topics.INTAKE_EVENTS})
+        metrics.SCORING_EVENTS.inc(len(batch.applied))
 
     def connect(self) -> None:
         ensure_topics(self.settings.bootstrap_servers, [topics.INTAKE_EVENTS, topics.dead_letter(topics.INTAKE_EVENTS),
@@ -392,8 +395,9 @@ class Worker:
         """Apply one poll's messages and hand their rows to the writer thread, which commits them
         while the next poll is read and applied (the database's time, on PostgreSQL mostly the
         server's, overlaps the engine's). The write before is waited for first: writes stay in
-        order, one in flight. Its failure is raised here, or by `settle`; the engine is then ahead
-        of the database and `run` rebuilds it (`resync`)."""
+        order, one in flight. Its failure is raised here, or by `settle`: the engine is then ahead
+        of the database. If the database was away (OperationalError), `run` writes the batches
+        again once it answers (`write_unwritten`); otherwise it rebuilds the engine (`resync`)."""
         now = self.clock()
         batch = store.Batch()
         partitions, scorer = self.partitions, self.scorer
@@ -418,8 +422,16 @@ class Worker:
                     batch.sources[event_id] = m
             batch.offsets[(m.topic, m.partition)] = (m.offset + 1, event_id)
         prepared = store.prepare(scorer, batch, now=now, fence=self.fence)
-        self.settle()
-        self.in_flight = (self.writer.submit(self._persist, prepared), batch)
+        if self.unwritten:  # (`run` writes them before it polls) writes stay in order
+            self.unwritten.append(prepared)
+            self.write_unwritten()
+            return
+        try:
+            self.settle()
+        except OperationalError:
+            self.unwritten.append(prepared)  # after the one that failed: both written again, in order
+            raise
+        self.in_flight = (self.writer.submit(self._persist, prepared), prepared)
 
     def _persist(self, prepared: store.Prepared) -> int:
         with Session(self.db) as s:
@@ -428,24 +440,43 @@ class Worker:
         return changed
 
     def settle(self, *, quietly: bool = False) -> int:
-        """Wait for the write in flight; returns the score rows it changed. Its error is raised
-        (`quietly`: logged, the engine dropped, since it holds a batch that was not stored, and 0
-        returned: the caller goes back to what is stored anyway)."""
-        if self.in_flight is None:
-            return 0
-        future, batch = self.in_flight
-        self.in_flight = None
-        try:
-            changed = future.result()
-        except Exception as exc:
-            if not quietly:
-                raise
-            log.warning("the batch being written was not stored (%s): it is read again", str(exc).splitlines()[0])
+        """Wait for the write in flight; returns the score rows it changed. Its error is raised; an
+        OperationalError (the database away) keeps the batch for `write_unwritten`.
+
+        `quietly` (the caller goes back to what is stored anyway): an error is logged and 0
+        returned, and the engine is dropped if it holds a batch that was not stored."""
+        changed = 0
+        if self.in_flight is not None:
+            future, prepared = self.in_flight
+            self.in_flight = None
+            try:
+                changed = future.result()
+            except Exception as exc:
+                if not quietly:
+                    if isinstance(exc, OperationalError):
+                        self.unwritten.append(prepared)
+                    raise
+                log.warning("the batch being written was not stored (%s): it is read again",
+                            str(exc).splitlines()[0])
+                self.scorer = None
+            else:
+                self._committed(prepared.batch)
+        if quietly and self.unwritten:
+            log.warning("%d batches whose write failed are read again", len(self.unwritten))
+            self.unwritten.clear()
             self.scorer = None
-            return 0
-        self._committed(batch)
-        metrics.SCORING_EVENTS.inc(len(batch.applied))
         return changed
+
+    def write_unwritten(self) -> None:
+        """Write, in order, the batches whose write failed while the database was away: the engine
+        holds them already, so a database away for a moment costs a retry, not a rebuild of the
+        engine from every stored event. The writes are fenced as before (`store.Stale`)."""
+        while self.unwritten:
+            with Session(self.db) as s:
+                store.persist(s, self.unwritten[0])
+                s.commit()
+            self._committed(self.unwritten.pop(0).batch)
+        log.info("the batches whose write failed are stored now")
 
     def tick(self) -> int:
         """Advance the clock: deadlines that passed lower scores with no event arriving.
@@ -499,6 +530,8 @@ class Worker:
                     self.reseek()
                     self.restore()
                     resync = False
+                elif self.unwritten:
+                    self.write_unwritten()
                 elif self.scorer is None:  # a new assignment (positions already set), or a failed rebuild
                     self.restore()
                 messages = poll_ordered(self.consumer, self.settings.scoring_batch)
@@ -536,12 +569,13 @@ class Worker:
                 self.log_replaced = True
                 self.consumer.seek_to_beginning(*self.consumer.assignment())
             except (OperationalError, DBAPIError, httpx.HTTPError) as exc:
-                # not a poison message: the database (or, to catch up, intake) is away. Forget
-                # what this batch did in memory and, once the database answers, go back to the
-                # stored offsets (until then, read nothing on: the consumer's position is past
-                # what was never committed)
+                # not a poison message: the database (or, to catch up, intake) is away. Read nothing
+                # on meanwhile (the consumer's position is past what was never committed). Once it
+                # answers: batches whose write failed and that the engine holds are written again
+                # (`unwritten`); anything else, forget what the engine did in memory and go back
+                # to the stored offsets and state
                 backoff.wait(stop, "intake" if isinstance(exc, httpx.HTTPError) else "database", exc)
-                resync = True
+                resync = not (self.unwritten and isinstance(exc, OperationalError))
 
     def close(self) -> None:
         self.settle(quietly=True)

@@ -457,3 +457,115 @@ def test_a_recomputation_longer_than_the_poll_interval_keeps_the_worker_in_its_g
             assert s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one() == 1
     finally:
         worker.close()
+
+
+def test_batches_whose_write_failed_while_the_database_was_away_are_written_again_without_a_rebuild(
+        scoring_db, clock, monkeypatch):
+    """The database goes away while batch 1 is written and batch 2 applied: both stay with the
+    worker, are written in order once it answers, and the engine is not rebuilt (at a million
+    events that rebuild took 40 s with nothing scored)."""
+    from sqlalchemy.exc import OperationalError
+
+    from tests.scoring import factories as sf
+
+    records = [sf.inspection(sf.finding("F-1", severity="critical")), sf.step("rectification.reported", "F-1"),
+               sf.step("rectification.verified", "F-1")]
+    worker = one_county_worker(scoring_db, clock)
+    persist, attempts = store.persist, []
+
+    def database_away(session, prepared):
+        attempts.append(prepared)
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(store, "persist", database_away)
+    worker.submit([on_partition_0(records[0], 0)])
+    with pytest.raises(OperationalError):
+        worker.submit([on_partition_0(records[1], 1)])
+    assert len(worker.unwritten) == 2 and len(worker.scorer.applied) == 2
+    with pytest.raises(OperationalError):
+        worker.write_unwritten()  # still away: nothing lost, nothing reordered
+    assert [p.batch.offsets for p in worker.unwritten] == [{(topics.INTAKE_EVENTS, 0): (n, str(r.event.event_id))}
+                                                           for n, r in ((1, records[0]), (2, records[1]))]
+    monkeypatch.setattr(store, "persist", persist)
+    rebuilds = []
+    monkeypatch.setattr(store, "rebuild", lambda *a, **k: rebuilds.append(a))
+    worker.write_unwritten()  # what run() does once the database answers
+    worker.handle([on_partition_0(records[2], 2)])
+    assert rebuilds == [] and worker.unwritten == [] and len(attempts) == 2  # batch 1 in flight, then retried
+    with Session(scoring_db.engine) as s:
+        assert [e.sequence for e in s.execute(select(AppliedEvent).order_by(AppliedEvent.sequence)).scalars()] == \
+            [r.sequence for r in records]
+        assert s.execute(select(ConsumerOffset.next_offset)).scalar_one() == 3
+        stored = {r.region_code: r.total for r in s.execute(select(ScoreRow)).scalars() if r.level == "county"}
+        explained = s.execute(select(func.count()).select_from(Explanation)).scalar_one()
+    monkeypatch.undo()
+    fresh = store.rebuild(scoring_db.engine, shipped(), {"513431": "in_poverty"})
+    year = records[0].event.occurred_at.year
+    assert stored == {"513431": fresh.score("513431", year).total}
+    assert worker.scorer.score("513431", year) == fresh.score("513431", year)
+    assert explained > 0
+
+
+def test_a_worker_that_is_reassigned_while_batches_are_unwritten_drops_them_and_rebuilds(scoring_db, clock,
+                                                                                        monkeypatch):
+    """Batches not yet written when the worker goes back to what is stored (a rebalance, a
+    refused write): the engine that holds them is dropped with them, and rebuilt from the database."""
+    from sqlalchemy.exc import OperationalError
+
+    from tests.scoring import factories as sf
+
+    worker = one_county_worker(scoring_db, clock)
+
+    def database_away(session, prepared):
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(store, "persist", database_away)
+    worker.submit([on_partition_0(sf.inspection(sf.finding("F-1")), 0)])
+    with pytest.raises(OperationalError):
+        worker.settle()
+    monkeypatch.undo()
+    assert len(worker.unwritten) == 1 and worker.scorer is not None
+    worker.settle(quietly=True)  # as on_assigned, reseek and restore do
+    assert worker.unwritten == [] and worker.scorer is None
+    worker.restore()
+    assert len(worker.scorer.applied) == 0
+
+
+def test_a_database_away_for_a_moment_costs_the_running_worker_a_retry_not_a_rebuild(system, scoring_db, database,
+                                                                                    monkeypatch):
+    """Over the broker, `run` itself: two writes fail (the database away), the worker backs off,
+    writes the batches it holds once the database answers, and scores on, never rebuilding its
+    engine; every score then equals a clean recomputation from intake's store."""
+    from sqlalchemy.exc import OperationalError
+
+    from services.intake.store.models import StoredEvent
+
+    intake, scoring, _ = system
+    assert intake.post("/v1/events", json=f.inspection(f.finding())).status_code == 201
+    wait_for(lambda: score(scoring, "513431"))
+    persist, failures, rebuilds = store.persist, [], []
+
+    def away_twice(session, prepared):
+        if len(failures) < 2:
+            failures.append(prepared)
+            raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
+        return persist(session, prepared)
+
+    rebuild = store.rebuild
+    monkeypatch.setattr(store, "rebuild", lambda *a, **k: rebuilds.append(a) or rebuild(*a, **k))
+    monkeypatch.setattr(store, "persist", away_twice)
+    events = [f.daily_check(county, items_failed=n) for n in (1, 2) for county in ("513431", "513433")]
+    for event in events:
+        assert intake.post("/v1/events", json=event).status_code == 201
+    wait_for(lambda: len(failures) == 2)
+    with Session(database.engine) as s:
+        wanted = s.execute(select(func.count()).select_from(StoredEvent)).scalar_one()
+    assert wanted == 1 + len(events)
+    wait_for(lambda: applied_count(scoring_db) == wanted, timeout=30)
+    assert rebuilds == []
+    assert_matches_clean_recomputation(database.engine, scoring_db.engine)
+
+
+def applied_count(scoring_db) -> int:
+    with Session(scoring_db.engine) as s:
+        return s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one()

@@ -219,26 +219,31 @@ class Worker:
         final write and commit take tens of seconds at a million events, with no point inside them
         to poll from, and a worker the group dropped spent about 20 s rejoining with nothing scored.
 
-        `check`, called by the work now and then, raises `Reassigned` once `meanwhile` saw a
-        rebalance: the work stops there and its transaction rolls back. Work that was past its
-        last check stands (it is done and committed); the caller goes on to the new partitions."""
+        Once `meanwhile` raises (`Reassigned`: a rebalance), `check`, called by the work now and
+        then, stops it there (its transaction rolls back) and the error is raised here. Work that
+        was past its last check stands (done and committed): after a rebalance its result is
+        returned and the caller goes on to the new partitions."""
         self.settle()  # the writer thread does one thing at a time
-        rebalanced: list[Reassigned] = []
+        interrupted: list[Exception] = []
 
         def check() -> None:
-            if rebalanced:
-                raise rebalanced[0]
+            if interrupted:
+                raise _Interrupted
 
         future = self.writer.submit(work, check)
         while True:
             try:
-                return future.result(timeout=0.5)
+                future.exception(timeout=0.5)  # done (whether it raised or not)
+                break
             except TimeoutError:
-                if not rebalanced:
+                if not interrupted:
                     try:
                         meanwhile()
-                    except Reassigned as exc:
-                        rebalanced.append(exc)
+                    except Exception as exc:
+                        interrupted.append(exc)
+        if interrupted and not (isinstance(interrupted[0], Reassigned) and future.exception() is None):
+            raise interrupted[0]
+        return future.result()
 
     def switch_policy(self, policy_id: str) -> None:
         """A newly active policy: rescore from intake's export, or from our own copy if intake is away."""
@@ -587,6 +592,10 @@ class Worker:
 class Reassigned(Exception):
     """A rebalance happened while the worker was busy between polls: what it was doing was for
     partitions it may no longer own. Nothing was written; `run` builds the engine again."""
+
+
+class _Interrupted(Exception):
+    """Stops work on the writer thread (`Worker.polling_while`) once the polling thread failed."""
 
 
 def every(items: Iterable, n: int, call: Callable[[], None]) -> Iterator:

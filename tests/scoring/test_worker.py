@@ -569,3 +569,42 @@ def test_a_database_away_for_a_moment_costs_the_running_worker_a_retry_not_a_reb
 def applied_count(scoring_db) -> int:
     with Session(scoring_db.engine) as s:
         return s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one()
+
+
+def test_work_done_while_polling_stops_at_its_next_check_once_a_rebalance_is_seen(scoring_db, clock):
+    """`polling_while`: the polling thread saw a rebalance, so the work on the writer thread stops
+    at its next check and the rebalance is raised; work that finished before a check saw it stands."""
+    from services.scoring.worker import Reassigned
+
+    worker = Worker(Settings(), scoring_db.engine, shipped(), clock=clock)
+    polls, checked = [], []
+
+    def rebalance_on_second_poll():
+        polls.append(time.monotonic())
+        if len(polls) == 2:
+            raise Reassigned("partitions reassigned")
+
+    def long_work(check):
+        for _ in range(100):  # 10 s unless stopped
+            checked.append(1)
+            check()
+            time.sleep(0.1)
+        return "done"
+
+    try:
+        started = time.monotonic()
+        with pytest.raises(Reassigned):
+            worker.polling_while(long_work, rebalance_on_second_poll)
+        assert time.monotonic() - started < 3 and len(polls) == 2 and 5 < len(checked) < 30
+
+        polls.clear()
+        assert worker.polling_while(lambda check: time.sleep(2.0) or "done", rebalance_on_second_poll) == "done"
+        assert len(polls) == 2  # seen after the work's last check: its result stands
+
+        def broken(check):
+            raise TimeoutError("the work's own timeout, not the wait's")
+
+        with pytest.raises(TimeoutError, match="the work's own"):
+            worker.polling_while(broken, lambda: None)
+    finally:
+        worker.close()

@@ -4,8 +4,9 @@ same run, on SQLite and on PostgreSQL where reachable. Part of `make bench` (`ru
 The baseline parses with the standard library's `json.loads`, as issue 3 defines it; the same read
 with `orjson.loads` (about twice as fast a parse) is measured and reported next to it.
 
-Events are generated as intake publishes them (valid ledger histories over all Sichuan counties)
-and produced straight to `kaohe.intake.events.v1` on a local broker; the worker consumes them in
+Events are generated as intake publishes them (valid ledger histories, round robin over the
+counties: the national set under `make bench` and with `--national`, Sichuan's otherwise) and
+produced straight to `kaohe.intake.events.v1` on a local broker; the worker consumes them in
 its consumer group. Its clock starts after the group join, at the first message.
 """
 

@@ -477,9 +477,7 @@ class Worker:
         holds them already, so a database away for a moment costs a retry, not a rebuild of the
         engine from every stored event. The writes are fenced as before (`store.Stale`)."""
         while self.unwritten:
-            with Session(self.db) as s:
-                store.persist(s, self.unwritten[0])
-                s.commit()
+            self._persist(self.unwritten[0])  # here, not on the writer thread: nothing is in flight
             self._committed(self.unwritten.pop(0).batch)
         log.info("the batches whose write failed are stored now")
 

@@ -24,7 +24,6 @@ from tempfile import TemporaryDirectory
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from sqlalchemy import func, select
 from sqlmodel import Session
 
 from bench.intake import drop_postgres, postgres_database
@@ -38,7 +37,6 @@ from services.kit.kafka import ensure_topics
 from services.kit.migrate import upgrade
 from services.kit.settings import Settings
 from services.scoring import store
-from services.scoring.models import AppliedEvent
 from services.scoring.policy.model import shipped
 from services.scoring.worker import Worker
 
@@ -156,7 +154,7 @@ def worker_rate(bootstrap: str, url: str, total: int, counties: list[dict], batc
     elapsed = time.perf_counter() - start
     worker.close()
     with Session(db) as s:
-        assert s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one() == total
+        assert store.applied_count(s) == total
     db.dispose()
     return total / elapsed
 

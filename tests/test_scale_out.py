@@ -15,7 +15,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from services.intake.app import create_app as intake_app
@@ -25,7 +25,7 @@ from services.ranking import store as ranking_store
 from services.ranking.models import CurrentScore, Standing
 from services.ranking.ranks import rank, scopes
 from services.scoring import store as scoring_store
-from services.scoring.models import AppliedEvent, ScoreRow
+from services.scoring.models import ScoreRow
 from tests import factories as f
 from tests.conftest import fresh_database
 from tests.scoring.recompute import assert_matches_clean_recomputation
@@ -106,9 +106,9 @@ def rebalanced(*groups: Workers, before: list[int], timeout: float = 60.0) -> No
     raise AssertionError("no rebalance within %.0fs" % timeout)
 
 
-def count(engine, model) -> int:
+def applied(engine) -> int:
     with Session(engine) as s:
-        return s.execute(select(func.count()).select_from(model)).scalar_one()
+        return scoring_store.applied_count(s)
 
 
 def scores_reached_ranking(scoring, ranking) -> bool:
@@ -162,7 +162,7 @@ def test_workers_join_and_leave_mid_stream_and_the_results_are_one_workers(
             total = intake.get("/v1/audit/verify").json()["events_checked"]
             assert total >= BATCHES * BATCH
             deadline = time.monotonic() + 180
-            while time.monotonic() < deadline and not (count(scoring_db.engine, AppliedEvent) == total and
+            while time.monotonic() < deadline and not (applied(scoring_db.engine) == total and
                                                        scores_reached_ranking(scoring_db.engine, ranking_db.engine)):
                 time.sleep(0.5)
             time.sleep(1.0)  # anything still in flight would show in the checks below
@@ -174,7 +174,7 @@ def test_workers_join_and_leave_mid_stream_and_the_results_are_one_workers(
         stop.set()
         relay_thread.join(30)
         relay.close()
-    assert count(scoring_db.engine, AppliedEvent) == total
+    assert applied(scoring_db.engine) == total
     assert scoring.assigned_each() == [True, True, True], f"logs in {tmp_path}"
     assert ranking.assigned_each() == [True, True, True], f"logs in {tmp_path}"
     # every county and prefecture score is what one engine computes from the whole store

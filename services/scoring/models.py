@@ -1,24 +1,33 @@
 """Scoring tables: the events it has applied, its offsets, and the scores it keeps."""
 
 from datetime import datetime
-from uuid import UUID
 
-from sqlalchemy import BigInteger, Column, Float, Index, Integer, String, Text, Uuid
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, LargeBinary, String, Text
 from sqlmodel import Field
 
 from services.kit.db import UTCDateTime
 from services.scoring.base import ScoringModel
 
 
-class AppliedEvent(ScoringModel, table=True):
-    """Every event applied, as published by intake: the worker rebuilds its engine from these."""
+class AppliedBatch(ScoringModel, table=True):
+    """The events applied, as published by intake, one row per write (a poll's, or a chunk of a
+    recomputation): the worker rebuilds its engine from these, in `id` order.
 
-    __tablename__ = "applied_event"
+    A row per event cost the worker more than its engine did (a B-tree entry under a random
+    UUID and one under the sequence, per event); a poll's records are written as one value. The
+    event ids live in the records: the engine, rebuilt from them, is what refuses a duplicate.
+    """
 
-    event_id: UUID = Field(sa_column=Column(Uuid, primary_key=True))
-    sequence: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
-    region_code: str = Field(sa_column=Column(String(6), nullable=False))
-    record: str = Field(sa_column=Column(Text, nullable=False))
+    __tablename__ = "applied_batch"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                                          primary_key=True, autoincrement=True))
+    events: int = Field(sa_column=Column(Integer, nullable=False))
+    regions: str = Field(sa_column=Column(Text, nullable=False),
+                         description="The county of each record, six characters each, in order: a worker "
+                                     "rebuilding its own counties' engine skips the others unread.")
+    records: bytes = Field(sa_column=Column(LargeBinary, nullable=False),
+                           description="The records as published, one per line (compact JSON), in the order applied.")
 
 
 class ConsumerOffset(ScoringModel, table=True):
@@ -79,22 +88,23 @@ class ScoreRow(ScoringModel, table=True):
     as_of: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 
 
-class Explanation(ScoringModel, table=True):
-    """One line of a score's explanation: what moved which component by how much, and why."""
+class ExplanationBatch(ScoringModel, table=True):
+    """The lines of a county-year's explanation that one write added: what moved which component by
+    how much, and why. Read in `id` order, line by line (`store.explanation_lines`).
 
-    __tablename__ = "explanation"
-    __table_args__ = (Index("ix_explanation_region_code_year_id", "region_code", "year", "id"),)
+    One row per county-year and write, not per line: a line a row was a third of the worker's
+    write (eight columns and an index entry each, about 1.4 lines an event)."""
+
+    __tablename__ = "explanation_batch"
+    __table_args__ = (Index("ix_explanation_batch_region_code_year_id", "region_code", "year", "id"),)
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
                                                           primary_key=True, autoincrement=True))
     region_code: str = Field(sa_column=Column(String(6), nullable=False))
     year: int = Field(sa_column=Column(Integer, nullable=False))
-    component: str = Field(sa_column=Column(String(32), nullable=False))
-    points: float = Field(sa_column=Column(Float, nullable=False))
-    rule: str = Field(sa_column=Column(String(64), nullable=False))
-    cause: str = Field(sa_column=Column(String(64), nullable=False))
     policy_id: str = Field(sa_column=Column(String(64), nullable=False))
-    at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    lines: str = Field(sa_column=Column(Text, nullable=False),
+                       description="JSON: [[component, points, rule, cause, at], ...], oldest first")
 
 
 class TeamPoints(ScoringModel, table=True):

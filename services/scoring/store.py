@@ -9,7 +9,7 @@ from itertools import islice
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -23,7 +23,15 @@ from services.scoring.base import Outbox
 from services.scoring.engine import view
 from services.scoring.engine.engine import Change, Score, prefecture_total
 from services.scoring.engine.engine import Engine as Scorer
-from services.scoring.models import AppliedEvent, ConsumerOffset, County, Explanation, ScoreRow, TeamPoints, WorkerClock
+from services.scoring.models import (
+    AppliedBatch,
+    ConsumerOffset,
+    County,
+    ExplanationBatch,
+    ScoreRow,
+    TeamPoints,
+    WorkerClock,
+)
 from services.scoring.policy.model import Policy
 
 EPOCH = datetime(2010, 1, 1, tzinfo=timezone.utc)
@@ -53,20 +61,73 @@ def save_counties(session: Session, rows: Iterable[dict[str, Any]]) -> int:
     return len(new)
 
 
-def stored_records(engine: Engine, page: int = 5000, owned: Callable[[str], bool] | None = None) -> Iterator[str]:
-    """Every event applied (of the counties `owned` accepts), as published, in intake's sequence order."""
+def stored_records(engine: Engine, page: int = 4, owned: Callable[[str], bool] | None = None) -> Iterator[bytes]:
+    """Every event applied (of the counties `owned` accepts), as published, in the order applied
+    (each county's in intake's order). `page`: batches read at a time (a poll's is a few MB)."""
     after = -1
     while True:
         with Session(engine) as s:
-            rows = s.execute(select(AppliedEvent.sequence, AppliedEvent.region_code, AppliedEvent.record)
-                             .where(AppliedEvent.sequence > after).order_by(AppliedEvent.sequence)
-                             .limit(page)).all()
+            rows = s.execute(select(AppliedBatch.id, AppliedBatch.regions, AppliedBatch.records)
+                             .where(AppliedBatch.id > after).order_by(AppliedBatch.id).limit(page)).all()
         if not rows:
             return
         for row in rows:
-            if owned is None or owned(row.region_code):
-                yield row.record
-        after = rows[-1].sequence
+            records = row.records.split(b"\n")
+            if owned is None:
+                yield from records
+                continue
+            regions = row.regions
+            for i, record in enumerate(records):
+                if owned(regions[6 * i:6 * i + 6]):
+                    yield record
+        after = rows[-1].id
+
+
+def applied_count(session: Session) -> int:
+    """How many events were applied."""
+    return session.execute(select(func.coalesce(func.sum(AppliedBatch.events), 0))).scalar_one()
+
+
+def applied_ids(session: Session) -> list[str]:
+    """The ids of the events applied, in the order applied (a duplicate would appear twice)."""
+    ids = []
+    for (records,) in session.execute(select(AppliedBatch.records).order_by(AppliedBatch.id)):
+        ids += [orjson.loads(r)["event_id"] for r in records.split(b"\n")]
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of a score's explanation: `component` moved by `points` because of `cause`."""
+
+    component: str
+    points: float
+    rule: str
+    cause: str
+    policy_id: str
+    at: datetime
+
+
+def explanation_lines(session: Session, region_code: str | None = None, year: int | None = None, *,
+                      start: tuple[int, int] = (0, 0), limit: int | None = None
+                      ) -> Iterator[tuple[tuple[int, int], str, int, Line]]:
+    """The explanation lines (of one county-year, or all), oldest first, from position `start`
+    (batch id, line within it): (position, region code, year, line), at most `limit` of them."""
+    q = select(ExplanationBatch).where(ExplanationBatch.id >= start[0]).order_by(ExplanationBatch.id)
+    if region_code is not None:
+        q = q.where(ExplanationBatch.region_code == region_code, ExplanationBatch.year == year)
+    if limit is not None:
+        q = q.limit(limit + 1)  # every batch holds a line at least
+    n = 0
+    for row in session.execute(q).scalars():
+        for i, (component, points, rule, cause, at) in enumerate(orjson.loads(row.lines)):
+            if (row.id, i) < start:
+                continue
+            if limit is not None and n == limit:
+                return
+            n += 1
+            yield (row.id, i), row.region_code, row.year, Line(component, points, rule, cause, row.policy_id,
+                                                              datetime.fromisoformat(at).astimezone(timezone.utc))
 
 
 class Stale(Exception):
@@ -157,7 +218,7 @@ def recompute(session: Session, policy: Policy, statuses: Mapping[str, str], rec
     """
     lock(session)
     scorer = Scorer(policy, statuses, start=EPOCH)
-    for table in (Explanation, TeamPoints) + ((AppliedEvent,) if replace_applied else ()):
+    for table in (ExplanationBatch, TeamPoints) + ((AppliedBatch,) if replace_applied else ()):
         session.execute(delete(table))
     pending: list[str | bytes] = []
 
@@ -310,8 +371,8 @@ def persist(session: Session, p: Prepared) -> int:
                 if part in fence.partitions and o != fence.owner}
         if lost:
             raise Stale(f"partitions {sorted(lost)} were claimed by another worker")
-    insert_rows(session, AppliedEvent.__table__, p.applied)
-    insert_rows(session, Explanation.__table__, p.explanations)
+    insert_rows(session, AppliedBatch.__table__, p.applied)
+    insert_rows(session, ExplanationBatch.__table__, p.explanations)
     changed = _save_scores(session, p.counties, restamp=batch.rescore_all)
     touched = {(r["region_code"], r["year"]) for r in p.counties}
     prefectures = [_score_row(s, level="prefecture", parent=province_of(s.region_code), cause="counties",
@@ -361,17 +422,41 @@ def _save_scores(session: Session, rows: list[dict], *, restamp: bool) -> list[t
 
 def _event_rows(applied: list[tuple[Recorded, str | bytes]], changes: list[Change]
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The applied_event and explanation rows of a batch."""
-    return ([{"event_id": r.event.event_id, "sequence": r.sequence, "region_code": r.event.region_code,
-              "record": raw if isinstance(raw, str) else raw.decode()} for r, raw in applied],
-            [{"region_code": c.region_code, "year": c.year, "component": c.component, "points": c.points,
-              "rule": c.rule, "cause": c.cause, "policy_id": c.policy_id, "at": c.at} for c in changes])
+    """The applied_batch row (none for no event) and the explanation_batch rows of a batch."""
+    return _applied_rows(applied), _explanation_rows(changes)
+
+
+def _applied_rows(applied: list[tuple[Recorded, str | bytes]]) -> list[dict[str, Any]]:
+    if not applied:
+        return []
+    records = []
+    for _, raw in applied:
+        raw = raw.encode() if isinstance(raw, str) else raw
+        if b"\n" in raw:  # JSON whitespace (a record not from intake): compacted, one record a line
+            raw = orjson.dumps(orjson.loads(raw))
+        records.append(raw)
+    return [{"events": len(records), "regions": "".join(r.event.region_code for r, _ in applied),
+             "records": b"\n".join(records)}]
+
+
+def _explanation_rows(changes: list[Change]) -> list[dict[str, Any]]:
+    """One row per county-year (and policy) of `changes`, its lines in order."""
+    lines: dict[tuple[str, int, str], list[tuple]] = {}
+    for c in changes:
+        key = (c.region_code, c.year, c.policy_id)
+        line = (c.component, c.points, c.rule, c.cause, c.at)
+        if (held := lines.get(key)) is None:
+            lines[key] = [line]
+        else:
+            held.append(line)
+    return [{"region_code": code, "year": year, "policy_id": policy_id, "lines": orjson.dumps(held).decode()}
+            for (code, year, policy_id), held in lines.items()]
 
 
 def _insert_events(session: Session, applied: list[tuple[Recorded, str | bytes]], changes: list[Change]) -> None:
     events, explanations = _event_rows(applied, changes)
-    insert_rows(session, AppliedEvent.__table__, events)
-    insert_rows(session, Explanation.__table__, explanations)
+    insert_rows(session, AppliedBatch.__table__, events)
+    insert_rows(session, ExplanationBatch.__table__, explanations)
 
 
 def _previous_totals(session: Session, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:

@@ -2,10 +2,10 @@
 
 from services.scoring.base import Outbox, metadata
 from services.scoring.models import (
-                                     AppliedEvent,
+                                     AppliedBatch,
                                      ConsumerOffset,
                                      County,
-                                     Explanation,
+                                     ExplanationBatch,
                                      RebuildRequest,
                                      ScoreRow,
                                      StoredPolicy,
@@ -13,5 +13,5 @@ from services.scoring.models import (
                                      WorkerClock,
 )
 
-__all__ = ["AppliedEvent", "ConsumerOffset", "County", "Explanation", "Outbox", "RebuildRequest", "ScoreRow",
+__all__ = ["AppliedBatch", "ConsumerOffset", "County", "ExplanationBatch", "Outbox", "RebuildRequest", "ScoreRow",
            "StoredPolicy", "TeamPoints", "WorkerClock", "metadata"]

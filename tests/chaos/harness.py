@@ -41,8 +41,9 @@ from services.notify.models import Delivery
 from services.notify.notifications import CRITICAL, STANDING, THRESHOLD
 from services.ranking.models import CurrentScore, Standing, StandingHistory
 from services.ranking.ranks import rank, scopes
+from services.scoring import store as scoring_store
 from services.scoring.base import Outbox as ScoringOutbox
-from services.scoring.models import AppliedEvent, ScoreRow
+from services.scoring.models import ScoreRow
 from tests import factories as f
 from tests.conftest import Database, fresh_database
 from tests.e2e.stack import serving
@@ -301,7 +302,7 @@ class Pipeline:
         with Session(self.intake_db.engine) as s:
             c.events = s.execute(select(func.count()).select_from(StoredEvent)).scalar_one()
         with Session(self.scoring_db.engine) as s:
-            applied = s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one()
+            applied = scoring_store.applied_count(s)
             scores = {(r.region_code, r.year): r for r in s.execute(select(ScoreRow)).scalars()}
         c.missing_events = max(0, c.events - applied)
         with Session(self.ranking_db.engine) as s:
@@ -350,8 +351,9 @@ class Pipeline:
         assert_matches_clean_recomputation(self.intake_db.engine, self.scoring_db.engine)
         assert all(r.verified_with for r in self.receiver.delivered())
         with Session(self.scoring_db.engine) as s:
-            applied = set(map(str, s.execute(select(AppliedEvent.event_id)).scalars()))
-        assert applied == set(self.stored_events()), "scoring applied other events than intake stored"
+            applied = scoring_store.applied_ids(s)
+        assert len(applied) == len(set(applied)), "scoring stored an event twice"
+        assert set(applied) == set(self.stored_events()), "scoring applied other events than intake stored"
         return c
 
     def logs(self) -> str:

@@ -31,12 +31,12 @@ from services.kit.broker import free_port
 from services.kit.db import make_engine
 from services.ranking.models import Standing
 from services.ranking.ranks import rank, scopes
-from services.scoring.models import AppliedEvent, ScoreRow
+from services.scoring.models import ScoreRow
 from tests import factories as f
 from tests.chaos import report
 from tests.e2e.stack import environment, start, stop, token
 from tests.scoring.recompute import assert_matches_clean_recomputation
-from tests.test_scale_out import count, scores_reached_ranking
+from tests.test_scale_out import applied, scores_reached_ranking
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 FULL = os.environ.get("KAOHE_CHAOS") == "1"
@@ -196,7 +196,7 @@ def test_postgres_goes_away_and_comes_back_nothing_lost_nothing_doubled(private_
                 sent += len(batch)
                 if outage == 0 and i == 0:
                     # the outage hits a running system (the workers have their partitions), not a first join
-                    while count(engines["scoring"], AppliedEvent) == 0:
+                    while applied(engines["scoring"]) == 0:
                         assert time.monotonic() < deadline and proc.poll() is None, "".join(out)[-4000:]
                         time.sleep(0.2)
             # the workers are still applying what just arrived when the database goes
@@ -234,9 +234,9 @@ def test_postgres_goes_away_and_comes_back_nothing_lost_nothing_doubled(private_
         ids = Counter(str(r) for r in s.execute(text("SELECT event_id FROM event")).scalars())
     accepted = client.stored
     lost = len({e for e in accepted if e not in ids})
-    applied = count(engines["scoring"], AppliedEvent)
-    doubled = sum(n - 1 for n in ids.values() if n > 1) + max(0, applied - len(ids))
-    lost += max(0, len(ids) - applied)  # stored but never scored
+    scored = applied(engines["scoring"])
+    doubled = sum(n - 1 for n in ids.values() if n > 1) + max(0, scored - len(ids))
+    lost += max(0, len(ids) - scored)  # stored but never scored
     report.record("PostgreSQL stopped and started mid-run", "postgresql", sent=sent, lost=lost, doubled=doubled,
                   recovery_s=None if None in recoveries else max(recoveries),
                   note=f"{len(OUTAGES)} outage(s) of {'/'.join(f'{h:.0f}' for h in OUTAGES)} s; "
@@ -267,7 +267,7 @@ def _caught_up(client: Client, engines, urls: dict[str, str], deadline: float, p
             ready = all(status == 200 for status, _ in _readiness(urls).values())
             if ready:
                 ids = _export_ids(client)
-                if (client.stored <= set(ids) and count(engines["scoring"], AppliedEvent) == len(ids)
+                if (client.stored <= set(ids) and applied(engines["scoring"]) == len(ids)
                         and scores_reached_ranking(engines["scoring"], engines["ranking"])):
                     return time.monotonic()
         except (httpx.HTTPError, OSError):

@@ -21,7 +21,7 @@ from services.kit.access.tables import ApiKey, IdempotencyRecord
 from services.ranking.app import create_app as ranking_app
 from services.ranking.models import Region, Standing, StandingHistory
 from services.scoring.app import create_app as scoring_app
-from services.scoring.models import Explanation, ScoreRow, TeamPoints
+from services.scoring.models import ExplanationBatch, ScoreRow, TeamPoints
 from tests import factories as f
 from tests.conftest import bearer, fresh_database
 from tests.fuzz_hooks import names_a, parsed
@@ -78,9 +78,9 @@ def _seed_read_models(scoring, ranking) -> None:
             {**score, "region_code": B_COUNTY, "level": "county", "parent_code": B_PREF, "league": "in_poverty"},
             {**score, "region_code": A_PREF, "level": "prefecture", "parent_code": "510000", "league": None},
             {**score, "region_code": B_PREF, "level": "prefecture", "parent_code": "510000", "league": None}])
-        s.execute(insert(Explanation), [{"region_code": c, "year": 2026, "component": "inspections", "points": -1.0,
-                                          "rule": "r", "cause": "x", "policy_id": "default-v1", "at": NOW}
-                                         for c in (A_COUNTY, B_COUNTY)])
+        s.execute(insert(ExplanationBatch), [
+            {"region_code": c, "year": 2026, "policy_id": "default-v1",
+             "lines": orjson.dumps([["inspections", -1.0, "r", "x", NOW]]).decode()} for c in (A_COUNTY, B_COUNTY)])
         s.execute(insert(TeamPoints), [{"team_id": "T-1", "region_code": A_COUNTY, "findings_credited": 1,
                                          "absences": "{}", "as_of": NOW}])
         s.commit()

@@ -3,14 +3,14 @@ recomputation from intake's event store, and no explanation line counts twice.""
 
 import orjson
 from sqlalchemy import Engine as Database
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from services.events.registry import decode_record
 from services.intake.store.service import export
 from services.scoring import store
 from services.scoring.engine.engine import Engine
-from services.scoring.models import Explanation, ScoreRow, TeamPoints, WorkerClock
+from services.scoring.models import ScoreRow, TeamPoints, WorkerClock
 from services.scoring.policy.model import shipped
 
 
@@ -22,9 +22,10 @@ def assert_matches_clean_recomputation(intake: Database, scoring: Database) -> E
         statuses = store.counties(s)
         rows = {(r.region_code, r.year): r for r in s.execute(select(ScoreRow)).scalars()}
         team_rows = s.execute(select(TeamPoints)).scalars().all()
-        lines = s.execute(select(Explanation.region_code, Explanation.year, Explanation.component,
-                                 func.sum(Explanation.points)).group_by(Explanation.region_code, Explanation.year,
-                                                                        Explanation.component)).all()
+        lines: dict[tuple[str, int, str], float] = {}
+        for _, county, year, line in store.explanation_lines(s):
+            key = (county, year, line.component)
+            lines[key] = lines.get(key, 0.0) + line.points
     clean = Engine(shipped(), statuses, start=store.EPOCH)
     for chunk in export(intake, after_sequence=0):
         for line in chunk.splitlines():
@@ -37,7 +38,7 @@ def assert_matches_clean_recomputation(intake: Database, scoring: Database) -> E
             expected.total, expected.grade, expected.components), (county, year)
     for prefecture, year in {(store.prefecture_of(c), y) for c, y in clean.years}:
         assert rows[(prefecture, year)].total == store.prefecture_score(clean, prefecture, year).total
-    for county, year, component, points in lines:
+    for (county, year, component), points in lines.items():
         if component != "year_end":
             lost = 100 - orjson.loads(rows[(county, year)].components)[component]
             assert abs(lost + points) < 1e-6, (county, year, component)

@@ -15,14 +15,12 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 from sqlmodel import Session
 
 from services.intake.app import create_app as intake_app
 from services.intake.relay import build as intake_relay
 from services.kit.settings import Settings
 from services.scoring import store
-from services.scoring.models import AppliedEvent
 from tests import factories as f
 from tests.chaos import report
 from tests.conftest import fresh_database
@@ -46,7 +44,7 @@ def scoring_db(database, tmp_path):
 
 def applied_count(engine) -> int:
     with Session(engine) as s:
-        return s.execute(select(func.count()).select_from(AppliedEvent)).scalar_one()
+        return store.applied_count(s)
 
 
 def start_worker(env, log):

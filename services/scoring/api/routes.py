@@ -13,9 +13,9 @@ from services.kit.access import Principal, require
 from services.kit.problems import MEDIA_TYPE, Problem
 from services.kit.session import SessionDep
 from services.kit.types import INT64_MAX
-from services.scoring import policy_store
+from services.scoring import policy_store, store
 from services.scoring.engine.engine import team_detail
-from services.scoring.models import Explanation, RebuildRequest, ScoreRow, TeamPoints, WorkerClock
+from services.scoring.models import RebuildRequest, ScoreRow, TeamPoints, WorkerClock
 from services.scoring.policy.model import Policy
 
 router = APIRouter(tags=["scores"])
@@ -82,18 +82,14 @@ def get_score(region_code: Code, year: Year, session: SessionDep, principal: Rea
 def explanation(region_code: Code, year: Year, session: SessionDep, principal: Reader, cursor: str | None = None,
                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> ExplanationPage:
     _score(session, region_code, year, principal)
-    position = pagination.decode(cursor, {"after": int})
-    q = (select(Explanation).where(Explanation.region_code == region_code, Explanation.year == year)
-         .order_by(Explanation.id).limit(limit + 1))
-    if position:
-        q = q.where(Explanation.id > int(position["after"]))
-    rows = list(session.execute(q).scalars())
-    more = len(rows) > limit
-    rows = rows[:limit]
+    position = pagination.decode(cursor, {"batch": int, "line": int})
+    start = (position["batch"], position["line"]) if position else (0, 0)
+    lines = list(store.explanation_lines(session, region_code, year, start=start, limit=limit + 1))
+    more = len(lines) > limit
     return ExplanationPage(region_code=region_code, year=year, items=[
-        ExplanationLine(component=r.component, points=r.points, rule=r.rule, cause=r.cause,
-                        policy_version=r.policy_id, at=r.at.isoformat()) for r in rows],
-        next_cursor=pagination.encode({"after": rows[-1].id}) if more else None)
+        ExplanationLine(component=line.component, points=line.points, rule=line.rule, cause=line.cause,
+                        policy_version=line.policy_id, at=line.at.isoformat()) for _, _, _, line in lines[:limit]],
+        next_cursor=pagination.encode({"batch": lines[-1][0][0], "line": lines[-1][0][1]}) if more else None)
 
 
 @router.get("/v1/scores", response_model=list[ScorePublic],

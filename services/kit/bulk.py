@@ -1,4 +1,5 @@
-"""Plain INSERTs of many rows straight through the driver: COPY on PostgreSQL, executemany on SQLite.
+"""INSERTs and upserts of many rows straight through the driver: COPY on PostgreSQL, executemany
+on SQLite; upserts are an executemany on both.
 
 `session.execute(insert(table), rows)` spends most of its time, for a few thousand narrow rows,
 in SQLAlchemy's per-row work (building parameter sets, calling each column's type processors).
@@ -17,32 +18,37 @@ from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-_PLANS: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[Callable[[Any], Any] | None]]] = {}
+_PLANS: dict[tuple[str, str, tuple[str, ...], tuple[str, ...] | None],
+             tuple[str, list[Callable[[Any], Any] | None]]] = {}
 
 
-def _plan(session: Session, table: Table, columns: tuple[str, ...]) -> tuple[str, list[Callable[[Any], Any] | None]]:
+def _plan(session: Session, table: Table, columns: tuple[str, ...], keys: tuple[str, ...] | None = None
+          ) -> tuple[str, list[Callable[[Any], Any] | None]]:
+    """The statement (COPY, INSERT, or with `keys` INSERT … ON CONFLICT DO UPDATE) and each
+    column's bind processor, made once per table and set of columns."""
     dialect = session.get_bind().dialect
-    key = (dialect.name, table.name, columns)
+    key = (dialect.name, table.name, columns, keys)
     plan = _PLANS.get(key)
     if plan is None:
         preparer = dialect.identifier_preparer
         target = f"{preparer.format_table(table)} ({', '.join(preparer.quote(c) for c in columns)})"
-        if dialect.name == "postgresql":
+        marker = "?" if dialect.paramstyle == "qmark" else "%s"
+        if keys is not None:
+            updated = ", ".join(f"{preparer.quote(c)} = excluded.{preparer.quote(c)}" for c in columns if c not in keys)
+            sql = (f"INSERT INTO {target} VALUES ({', '.join([marker] * len(columns))}) "
+                   f"ON CONFLICT ({', '.join(preparer.quote(k) for k in keys)}) DO UPDATE SET {updated}")
+        elif dialect.name == "postgresql":
             sql = f"COPY {target} FROM STDIN"
         else:
-            marker = "?" if dialect.paramstyle == "qmark" else "%s"
             sql = f"INSERT INTO {target} VALUES ({', '.join([marker] * len(columns))})"
         processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
         plan = _PLANS[key] = (sql, processors)
     return plan
 
 
-def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """INSERT `rows` (dicts with the same keys) into `table` in the session's transaction."""
-    if not rows:
-        return
-    columns = tuple(rows[0])
-    sql, processors = _plan(session, table, columns)
+def _values(rows: Sequence[dict[str, Any]], columns: tuple[str, ...],
+            processors: list[Callable[[Any], Any] | None]) -> list[list[Any]]:
+    """Each row's values in `columns` order, as the driver takes them."""
     values = [[r[c] for c in columns] for r in rows]
     for i, process in enumerate(processors):
         if process is None:
@@ -58,6 +64,16 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
                 v[i] = memo[raw] = process(raw)
             except TypeError:  # unhashable
                 v[i] = process(raw)
+    return values
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT `rows` (dicts with the same keys) into `table` in the session's transaction."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    sql, processors = _plan(session, table, columns)
+    values = _values(rows, columns, processors)
     connection = session.connection()
     if not sql.startswith("COPY"):
         connection.exec_driver_sql(sql, [tuple(v) for v in values])
@@ -77,4 +93,15 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
                                   dialect=dialect) from exc
 
 
-__all__ = ["insert_rows"]
+def upsert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+    """INSERT `rows`, replacing every other column of those whose `keys` exist already (INSERT …
+    ON CONFLICT DO UPDATE, an executemany on both backends): what `kit.upsert.upsert` does,
+    without SQLAlchemy's statement compilation and per-row parameter work."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    sql, processors = _plan(session, table, columns, tuple(keys))
+    session.connection().exec_driver_sql(sql, [tuple(v) for v in _values(rows, columns, processors)])
+
+
+__all__ = ["insert_rows", "upsert_rows"]

@@ -9,6 +9,8 @@ once; only garbage in reference cycles waits a little longer for its collection.
 """
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 THRESHOLDS = (50_000, 20, 100)
 
@@ -19,4 +21,28 @@ def tune() -> None:
     gc.set_threshold(*THRESHOLDS)
 
 
-__all__ = ["THRESHOLDS", "tune"]
+@contextmanager
+def deferred() -> Iterator[None]:
+    """No collection during the block, one of the youngest generation after it.
+
+    For a unit of work that allocates much and keeps little (a poll's events parsed, applied and
+    turned into rows): a collection in the middle of it walks everything it still holds, and
+    moves it to an older generation to be walked again, though nearly all of it is freed by
+    reference counting at the end. After the block, what the block dropped is gone and the
+    collection walks only what it kept. Measured on the scoring worker (50,000 national events
+    in process, SQLite): the collector's share 3.6-6.3 µs an event → 0.3-0.4.
+
+    A block this wraps must be bounded (its garbage in reference cycles waits for its end).
+    """
+    if not gc.isenabled():  # a caller up the stack defers already (or the collector is off)
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect(0)
+
+
+__all__ = ["THRESHOLDS", "deferred", "tune"]

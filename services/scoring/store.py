@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from services.events import registry, topics
 from services.events.registry import Recorded
-from services.kit.bulk import insert_rows
+from services.kit.bulk import insert_rows, upsert_rows
 from services.kit.logs import message_ids
 from services.kit.outbox import outbox_row
 from services.kit.upsert import upsert
@@ -246,6 +246,7 @@ class Batch:
     """What one poll produced, ready to be written in one transaction."""
 
     applied: list[tuple[Recorded, str | bytes]] = field(default_factory=list)  # with the record as published
+    events: int = 0  # how many were applied (`applied` is dropped once its rows are made: `prepare`)
     changes: list[Change] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     offsets: dict[tuple[str, int], tuple[int, str | None]] = field(default_factory=dict)
@@ -341,6 +342,10 @@ def prepare(scorer: Scorer, batch: Batch, *, now: datetime, clock_moved: bool = 
     for cause in set(causes.values()):
         if (message := batch.sources.get(cause)) is not None:
             batch.ids[cause] = {"event_id": cause, **message_ids(message)}
+    # the rows hold what is written: the parsed records, messages and changes go now, not when
+    # the write (in flight while the next poll is applied) is done
+    batch.events += len(batch.applied)
+    batch.applied, batch.sources, batch.changes = [], {}, []
     counties = [_score_row(scorer.score(county, year), level="county", parent=prefecture_of(county),
                            cause=causes.get((county, year), "recomputed"), policy_id=policy_id, as_of=scorer.as_of)
                 for county, year in touched]
@@ -386,20 +391,21 @@ def persist(session: Session, p: Prepared) -> int:
                 session.execute(delete(ScoreRow).where(ScoreRow.region_code == code, ScoreRow.year == year))
     # a county's message carries the ids of the event that caused it (its request id at intake),
     # so one request can be followed through every hop; a prefecture's has no single cause
+    as_of = registry.iso_utc(p.as_of)  # (every row of a write has the engine's)
     outbox = [outbox_row(Outbox, topic=topics.SCORING_SCORES, key=r["region_code"], now=p.now,
-                         value=_score_message(r, previous),
+                         value=_score_message(r, previous, registry.iso_utc(r["as_of"]) if r["as_of"] != p.as_of
+                                              else as_of),
                          headers={"region_code": r["region_code"], "level": r["level"], "year": str(r["year"]),
                                   **batch.ids.get(r["cause"], {})})
               for r, previous in changed]
     outbox += batch.dead_letters
-    if outbox:
-        session.execute(insert(Outbox.__table__), outbox)
+    insert_rows(session, Outbox.__table__, outbox)
     rows = iter(p.team_points)
     while chunk := list(islice(rows, 5000)):
-        upsert(session, TeamPoints.__table__, chunk, keys=("team_id", "region_code"))
+        upsert_rows(session, TeamPoints.__table__, chunk, keys=("team_id", "region_code"))
     if batch.offsets:
         owner = {"owner": fence.owner} if fence is not None and fence.owner else {}
-        upsert(session, ConsumerOffset.__table__, [
+        upsert_rows(session, ConsumerOffset.__table__, [
             {"topic": t, "partition": part, "next_offset": o, "last_event_id": eid, **owner}
             for (t, part), (o, eid) in sorted(batch.offsets.items())], keys=("topic", "partition"))
     if p.clock_moved or p.new_generation:
@@ -416,7 +422,7 @@ def _save_scores(session: Session, rows: list[dict], *, restamp: bool) -> list[t
     previous = _previous_totals(session, [(r["region_code"], r["year"]) for r in rows])
     changed = [(r, previous.get((r["region_code"], r["year"]))) for r in rows
                if previous.get((r["region_code"], r["year"])) != (r["total"], r["grade"], r["components"])]
-    upsert(session, ScoreRow.__table__, rows if restamp else [r for r, _ in changed], keys=("region_code", "year"))
+    upsert_rows(session, ScoreRow.__table__, rows if restamp else [r for r, _ in changed], keys=("region_code", "year"))
     return changed
 
 
@@ -470,13 +476,14 @@ def _previous_totals(session: Session, keys: list[tuple[str, int]]) -> dict[tupl
             if (r.region_code, r.year) in wanted}
 
 
-def _score_message(row: dict, previous: tuple | None) -> bytes:
+def _score_message(row: dict, previous: tuple | None, as_of: str) -> bytes:
     return orjson.dumps({
         "region_code": row["region_code"], "level": row["level"], "league": row["league"], "year": row["year"],
         "total": row["total"], "grade": row["grade"], "gated": row["gated"],
-        "components": orjson.loads(row["components"]), "previous_total": previous[0] if previous else None,
+        "components": orjson.Fragment(row["components"]),  # JSON already
+        "previous_total": previous[0] if previous else None,
         "previous_grade": previous[1] if previous else None, "policy_version": row["policy_id"],
-        "cause": row["cause"], "as_of": registry.iso_utc(row["as_of"]),
+        "cause": row["cause"], "as_of": as_of,
     })
 
 

@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from services.events import topics
-from services.kit import metrics
+from services.kit import heap, metrics
 from services.kit.access import service_headers
 from services.kit.consumer import Backoff, LogWatch, group_consumer, poll_ordered, run_worker
 from services.kit.db import service_engine
@@ -316,11 +316,11 @@ class Worker:
             store.write(s, self.scorer, batch, now=self.clock(), fence=self.fence)
             s.commit()
         self._committed(batch)
-        return len(batch.applied)
+        return batch.events
 
     def _committed(self, batch: store.Batch) -> None:
         self.stored_at.update({p: v for (t, p), v in batch.offsets.items() if t == topics.INTAKE_EVENTS})
-        metrics.SCORING_EVENTS.inc(len(batch.applied))
+        metrics.SCORING_EVENTS.inc(batch.events)
 
     def connect(self) -> None:
         ensure_topics(self.settings.bootstrap_servers, [topics.INTAKE_EVENTS, topics.dead_letter(topics.INTAKE_EVENTS),
@@ -403,6 +403,21 @@ class Worker:
         order, one in flight. Its failure is raised here, or by `settle`: the engine is then ahead
         of the database. If the database was away (OperationalError), `run` writes the batches
         again once it answers (`write_unwritten`); otherwise it rebuilds the engine (`resync`)."""
+        with heap.deferred():  # a poll's garbage goes at its end, not walked in the middle
+            prepared = self._apply(messages)
+        if self.unwritten:  # (`run` writes them before it polls) writes stay in order
+            self.unwritten.append(prepared)
+            self.write_unwritten()
+            return
+        try:
+            self.settle()
+        except OperationalError:
+            self.unwritten.append(prepared)  # after the one that failed: both written again, in order
+            raise
+        self.in_flight = (self.writer.submit(self._persist, prepared), prepared)
+
+    def _apply(self, messages) -> store.Prepared:
+        """One poll's messages applied to the engine, as the rows their write holds."""
         now = self.clock()
         batch = store.Batch()
         partitions, scorer = self.partitions, self.scorer
@@ -426,17 +441,7 @@ class Worker:
                     # the ids it came with go on the score messages it causes (its request id at intake)
                     batch.sources[event_id] = m
             batch.offsets[(m.topic, m.partition)] = (m.offset + 1, event_id)
-        prepared = store.prepare(scorer, batch, now=now, fence=self.fence)
-        if self.unwritten:  # (`run` writes them before it polls) writes stay in order
-            self.unwritten.append(prepared)
-            self.write_unwritten()
-            return
-        try:
-            self.settle()
-        except OperationalError:
-            self.unwritten.append(prepared)  # after the one that failed: both written again, in order
-            raise
-        self.in_flight = (self.writer.submit(self._persist, prepared), prepared)
+        return store.prepare(scorer, batch, now=now, fence=self.fence)
 
     def _persist(self, prepared: store.Prepared) -> int:
         with Session(self.db) as s:

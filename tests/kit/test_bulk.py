@@ -1,4 +1,4 @@
-"""kit.bulk.insert_rows stores exactly what SQLAlchemy's own insert stores, on both backends."""
+"""kit.bulk.insert_rows and upsert_rows store exactly what SQLAlchemy's own insert and upsert store, on both backends."""
 
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -9,8 +9,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from services.intake.store.models import StoredEvent
-from services.kit.bulk import insert_rows
-from services.scoring.models import AppliedBatch
+from services.kit.bulk import insert_rows, upsert_rows
+from services.kit.upsert import upsert
+from services.scoring.models import AppliedBatch, ScoreRow
 from tests.conftest import fresh_database
 
 BEIJING = timezone(timedelta(hours=8))
@@ -87,3 +88,30 @@ def test_a_violated_constraint_is_sqlalchemys_error_and_the_transaction_rolls_ba
         s.commit()
     with Session(intake_db.engine) as s:
         assert sorted(r.sequence for r in s.execute(select(StoredEvent)).scalars()) == [1, 2]
+
+
+def test_an_upsert_inserts_new_keys_and_replaces_every_other_column_of_existing_ones(tmp_path, intake_db):
+    """`upsert_rows` (the scoring worker's score rows, team points, offsets) stores what
+    `kit.upsert.upsert` stores, on both backends."""
+    at = datetime(2026, 3, 2, 9, 30, 15, 123456, tzinfo=BEIJING)
+
+    def score(code: str, total: float) -> dict:
+        return {"region_code": code, "year": 2026, "level": "county", "parent_code": "513400", "league": "exited",
+                "total": total, "grade": "good", "gated": total < 50, "components": '{"a": 1}',
+                "policy_id": "default-v1", "cause": f"c{total}", "as_of": at + timedelta(hours=total)}
+
+    with fresh_database(intake_db.backend, tmp_path, "scoring") as scoring_db:
+        with Session(scoring_db.engine) as s:
+            upsert_rows(s, ScoreRow.__table__, [score("513431", 10), score("513432", 20)], keys=("region_code", "year"))
+            s.commit()
+        with Session(scoring_db.engine) as s:
+            upsert_rows(s, ScoreRow.__table__, [score("513432", 70), score("513433", 30)], keys=("region_code", "year"))
+            upsert(s, ScoreRow.__table__, [score("513434", 40)], keys=("region_code", "year"))
+            s.commit()
+        with Session(scoring_db.engine) as s:
+            stored = {r.region_code: r for r in s.execute(select(ScoreRow)).scalars()}
+            raw_at = dict(s.execute(text("SELECT region_code, CAST(as_of AS TEXT) FROM score")).all())
+        assert {code: (r.total, r.cause, r.gated, r.as_of) for code, r in stored.items()} == {
+            code: (t, f"c{t}", t < 50, at + timedelta(hours=t))
+            for code, t in (("513431", 10), ("513432", 70), ("513433", 30), ("513434", 40))}
+        assert len({len(v) for v in raw_at.values()}) == 1, raw_at  # stored as SQLAlchemy's own upsert stores

@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from services.events import registry, topics
 from services.events.registry import Recorded
+from services.kit import heap
 from services.kit.bulk import insert_rows, upsert_rows
 from services.kit.logs import message_ids
 from services.kit.outbox import outbox_row
@@ -223,13 +224,15 @@ def recompute(session: Session, policy: Policy, statuses: Mapping[str, str], rec
     pending: list[str | bytes] = []
 
     def flush() -> None:
-        batch = Batch()
-        for raw in pending:
-            record = view.decode(raw)
-            batch.changes += scorer.apply(record)
-            batch.applied.append((record, raw))
-        _insert_events(session, batch.applied if replace_applied else [], batch.changes)
-        pending.clear()
+        with heap.deferred():  # a chunk's garbage goes at its end (as a poll's: Worker.submit)
+            batch = Batch()
+            for raw in pending:
+                record = view.decode(raw)
+                batch.changes += scorer.apply(record)
+                batch.applied.append((record, raw))
+            _insert_events(session, batch.applied if replace_applied else [], batch.changes)
+            pending.clear()
+            del batch
 
     for raw in records:
         pending.append(raw)

@@ -143,23 +143,52 @@ class Backoff:
         self.delay = min(self.delay * 2, self.cap)
 
 
+def log_id(consumer: KafkaConsumer, topic: str) -> str | None:
+    """The Kafka topic id of `topic` as the consumer's metadata has it (None: not known yet)."""
+    topic_id = consumer._client.cluster.topic_id(topic)  # kafka-python keeps ids from metadata responses here
+    return None if topic_id is None else str(topic_id)
+
+
 class LogWatch:
     """The identity (Kafka topic id) of each assigned topic's log, as this consumer last saw it.
 
-    A broker that lost its log (tansu keeps nothing on restart) recreates the topics with new ids
-    while a consumer stays in its group: the consumer's positions then point into the new log, and
-    its head would be skipped. A changed id says so.
+    A broker that lost its log (tansu keeps nothing on restart) recreates the topics with new ids.
+    A consumer that stayed in its group keeps its positions, which then point into the new log
+    (its head would be skipped): a changed id says so (`replaced`). A consumer placed at offsets
+    stored for the old log (a restart, a rebalance) would do the same: the id stored with the
+    offsets says so (`place`). `ids` is what a worker stores with the offsets it commits.
     """
 
     def __init__(self) -> None:
-        self.ids: dict[str, object] = {}
+        self.ids: dict[str, str] = {}
+        self.found: set[str] = set()  # placed from their start by `place`: reported by the next `replaced`
+
+    def place(self, consumer: KafkaConsumer, partitions, stored: dict[tuple[str, int], tuple[int, str | None]]
+              ) -> None:
+        """Seek each partition to its stored (offset, topic id), or to its log's start if nothing is
+        stored or the offset was stored for another log than the one the consumer sees now (an
+        unknown id on either side: the offset is trusted, as before ids were stored)."""
+        for tp in partitions:
+            now = log_id(consumer, tp.topic)
+            if now is not None:
+                self.ids[tp.topic] = now
+            offset, stored_id = stored.get((tp.topic, tp.partition), (None, None))
+            if offset is None:
+                consumer.seek_to_beginning(tp)
+            elif stored_id is not None and now is not None and stored_id != now:
+                log.warning("%s[%d]: offset %d was stored for another log (topic id %s, now %s): reading it "
+                            "from the start", tp.topic, tp.partition, offset, stored_id, now)
+                consumer.seek_to_beginning(tp)
+                self.found.add(tp.topic)
+            else:
+                consumer.seek(tp, offset)
 
     def replaced(self, consumer: KafkaConsumer) -> set[str]:
-        """Topics whose id changed since the last call (their first sighting is remembered)."""
-        cluster = consumer._client.cluster  # kafka-python keeps topic ids from metadata responses here
-        out = set()
+        """Topics whose log was replaced since the last call: their id changed (a first sighting is
+        remembered), or `place` found their stored offsets were for another log."""
+        out, self.found = self.found, set()
         for topic in {tp.topic for tp in consumer.assignment()}:
-            now = cluster.topic_id(topic)
+            now = log_id(consumer, topic)
             if now is None:
                 continue
             if self.ids.setdefault(topic, now) != now:
@@ -173,15 +202,18 @@ def consume(stop: threading.Event, worker, batch: int, *, connect: Callable[[], 
     """The loop of a worker that keeps its state and offsets in its database and drops what it has
     seen by id: poll, `worker.handle(messages)`, `every_poll()`, until `stop`.
 
-    The worker has `consumer` (None until `connect()`, default `worker.connect`), `handle` and
-    `seek_stored(partitions)`. The broker lost the log (tansu keeps nothing on restart; retention)
-    → read the new one from its start (the worker drops what it has already seen): detected by a
-    position past the log's end, or by a new topic id while the consumer stayed in place (its
-    position would otherwise skip the new log's head); the database is away → back off, then
-    return to the stored offsets.
+    The worker has `consumer` (None until `connect()`, default `worker.connect`), `handle`,
+    `seek_stored(partitions)` (through `worker.logs.place`), `logs` (a LogWatch) and
+    `log_replaced(topics)`. The broker lost the log (tansu keeps nothing on restart; retention) →
+    `log_replaced(topics)` (what the old log held and the worker had not read yet is gone: it
+    catches up from elsewhere, or does nothing), then the new log is read from its start (the
+    worker drops what it has already seen). Detected by a new topic id while the consumer stayed
+    in place (its position would otherwise skip the new log's head), offsets stored for another
+    log, or a position past the log's end. The database is away → back off, then return to the
+    stored offsets.
     """
     backoff = Backoff()
-    watch = LogWatch()
+    watch = worker.logs
     while not stop.is_set():
         try:
             if worker.consumer is None:
@@ -196,6 +228,7 @@ def consume(stop: threading.Event, worker, batch: int, *, connect: Callable[[], 
                 worker.consumer.seek_to_beginning(*[tp for tp in assigned if tp.topic in replaced])
                 if others := {tp for tp in assigned if tp.topic not in replaced}:
                     worker.seek_stored(others)
+                worker.log_replaced(replaced)
                 continue
             if messages:
                 worker.handle(messages)
@@ -203,8 +236,12 @@ def consume(stop: threading.Event, worker, batch: int, *, connect: Callable[[], 
                 every_poll()
             backoff.reset()
         except OffsetOutOfRangeError as exc:
+            # (the error names the partitions; any other form: every assigned one)
+            out = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+            partitions = set(out) & worker.consumer.assignment() or worker.consumer.assignment()
             log.warning("offsets out of range %s: reading the new log from its start", exc)
-            worker.consumer.seek_to_beginning(*worker.consumer.assignment())
+            worker.consumer.seek_to_beginning(*partitions)
+            watch.found |= {tp.topic for tp in partitions}
         except (OperationalError, DBAPIError) as exc:
             backoff.wait(stop, "database", exc)
             if worker.consumer is not None:
@@ -237,4 +274,4 @@ def run_worker(name: str, worker, relay) -> None:
         log.info("%s worker stopped", name)
 
 
-__all__ = ["Backoff", "LogWatch", "group_consumer", "poll_ordered", "record_poll", "run_worker"]
+__all__ = ["Backoff", "LogWatch", "consume", "group_consumer", "log_id", "poll_ordered", "record_poll", "run_worker"]

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from services.events import topics
-from services.kit.consumer import consume, group_consumer, run_worker
+from services.kit.consumer import LogWatch, consume, group_consumer, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure, message_context
@@ -44,6 +44,7 @@ class Worker:
         self.settings, self.db, self.clock = settings, db, clock
         self.tz = ZoneInfo(settings.timezone)
         self.consumer = None
+        self.logs = LogWatch()
         self.dispatcher = Dispatcher(settings, db, clock=clock)
         self.last_tick = 0.0
 
@@ -54,19 +55,14 @@ class Worker:
 
     def seek_stored(self, partitions) -> None:
         with Session(self.db) as s:
-            stored = {t: store.stored_offsets(s, t) for t in TOPICS}
-        for tp in partitions:
-            offset = stored.get(tp.topic, {}).get(tp.partition)
-            if offset is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, offset)
+            stored = store.stored_offsets(s)
+        self.logs.place(self.consumer, partitions, stored)
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
 
     def handle(self, messages) -> int:
         """Apply one poll's messages in one transaction; returns the deliveries created."""
         now = self.clock()
-        batch = Batch()
+        batch = Batch(logs=dict(self.logs.ids))
         for m in messages:
             with message_context(m):  # its logs and its dead letter carry the message's request and event ids
                 try:
@@ -80,6 +76,9 @@ class Worker:
             created = store.write(s, batch, self.tz, now)
             s.commit()
         return created
+
+    def log_replaced(self, replaced: set[str]) -> None:
+        """Nothing to catch up from here: the new log is read from its start."""
 
     def tick(self) -> int:
         """Rectification deadlines that passed: one notification per finding, no event needed."""

@@ -7,7 +7,9 @@ the service stored in the same transaction as its state.
 import logging
 import signal
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError, OffsetOutOfRangeError
@@ -197,6 +199,28 @@ class LogWatch:
         return out
 
 
+@contextmanager
+def paused(consumer: KafkaConsumer) -> Iterator[Callable[[], None]]:
+    """For long work between polls (a catch-up): every assigned partition is paused and the returned
+    function, called now and then, polls without reading, so that the group keeps this worker
+    (max.poll.interval). What a partition assigned meanwhile returns is read again afterwards."""
+    stopped = set(consumer.assignment()) - set(consumer.paused())
+    consumer.pause(*stopped)
+    last = [time.monotonic()]
+
+    def meanwhile() -> None:
+        if time.monotonic() - last[0] < 1.0:
+            return
+        last[0] = time.monotonic()
+        for tp, read in consumer.poll(timeout_ms=0).items():
+            consumer.seek(tp, read[0].offset)
+
+    try:
+        yield meanwhile
+    finally:
+        consumer.resume(*(stopped & set(consumer.assignment())))
+
+
 def consume(stop: threading.Event, worker, batch: int, *, connect: Callable[[], None] | None = None,
             every_poll: Callable[[], None] | None = None) -> None:
     """The loop of a worker that keeps its state and offsets in its database and drops what it has
@@ -274,4 +298,5 @@ def run_worker(name: str, worker, relay) -> None:
         log.info("%s worker stopped", name)
 
 
-__all__ = ["Backoff", "LogWatch", "consume", "group_consumer", "log_id", "poll_ordered", "record_poll", "run_worker"]
+__all__ = ["Backoff", "LogWatch", "consume", "group_consumer", "log_id", "paused", "poll_ordered", "record_poll",
+           "run_worker"]

@@ -75,7 +75,9 @@ class Worker:
         log.info("assigned %s", sorted(tp.partition for tp in partitions))
 
     def log_replaced(self, replaced: set[str]) -> None:
-        """Nothing to catch up from here: the new log is read from its start."""
+        """Nothing to catch up from here: the new log is read from its start, and scoring, having caught
+        up from its own replaced log, sends every current score again (a score the old log held
+        unread arrives that way; one ranking has already is dropped as unchanged)."""
 
     def handle(self, messages) -> int:
         """Apply one poll's messages in one transaction; returns the standings that changed."""

@@ -281,3 +281,21 @@ def test_a_worker_started_after_the_broker_lost_its_log_reads_the_new_log_from_i
         running(lambda: current_score(ranking_db, "513431") == (90.0, 3000))
     finally:
         scores.producer.close()
+
+
+def test_a_score_sent_again_unchanged_moves_nothing(ranking, ranking_db):
+    """What scoring sends after a lost log (every current score again, under a newer outbox id):
+    ranking takes the newer id, and makes no history, no standing message, no webhook from it."""
+    api, scores, broker, _ = ranking
+    scores.send("513431", 80.0, message_id=50)
+    scores.send("513432", 70.0, message_id=51)
+    wait_for(lambda: len(league(api)) == 2)
+    scores.send("513431", 80.0, message_id=60)  # the same score again
+    scores.send("513433", 60.0, message_id=61)  # a marker: everything before it was handled
+    wait_for(lambda: len(league(api)) == 3)
+    assert current_score(ranking_db, "513431") == (80.0, 60)
+    history = api.get("/v1/standings/513431/history", params={"year": 2026}).json()
+    assert sorted((h["scope"], h["rank"]) for h in history) == [("510000", 1), ("513400", 1)]  # the first only
+    published = read_messages(broker.bootstrap_servers, topics.RANKING_STANDINGS,
+                              lambda ms: any(m.key == b"513433" for m in ms))
+    assert sorted(orjson.loads(m.value)["scope"] for m in published if m.key == b"513431") == ["510000", "513400"]

@@ -228,13 +228,13 @@ def consume(stop: threading.Event, worker, batch: int, *, connect: Callable[[], 
 
     The worker has `consumer` (None until `connect()`, default `worker.connect`), `handle`,
     `seek_stored(partitions)` (through `worker.logs.place`), `logs` (a LogWatch) and
-    `log_replaced(topics)`. The broker lost the log (tansu keeps nothing on restart; retention) →
+    `log_replaced(topics)`. The broker lost the log (tansu keeps nothing on restart) →
     `log_replaced(topics)` (what the old log held and the worker had not read yet is gone: it
     catches up from elsewhere, or does nothing), then the new log is read from its start (the
     worker drops what it has already seen). Detected by a new topic id while the consumer stayed
-    in place (its position would otherwise skip the new log's head), offsets stored for another
-    log, or a position past the log's end. The database is away → back off, then return to the
-    stored offsets.
+    in place (its position would otherwise skip the new log's head) or offsets stored for another
+    log. A position past the log's end (retention) → the log is read from its start. The database
+    is away → back off, then return to the stored offsets.
     """
     backoff = Backoff()
     watch = worker.logs
@@ -260,12 +260,13 @@ def consume(stop: threading.Event, worker, batch: int, *, connect: Callable[[], 
                 every_poll()
             backoff.reset()
         except OffsetOutOfRangeError as exc:
-            # (the error names the partitions; any other form: every assigned one)
+            # retention overtook a stopped worker (a lost log is told by its topic id, above): what
+            # expired is not caught up (webhooks weeks late, docs/operations.md). The error names
+            # the partitions; any other form: every assigned one
             out = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
             partitions = set(out) & worker.consumer.assignment() or worker.consumer.assignment()
-            log.warning("offsets out of range %s: reading the new log from its start", exc)
+            log.warning("offsets out of range %s: reading the log from its start", exc)
             worker.consumer.seek_to_beginning(*partitions)
-            watch.found |= {tp.topic for tp in partitions}
         except (OperationalError, DBAPIError) as exc:
             backoff.wait(stop, "database", exc)
             if worker.consumer is not None:

@@ -85,8 +85,8 @@ class Worker:
     def log_replaced(self, replaced: set[str]) -> None:
         """Intake's log replaced: the events it held that this worker had not read yet are gone with
         it. Caught up from intake's export now (or, intake away, on a later poll) while the new log
-        is read from its start. Scores and standings the old logs held unread are not recovered:
-        scoring sends every current score again (docs/reliability.md)."""
+        is read from its start. Score and standing messages the old logs held unread are not
+        recovered here: their grade crossings and rank changes are not notified (docs/reliability.md)."""
         if topics.INTAKE_EVENTS in replaced:
             self.behind = True
             self.catch_up_when_due()

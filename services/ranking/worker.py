@@ -77,7 +77,7 @@ class Worker:
     def log_replaced(self, replaced: set[str]) -> None:
         """Nothing to catch up from here: the new log is read from its start, and scoring, having caught
         up from its own replaced log, sends every current score again (a score the old log held
-        unread arrives that way; one ranking has already is dropped as unchanged)."""
+        unread arrives that way; one ranking has already changes nothing)."""
 
     def handle(self, messages) -> int:
         """Apply one poll's messages in one transaction; returns the standings that changed."""

@@ -10,3 +10,8 @@ ALL = (INTAKE_EVENTS,)
 def dead_letter(topic: str) -> str:
     """The dead-letter topic of `topic` (convention: `<topic>.dlt`)."""
     return f"{topic}.dlt"
+
+
+def every() -> list[str]:
+    """Every topic the services publish to, each with its dead-letter topic."""
+    return [name for t in (INTAKE_EVENTS, SCORING_SCORES, RANKING_STANDINGS) for name in (t, dead_letter(t))]

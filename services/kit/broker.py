@@ -13,8 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from services.kit.kafka import probe
+from services.events import topics
+from services.kit.kafka import ensure_topics, probe
 from services.kit.logs import configure
+from services.kit.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +34,13 @@ def free_port() -> int:
 
 
 class LocalBroker:
-    """A tansu process on 127.0.0.1:`port`; `start()` returns once it answers the Kafka protocol."""
+    """A tansu process on 127.0.0.1:`port`; `start()` returns once it answers the Kafka protocol
+    and, given `partitions`, holds every topic of the services with that many partitions."""
 
-    def __init__(self, port: int, log_path: Path | None = None) -> None:
+    def __init__(self, port: int, log_path: Path | None = None, *, partitions: int | None = None) -> None:
         self.port = port
         self.log_path = log_path
+        self.partitions = partitions
         self.process: subprocess.Popen | None = None
 
     @property
@@ -65,6 +69,12 @@ class LocalBroker:
                 self.stop()
                 raise RuntimeError(f"tansu did not answer on port {self.port} within {timeout}s: {err}")
             time.sleep(0.05)
+        if self.partitions:
+            # tansu creates a missing topic that any client names (whatever its allow_auto_topic_creation
+            # says) with 4 partitions: a broker started again, empty, got the services' topics that way
+            # while they were still up. A key then maps to another partition, and tansu kept the
+            # consumer groups on their old 3 partitions (docs/reliability.md). Created here first.
+            ensure_topics(self.bootstrap_servers, topics.every(), self.partitions)
         log.info("local broker (tansu) listening on %s", self.bootstrap_servers)
         return self
 
@@ -90,7 +100,7 @@ class LocalBroker:
 def main() -> None:
     configure()
     port = int(os.environ.get("KAOHE_BROKER_PORT", "9092"))
-    broker = LocalBroker(port).start()
+    broker = LocalBroker(port, partitions=Settings().topic_partitions).start()
     print(f"broker: {broker.bootstrap_servers} (memory only; Ctrl-C stops it)", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

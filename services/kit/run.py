@@ -176,7 +176,8 @@ def main() -> int:
     env.setdefault("KAOHE_ACCESS_LOG", "0")
     try:
         if settings.local_broker:
-            broker = LocalBroker(settings.broker_port, log_path=settings.data_dir / "broker.log").start()
+            broker = LocalBroker(settings.broker_port, log_path=settings.data_dir / "broker.log",
+                                 partitions=settings.topic_partitions).start()
             env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
         # side by side: each step has its own database or schema, and topics are created if missing
         steps = [subprocess.Popen(step, env=env) for step in setup_steps()]

@@ -61,6 +61,7 @@ class Batch:
     transitions: list[Transition] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    logs: dict[str, str] = field(default_factory=dict)  # topic → id of the log the offsets are in
 
 
 def _json_object(value: bytes | None) -> dict[str, Any]:

@@ -35,7 +35,8 @@ def write(session: Session, batch: Batch, tz: ZoneInfo, now: datetime) -> int:
     if batch.dead_letters:
         session.execute(insert(Outbox.__table__), batch.dead_letters)
     if batch.offsets:
-        upsert(session, ConsumerOffset.__table__, [{"topic": t, "partition": p, "next_offset": o}
+        upsert(session, ConsumerOffset.__table__, [{"topic": t, "partition": p, "next_offset": o,
+                                                    "topic_id": batch.logs.get(t)}
                                                    for (t, p), o in sorted(batch.offsets.items())],
                keys=("topic", "partition"))
     return created
@@ -128,6 +129,8 @@ def record_for(session: Session, notification: Notification, endpoint_id: str, n
     return message_id
 
 
-def stored_offsets(session: Session, topic: str) -> dict[int, int]:
-    return dict(session.execute(select(ConsumerOffset.partition, ConsumerOffset.next_offset)
-                                .where(ConsumerOffset.topic == topic)).all())
+def stored_offsets(session: Session) -> dict[tuple[str, int], tuple[int, str | None]]:
+    """(topic, partition) → (next offset, topic id of the log it was read in)."""
+    rows = session.execute(select(ConsumerOffset.topic, ConsumerOffset.partition, ConsumerOffset.next_offset,
+                                  ConsumerOffset.topic_id)).all()
+    return {(r.topic, r.partition): (r.next_offset, r.topic_id) for r in rows}

@@ -5,21 +5,24 @@ Effectively once, as ranking: a poll's notifications, deliveries, finding states
 and consumed offsets are written in ONE transaction; on assignment the consumer seeks to the
 offsets in our database; a notification's dedupe key (type + source ids) is unique, so a source
 read twice makes no second notification. The dispatcher runs on its own thread beside the
-consumer; delivery state lives in the database, so a restart loses nothing.
+consumer; delivery state lives in the database, so a restart loses nothing. A broker that lost its
+log: the new log is read from its start, and intake's events are caught up from intake's export.
 """
 
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+import httpx
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from services.events import topics
-from services.kit.consumer import consume, group_consumer, run_worker
+from services.kit.access import service_headers
+from services.kit.consumer import LogWatch, consume, group_consumer, paused, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure, message_context
@@ -44,8 +47,11 @@ class Worker:
         self.settings, self.db, self.clock = settings, db, clock
         self.tz = ZoneInfo(settings.timezone)
         self.consumer = None
+        self.logs = LogWatch()
         self.dispatcher = Dispatcher(settings, db, clock=clock)
         self.last_tick = 0.0
+        self.behind = False  # intake's log was replaced: a catch-up from intake's export is due
+        self.last_try = 0.0  # of the catch-up, while intake is away
 
     def connect(self) -> None:
         ensure_topics(self.settings.bootstrap_servers, [*TOPICS, *DEAD_LETTERS], self.settings.topic_partitions)
@@ -54,19 +60,14 @@ class Worker:
 
     def seek_stored(self, partitions) -> None:
         with Session(self.db) as s:
-            stored = {t: store.stored_offsets(s, t) for t in TOPICS}
-        for tp in partitions:
-            offset = stored.get(tp.topic, {}).get(tp.partition)
-            if offset is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, offset)
+            stored = store.stored_offsets(s)
+        self.logs.place(self.consumer, partitions, stored)
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
 
     def handle(self, messages) -> int:
         """Apply one poll's messages in one transaction; returns the deliveries created."""
         now = self.clock()
-        batch = Batch()
+        batch = Batch(logs=dict(self.logs.ids))
         for m in messages:
             with message_context(m):  # its logs and its dead letter carry the message's request and event ids
                 try:
@@ -80,6 +81,62 @@ class Worker:
             created = store.write(s, batch, self.tz, now)
             s.commit()
         return created
+
+    def log_replaced(self, replaced: set[str]) -> None:
+        """Intake's log replaced: the events it held that this worker had not read yet are gone with
+        it. Caught up from intake's export now (or, intake away, on a later poll) while the new log
+        is read from its start. Score and standing messages the old logs held unread are not
+        recovered here: their grade crossings and rank changes are not notified (docs/reliability.md)."""
+        if topics.INTAKE_EVENTS in replaced:
+            self.behind = True
+            self.catch_up_when_due()
+
+    def catch_up_when_due(self) -> None:
+        if not self.behind or time.monotonic() - self.last_try < 5.0:
+            return
+        self.last_try = time.monotonic()
+        try:
+            self.catch_up()
+        except httpx.HTTPError as exc:
+            log.warning("intake's export unavailable (%s): catching up later", exc)
+            return
+        self.behind = False
+
+    def catch_up(self) -> int:
+        """Every event of intake's store through the intake handlers, in intake's order, committed
+        every 2,000: a notification already made is not made again (its dedupe key), findings and
+        their states end as the store has them. Returns the deliveries created."""
+        created, batch, started = 0, Batch(), time.monotonic()
+        with paused(self.consumer) as meanwhile:
+            for i, line in enumerate(self.export_lines(), 1):
+                try:
+                    TOPIC_HANDLERS[topics.INTAKE_EVENTS](line.encode(), batch, self.tz)
+                except ValueError as exc:  # the store holds valid events only: not expected
+                    log.warning("intake's export: line %d skipped: %s", i, str(exc).splitlines()[0])
+                if i % 2000 == 0:
+                    created += self._write(batch)
+                    batch = Batch()
+                    meanwhile()
+            created += self._write(batch)
+        log.warning("caught up from intake's export in %.1fs: %d deliveries the replaced log's events had not made",
+                    time.monotonic() - started, created)
+        return created
+
+    def _write(self, batch: Batch) -> int:
+        with Session(self.db) as s:
+            created = store.write(s, batch, self.tz, self.clock())
+            s.commit()
+        return created
+
+    def export_lines(self) -> Iterator[str]:
+        """Intake's whole event store, in sequence order (`GET /v1/events/export`), streamed."""
+        with httpx.stream("GET", f"{self.settings.intake_base_url}/v1/events/export",
+                          headers=service_headers(self.settings),
+                          timeout=httpx.Timeout(10.0, read=300.0)) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if line:
+                    yield line
 
     def tick(self) -> int:
         """Rectification deadlines that passed: one notification per finding, no event needed."""
@@ -104,6 +161,7 @@ class Worker:
         consume(stop, self, self.settings.notify_batch, every_poll=self.tick_when_due)
 
     def tick_when_due(self) -> None:
+        self.catch_up_when_due()
         if time.monotonic() - self.last_tick >= self.settings.notify_tick_s:
             self.tick()
 

@@ -87,3 +87,6 @@ class ConsumerOffset(RankingModel, table=True):
     topic: str = Field(sa_column=Column(String(200), primary_key=True))
     partition: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     next_offset: int = Field(sa_column=Column(BigInteger, nullable=False))
+    topic_id: str | None = Field(default=None, sa_column=Column(String(36)),
+                                 description="The Kafka topic id of the log the offset was read in: on assignment, "
+                                             "an offset stored for another log (the broker lost it) is not used.")

@@ -67,6 +67,7 @@ class Batch:
     scores: dict[tuple[str, int], ScoreMessage] = field(default_factory=dict)  # the latest per region-year
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    logs: dict[str, str] = field(default_factory=dict)  # topic → id of the log the offsets are in
 
     def add(self, score: ScoreMessage) -> None:
         key = (score.region_code, score.year)
@@ -110,7 +111,8 @@ def write(session: Session, batch: Batch, now: datetime) -> list[dict[str, Any]]
     if outbox:
         session.execute(insert(Outbox.__table__), outbox)
     if batch.offsets:
-        upsert(session, ConsumerOffset.__table__, [{"topic": t, "partition": p, "next_offset": o}
+        upsert(session, ConsumerOffset.__table__, [{"topic": t, "partition": p, "next_offset": o,
+                                                    "topic_id": batch.logs.get(t)}
                                                    for (t, p), o in sorted(batch.offsets.items())],
                keys=("topic", "partition"))
     return history
@@ -164,9 +166,11 @@ def standing_message(h: dict[str, Any]) -> bytes:
         "changed_at": h["at"].isoformat()})
 
 
-def stored_offsets(session: Session, topic: str) -> dict[int, int]:
-    return dict(session.execute(select(ConsumerOffset.partition, ConsumerOffset.next_offset)
-                                .where(ConsumerOffset.topic == topic)).all())
+def stored_offsets(session: Session) -> dict[tuple[str, int], tuple[int, str | None]]:
+    """(topic, partition) → (next offset, topic id of the log it was read in)."""
+    rows = session.execute(select(ConsumerOffset.topic, ConsumerOffset.partition, ConsumerOffset.next_offset,
+                                  ConsumerOffset.topic_id)).all()
+    return {(r.topic, r.partition): (r.next_offset, r.topic_id) for r in rows}
 
 
 def save_regions(session: Session, regions: list[dict[str, Any]]) -> int:

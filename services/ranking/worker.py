@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from services.events import topics
 from services.kit.access import service_headers
-from services.kit.consumer import consume, group_consumer, run_worker
+from services.kit.consumer import LogWatch, consume, group_consumer, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure, in_message_context
@@ -40,6 +40,7 @@ class Worker:
     def __init__(self, settings: Settings, db: Engine, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.settings, self.db, self.clock = settings, db, clock
         self.consumer = None
+        self.logs = LogWatch()
 
     def load_regions(self, stop: threading.Event, patience_s: float = 60.0) -> None:
         """Region names and levels from intake (cached: a restart needs no intake)."""
@@ -69,18 +70,19 @@ class Worker:
 
     def seek_stored(self, partitions) -> None:
         with Session(self.db) as s:
-            stored = store.stored_offsets(s, topics.SCORING_SCORES)
-        for tp in partitions:
-            if tp.partition in stored:
-                self.consumer.seek(tp, stored[tp.partition])
-            else:
-                self.consumer.seek_to_beginning(tp)
+            stored = store.stored_offsets(s)
+        self.logs.place(self.consumer, partitions, stored)
         log.info("assigned %s", sorted(tp.partition for tp in partitions))
+
+    def log_replaced(self, replaced: set[str]) -> None:
+        """Nothing to catch up from here: the new log is read from its start, and scoring, having caught
+        up from its own replaced log, sends every current score again (a score the old log held
+        unread arrives that way; one ranking has already changes nothing)."""
 
     def handle(self, messages) -> int:
         """Apply one poll's messages in one transaction; returns the standings that changed."""
         now = self.clock()
-        batch = store.Batch()
+        batch = store.Batch(logs=dict(self.logs.ids))
         for m in in_message_context(messages):
             try:
                 batch.add(store.parse(m.value, m.headers))
@@ -94,7 +96,7 @@ class Worker:
         return len(history)
 
     def run(self, stop: threading.Event) -> None:
-        # a lost log: the standings hold, and older copies of a score are dropped by outbox_id
+        # a lost log is read again from its start: older copies of a score are dropped by outbox_id
         consume(stop, self, self.settings.ranking_batch, connect=lambda: (self.load_regions(stop), self.connect()))
 
     def close(self) -> None:

@@ -418,6 +418,27 @@ def persist(session: Session, p: Prepared) -> int:
     return len(changed)
 
 
+def resend_scores(session: Session, *, owned: Callable[[str], bool], now: datetime) -> int:
+    """Every current score of the owned counties and of their prefectures as a score message again
+    (its previous total and grade its own: nothing moved), in the outbox; returns how many. The
+    caller holds the writers' lock: a newer score of a shared prefecture is never overtaken by this
+    copy (ranking keeps the message with the highest outbox id)."""
+    rows = session.execute(select(ScoreRow)).scalars().all()
+    counties = [r for r in rows if r.level == "county" and owned(r.region_code)]
+    prefectures = {prefecture_of(r.region_code) for r in counties}
+    chosen = counties + [r for r in rows if r.level == "prefecture" and r.region_code in prefectures]
+    columns = [c.name for c in ScoreRow.__table__.columns]
+    outbox = []
+    for r in chosen:
+        row = {c: getattr(r, c) for c in columns}
+        outbox.append(outbox_row(Outbox, topic=topics.SCORING_SCORES, key=r.region_code, now=now,
+                                 value=_score_message(row, (r.total, r.grade), registry.iso_utc(r.as_of)),
+                                 headers={"region_code": r.region_code, "level": r.level, "year": str(r.year),
+                                          "resent": "log replaced"}))
+    insert_rows(session, Outbox.__table__, outbox)
+    return len(outbox)
+
+
 def _save_scores(session: Session, rows: list[dict], *, restamp: bool) -> list[tuple[dict, tuple | None]]:
     """Upsert the rows whose total, grade or components moved (every row when restamping: a
     recomputation restamps policy and as-of but announces only what moved); returns those that moved

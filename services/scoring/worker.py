@@ -290,10 +290,27 @@ class Worker:
 
     def catch_up(self) -> int:
         """After the broker's log was replaced (a broker that lost its data, retention): apply, in
-        intake's order, every stored event not yet applied. Then the new log is read from its start.
-        """
+        intake's order, every stored event not yet applied, and send every current score again (the
+        scores log went with it: a score message it held that ranking had not read would never come
+        again). Then the new log is read from its start. Nothing of the new log is committed before
+        both are: a worker that dies meanwhile finds its stored offsets still the old log's, and does
+        both again."""
         with self.staying_in_group() as meanwhile:
-            return self._catch_up(every(self.export_lines(), 5000, meanwhile))
+            applied = self._catch_up(every(self.export_lines(), 5000, meanwhile))
+        self.resend_scores()
+        return applied
+
+    def resend_scores(self) -> int:
+        """Every current score of this worker's counties and their prefectures as a score message
+        again, nothing moved in it: ranking drops it where it has that score already, notify sees no
+        grade crossed."""
+        self.settle()
+        with Session(self.db) as s:
+            store.lock(s)
+            sent = store.resend_scores(s, owned=self.owns, now=self.clock())
+            s.commit()
+        log.warning("sent the %d current scores again", sent)
+        return sent
 
     def _catch_up(self, lines: Iterable[str]) -> int:
         applied, batch = 0, store.Batch()

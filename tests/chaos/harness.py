@@ -161,6 +161,7 @@ class Pipeline:
 
     def _start(self) -> None:
         backend, tmp = self.intake_db.backend, self.tmp_path
+        self.broker.partitions = PARTITIONS  # as make run's broker: a restart creates the topics first
         self.scoring_db = self.stack.enter_context(fresh_database(backend, tmp, "scoring"))
         self.ranking_db = self.stack.enter_context(fresh_database(backend, tmp, "ranking"))
         self.notify_db = self.stack.enter_context(fresh_database(backend, tmp, "notify"))

@@ -1,4 +1,5 @@
-"""kit.bulk.insert_rows and upsert_rows store exactly what SQLAlchemy's own insert and upsert store, on both backends."""
+"""kit.bulk.insert_rows and upsert_rows store exactly what SQLAlchemy's own insert and upsert store,
+on both backends."""
 
 import uuid
 from datetime import datetime, timedelta, timezone

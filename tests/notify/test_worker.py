@@ -11,17 +11,24 @@ import threading
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import httpx
 import orjson
 import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
 from services.events import topics
+from services.intake.app import create_app as create_intake
+from services.intake.regions.service import load as load_regions
 from services.kit.kafka import ensure_topics
 from services.kit.migrate import ROOT
-from services.notify.models import Delivery
+from services.kit.settings import Settings
+from services.notify.models import Delivery, Message, TrackedFinding
 from services.notify.notifications import TOPICS
 from services.notify.worker import DEAD_LETTERS, Worker, build_relay
+from tests import factories as f
+from tests.conftest import fresh_database
+from tests.http_helpers import serve
 from tests.kafka_helpers import headers, read_messages
 from tests.notify.conftest import fast_settings, make_api
 from tests.notify.receiver import Receiver
@@ -192,3 +199,57 @@ def test_a_worker_killed_while_deliveries_are_pending_loses_nothing(notify_db, a
                 w.wait(20)
         receiver.close()
         sources.close()
+
+
+def critical_findings(db) -> list[str]:
+    with Session(db.engine) as s:
+        keys = s.execute(select(Message.dedupe_key).where(Message.type == "finding.critical_recorded")).scalars()
+        return sorted(k.rsplit(":", 1)[1] for k in keys)
+
+
+def test_a_worker_started_after_the_broker_lost_its_log_catches_up_from_intakes_export(
+        notify_db, access, own_broker, tmp_path):
+    """B-1 was stored by intake while the worker was away, and the log that would have brought it
+    is gone (here it was never published, as for an event the old log held unread): it comes from
+    intake's export. A-1 (read from the old log) and C-1 (the new log) are not made twice."""
+    own_broker.partitions = 3  # a restart creates the topics first, as make run's broker does
+    deadline = local_today() + timedelta(days=5)
+    with fresh_database("sqlite", tmp_path, "intake") as intake_db:
+        with Session(intake_db.engine) as s:
+            load_regions(session=s)
+            s.commit()
+        intake = create_intake(Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers),
+                               engine=intake_db.engine)
+        with serve(intake) as intake_url:
+            settings = fast_settings(tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers,
+                                     topic_partitions=3, intake_url=intake_url, service_token=access.admin,
+                                     consumer_max_poll_interval_ms=1000, consumer_session_timeout_ms=2000)
+
+            def running(until) -> None:
+                stop, worker = threading.Event(), Worker(settings, notify_db.engine)
+                thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+                thread.start()
+                try:
+                    wait_for(until, what="the critical findings", timeout=60)
+                finally:
+                    stop.set()
+                    thread.join(30)
+                    worker.close()
+
+            sources = Sources(own_broker.bootstrap_servers)
+            try:
+                sources.inspection("513431", [finding("A-1", "critical", deadline)])
+                running(lambda: critical_findings(notify_db) == ["A-1"])
+                r = httpx.post(f"{intake_url}/v1/events", headers=access.headers,
+                               json=f.inspection(f.finding("B-1", severity="critical")))
+                assert r.status_code == 201, r.text
+                sources.close()
+                own_broker.stop()
+                own_broker.start()  # empty
+                sources = Sources(own_broker.bootstrap_servers)
+                sources.inspection("513431", [finding("C-1", "critical", deadline)])
+                running(lambda: critical_findings(notify_db) == ["A-1", "B-1", "C-1"])
+            finally:
+                sources.close()
+    with Session(notify_db.engine) as s:
+        assert s.get(TrackedFinding, "B-1") is not None

@@ -17,6 +17,7 @@ from services.intake.regions.service import shipped_regions
 from services.kit.settings import Settings
 from services.ranking import store
 from services.ranking.app import create_app
+from services.ranking.models import CurrentScore
 from services.ranking.worker import Worker, build_relay
 from tests.conftest import fresh_database
 from tests.http_helpers import serve
@@ -237,3 +238,64 @@ def test_the_stream_sends_standing_changes_as_they_happen(ranking, access):
         assert event["scope"] in ("513400", "510000") and event["name"] == "昭觉县"
         assert not [code for code in seen if code.startswith("5107")], seen
     assert api.get("/v1/standings/stream", params={"region": "999999"}).status_code == 404
+
+
+def current_score(db, code: str) -> tuple[float, int] | None:
+    with Session(db.engine) as s:
+        row = s.get(CurrentScore, (code, 2026))
+        return (row.total, row.message_id) if row else None
+
+
+def test_a_worker_started_after_the_broker_lost_its_log_reads_the_new_log_from_its_start(
+        ranking_db, tmp_path, access, own_broker):
+    """Its stored offset (6 on the county's partition) points into the new, empty-then-refilled log:
+    used there, it would skip the new log's head (the highest score message id, at offset 0)."""
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
+                        service_token=access.admin, intake_url="http://127.0.0.1:9",
+                        consumer_max_poll_interval_ms=1000, consumer_session_timeout_ms=2000)
+    own_broker.partitions = 3  # a restart creates the topics first, as make run's broker does
+
+    def running(until) -> None:
+        stop, worker = threading.Event(), Worker(settings, ranking_db.engine)
+        thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            wait_for(until, what="the worker's scores", timeout=60)
+        finally:
+            stop.set()
+            thread.join(30)
+            worker.close()
+
+    scores = Scores(own_broker.bootstrap_servers)
+    try:
+        for i in range(6):  # offsets 0-5 of the county's partition
+            scores.send("513431", 50.0 + i, message_id=1001 + i)
+        running(lambda: current_score(ranking_db, "513431") == (55.0, 1006))
+        scores.producer.close()
+        own_broker.stop()
+        own_broker.start()  # empty
+        scores = Scores(own_broker.bootstrap_servers)
+        scores.send("513431", 90.0, message_id=3000)  # offset 0 of the new log: the latest score
+        for i in range(6):  # offsets 1-6: older messages (as a relay re-sending its backlog out of order)
+            scores.send("513431", 60.0 + i, message_id=2001 + i)
+        running(lambda: current_score(ranking_db, "513431") == (90.0, 3000))
+    finally:
+        scores.producer.close()
+
+
+def test_a_score_sent_again_unchanged_moves_nothing(ranking, ranking_db):
+    """What scoring sends after a lost log (every current score again, under a newer outbox id):
+    ranking takes the newer id, and makes no history, no standing message, no webhook from it."""
+    api, scores, broker, _ = ranking
+    scores.send("513431", 80.0, message_id=50)
+    scores.send("513432", 70.0, message_id=51)
+    wait_for(lambda: len(league(api)) == 2)
+    scores.send("513431", 80.0, message_id=60)  # the same score again
+    scores.send("513433", 60.0, message_id=61)  # a marker: everything before it was handled
+    wait_for(lambda: len(league(api)) == 3)
+    assert current_score(ranking_db, "513431") == (80.0, 60)
+    history = api.get("/v1/standings/513431/history", params={"year": 2026}).json()
+    assert sorted((h["scope"], h["rank"]) for h in history) == [("510000", 1), ("513400", 1)]  # the first only
+    published = read_messages(broker.bootstrap_servers, topics.RANKING_STANDINGS,
+                              lambda ms: any(m.key == b"513433" for m in ms))
+    assert sorted(orjson.loads(m.value)["scope"] for m in published if m.key == b"513431") == ["510000", "513400"]

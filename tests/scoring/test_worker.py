@@ -21,6 +21,7 @@ from services.kit.migrate import upgrade
 from services.kit.settings import Settings
 from services.scoring import store
 from services.scoring.app import create_app as scoring_app
+from services.scoring.base import Outbox as ScoringOutbox
 from services.scoring.models import AppliedBatch, ConsumerOffset, ExplanationBatch, ScoreRow
 from services.scoring.policy.model import shipped
 from services.scoring.worker import Worker, build_relay
@@ -270,6 +271,18 @@ def test_a_broker_that_lost_its_log_is_caught_up_from_intake(database, scoring_d
             relay_thread.join(30)
             relay.close()
     assert_matches_clean_recomputation(database.engine, scoring_db.engine)
+    # the scores log was lost too: every current score was sent again, with nothing moved in it
+    t = ScoringOutbox.__table__
+    with Session(scoring_db.engine) as s:
+        rows = {(r.region_code, r.year): r for r in s.execute(select(ScoreRow)).scalars()}
+        resent = [orjson.loads(v) for v, h in s.execute(select(t.c.value, t.c.headers).where(
+            t.c.topic == topics.SCORING_SCORES)).all() if "resent" in orjson.loads(h)]
+    assert sorted((m["region_code"], m["year"]) for m in resent) == sorted(rows) == [("513400", 2026),
+                                                                                    ("513431", 2026)]
+    for m in resent:
+        row = rows[(m["region_code"], m["year"])]
+        assert (m["total"], m["grade"], m["previous_total"], m["previous_grade"]) == (
+            row.total, row.grade, row.total, row.grade)
 
 
 def score_row(engine, code="513431", year=2026):

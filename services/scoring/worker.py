@@ -132,6 +132,7 @@ class Worker:
             stored_at = store.positions(s, topics.INTAKE_EVENTS, self.partitions)
         started = time.monotonic()
         self.scorer = None  # the old engine goes first: one engine in memory at a time (`run` retries on failure)
+        heap.release()  # and its memory with it, so the new one reuses it rather than adding to it
         with self.staying_in_group() as meanwhile:
             self.scorer = store.rebuild(self.db, self.policy, statuses, owned=self.owns, meanwhile=meanwhile)
         self.stored_at = stored_at  # (the partitions are claimed: no other worker writes them meanwhile)
@@ -164,6 +165,7 @@ class Worker:
         started = time.monotonic()
         records = self.export_lines() if from_intake else store.stored_records(self.db)
         self.scorer = None  # one engine in memory at a time (`run` restores it if this fails)
+        heap.release()
 
         def rescore(check: Callable[[], None]) -> Scorer:
             with Session(self.db) as s:
@@ -176,14 +178,16 @@ class Worker:
             scorer = self.polling_while(rescore, meanwhile)
         log.info("policy %s: %d events rescored from %s in %.1fs", policy_id, len(scorer.applied),
                  "intake's export" if from_intake else "the applied events", time.monotonic() - started)
+        rescored = len(scorer.applied)
         if self.partition_count and len(self.partitions) == self.partition_count:
             # this worker owns every county: the new engine is the one it would restore
             self.scorer, self.policy = scorer, policy
             with Session(self.db) as s:
                 self.generation = s.get(WorkerClock, 1).generation
         else:
+            del scorer  # every county's engine, before building this worker's share
             self.restore()  # back to this worker's counties, at the new generation
-        return len(scorer.applied)
+        return rescored
 
     @contextmanager
     def staying_in_group(self) -> Iterator[Callable[[], None]]:

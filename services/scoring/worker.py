@@ -63,6 +63,9 @@ def partition_of(county: str, partitions: int) -> int:
     return (murmur2(county.encode()) & 0x7FFFFFFF) % partitions
 
 
+RELEASE_FROM = 100_000  # events an engine holds from which dropping it gives its memory back
+
+
 class Worker:
     def __init__(self, settings: Settings, db: Engine, policy: Policy, *, clock: Callable[[], datetime] = utcnow
                  ) -> None:
@@ -131,14 +134,23 @@ class Worker:
             self.policy = policy_store.get(s, policy_id)
             stored_at = store.positions(s, topics.INTAKE_EVENTS, self.partitions)
         started = time.monotonic()
-        self.scorer = None  # the old engine goes first: one engine in memory at a time (`run` retries on failure)
-        heap.release()  # and its memory with it, so the new one reuses it rather than adding to it
+        self.drop_engine()  # the old engine goes first: one engine in memory at a time (`run` retries on failure)
         with self.staying_in_group() as meanwhile:
             self.scorer = store.rebuild(self.db, self.policy, statuses, owned=self.owns, meanwhile=meanwhile)
         self.stored_at = stored_at  # (the partitions are claimed: no other worker writes them meanwhile)
         log.info("engine rebuilt from %d applied events of partitions %s in %.1fs (policy %s, as of %s)",
                  len(self.scorer.applied), sorted(self.partitions), time.monotonic() - started, self.policy.id,
                  self.scorer.as_of.isoformat())
+
+    def drop_engine(self) -> None:
+        """Drop the engine, and with a large one its memory (`kit.heap.release`), so that the engine
+        built next takes its place rather than growing beside its fragments: at a million events
+        that was 50-80 MB over the 300 MB target (docs/performance.md, peak memory). A small engine
+        is just dropped: the release's full collection costs time between polls and gains nothing."""
+        large = self.scorer is not None and len(self.scorer.applied) >= RELEASE_FROM
+        self.scorer = None
+        if large:
+            heap.release()
 
     def export_lines(self) -> Iterator[str]:
         """Intake's whole event store, in sequence order (`GET /v1/events/export`), streamed."""
@@ -164,8 +176,7 @@ class Worker:
             policy = policy_store.get(s, policy_id)
         started = time.monotonic()
         records = self.export_lines() if from_intake else store.stored_records(self.db)
-        self.scorer = None  # one engine in memory at a time (`run` restores it if this fails)
-        heap.release()
+        self.drop_engine()  # one engine in memory at a time (`run` restores it if this fails)
 
         def rescore(check: Callable[[], None]) -> Scorer:
             with Session(self.db) as s:

@@ -628,3 +628,17 @@ def test_work_done_while_polling_stops_at_its_next_check_once_a_rebalance_is_see
             worker.polling_while(broken, lambda: None)
     finally:
         worker.close()
+
+
+@pytest.mark.parametrize(("events", "released"), [(0, False), (99_999, False), (100_000, True)])
+def test_dropping_a_large_engine_gives_its_memory_back_and_a_small_one_costs_nothing(monkeypatch, events, released):
+    from types import SimpleNamespace
+
+    from services.scoring import worker as scoring_worker
+
+    calls = []
+    monkeypatch.setattr(scoring_worker.heap, "release", lambda: calls.append("release"))
+    holder = SimpleNamespace(scorer=SimpleNamespace(applied=range(events)))
+    Worker.drop_engine(holder)
+    assert holder.scorer is None
+    assert calls == (["release"] if released else [])

@@ -62,7 +62,7 @@ def release() -> None:
     """After dropping a large structure (an engine of a million events): collect it, and give the
     C allocator's free memory back to the system (glibc's `malloc_trim`), so that the structure
     built next does not come on top of the old one's fragments. On the scoring worker at a million
-    events (docs/performance.md, peak memory): RSS 298 → 255 MB as its engine went, and the next
+    events (docs/performance.md, peak memory): RSS 298 → 256 MB as its engine went, and the next
     engine peaked 5 MB above the first instead of 27. A full collection: for rare moments only."""
     gc.collect()
     if _TRIM is not None:

@@ -187,9 +187,9 @@ class Worker:
 
         with self.staying_in_group() as meanwhile:
             scorer = self.polling_while(rescore, meanwhile)
-        log.info("policy %s: %d events rescored from %s in %.1fs", policy_id, len(scorer.applied),
-                 "intake's export" if from_intake else "the applied events", time.monotonic() - started)
         rescored = len(scorer.applied)
+        log.info("policy %s: %d events rescored from %s in %.1fs", policy_id, rescored,
+                 "intake's export" if from_intake else "the applied events", time.monotonic() - started)
         if self.partition_count and len(self.partitions) == self.partition_count:
             # this worker owns every county: the new engine is the one it would restore
             self.scorer, self.policy = scorer, policy

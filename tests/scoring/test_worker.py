@@ -5,6 +5,7 @@ import threading
 import time
 from collections import namedtuple
 from datetime import timedelta
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ from sqlmodel import Session
 from services.events import registry, topics
 from services.intake.app import create_app as intake_app
 from services.intake.relay import build as intake_relay
+from services.kit import heap
 from services.kit.db import make_engine
 from services.kit.migrate import upgrade
 from services.kit.settings import Settings
@@ -632,12 +634,8 @@ def test_work_done_while_polling_stops_at_its_next_check_once_a_rebalance_is_see
 
 @pytest.mark.parametrize(("events", "released"), [(0, False), (99_999, False), (100_000, True)])
 def test_dropping_a_large_engine_gives_its_memory_back_and_a_small_one_costs_nothing(monkeypatch, events, released):
-    from types import SimpleNamespace
-
-    from services.scoring import worker as scoring_worker
-
     calls = []
-    monkeypatch.setattr(scoring_worker.heap, "release", lambda: calls.append("release"))
+    monkeypatch.setattr(heap, "release", lambda: calls.append("release"))
     holder = SimpleNamespace(scorer=SimpleNamespace(applied=range(events)))
     Worker.drop_engine(holder)
     assert holder.scorer is None

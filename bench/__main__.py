@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{' (dirty)' if results['dirty'] else ''}; {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB, {m['os']}, "
           f"Python {m['python']}, PostgreSQL {m['postgresql'] or '–'}, {m['broker']}")
     print(table(results["figures"]))
+    for backend, r in results["raw"].get("intake", {}).items():
+        if r["batch"].get("cpu_us_per_event"):
+            print(f"intake batch on {backend}, {intake.cpu_line(r['batch'])}")
     missed = sum(not r["met"] for r in results["figures"])
     print(f"\n{len(results['figures']) - missed} of {len(results['figures'])} targets met; wall time "
           f"{results['wall_s']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in results['parts_s'].items())})")

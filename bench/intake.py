@@ -140,17 +140,22 @@ class Stack:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def children(self) -> dict[str, int]:
-        """Process name (`services.scoring.worker`, ...) → pid of the supervisor's children."""
+    def children(self, *, everything: bool = False) -> dict[str, int]:
+        """Process name (`services.scoring.worker`, ...) → pid of the supervisor's `python -m`
+        children; with `everything`, also its other children by program name (the broker, `tansu`)."""
         found = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-                if ppid == self.proc.pid:
-                    args = (stat.parent / "cmdline").read_bytes().split(b"\0")
+                if ppid != self.proc.pid:
+                    continue
+                args = (stat.parent / "cmdline").read_bytes().split(b"\0")
+                if b"-m" in args:
                     found[args[args.index(b"-m") + 1].decode()] = int(stat.parent.name)
+                elif everything and args[0]:  # tansu-v0.6.0-510f3e2 → tansu
+                    found[Path(args[0].decode()).name.split("-")[0]] = int(stat.parent.name)
             except (OSError, ValueError, IndexError):
-                continue  # gone meanwhile, or not a `python -m` child
+                continue  # gone meanwhile
         return found
 
     def __exit__(self, *exc) -> None:
@@ -172,11 +177,25 @@ def batch_events(n: int) -> list[bytes]:
     return bodies
 
 
-def batch_rate(url: str, total: int, headers: dict[str, str]) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def batch_rate(url: str, total: int, headers: dict[str, str], processes: dict[str, int] | None = None) -> dict:
+    """Events/s of `total` events sent in 1,000-event batches, one request at a time. With
+    `processes` (name → pid), also the CPU each spent per event meanwhile (µs), this client's
+    included: the stack's processes share the machine's cores while intake appends."""
     bodies = batch_events(total)
+    processes = {**(processes or {}), "bench client": os.getpid()} if processes else {}
     with httpx.Client(timeout=120, headers=headers) as client:
         client.post(f"{url}/v1/events/batch", content=batch_events(1000)[0],
                     headers={"content-type": "application/json"}).raise_for_status()  # warm-up
+        before = {name: cpu_seconds(pid) for name, pid in processes.items()}
         start = time.perf_counter()
         accepted = 0
         for body in bodies:
@@ -184,8 +203,13 @@ def batch_rate(url: str, total: int, headers: dict[str, str]) -> dict:
             r.raise_for_status()
             accepted += r.json()["accepted"]
         elapsed = time.perf_counter() - start
+        cpu = {name: (cpu_seconds(pid) - before[name]) * 1e6 / total for name, pid in processes.items()}
     assert accepted == total, f"only {accepted} of {total} accepted"
-    return {"events_per_s": total / elapsed, "events": total, "seconds": elapsed}
+    result = {"events_per_s": total / elapsed, "events": total, "seconds": elapsed}
+    if cpu:
+        result["cpu_us_per_event"] = dict(sorted(cpu.items(), key=lambda kv: -kv[1]))
+        result["cores_busy"] = sum(cpu.values()) * total / 1e6 / elapsed
+    return result
 
 
 def raw_insert_rate(database_url: str, total: int) -> float:
@@ -241,7 +265,7 @@ def measure(wrk: str, name: str, url: str | None, hello: dict, seconds: int, bat
             run_wrk(wrk, f"{stack.url}/v1/events", 2, script, stack.headers)  # warm-up
             single = run_wrk(wrk, f"{stack.url}/v1/events", seconds, script, stack.headers)
             print(f"[{name}] batch POST /v1/events/batch, {batch_total} events…", flush=True)
-            batch = batch_rate(stack.url, batch_total, stack.headers)
+            batch = batch_rate(stack.url, batch_total, stack.headers, stack.children(everything=True))
             verified = httpx.get(f"{stack.url}/v1/audit/verify", headers=stack.headers,
                                  timeout=300).raise_for_status().json()
         raw = raw_insert_rate(db_url, batch_total)
@@ -253,6 +277,16 @@ def measure(wrk: str, name: str, url: str | None, hello: dict, seconds: int, bat
 def durations(quick: bool) -> tuple[int, int]:
     """(seconds of each wrk run, events sent in batches)."""
     return (5, 5_000) if quick else (15, 30_000)
+
+
+def cpu_line(batch: dict) -> str:
+    """The batch run's CPU per event by process, largest first (the 1-µs ones left out)."""
+    if "cpu_us_per_event" not in batch:
+        return ""
+    shares = ", ".join(f"{name.removeprefix('services.')} {us:.0f}" for name, us in batch["cpu_us_per_event"].items()
+                       if us >= 1)
+    return (f"CPU µs/event: {shares} (total {sum(batch['cpu_us_per_event'].values()):.0f}; "
+            f"{batch['cores_busy']:.1f} of {os.cpu_count()} cores busy)")
 
 
 def main() -> None:
@@ -283,6 +317,7 @@ def main() -> None:
               f"{r['single_ratio_to_hello']:>8.2f}{'≥0.15':>8}   p99 {s['p99_ms']:.1f} ms, non-2xx {s['non_2xx']}")
         print(f"{name + ': batch events/s':<44}{b['events_per_s']:>14,.0f}{r['raw_inserts_per_s']:>14,.0f}"
               f"{r['batch_ratio_to_raw']:>8.2f}{'≥0.3':>8}   chain ok: {r['chain_ok']} ({r['events_stored']} events)")
+        print(f"{'':<44}{cpu_line(b)}")
     print("\n(alone: nothing written; `python -m bench` runs every part and writes bench/results.json)")
 
 

@@ -6,12 +6,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from bench import rebuild
+from bench import intake, rebuild
 from bench.__main__ import figure, figures, table
 from bench.regions import PROVINCES, national_regions
 from services.intake.regions.service import regions_file, shipped_regions
@@ -91,3 +92,31 @@ def test_rebuild_part_on_a_tiny_store():
     rows = figures({"rebuild": {"sqlite": r}})
     assert [row["figure"] for row in rows][0] == "rebuild all scores from 600 events, events/s"
     assert len(rows) == 1 + len(rebuild.WORKERS) and "peak memory" in table(rows)
+
+
+def test_cpu_seconds_count_this_process_and_nothing_for_a_gone_one():
+    before = intake.cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    assert intake.cpu_seconds(os.getpid()) - before >= 0.2
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert intake.cpu_seconds(int(gone.stdout)) == 0.0
+
+
+@pytest.mark.e2e
+def test_batch_rate_reports_the_cpu_of_every_process_of_the_stack(tmp_path):
+    """The batch figure comes with each process's CPU per event: intake, its relay, the workers,
+    the broker and the bench client itself."""
+    with intake.Stack(tmp_path, None) as stack:
+        processes = stack.children(everything=True)
+        r = intake.batch_rate(stack.url, 2_000, stack.headers, processes)
+    cpu = r["cpu_us_per_event"]
+    assert set(cpu) == {*processes, "bench client"}
+    assert {"services.intake", "services.intake.relay", "services.scoring.worker", "tansu"} <= set(cpu)
+    assert cpu["services.intake"] > 0 and all(us >= 0 for us in cpu.values())
+    assert list(cpu.values()) == sorted(cpu.values(), reverse=True)
+    assert r["cores_busy"] == pytest.approx(sum(cpu.values()) * 2_000 / 1e6 / r["seconds"])
+    line = intake.cpu_line(r)
+    assert line.startswith("CPU µs/event: ") and f"intake {cpu['services.intake']:.0f}" in line
+    assert f"total {sum(cpu.values()):.0f}" in line

@@ -196,7 +196,11 @@ class Worker:
             with Session(self.db) as s:
                 self.generation = s.get(WorkerClock, 1).generation
         else:
-            del scorer  # every county's engine, before building this worker's share
+            # every county's engine goes, with its memory if large, before this worker's share is
+            # built: `restore` drops `self.scorer` (None here), not this one
+            del scorer
+            if rescored >= RELEASE_FROM:
+                heap.release()
             self.restore()  # back to this worker's counties, at the new generation
         return rescored
 

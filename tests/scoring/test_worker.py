@@ -640,3 +640,22 @@ def test_dropping_a_large_engine_gives_its_memory_back_and_a_small_one_costs_not
     Worker.drop_engine(holder)
     assert holder.scorer is None
     assert calls == (["release"] if released else [])
+
+
+@pytest.mark.parametrize(("release_from", "released"), [(1, True), (100, False)])
+def test_a_partial_workers_recomputation_gives_the_every_county_engines_memory_back_before_restoring(
+        scoring_db, clock, monkeypatch, release_from, released):
+    """A worker owning some partitions recomputes every county, then builds its own share: the
+    every-county engine's memory goes back first when it was large (RELEASE_FROM events)."""
+    from tests.scoring import factories as sf
+
+    worker = one_county_worker(scoring_db, clock)
+    worker.partition_count = 2  # partition 0 of 2: not every county is this worker's
+    calls = []
+    monkeypatch.setattr("services.scoring.worker.RELEASE_FROM", release_from)
+    monkeypatch.setattr(heap, "release", lambda: calls.append("release"))
+    restore = worker.restore
+    worker.restore = lambda: calls.append("restore") or restore()
+    worker.export_lines = lambda: iter([on_partition_0(sf.inspection(sf.finding("F-1")), 0).value.decode()])
+    assert worker.recompute(worker.policy.id, from_intake=True) == 1
+    assert calls == (["release", "restore"] if released else ["restore"])

@@ -79,3 +79,12 @@ def test_fields_the_engine_does_not_use_are_ignored():
     data["payload"]["note"] = "x" * 10_000  # longer than the contract allows: not the view's concern
     record = view.decode(orjson.dumps(data))
     assert record.event.payload.finding_id == "F-1"
+
+
+def test_the_view_caches_no_values_across_records():
+    """Values are not kept in pydantic's string cache (keys only): a cached value made during a
+    recomputation outlives it and pins its allocator arena, so the every-county engine's memory
+    could not go back before the worker's own engine was built (docs/performance.md, peak memory)."""
+    a, b = (view.decode(stored(r)) for r in (inspection(finding("F-1")), inspection(finding("F-2"))))
+    assert a.event.region_code == b.event.region_code
+    assert a.event.region_code is not b.event.region_code

@@ -124,7 +124,11 @@ class InspectorAbsenceRecorded(Record):
 
 RECORDS = (InspectionRecorded, FindingStepped, DailyCheckRecorded, YearEndAssessmentRecorded, CountyStatusChanged,
            ReturnRiskChanged, InspectorAbsenceRecorded)
-ADAPTER: TypeAdapter[Record] = TypeAdapter(Annotated[Union[RECORDS], Field(discriminator="type")])
+# Keys only in pydantic's string cache: a cached value made during a recomputation outlives it and
+# keeps its allocator arena, so less of the every-county engine's memory went back before the
+# worker's own engine was built (at 1M events, 324-326 → 318-320 MB on that path; docs/performance.md)
+ADAPTER: TypeAdapter[Record] = TypeAdapter(Annotated[Union[RECORDS], Field(discriminator="type")],
+                                           config=ConfigDict(cache_strings="keys"))
 
 
 def decode(raw: bytes | str) -> Recorded:

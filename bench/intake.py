@@ -191,7 +191,7 @@ def batch_rate(url: str, total: int, headers: dict[str, str], processes: dict[st
     `processes` (name → pid), also the CPU each spent per event meanwhile (µs), this client's
     included: the stack's processes share the machine's cores while intake appends."""
     bodies = batch_events(total)
-    processes = {**(processes or {}), "bench client": os.getpid()} if processes else {}
+    processes = {**processes, "bench client": os.getpid()} if processes else {}
     with httpx.Client(timeout=120, headers=headers) as client:
         client.post(f"{url}/v1/events/batch", content=batch_events(1000)[0],
                     headers={"content-type": "application/json"}).raise_for_status()  # warm-up

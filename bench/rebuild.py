@@ -22,7 +22,6 @@ time went, by function.
 
 import argparse
 import itertools
-import os
 import re
 import signal
 import subprocess
@@ -39,7 +38,7 @@ import orjson
 from sqlalchemy import delete, func, select
 from sqlmodel import Session
 
-from bench.intake import Stack, drop_postgres, postgres_database
+from bench.intake import Stack, cpu_seconds, drop_postgres, postgres_database
 from bench.regions import counties, write
 from bench.scoring import envelopes
 from services.events import registry
@@ -185,13 +184,9 @@ def settle(stack: Stack, settings: Settings, seconds: float) -> float:
 
 
 def _cpu_share(pid: int, seconds: float) -> float:
-    def ticks() -> int:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-
-    before = ticks()
+    before = cpu_seconds(pid)
     time.sleep(seconds)
-    return (ticks() - before) / os.sysconf("SC_CLK_TCK") / seconds
+    return (cpu_seconds(pid) - before) / seconds
 
 
 def measure(events: int, database_url: str | None = None, then: Callable[[Stack], dict] | None = None,

@@ -1,4 +1,4 @@
-"""The layering of STYLE.md, checked with import-linter: services never import each other."""
+"""The layering of STYLE.md, checked with import-linter (services never import each other), and ruff."""
 
 import subprocess
 import sys
@@ -12,3 +12,10 @@ def test_import_contracts_are_kept():
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "broken" in result.stdout and "0 broken" in result.stdout
+
+
+def test_ruff_finds_nothing():
+    """pyflakes, pycodestyle and import order (`[tool.ruff.lint]` in pyproject.toml; `make lint`)."""
+    result = subprocess.run([Path(sys.executable).parent / "ruff", "check", "--no-cache", "--output-format", "concise",
+                             str(ROOT)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

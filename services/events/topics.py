@@ -4,8 +4,6 @@ INTAKE_EVENTS = "kaohe.intake.events.v1"
 SCORING_SCORES = "kaohe.scoring.scores.v1"
 RANKING_STANDINGS = "kaohe.ranking.standings.v1"
 
-ALL = (INTAKE_EVENTS,)
-
 
 def dead_letter(topic: str) -> str:
     """The dead-letter topic of `topic` (convention: `<topic>.dlt`)."""

@@ -196,11 +196,10 @@ class Worker:
             with Session(self.db) as s:
                 self.generation = s.get(WorkerClock, 1).generation
         else:
-            # every county's engine goes, with its memory if large, before this worker's share is
-            # built: `restore` drops `self.scorer` (None here), not this one
+            # every county's engine goes (with its memory, if large) before this worker's share is built
+            self.scorer = scorer
             del scorer
-            if rescored >= RELEASE_FROM:
-                heap.release()
+            self.drop_engine()
             self.restore()  # back to this worker's counties, at the new generation
         return rescored
 

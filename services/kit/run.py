@@ -18,7 +18,7 @@ import httpx
 from sqlalchemy import make_url
 
 from services.kit.access import Access
-from services.kit.access.local import local_keys
+from services.kit.access.local import local_keys, region_of
 from services.kit.broker import LocalBroker, free_port
 from services.kit.logs import configure
 from services.kit.settings import METRICS_PORTS, Settings
@@ -185,7 +185,7 @@ def main() -> int:
             if step.wait() != 0:
                 raise subprocess.CalledProcessError(step.returncode, step.args)
         access = Access.from_settings(settings)
-        tokens = local_keys(access, settings.data_dir)
+        tokens = local_keys(access, settings.data_dir, region_of(settings.regions_file))
         access.engine.dispose()
         env["KAOHE_SERVICE_TOKEN"] = tokens["service"]  # the workers' and the demo loader's key
         ports = metrics_ports(settings)

@@ -5,9 +5,11 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import text
 
+from bench.regions import national_regions
 from services.events import topics
 from services.kit.db import make_engine
 from tests import factories as f
@@ -100,6 +102,37 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, backend):
         again = httpx.get(f"{intake}/v1/events/{event['event_id']}", headers=admin, timeout=5)
         assert again.status_code == 200 and again.json()["sequence"] == 1
         assert httpx.get(f"{intake}/v1/audit/verify", headers=admin, timeout=5).json()["ok"] is True
+    finally:
+        stop(proc, out)
+    assert proc.returncode == 0
+
+    # third start, with a regions file of two provinces: Hebei is added, the local keys are remade
+    # for every province (the Sichuan ones revoked), and the workers score and rank Hebei's counties
+    # in their own leagues and province
+    regions = national_regions()["regions"]
+    path = tmp_path / "two-provinces.json"
+    path.write_bytes(orjson.dumps({"regions": [r for r in regions if r["code"][:2] in ("13", "51")]}))
+    exited = next(r for r in regions if r["code"].startswith("13") and r.get("status") == "exited")
+    proc, out = start({**env, "KAOHE_REGIONS_FILE": str(path)})
+    try:
+        national = {"Authorization": f"Bearer {token(env)}"}
+        assert httpx.get(f"{intake}/v1/regions/513400", headers=admin, timeout=5).status_code == 401  # revoked
+        hebei = f.inspection(f.finding(), region=exited["code"], at=f.T0)
+        r = httpx.post(f"{intake}/v1/events", json=hebei, headers=national, timeout=5)
+        assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 60
+        while (r := httpx.get(f"{scoring}/v1/scores/{exited['code']}", params={"year": 2026}, headers=national,
+                              timeout=5)).status_code != 200:
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.3)
+        assert r.json()["league"] == "exited"  # from intake's regions: the workers' key sees Hebei's counties
+        while not (placed := httpx.get(f"{ranking}/v1/standings/{exited['code']}", params={"year": 2026},
+                                       headers=national, timeout=5).json()):
+            assert time.monotonic() < deadline, "no standing"
+            time.sleep(0.3)
+        assert {(p["scope"], p["rank"]) for p in placed} == {(exited["parent_code"], 1), ("130000", 1)}
+        listed = httpx.get(f"{intake}/v1/events", headers=national, timeout=5).json()["items"]
+        assert {e["region_code"] for e in listed} == {"513431", exited["code"]}
     finally:
         stop(proc, out)
     assert proc.returncode == 0

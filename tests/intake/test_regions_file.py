@@ -14,9 +14,12 @@ from sqlmodel import Session
 from bench.regions import national_regions
 from services.intake.app import create_app
 from services.intake.regions.models import Region
+from services.intake.regions.service import load as regions_load
 from services.intake.regions.service import regions_file
+from services.kit.access.principal import NATIONAL
 from services.kit.db import make_engine
 from services.kit.settings import Settings
+from tests import factories as f
 from tests.conftest import bearer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,3 +96,61 @@ def test_regions_file_names_what_is_wrong(tmp_path, breakage, message):
     path.write_bytes(orjson.dumps(data))
     with pytest.raises(ValueError, match=message):
         regions_file(path)
+
+
+def test_a_province_key_reads_its_own_province_and_a_national_key_every_one(database, settings, access, clock):
+    """With two provinces loaded, each province's key lists, exports and sees the findings of its own
+    counties only (a province is a range of county codes, not "every row"); the national scope
+    (000000) sees both, and only a national admin makes national keys."""
+    data = _small_set()
+    with Session(database.engine) as s:
+        regions_load(session=s, data=data)
+        s.commit()
+    hebei_county = next(r for r in data["regions"] if r["level"] == "county" and r["code"].startswith("13"))
+    sichuan_county = f.COUNTY
+    national = access.key(["admin"], NATIONAL, name="national admin")
+    keys = {"13": access.key(["events:read", "admin"], "130000"), "51": access.key(["events:read", "admin"], "510000")}
+    with TestClient(create_app(settings, engine=database.engine, clock=clock)) as client:
+        posted = {}
+        for prefix, county in (("13", hebei_county["code"]), ("51", sichuan_county)):
+            event = f.inspection(f.finding(), f.finding(), region=county)
+            answer = client.post("/v1/events", json=event, headers=bearer(national))
+            assert answer.status_code == 201, answer.text
+            posted[prefix] = event
+
+        def seen(token: str, **params) -> dict[str, set[str]]:
+            """Every county named by the event list, the export, the findings ledger and the regions list."""
+            auth = bearer(token)
+            listed = client.get("/v1/events", params=params, headers=auth)
+            export = client.get("/v1/events/export", headers=auth)
+            ledger = client.get("/v1/findings", params=params, headers=auth)
+            regions = client.get("/v1/regions", params={"level": "county"}, headers=auth)
+            for answer in (listed, export, ledger, regions):
+                assert answer.status_code == 200, answer.text
+            return {"events": {e["region_code"] for e in listed.json()["items"]},
+                    "export": {orjson.loads(line)["region_code"] for line in export.text.splitlines()},
+                    "findings": {e["region_code"] for e in ledger.json()["items"]},
+                    "regions": {r["code"][:2] for r in regions.json()}}
+
+        for prefix, county in (("13", hebei_county["code"]), ("51", sichuan_county)):
+            mine = seen(keys[prefix])
+            assert mine == {"events": {county}, "export": {county}, "findings": {county}, "regions": {prefix}}, prefix
+        everyone = seen(national)
+        both = {hebei_county["code"], sichuan_county}
+        assert everyone == {"events": both, "export": both, "findings": both, "regions": {"13", "51"}}
+        assert seen(national, region_code=NATIONAL)["events"] == both
+        assert seen(national, region_code="130000")["findings"] == {hebei_county["code"]}
+
+        # the other province, named outright, is as unknown as a code that does not exist
+        for path in ("/v1/events", "/v1/findings"):
+            for code in ("130000", hebei_county["code"], NATIONAL):
+                assert client.get(path, params={"region_code": code}, headers=bearer(keys["51"])).status_code == 404
+        assert client.get(f"/v1/events/{posted['13']['event_id']}", headers=bearer(keys["51"])).status_code == 404
+        assert client.get(f"/v1/events/{posted['13']['event_id']}", headers=bearer(national)).status_code == 200
+
+        wide = {"name": "another national key", "scopes": ["events:read"], "region": NATIONAL}
+        refused = client.post("/v1/keys", json=wide, headers=bearer(keys["51"]))
+        assert refused.status_code == 403 and "outside your key's region" in refused.json()["detail"]
+        assert client.post("/v1/keys", json=wide, headers=bearer(national)).status_code == 201
+        bad = client.post("/v1/keys", json={**wide, "region": "000001"}, headers=bearer(national))
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "region"

@@ -11,11 +11,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select
 from sqlmodel import Session
 
+from bench.regions import national_regions
 from services.intake.app import create_app as intake_app
+from services.intake.regions.service import shipped_regions
 from services.intake.store.models import StoredEvent
 from services.kit.access import Access
 from services.kit.access.idempotency import IdempotencyStore, fingerprint
-from services.kit.access.principal import Principal
+from services.kit.access.local import local_keys, region_of, saved_token
+from services.kit.access.principal import NATIONAL, Principal
 from services.kit.access.ratelimit import RateLimiter
 from services.kit.access.tables import ApiKey, IdempotencyRecord
 from services.ranking.app import create_app as ranking_app
@@ -40,6 +43,9 @@ def test_the_region_rule():
     assert county.covers(A_COUNTY) and not county.covers("513432") and county.sees(A_PREF)
     assert province.covers(B_COUNTY) and not province.covers("520102")
     assert province.has("events:write", "webhooks:manage") and not prefecture.has("events:read")
+    national = Principal("k", "n", frozenset({"admin"}), NATIONAL)
+    assert national.covers(B_COUNTY) and national.covers("520102") and national.covers(NATIONAL)
+    assert national.province_wide and not province.covers(NATIONAL) and not province.sees(NATIONAL)
 
 
 # --- the three services over one small world: A's data and B's data -------------------------------------
@@ -396,3 +402,26 @@ def test_rate_limit_headers_follow_the_draft_syntax():
     verdict = RateLimiter(600).take("k")
     headers = dict(verdict.headers())
     assert headers == {"RateLimit-Policy": '"key";q=600;w=60', "RateLimit": '"key";r=599;t=1'}
+
+
+def test_local_keys_cover_the_regions_loaded(tmp_path, access):
+    """`make run`'s keys: Sichuan's by default, a one-province file's province, the national scope for
+    a file of several; kept across restarts, remade (and the old ones revoked) when the regions change."""
+    provinces = national_regions()["regions"]
+    hebei = [r for r in provinces if r["code"].startswith("13")]
+    (tmp_path / "hebei.json").write_bytes(orjson.dumps({"regions": hebei}))
+    (tmp_path / "two.json").write_bytes(orjson.dumps({"regions": hebei + shipped_regions()["regions"]}))
+    assert region_of(None) == "510000"
+    assert region_of(tmp_path / "hebei.json") == "130000"
+    assert region_of(tmp_path / "two.json") == NATIONAL
+
+    first = local_keys(access.store, tmp_path)
+    assert local_keys(access.store, tmp_path) == first
+    assert {access.store.authenticate(t).region for t in first.values()} == {"510000"}
+    wider = local_keys(access.store, tmp_path, NATIONAL)
+    assert set(wider) == set(first) == {"admin", "dashboard", "service"}
+    for name, token in wider.items():
+        assert token != first[name] and saved_token(tmp_path, name) == token
+        assert access.store.authenticate(token).region == NATIONAL
+        assert access.store.authenticate(first[name]) is None  # revoked
+    assert local_keys(access.store, tmp_path, NATIONAL) == wider

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from services.intake.regions.models import Region
+from services.kit.access.principal import NATIONAL
 from services.kit.problems import Problem
 
 DATA_FILE = "data/sichuan.json"
@@ -76,6 +77,8 @@ class Place:
     prefecture_code: str | None  # for a county: its prefecture; for a prefecture: itself
 
 
+NATIONAL_PLACE = Place(NATIONAL, "national", None, None)  # every province: a key's scope, not a region
+
 class Directory:
     """Region codes → place, cached: codes and parents never change at run time (statuses do)."""
 
@@ -116,7 +119,9 @@ class Directory:
         return place
 
     def scope(self, code: str) -> Place:
-        """Any known region (a filter scope), or 404."""
+        """Any known region (a filter scope), the national scope, or 404."""
+        if code == NATIONAL:
+            return NATIONAL_PLACE
         place = self.get(code)
         if place is None:
             raise Problem(404, "not-found", "Not found", f"unknown region {code}")
@@ -124,11 +129,14 @@ class Directory:
 
 
 def region_filter(column_county: Any, column_prefecture: Any, place: Place) -> Any:
-    """A WHERE clause selecting rows of a county, of a prefecture's counties, or everything."""
+    """A WHERE clause selecting rows of a county, of a prefecture's or a province's counties, or
+    (the national scope) everything. A province is a range of county codes: 510000 holds 51xxxx."""
     if place.level == "county":
         return column_county == place.code
     if place.level == "prefecture":
         return column_prefecture == place.code
+    if place.level == "province":
+        return column_county.between(place.code[:2] + "0000", place.code[:2] + "9999")
     return True
 
 

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from services.kit.access.keys import Access
-from services.kit.access.principal import REGION_CODE, SCOPES
+from services.kit.access.principal import NATIONAL, SCOPES, key_region
 from services.kit.db import service_engine
 from services.kit.migrate import upgrade
 from services.kit.settings import Settings
@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     create = sub.add_parser("create-key", help="create a key and print its token (shown once)")
     create.add_argument("--name", required=True)
     create.add_argument("--scope", action="append", choices=SCOPES, required=True, help="repeat for several")
-    create.add_argument("--region", required=True, help="province, prefecture or county code")
+    create.add_argument("--region", required=True,
+                        help=f"province, prefecture or county code ({NATIONAL}: every province)")
     create.add_argument("--rate-limit-per-min", type=int)
     args = parser.parse_args(argv)
 
@@ -32,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
             upgrade("access", engine, settings.database("access")[1])
             print("access: migrated", flush=True)
             return 0
-        if not REGION_CODE.match(args.region):
-            parser.error("--region: a 6-digit administrative division code")
+        if not key_region(args.region):
+            parser.error(f"--region: a 6-digit administrative division code (or {NATIONAL}: every province)")
         _row, token = Access(engine).create(name=args.name, scopes=args.scope, region=args.region,
                                             rate_limit_per_min=args.rate_limit_per_min)
         print(token)

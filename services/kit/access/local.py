@@ -3,15 +3,29 @@
 import os
 from pathlib import Path
 
-from services.kit.access.keys import Access
+import orjson
 
-# name -> (scopes, what it is for); all province-wide
+from services.kit.access.keys import Access
+from services.kit.access.principal import NATIONAL
+
+# name -> (scopes, what it is for); each for every region loaded (`region_of`)
 LOCAL_KEYS = {
     "admin": (["admin"], "you: every scope, creates partner keys"),
     "dashboard": (["events:read", "scores:read", "standings:read"], "the dashboard in the browser (read only)"),
     "service": (["events:read", "events:write"], "the workers (intake's regions and export) and the demo loader"),
 }
-PROVINCE = "510000"
+PROVINCE = "510000"  # the shipped regions: Sichuan
+
+
+def region_of(regions_file: Path | None) -> str:
+    """The region the local keys cover: the one province of the regions loaded (the shipped
+    Sichuan, or `KAOHE_REGIONS_FILE`'s), or the national scope when the file holds several.
+    The file is intake's set-up's to check; this reads its provinces only."""
+    if regions_file is None:
+        return PROVINCE
+    regions = orjson.loads(Path(regions_file).read_bytes())["regions"]
+    provinces = [r["code"] for r in regions if r.get("level") == "province"]
+    return provinces[0] if len(provinces) == 1 else NATIONAL
 
 
 def saved_token(data_dir: Path, name: str) -> str | None:
@@ -20,16 +34,20 @@ def saved_token(data_dir: Path, name: str) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def local_keys(access: Access, data_dir: Path) -> dict[str, str]:
-    """name -> token, reusing the tokens saved in `<data_dir>/keys/<name>.key` while they still work."""
+def local_keys(access: Access, data_dir: Path, region: str = PROVINCE) -> dict[str, str]:
+    """name -> token, reusing the tokens saved in `<data_dir>/keys/<name>.key` while they still work
+    and are for `region` (a new regions file makes new keys)."""
     folder = data_dir / "keys"
     folder.mkdir(parents=True, exist_ok=True)
     tokens = {}
     for name, (scopes, _purpose) in LOCAL_KEYS.items():
         path = folder / f"{name}.key"
         token = path.read_text().strip() if path.exists() else ""
-        if not token or access.authenticate(token) is None:
-            _row, token = access.create(name=f"local {name}", scopes=scopes, region=PROVINCE,
+        held = access.authenticate(token) if token else None
+        if held is None or held.region != region:
+            if held is not None:  # made for other regions; its file is overwritten next, so nobody needs it
+                access.revoke(held.key_id)
+            _row, token = access.create(name=f"local {name}", scopes=scopes, region=region,
                                         rate_limit_per_min=10_000_000)
             path.write_text(token + "\n")
             os.chmod(path, 0o600)

@@ -7,10 +7,14 @@ from services.kit.problems import Problem
 
 SCOPES = ("events:write", "events:read", "scores:read", "standings:read", "webhooks:manage", "admin")
 REGION_CODE = re.compile(r"^[1-9]\d{5}$")
+NATIONAL = "000000"  # a key's region for every province (a regions file of several: KAOHE_REGIONS_FILE)
 
 
 def region_prefix(code: str) -> str:
-    """What every code inside `code` starts with: a province ends in 0000, a prefecture in 00."""
+    """What every code inside `code` starts with: a province ends in 0000, a prefecture in 00,
+    and every code is inside the national scope."""
+    if code == NATIONAL:
+        return ""
     if code.endswith("0000"):
         return code[:2]
     if code.endswith("00"):
@@ -18,8 +22,9 @@ def region_prefix(code: str) -> str:
     return code
 
 
-def level(code: str) -> str:
-    return "province" if code.endswith("0000") else "prefecture" if code.endswith("00") else "county"
+def key_region(value: str) -> bool:
+    """What a key's region may be: a division code, or the national scope."""
+    return value == NATIONAL or bool(REGION_CODE.match(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,7 @@ class Principal:
 
     @property
     def province_wide(self) -> bool:
+        """A whole province, or every province (the national scope)."""
         return self.region.endswith("0000")
 
     def covers(self, code: str | None) -> bool:

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.kit.access.dependency import require
 from services.kit.access.keys import Access
-from services.kit.access.principal import REGION_CODE, SCOPES, Principal, not_found
+from services.kit.access.principal import NATIONAL, SCOPES, Principal, key_region, not_found
 from services.kit.access.tables import ApiKey
 from services.kit.problems import MEDIA_TYPE, Problem, field_problem
 
@@ -28,7 +28,8 @@ class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="Who holds the key, e.g. 凉山州扶贫办 dashboard")
     scopes: list[str] = Field(min_length=1, max_length=len(SCOPES),
                               description=f"Any of: {', '.join(SCOPES)}")
-    region: str = Field(description="Province, prefecture or county code the key may see (inside yours)")
+    region: str = Field(description="Province, prefecture or county code the key may see (inside yours); "
+                                    f"{NATIONAL}: every province")
     rate_limit_per_min: int | None = Field(None, ge=1, le=10_000_000,
                                            description="Requests per minute; default: the service setting")
     expires_at: datetime | None = Field(None, description="When the key stops working (ISO 8601 with offset)")
@@ -44,8 +45,8 @@ class KeyCreate(BaseModel):
     @field_validator("region")
     @classmethod
     def _code(cls, value: str) -> str:
-        if not REGION_CODE.match(value):
-            raise ValueError("a 6-digit administrative division code")
+        if not key_region(value):
+            raise ValueError(f"a 6-digit administrative division code (or {NATIONAL}: every province)")
         return value
 
     @field_validator("expires_at")

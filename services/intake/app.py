@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                       access=access)
     app.state.settings, app.state.engine, app.state.clock = settings, engine, clock
     app.state.directory, app.state.committer = directory, committer
+    app.state.held_provinces = directory.provinces
 
     def outbox_info() -> dict[str, Any]:
         t = Outbox.__table__

@@ -118,7 +118,7 @@ PROBLEM_SCHEMA = {
 }
 STANDARD_PROBLEMS = {
     "401": "No API key, or one unknown, revoked or expired",
-    "403": "The key lacks the scope (or the province-wide reach) this needs",
+    "403": "The key lacks the scope (or the reach over every region) this needs",
     "429": "Over the key's rate limit (Retry-After, RateLimit headers)",
     "503": "The database is unavailable; nothing was changed, retry (Retry-After)",
 }

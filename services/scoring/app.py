@@ -8,6 +8,7 @@ from services.kit.app import broker_check, database_check, health_router, servic
 from services.kit.db import service_engine
 from services.kit.settings import Settings
 from services.scoring.api import routes
+from services.scoring.store import held_provinces
 
 DESCRIPTION = """Each county's and prefecture's running assessment score for a year, its components
 (daily management, inspections, rectification, year-end), and the explanation of every change.
@@ -20,6 +21,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     engine = engine or service_engine(settings, "scoring")
     app = service_app(title="Kaohe scoring", description=DESCRIPTION, settings=settings, access=access)
     app.state.settings, app.state.engine = settings, engine
+    app.state.held_provinces = lambda: held_provinces(engine)
     app.include_router(health_router({"database": database_check(engine), "broker": broker_check(settings)}))
     app.include_router(routes.router)
     return app

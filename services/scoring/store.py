@@ -52,6 +52,12 @@ def counties(session: Session) -> dict[str, str]:
     return dict(session.execute(select(County.code, County.status)).all())
 
 
+def held_provinces(engine: Engine) -> set[str]:
+    """The provinces (two-digit prefixes) of the counties cached from intake."""
+    with Session(engine) as s:
+        return set(s.execute(select(func.substr(County.code, 1, 2)).distinct()).scalars())
+
+
 def save_counties(session: Session, rows: Iterable[dict[str, Any]]) -> int:
     """Cache counties (code, status before any event); existing rows are kept as they are."""
     known = set(session.execute(select(County.code)).scalars())

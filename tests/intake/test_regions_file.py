@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlmodel import Session
 
 from bench.regions import national_regions
@@ -19,8 +19,11 @@ from services.intake.regions.service import regions_file
 from services.kit.access.principal import NATIONAL
 from services.kit.db import make_engine
 from services.kit.settings import Settings
+from services.scoring.app import create_app as scoring_app
+from services.scoring.models import TeamPoints
+from services.scoring.store import save_counties
 from tests import factories as f
-from tests.conftest import bearer
+from tests.conftest import bearer, fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,3 +157,36 @@ def test_a_province_key_reads_its_own_province_and_a_national_key_every_one(data
         assert client.post("/v1/keys", json=wide, headers=bearer(national)).status_code == 201
         bad = client.post("/v1/keys", json={**wide, "region": "000001"}, headers=bearer(national))
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "region"
+
+
+def test_what_spans_every_region_needs_a_key_for_every_province_held(database, settings, access, clock, tmp_path):
+    """The audit of the whole store (intake), the policy, rebuilds and inspector points (scoring):
+    a province's admin key while the store holds that province alone, the national key once it
+    holds two."""
+    sichuan, national = access.key(["admin"], "510000"), access.key(["admin"], NATIONAL)
+    with fresh_database(database.backend, tmp_path, "scoring") as scoring_db:
+        with Session(scoring_db.engine) as s:
+            s.execute(insert(TeamPoints), [{"team_id": "T-1", "region_code": f.COUNTY, "findings_credited": 1,
+                                             "absences": "{}", "as_of": clock()}])
+            save_counties(s, [{"code": f.COUNTY, "parent_code": "513400", "baseline_status": "in_poverty"}])
+            s.commit()
+        with TestClient(create_app(settings, engine=database.engine, clock=clock)) as intake, \
+                TestClient(scoring_app(settings, engine=scoring_db.engine)) as scoring:
+            calls = ((intake, "GET", "/v1/audit/verify"), (scoring, "POST", "/v1/rebuilds"),
+                     (scoring, "GET", "/v1/inspector-points?team_id=T-1"))
+
+            def answers(token: str) -> list[int]:
+                return [c.request(method, path, headers=bearer(token)).status_code for c, method, path in calls]
+
+            assert answers(sichuan) == [200, 202, 200] and answers(national) == [200, 202, 200]
+            hebei = [r for r in _small_set()["regions"] if r["code"].startswith("13")]
+            with Session(database.engine) as s:
+                regions_load(session=s, data={"regions": hebei})
+                s.commit()
+            with Session(scoring_db.engine) as s:
+                save_counties(s, [r for r in hebei if r["level"] == "county"])
+                s.commit()
+            assert answers(sichuan) == [403, 403, 403]
+            refused = intake.get("/v1/audit/verify", headers=bearer(sichuan)).json()
+            assert "every province's key (000000)" in refused["detail"] and "510000" in refused["detail"]
+            assert answers(national) == [200, 202, 200]

@@ -7,8 +7,8 @@ from services.intake.api.schemas import VerificationPublic
 from services.intake.store import service as store
 from services.kit.access import require
 
-# the whole store, every region: for the province's administrators
-router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[Depends(require("admin", province_wide=True))])
+# the whole store, every region: for the administrators of all of it
+router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[Depends(require("admin", everywhere=True))])
 
 
 @router.get("/verify", response_model=VerificationPublic,

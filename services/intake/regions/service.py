@@ -97,6 +97,11 @@ class Directory:
         with self._lock:
             self._places = places
 
+    def provinces(self) -> set[str]:
+        """The two-digit prefixes of the provinces loaded (read again: regions may be loaded later)."""
+        self._reload()
+        return {code[:2] for code, place in self._places.items() if place.level == "province"}
+
     def known(self, code: str) -> bool:
         """Without a reload: for checks on the event loop (an unknown code is judged later)."""
         return code in self._places

@@ -4,6 +4,8 @@ No or unknown token → 401, a scope the key lacks → 403, too many requests �
 the key may see is the route's to check with `Principal.covers` (404 outside the region).
 """
 
+from collections.abc import Callable
+
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
@@ -55,11 +57,19 @@ async def authenticate(request: Request, token: str | None) -> Principal:
     return principal
 
 
-def require(*scopes: str, query_token: bool = False, province_wide: bool = False):
+def held_provinces(request: Request) -> Callable[[], set[str]]:
+    """The service's own answer to "which provinces does this store hold" (two-digit prefixes),
+    set as `app.state.held_provinces`; none known without it."""
+    return getattr(request.app.state, "held_provinces", set)
+
+
+def require(*scopes: str, query_token: bool = False, everywhere: bool = False):
     """A dependency returning the caller's Principal if its key holds every one of `scopes`.
 
     `query_token` also accepts `?access_token=` (for EventSource, which cannot send headers).
-    `province_wide`: only a key for the whole province (what changes or spans every region).
+    `everywhere`: only a key holding every region of the store (what changes or spans them all):
+    the province's key while the store holds one province, the national key (000000) once it
+    holds several.
     """
 
     async def principal(request: Request,
@@ -71,9 +81,12 @@ def require(*scopes: str, query_token: bool = False, province_wide: bool = False
         if not who.has(*scopes):
             raise Problem(403, "forbidden", "Forbidden",
                           f"this API key lacks the scope {' and '.join(scopes)}", required_scopes=list(scopes))
-        if province_wide and not who.province_wide:
-            raise Problem(403, "forbidden", "Forbidden", "this needs a province-wide key; yours is for "
-                          f"{who.region}")
+        if everywhere:
+            held = await run_in_threadpool(held_provinces(request))
+            if not who.holds_all(held):
+                wanted = "every province's key (000000)" if len(held) > 1 else "a province-wide key"
+                raise Problem(403, "forbidden", "Forbidden", f"this spans every region held: it needs {wanted}; "
+                              f"yours is for {who.region}")
         return who
 
     return principal

@@ -55,6 +55,11 @@ class Principal:
             return True
         return bool(code) and code in (self.region[:2] + "0000", self.region[:4] + "00")
 
+    def holds_all(self, provinces: set[str]) -> bool:
+        """True if the key's region holds every one of `provinces` (two-digit prefixes): the
+        national scope always, a province key when it is the only province (or none is known)."""
+        return self.region == NATIONAL or (self.province_wide and provinces <= {self.region[:2]})
+
     def has(self, *scopes: str) -> bool:
         """`admin` holds every scope."""
         return "admin" in self.scopes or all(s in self.scopes for s in scopes)

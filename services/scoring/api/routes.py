@@ -23,7 +23,7 @@ NOT_FOUND = {404: {"description": "No score for this region and year", "content"
 Code = Annotated[str, Path(pattern=r"^[0-9]{6}$")]
 Year = Annotated[int, Query(ge=2010, le=2100)]
 Reader = Annotated[Principal, Depends(require("scores:read"))]
-Admin = Annotated[Principal, Depends(require("admin", province_wide=True))]  # policies apply to everyone
+Admin = Annotated[Principal, Depends(require("admin", everywhere=True))]  # policies apply to everyone
 
 
 class ScorePublic(BaseModel):
@@ -104,8 +104,8 @@ def list_scores(parent: Annotated[str, Query(pattern=r"^[0-9]{6}$")], year: Year
 
 @router.get("/v1/inspector-points", tags=["inspector points"],
             summary="积分制: +1 per finding upheld or not disputed by its deadline, −2 per unapproved absence "
-            "(province-wide keys: teams inspect across prefectures)",
-            dependencies=[Depends(require("scores:read", province_wide=True))],
+            "(keys for every region held: teams inspect across prefectures)",
+            dependencies=[Depends(require("scores:read", everywhere=True))],
             responses={404: {"description": "Unknown team", "content": {MEDIA_TYPE: {}}}})
 def inspector_points(team_id: Annotated[str, Query(min_length=1, max_length=64)], session: SessionDep) -> dict:
     rows = session.execute(select(TeamPoints).where(TeamPoints.team_id == team_id)).scalars().all()

@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
+from bench.regions import national_regions
 from tests import factories as f
 from tests.e2e.stack import environment, start, stop, token
 from tests.waiting import wait_for
@@ -75,6 +77,52 @@ def test_dashboard_drills_down_and_updates_live(tmp_path, browser):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-county.png"), full_page=True)
         assert (ARTIFACTS / "dashboard-county.png").stat().st_size > 10_000
+    finally:
+        stop(proc, out)
+    assert proc.returncode == 0
+
+
+def test_dashboard_of_a_store_of_two_provinces(tmp_path, browser):
+    """With a regions file of two provinces `make run`'s dashboard key is national: the first page
+    lists the provinces, each opens on its own standings, a county's page leads back through its
+    province."""
+    regions = [r for r in national_regions()["regions"] if r["code"][:2] in ("13", "51")]
+    path = tmp_path / "two-provinces.json"
+    path.write_bytes(orjson.dumps({"regions": regions}))
+    exited = next(r for r in regions if r["code"].startswith("13") and r.get("status") == "exited")
+    env, ports = environment(tmp_path, KAOHE_DEMO="0", KAOHE_REGIONS_FILE=str(path))
+    intake, ranking = (f"http://127.0.0.1:{ports[p]}" for p in ("KAOHE_INTAKE_PORT", "KAOHE_RANKING_PORT"))
+    proc, out = start(env)
+    try:
+        admin = {"Authorization": f"Bearer {token(env)}"}
+        for county in (exited["code"], f.COUNTY):
+            r = httpx.post(f"{intake}/v1/events", json=f.inspection(f.finding(), region=county), headers=admin,
+                           timeout=10)
+            assert r.status_code == 201, r.text
+
+        def ranked(county: str) -> bool:
+            r = httpx.get(f"{ranking}/v1/standings/{county}", params={"year": f.T0.year}, headers=admin, timeout=5)
+            return r.status_code == 200 and len(r.json()) == 2
+        wait_for(lambda: ranked(exited["code"]) and ranked(f.COUNTY), timeout=60, what="both counties ranked")
+
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{ranking}/?key={token(env, 'dashboard')}&year={f.T0.year}")
+        page.wait_for_selector("#provinces li")
+        assert page.locator("#provinces li").count() == 2 and "130000" in page.inner_text("#provinces")
+        page.click("#provinces a[href='#/province/130000']")
+        page.wait_for_selector(f"#league-exited tr[data-code='{exited['code']}']")
+        assert page.locator("#league-in_poverty tbody tr").count() == 0  # Sichuan's county is not Hebei's
+        page.click(f"#league-exited a[href='#/county/{exited['code']}']")
+        page.wait_for_selector("#county-total")
+        crumbs = page.inner_text("#crumbs")
+        assert "全国" in crumbs and exited["name"] in page.inner_text("h1")
+        page.click("#crumbs a[href='#/province/130000']")
+        page.wait_for_selector(f"#league-exited tr[data-code='{exited['code']}']")
+        page.click("#crumbs a[href='#/']")
+        page.wait_for_selector("#provinces li")
+        assert not errors, errors
     finally:
         stop(proc, out)
     assert proc.returncode == 0

@@ -2,7 +2,6 @@
 // Plain JavaScript served by the ranking service: nothing is loaded from outside this machine.
 "use strict";
 
-const PROVINCE = "510000";
 const LEAGUES = { in_poverty: "未摘帽县 In poverty", exited: "已摘帽县 Exited" };
 const COMPONENTS = {
   daily_management: "日常管理 Daily management", inspections: "督查 Inspections",
@@ -18,11 +17,14 @@ const view = document.getElementById("view");
 const yearSelect = document.getElementById("year");
 const live = document.getElementById("live");
 let regions = new Map();
+let provinces = []; // the provinces the key sees: one (its own) or, with the national key, several
 let stream = null;
 let rerender = null;
 
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const name = (code) => (regions.get(code) || {}).name || code;
+const provinceOf = (code) => code.slice(0, 2) + "0000";
+const provinceLink = (code) => (provinces.length > 1 ? `#/province/${code}` : "#/");
 const fmt = (x) => (x === null || x === undefined ? "–" : Number(x).toFixed(2));
 
 // The API key: from ?key= once (make run prints that link), then kept in this browser only.
@@ -89,18 +91,26 @@ function table(items, link, emptyText) {
 }
 
 function crumbs(parts) {
+  if (provinces.length > 1) parts.unshift(["全国 All provinces", "#/"]);
   document.getElementById("crumbs").innerHTML = parts
     .map(([label, href]) => `<span>${href ? `<a href="${href}">${esc(label)}</a>` : esc(label)}</span>`).join("");
 }
 
-async function province(year) {
-  crumbs([[name(PROVINCE), null]]);
+function national() {
+  crumbs([]);
+  const items = provinces.map((code) => `<li><a href="#/province/${code}">${esc(name(code))}</a>
+    <span class="muted">${code}</span></li>`).join("");
+  view.innerHTML = `<h1>全国 All provinces</h1><section class="card" id="provinces"><ul>${items}</ul></section>`;
+}
+
+async function province(code, year) {
+  crumbs([[name(code), null]]);
   const [poor, exited, prefectures] = await Promise.all([
-    allStandings({ region: PROVINCE, level: "county", league: "in_poverty", year }),
-    allStandings({ region: PROVINCE, level: "county", league: "exited", year }),
-    allStandings({ region: PROVINCE, level: "prefecture", year }),
+    allStandings({ region: code, level: "county", league: "in_poverty", year }),
+    allStandings({ region: code, level: "county", league: "exited", year }),
+    allStandings({ region: code, level: "prefecture", year }),
   ]);
-  view.innerHTML = `<h1>${esc(name(PROVINCE))} · ${year} 年度考核排名 Standings</h1>
+  view.innerHTML = `<h1>${esc(name(code))} · ${year} 年度考核排名 Standings</h1>
     <div class="grid">
       <section class="card" id="league-in_poverty"><h2>${LEAGUES.in_poverty}</h2>${table(poor, (c) => `#/county/${c}`, "暂无 none yet")}</section>
       <section class="card" id="league-exited"><h2>${LEAGUES.exited}</h2>${table(exited, (c) => `#/county/${c}`, "暂无 none yet")}</section>
@@ -109,7 +119,7 @@ async function province(year) {
 }
 
 async function prefecture(code, year) {
-  crumbs([[name(PROVINCE), "#/"], [name(code), null]]);
+  crumbs([[name(provinceOf(code)), provinceLink(provinceOf(code))], [name(code), null]]);
   const [poor, exited, placements] = await Promise.all([
     allStandings({ region: code, level: "county", league: "in_poverty", year }),
     allStandings({ region: code, level: "county", league: "exited", year }),
@@ -153,14 +163,15 @@ function findingsTable(page) {
 
 async function county(code, year) {
   const parent = code.slice(0, 4) + "00";
-  crumbs([[name(PROVINCE), "#/"], [name(parent), `#/prefecture/${parent}`], [name(code), null]]);
+  crumbs([[name(provinceOf(code)), provinceLink(provinceOf(code))], [name(parent), `#/prefecture/${parent}`],
+    [name(code), null]]);
   const [placements, history, detail] = await Promise.all([
     getJSON(`/v1/standings/${code}?year=${year}`),
     getJSON(`/v1/standings/${code}/history?year=${year}`),
     getJSON(`/v1/dashboard/county/${code}?year=${year}`),
   ]);
   const score = detail.score && !detail.score.unavailable ? detail.score : null;
-  const provinceLine = history.filter((h) => h.scope === PROVINCE && h.rank !== null);
+  const provinceLine = history.filter((h) => h.scope === provinceOf(code) && h.rank !== null);
   const comps = score ? Object.entries(COMPONENTS).map(([k, label]) => {
     const v = score.components[k];
     return `<div><span>${label}</span><span class="bar"><span style="width:${v ?? 0}%"></span></span><span class="num">${fmt(v)}</span></div>`;
@@ -191,11 +202,15 @@ function route() {
   const [, kind, code] = (location.hash || "#/").slice(1).split("/");
   if (kind === "prefecture" && /^\d{6}$/.test(code)) return { scope: code, render: () => prefecture(code, year) };
   if (kind === "county" && /^\d{6}$/.test(code)) return { scope: code, render: () => county(code, year) };
-  return { scope: PROVINCE, render: () => province(year) };
+  if (kind === "province" && provinces.includes(code)) return { scope: code, render: () => province(code, year) };
+  if (provinces.length === 1) return { scope: provinces[0], render: () => province(provinces[0], year) };
+  return { scope: null, render: async () => national() }; // nothing ranked across provinces: no stream
 }
 
 function listen(scope) {
   if (stream) stream.close();
+  stream = null;
+  if (!scope) return live.classList.remove("on");
   const q = new URLSearchParams({ region: scope, access_token: apiKey() });
   stream = new EventSource(`/v1/standings/stream?${q}`);
   stream.onopen = () => live.classList.add("on");
@@ -232,6 +247,7 @@ async function start() {
   if (!yearSelect.value || yearSelect.value !== wanted) yearSelect.add(new Option(wanted, wanted, true, true));
   try {
     (await getJSON("/v1/regions")).forEach((r) => regions.set(r.code, r));
+    provinces = [...regions.values()].filter((r) => r.level === "province").map((r) => r.code).sort();
   } catch (err) {
     if (err instanceof Unauthorized) return askForKey("密钥无效 The key was refused.");
     throw err;

@@ -124,7 +124,8 @@ def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str
         f"  dashboard       {base}:{settings.ranking_port}/?key={tokens['dashboard']}",
         "                  (standings by league, prefecture and county pages, live; the link carries a read-only key)",
         f"  admin API key   {tokens['admin']}",
-        f"                  (saved in {keys / 'admin.key'}; every scope, province-wide: make partner keys with it)",
+        f"                  (saved in {keys / 'admin.key'}; every scope, all regions loaded:"
+        " make partner keys with it)",
         f"  intake API      {base}:{settings.intake_port}/docs   (OpenAPI; events, ledger, regions)",
         f"  health          {base}:{settings.intake_port}/readyz",
         f"  event contracts {base}:{settings.intake_port}/asyncapi.json  and /v1/schemas",

@@ -73,6 +73,7 @@ class Worker:
         self.consumer: KafkaConsumer | None = None
         self.scorer = None
         self.last_tick = 0.0
+        self.put_off = False  # a tick came before the group placed this worker: its recomputations wait
         self.log_replaced = False  # set on assignment when a partition is not the log we read
         # what this worker may write: the partitions it claimed (as `owner`) and their counties
         self.owner: str | None = None
@@ -524,18 +525,16 @@ class Worker:
     def tick(self) -> int:
         """Advance the clock: deadlines that passed lower scores with no event arriving.
 
-        Also where a newly activated policy takes effect.
+        Also where a newly activated policy takes effect and rebuild requests are served, once the
+        group has placed this worker: a recomputation before its first assignment would build
+        every county's engine only to drop it for this worker's share when the assignment comes,
+        the costliest way in memory (docs/performance.md, the late-assignment path). `run` ticks
+        again as soon as the assignment comes.
         """
         self.settle()
-        with Session(self.db) as s:
-            active = policy_store.active_id(s, self.settings.scoring_policy)
-            clock = s.get(WorkerClock, 1)
-        if active != self.policy.id:
-            if clock is not None and clock.policy_id == active:
-                self.restore()  # another worker already rescored everything under it
-            else:
-                self.switch_policy(active)
-        self.serve_rebuild_requests()
+        self.put_off = self.consumer is not None and self.owner is None
+        if not self.put_off:
+            self.recompute_if_asked()
         if self.scorer is None:  # a recomputation failed after dropping the engine
             self.restore()
         now = self.clock()
@@ -545,6 +544,18 @@ class Worker:
             s.commit()
         self.last_tick = time.monotonic()
         return changed
+
+    def recompute_if_asked(self) -> None:
+        """A newly activated policy, then the pending rebuild requests."""
+        with Session(self.db) as s:
+            active = policy_store.active_id(s, self.settings.scoring_policy)
+            clock = s.get(WorkerClock, 1)
+        if active != self.policy.id:
+            if clock is not None and clock.policy_id == active:
+                self.restore()  # another worker already rescored everything under it
+            else:
+                self.switch_policy(active)
+        self.serve_rebuild_requests()
 
     def start(self, stop: threading.Event) -> bool:
         """Counties, engine, consumer and a first tick; retried while the database is away."""
@@ -575,6 +586,8 @@ class Worker:
                     resync = False
                 elif self.unwritten:
                     self.write_unwritten()
+                elif self.put_off and self.owner is not None:  # placed at last: what the tick put off
+                    self.tick()
                 elif self.scorer is None:  # a new assignment (positions already set), or a failed rebuild
                     self.restore()
                 messages = poll_ordered(self.consumer, self.settings.scoring_batch)

@@ -18,13 +18,14 @@ from services.events import registry, topics
 from services.intake.app import create_app as intake_app
 from services.intake.relay import build as intake_relay
 from services.kit import heap
+from services.kit.broker import free_port
 from services.kit.db import make_engine
 from services.kit.migrate import upgrade
 from services.kit.settings import Settings
 from services.scoring import store
 from services.scoring.app import create_app as scoring_app
 from services.scoring.base import Outbox as ScoringOutbox
-from services.scoring.models import AppliedBatch, ConsumerOffset, ExplanationBatch, ScoreRow
+from services.scoring.models import AppliedBatch, ConsumerOffset, ExplanationBatch, RebuildRequest, ScoreRow
 from services.scoring.policy.model import shipped
 from services.scoring.worker import Worker, build_relay
 from tests import factories as f
@@ -442,6 +443,46 @@ def test_a_recomputation_longer_than_the_poll_interval_keeps_the_worker_in_its_g
 
     with fresh_database("sqlite", tmp_path, "scoring") as scoring_db:
         recompute_outlasting_the_poll_interval(scoring_db, clock, own_broker, monkeypatch, sf)
+
+
+def test_a_rebuild_asked_before_the_group_places_the_worker_waits_for_its_partitions(tmp_path, clock, own_broker):
+    """A rebuild request pending when the worker starts is served once the group has assigned the
+    worker its partitions (here every one), so the every-county engine it builds is the one kept:
+    not built before the assignment, dropped, and its share built again from the stored events
+    (the late-assignment path, 320 MB at a million events: docs/performance.md). On SQLite only:
+    what is tested is the order of the group and the tick; the export is a stand-in here and real
+    in test_a_rebuild_request_recomputes_every_score_from_intakes_export."""
+    from tests.scoring import factories as sf
+
+    with fresh_database("sqlite", tmp_path, "scoring") as scoring_db:
+        with Session(scoring_db.engine) as s:
+            store.save_counties(s, [{"code": "513431", "baseline_status": "in_poverty"}])
+            s.add(RebuildRequest(requested_at=clock()))
+            s.commit()
+        settings = Settings(kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=2,
+                            scoring_tick_s=3600, intake_url=f"http://127.0.0.1:{free_port()}")  # counties cached
+        worker = Worker(settings, scoring_db.engine, shipped(), clock=clock)
+        seen = []  # (what, placed by the group, the partitions it holds)
+        line = on_partition_0(sf.inspection(sf.finding("F-1")), 0).value.decode()
+        worker.export_lines = lambda: seen.append(("export", worker.owner is not None, sorted(worker.partitions))) \
+            or iter([line])
+        restore = worker.restore
+        worker.restore = lambda: seen.append(("restore", worker.owner is not None, sorted(worker.partitions))) \
+            or restore()
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            def done() -> RebuildRequest | None:
+                with Session(scoring_db.engine) as s:
+                    return s.execute(select(RebuildRequest).where(RebuildRequest.done_at.is_not(None))).scalar()
+            request = wait_for(done, timeout=60, what="the rebuild request served")
+        finally:
+            stop.set()
+            thread.join(30)
+            worker.close()
+        assert (request.events, request.error) == (1, None)
+        assert seen == [("restore", False, []), ("export", True, [0, 1])]
 
 
 def recompute_outlasting_the_poll_interval(scoring_db, clock, own_broker, monkeypatch, sf) -> None:

@@ -79,6 +79,7 @@ class Place:
 
 NATIONAL_PLACE = Place(NATIONAL, "national", None, None)  # every province: a key's scope, not a region
 
+
 class Directory:
     """Region codes → place, cached: codes and parents never change at run time (statuses do)."""
 

@@ -1,12 +1,13 @@
 """Ranking's persistence: apply a batch of score messages, re-rank the scopes they touch, and
 write standings, their history, outbox rows and offsets in one transaction."""
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, insert, select
+from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlmodel import Session
 
 from services.events import topics
@@ -99,9 +100,7 @@ def write(session: Session, batch: Batch, now: datetime) -> list[dict[str, Any]]
                          "total": s.total, "grade": s.grade, "components": s.components,
                          "message_id": s.message_id, "as_of": s.as_of})
         upsert(session, CurrentScore.__table__, rows, keys=("region_code", "year"))
-    history: list[dict[str, Any]] = []
-    for scope in sorted(affected, key=lambda x: (x.year, x.level, x.league, x.scope)):
-        history += rerank(session, scope, now)
+    history = rerank(session, affected, now)
     if history:
         session.execute(insert(StandingHistory.__table__), history)
     outbox = [outbox_row(Outbox, topic=topics.RANKING_STANDINGS, key=h["region_code"], now=now,
@@ -118,41 +117,68 @@ def write(session: Session, batch: Batch, now: datetime) -> list[dict[str, Any]]
     return history
 
 
-def members(session: Session, scope: Scope) -> list[tuple[str, float, str]]:
-    """(code, total, grade) of the regions ranked in `scope`: an index range on the region code."""
-    prefix = scope.scope[:2] if scope.scope.endswith("0000") else scope.scope[:4]
-    q = (select(CurrentScore.region_code, CurrentScore.total, CurrentScore.grade)
-         .where(CurrentScore.region_code >= prefix, CurrentScore.region_code < str(int(prefix) + 1),
-                CurrentScore.year == scope.year, CurrentScore.level == scope.level,
-                CurrentScore.league == scope.league))
-    return [tuple(r) for r in session.execute(q).all()]
+def _range(column, prefix: str):
+    """Codes starting with `prefix` (digits): an index range."""
+    return and_(column >= prefix, column < str(int(prefix) + 1))
 
 
-def _scope_filter(model, scope: Scope):
-    return and_(model.scope == scope.scope, model.level == scope.level, model.league == scope.league,
-                model.year == scope.year)
+def _prefix(scope: str) -> str:
+    """What the codes ranked in `scope` start with: a province's two digits, a prefecture's four."""
+    return scope[:2] if scope.endswith("0000") else scope[:4]
 
 
-def rerank(session: Session, scope: Scope, now: datetime) -> list[dict[str, Any]]:
-    """Re-rank one scope; write the standings that changed; return their history rows."""
-    current = {s.region_code: s for s in session.execute(select(Standing).where(_scope_filter(Standing, scope)))
-               .scalars()}
-    base = {"scope": scope.scope, "level": scope.level, "league": scope.league, "year": scope.year}
+def members(session: Session, year: int, level: str, league: str, scopes: set[str]
+            ) -> dict[str, list[tuple[str, float, str]]]:
+    """Scope → (code, total, grade) of the regions ranked in it, for `scopes` of one (year, level,
+    league): one read of their provinces' current scores (index ranges on the region code)."""
+    provinces = sorted({scope[:2] for scope in scopes})
+    rows = session.execute(select(CurrentScore.region_code, CurrentScore.total, CurrentScore.grade).where(
+        CurrentScore.year == year, CurrentScore.level == level, CurrentScore.league == league,
+        or_(*(_range(CurrentScore.region_code, p) for p in provinces)))).all()
+    out: dict[str, list[tuple[str, float, str]]] = {scope: [] for scope in scopes}
+    for code, total, grade in rows:
+        for scope in {code[:2] + "0000", code[:4] + "00"}:
+            if scope in out and code.startswith(_prefix(scope)):
+                out[scope].append((code, total, grade))
+    return out
+
+
+def rerank(session: Session, affected: set[Scope], now: datetime) -> list[dict[str, Any]]:
+    """Re-rank the scopes; write the standings that changed; return their history rows (by
+    year, level, league, scope, then rank). Two reads per (year, level, league), not per scope:
+    at national scale a batch touches hundreds of prefectures."""
+    groups: dict[tuple[int, str, str], set[str]] = defaultdict(set)
+    for scope in affected:
+        groups[(scope.year, scope.level, scope.league)].add(scope.scope)
     changed, history = [], []
-    for r in rank(members(session, scope)):
-        old = current.pop(r.region_code, None)
-        if old is not None and (old.rank, old.total, old.grade) == (r.rank, r.total, r.grade):
-            continue
-        prev_rank, prev_total = (old.rank, old.total) if old is not None else (None, None)
-        changed.append({**base, "region_code": r.region_code, "rank": r.rank, "total": r.total, "grade": r.grade,
-                        "previous_rank": prev_rank, "previous_total": prev_total,
-                        "movement": prev_rank - r.rank if prev_rank is not None else None, "changed_at": now})
-        history.append({**base, "region_code": r.region_code, "rank": r.rank, "total": r.total, "grade": r.grade,
-                        "previous_rank": prev_rank, "previous_total": prev_total, "at": now})
-    for code, old in sorted(current.items()):  # left the scope: a league move
-        session.execute(delete(Standing).where(_scope_filter(Standing, scope), Standing.region_code == code))
-        history.append({**base, "region_code": code, "rank": None, "total": None, "grade": None,
-                        "previous_rank": old.rank, "previous_total": old.total, "at": now})
+    for (year, level, league), codes in sorted(groups.items()):
+        ranked = members(session, year, level, league, codes)
+        standings: dict[str, dict[str, tuple[int, float, str]]] = {code: {} for code in codes}
+        for scope, code, *was in session.execute(
+                select(Standing.scope, Standing.region_code, Standing.rank, Standing.total, Standing.grade)
+                .where(Standing.year == year, Standing.level == level, Standing.league == league,
+                       Standing.scope.in_(sorted(codes)))).all():
+            standings[scope][code] = tuple(was)
+        for scope in sorted(codes):
+            base = {"scope": scope, "level": level, "league": league, "year": year}
+            current = standings[scope]
+            for r in rank(ranked[scope]):
+                old = current.pop(r.region_code, None)
+                if old == (r.rank, r.total, r.grade):
+                    continue
+                prev_rank, prev_total = old[:2] if old is not None else (None, None)
+                changed.append({**base, "region_code": r.region_code, "rank": r.rank, "total": r.total,
+                                "grade": r.grade, "previous_rank": prev_rank, "previous_total": prev_total,
+                                "movement": prev_rank - r.rank if prev_rank is not None else None,
+                                "changed_at": now})
+                history.append({**base, "region_code": r.region_code, "rank": r.rank, "total": r.total,
+                                "grade": r.grade, "previous_rank": prev_rank, "previous_total": prev_total, "at": now})
+            for code, (old_rank, old_total, _grade) in sorted(current.items()):  # left the scope: a league move
+                session.execute(delete(Standing).where(
+                    Standing.scope == scope, Standing.level == level, Standing.league == league,
+                    Standing.year == year, Standing.region_code == code))
+                history.append({**base, "region_code": code, "rank": None, "total": None, "grade": None,
+                                "previous_rank": old_rank, "previous_total": old_total, "at": now})
     upsert(session, Standing.__table__, changed, keys=("scope", "level", "league", "year", "region_code"))
     return history
 

@@ -106,6 +106,8 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, backend):
         stop(proc, out)
     assert proc.returncode == 0
 
+    if name != "sqlite":  # what differs by backend (the province filter) is in tests/intake/test_regions_file.py
+        return
     # third start, with a regions file of two provinces: Hebei is added, the local keys are remade
     # for every province (the Sichuan ones revoked), and the workers score and rank Hebei's counties
     # in their own leagues and province

@@ -13,8 +13,10 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
+import orjson
 from sqlalchemy import make_url
 
 from services.kit.access import Access
@@ -110,6 +112,16 @@ def stop_all(procs: list[Child], broker: LocalBroker | None) -> None:
         broker.stop()
 
 
+def examples(regions_file: Path | None) -> tuple[str, str]:
+    """A province and one of its prefectures for the banner's examples: Sichuan's 凉山州 unless a
+    regions file is loaded (then its first prefecture)."""
+    if regions_file is None:
+        return "510000", "513400"
+    regions = orjson.loads(Path(regions_file).read_bytes())["regions"]
+    prefecture = next(r for r in regions if r["level"] == "prefecture")
+    return prefecture["parent_code"], prefecture["code"]
+
+
 def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str],
            metrics: dict[str, int] | None = None) -> str:
     base = f"http://{settings.host}"
@@ -117,6 +129,7 @@ def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str
     workers = ", ".join(f"{name} :{port}" for name, port in (metrics or {}).items()) or "off (KAOHE_METRICS_PORT=0)"
     url, schema = settings.database("intake")
     keys = settings.data_dir / "keys"
+    province, prefecture = examples(settings.regions_file)
     auth = f'-H "Authorization: Bearer $(cat {keys / "admin.key"})"'
     lines = [
         "",
@@ -145,10 +158,10 @@ def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str
         f"                  workers on {settings.host}: {workers}   (docs/observability.md)",
         "  demo data       two assessment years through intake's API; more, live: make demo RATE=200",
         "",
-        f"  try:  curl -s {auth} {base}:{settings.intake_port}/v1/regions/513400 | python3 -m json.tool",
-        f"        curl -s {auth} '{base}:{settings.scoring_port}/v1/scores?parent=513400&year=2026'"
+        f"  try:  curl -s {auth} {base}:{settings.intake_port}/v1/regions/{prefecture} | python3 -m json.tool",
+        f"        curl -s {auth} '{base}:{settings.scoring_port}/v1/scores?parent={prefecture}&year=2026'"
         " | python3 -m json.tool",
-        f"        curl -s {auth} '{base}:{settings.ranking_port}/v1/standings?region=510000&year=2026&limit=5'"
+        f"        curl -s {auth} '{base}:{settings.ranking_port}/v1/standings?region={province}&year=2026&limit=5'"
         " | python3 -m json.tool",
         "",
     ]

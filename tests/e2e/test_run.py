@@ -117,6 +117,9 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, backend):
     exited = next(r for r in regions if r["code"].startswith("13") and r.get("status") == "exited")
     proc, out = start({**env, "KAOHE_REGIONS_FILE": str(path)})
     try:
+        hebei_prefecture = next(r["code"] for r in regions if r["level"] == "prefecture"  # the file's first
+                                and r["code"][:2] in ("13", "51"))
+        assert hebei_prefecture.startswith("13") and f"/v1/regions/{hebei_prefecture} " in "".join(out)  # try: lines
         national = {"Authorization": f"Bearer {token(env)}"}
         assert httpx.get(f"{intake}/v1/regions/513400", headers=admin, timeout=5).status_code == 401  # revoked
         hebei = f.inspection(f.finding(), region=exited["code"], at=f.T0)

@@ -16,7 +16,7 @@ from services.kit.outbox import outbox_row
 from services.kit.upsert import upsert
 from services.ranking.base import Outbox
 from services.ranking.models import ConsumerOffset, CurrentScore, Region, Standing, StandingHistory
-from services.ranking.ranks import ALL, LEAGUES, Scope, rank, scopes
+from services.ranking.ranks import ALL, LEAGUES, Scope, prefecture_of, province_of, rank, scopes
 
 LEVELS = ("county", "prefecture")
 
@@ -122,11 +122,6 @@ def _range(column, prefix: str):
     return and_(column >= prefix, column < str(int(prefix) + 1))
 
 
-def _prefix(scope: str) -> str:
-    """What the codes ranked in `scope` start with: a province's two digits, a prefecture's four."""
-    return scope[:2] if scope.endswith("0000") else scope[:4]
-
-
 def members(session: Session, year: int, level: str, league: str, scopes: set[str]
             ) -> dict[str, list[tuple[str, float, str]]]:
     """Scope → (code, total, grade) of the regions ranked in it, for `scopes` of one (year, level,
@@ -137,8 +132,8 @@ def members(session: Session, year: int, level: str, league: str, scopes: set[st
         or_(*(_range(CurrentScore.region_code, p) for p in provinces)))).all()
     out: dict[str, list[tuple[str, float, str]]] = {scope: [] for scope in scopes}
     for code, total, grade in rows:
-        for scope in {code[:2] + "0000", code[:4] + "00"}:
-            if scope in out and code.startswith(_prefix(scope)):
+        for scope in {province_of(code), prefecture_of(code)}:
+            if scope in out:
                 out[scope].append((code, total, grade))
     return out
 
@@ -161,26 +156,33 @@ def rerank(session: Session, affected: set[Scope], now: datetime) -> list[dict[s
             standings[scope][code] = tuple(was)
         for scope in sorted(codes):
             base = {"scope": scope, "level": level, "league": league, "year": year}
-            current = standings[scope]
-            for r in rank(ranked[scope]):
-                old = current.pop(r.region_code, None)
-                if old == (r.rank, r.total, r.grade):
-                    continue
-                prev_rank, prev_total = old[:2] if old is not None else (None, None)
-                changed.append({**base, "region_code": r.region_code, "rank": r.rank, "total": r.total,
-                                "grade": r.grade, "previous_rank": prev_rank, "previous_total": prev_total,
-                                "movement": prev_rank - r.rank if prev_rank is not None else None,
-                                "changed_at": now})
-                history.append({**base, "region_code": r.region_code, "rank": r.rank, "total": r.total,
-                                "grade": r.grade, "previous_rank": prev_rank, "previous_total": prev_total, "at": now})
-            for code, (old_rank, old_total, _grade) in sorted(current.items()):  # left the scope: a league move
+            left = compare(base, ranked[scope], standings[scope], now, changed, history)
+            for code in left:  # a league move: it left the scope
                 session.execute(delete(Standing).where(
                     Standing.scope == scope, Standing.level == level, Standing.league == league,
                     Standing.year == year, Standing.region_code == code))
-                history.append({**base, "region_code": code, "rank": None, "total": None, "grade": None,
-                                "previous_rank": old_rank, "previous_total": old_total, "at": now})
     upsert(session, Standing.__table__, changed, keys=("scope", "level", "league", "year", "region_code"))
     return history
+
+
+def compare(base: dict[str, Any], entries: list[tuple[str, float, str]], current: dict[str, tuple[int, float, str]],
+            now: datetime, changed: list[dict[str, Any]], history: list[dict[str, Any]]) -> list[str]:
+    """One scope ranked from `entries` against its `current` standings (code → rank, total,
+    grade): appends the standings that changed and their history rows; returns the codes that
+    left the scope (their history rows appended too)."""
+    for r in rank(entries):
+        old = current.pop(r.region_code, None)
+        if old == (r.rank, r.total, r.grade):
+            continue
+        prev_rank, prev_total = old[:2] if old is not None else (None, None)
+        row = {**base, "region_code": r.region_code, "rank": r.rank, "total": r.total, "grade": r.grade,
+               "previous_rank": prev_rank, "previous_total": prev_total}
+        changed.append({**row, "movement": prev_rank - r.rank if prev_rank is not None else None, "changed_at": now})
+        history.append({**row, "at": now})
+    for code, (old_rank, old_total, _grade) in sorted(current.items()):
+        history.append({**base, "region_code": code, "rank": None, "total": None, "grade": None,
+                        "previous_rank": old_rank, "previous_total": old_total, "at": now})
+    return sorted(current)
 
 
 def standing_message(h: dict[str, Any]) -> bytes:

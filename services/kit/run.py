@@ -13,14 +13,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import httpx
-import orjson
 from sqlalchemy import make_url
 
 from services.kit.access import Access
-from services.kit.access.local import local_keys, region_of
+from services.kit.access.local import file_regions, local_keys, region_of
 from services.kit.broker import LocalBroker, free_port
 from services.kit.logs import configure
 from services.kit.settings import METRICS_PORTS, Settings
@@ -112,24 +111,23 @@ def stop_all(procs: list[Child], broker: LocalBroker | None) -> None:
         broker.stop()
 
 
-def examples(regions_file: Path | None) -> tuple[str, str]:
+def examples(regions: list[dict[str, Any]] | None) -> tuple[str, str]:
     """A province and one of its prefectures for the banner's examples: Sichuan's 凉山州 unless a
-    regions file is loaded (then its first prefecture)."""
-    if regions_file is None:
+    regions file is loaded (`file_regions`; then its first prefecture)."""
+    if regions is None:
         return "510000", "513400"
-    regions = orjson.loads(Path(regions_file).read_bytes())["regions"]
     prefecture = next(r for r in regions if r["level"] == "prefecture")
     return prefecture["parent_code"], prefecture["code"]
 
 
 def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str],
-           metrics: dict[str, int] | None = None) -> str:
+           metrics: dict[str, int] | None = None, regions: list[dict[str, Any]] | None = None) -> str:
     base = f"http://{settings.host}"
     apis = ", ".join(f":{settings.port(s)}" for s in ("intake", "scoring", "ranking", "notify"))
     workers = ", ".join(f"{name} :{port}" for name, port in (metrics or {}).items()) or "off (KAOHE_METRICS_PORT=0)"
     url, schema = settings.database("intake")
     keys = settings.data_dir / "keys"
-    province, prefecture = examples(settings.regions_file)
+    province, prefecture = examples(regions)
     auth = f'-H "Authorization: Bearer $(cat {keys / "admin.key"})"'
     lines = [
         "",
@@ -199,7 +197,8 @@ def main() -> int:
             if step.wait() != 0:
                 raise subprocess.CalledProcessError(step.returncode, step.args)
         access = Access.from_settings(settings)
-        tokens = local_keys(access, settings.data_dir, region_of(settings.regions_file))
+        regions = file_regions(settings.regions_file)  # read once: the keys' region, the banner's examples
+        tokens = local_keys(access, settings.data_dir, region_of(regions))
         access.engine.dispose()
         env["KAOHE_SERVICE_TOKEN"] = tokens["service"]  # the workers' and the demo loader's key
         ports = metrics_ports(settings)
@@ -212,7 +211,7 @@ def main() -> int:
                 wait_healthy(child)
         if os.environ.get("KAOHE_DEMO", "1") != "0":  # through intake's API, like any partner
             subprocess.run([sys.executable, "-m", "services.demo"], env=env, check=True)
-        print(banner(settings, broker, tokens, ports), flush=True)
+        print(banner(settings, broker, tokens, ports, regions), flush=True)
         while not stopping:
             for child in procs:
                 if child.process.poll() is not None:

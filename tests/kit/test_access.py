@@ -17,7 +17,7 @@ from services.intake.regions.service import shipped_regions
 from services.intake.store.models import StoredEvent
 from services.kit.access import Access
 from services.kit.access.idempotency import IdempotencyStore, fingerprint
-from services.kit.access.local import local_keys, region_of, saved_token
+from services.kit.access.local import file_regions, local_keys, region_of, saved_token
 from services.kit.access.principal import NATIONAL, Principal
 from services.kit.access.ratelimit import RateLimiter
 from services.kit.access.tables import ApiKey, IdempotencyRecord
@@ -411,9 +411,9 @@ def test_local_keys_cover_the_regions_loaded(tmp_path, access):
     hebei = [r for r in provinces if r["code"].startswith("13")]
     (tmp_path / "hebei.json").write_bytes(orjson.dumps({"regions": hebei}))
     (tmp_path / "two.json").write_bytes(orjson.dumps({"regions": hebei + shipped_regions()["regions"]}))
-    assert region_of(None) == "510000"
-    assert region_of(tmp_path / "hebei.json") == "130000"
-    assert region_of(tmp_path / "two.json") == NATIONAL
+    assert region_of(file_regions(None)) == "510000"
+    assert region_of(file_regions(tmp_path / "hebei.json")) == "130000"
+    assert region_of(file_regions(tmp_path / "two.json")) == NATIONAL
 
     first = local_keys(access.store, tmp_path)
     assert local_keys(access.store, tmp_path) == first

@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -17,13 +18,16 @@ LOCAL_KEYS = {
 PROVINCE = "510000"  # the shipped regions: Sichuan
 
 
-def region_of(regions_file: Path | None) -> str:
-    """The region the local keys cover: the one province of the regions loaded (the shipped
-    Sichuan, or `KAOHE_REGIONS_FILE`'s), or the national scope when the file holds several.
-    The file is intake's set-up's to check; this reads its provinces only."""
-    if regions_file is None:
+def file_regions(regions_file: Path | None) -> list[dict[str, Any]] | None:
+    """The regions of `KAOHE_REGIONS_FILE` (intake's set-up checks the file), or None: the shipped Sichuan."""
+    return orjson.loads(Path(regions_file).read_bytes())["regions"] if regions_file else None
+
+
+def region_of(regions: list[dict[str, Any]] | None) -> str:
+    """The region the local keys cover: the one province of the regions loaded (`file_regions`;
+    None: the shipped Sichuan), or the national scope when they hold several."""
+    if regions is None:
         return PROVINCE
-    regions = orjson.loads(Path(regions_file).read_bytes())["regions"]
     provinces = [r["code"] for r in regions if r.get("level") == "province"]
     return provinces[0] if len(provinces) == 1 else NATIONAL
 

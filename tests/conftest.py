@@ -7,12 +7,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
+from bench.regions import national_regions
 from services.intake.app import create_app
 from services.intake.regions.service import load
 from services.kit.access import Access
@@ -120,6 +123,20 @@ class Keys:
         return self.store.create(name=name, scopes=scopes, region=region, rate_limit_per_min=rate_limit_per_min)[1]
 
 
+def two_provinces() -> dict:
+    """Two provinces of the national set: Hebei (generated) and Sichuan (shipped)."""
+    data = national_regions()
+    return {**data, "regions": [r for r in data["regions"] if r["code"][:2] in ("13", "51")]}
+
+
+def two_provinces_file(folder: Path) -> tuple[Path, list[dict], dict]:
+    """`two_provinces()` written as a KAOHE_REGIONS_FILE; its regions; an exited Hebei county."""
+    regions = two_provinces()["regions"]
+    path = folder / "two-provinces.json"
+    path.write_bytes(orjson.dumps({"regions": regions}))
+    return path, regions, next(r for r in regions if r["code"].startswith("13") and r.get("status") == "exited")
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -157,8 +174,6 @@ def client(database, settings, clock) -> Iterator[TestClient]:
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     """The chaos table (tests/chaos/report.py), when any fault-injection scenario ran."""
-    from pathlib import Path
-
     from tests.chaos import report
 
     if report.ROWS:

@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
-from bench.regions import national_regions
 from tests import factories as f
+from tests.conftest import two_provinces_file
 from tests.e2e.stack import environment, start, stop, token
 from tests.waiting import wait_for
 
@@ -86,10 +85,7 @@ def test_dashboard_of_a_store_of_two_provinces(tmp_path, browser):
     """With a regions file of two provinces `make run`'s dashboard key is national: the first page
     lists the provinces, each opens on its own standings, a county's page leads back through its
     province."""
-    regions = [r for r in national_regions()["regions"] if r["code"][:2] in ("13", "51")]
-    path = tmp_path / "two-provinces.json"
-    path.write_bytes(orjson.dumps({"regions": regions}))
-    exited = next(r for r in regions if r["code"].startswith("13") and r.get("status") == "exited")
+    path, _regions, exited = two_provinces_file(tmp_path)
     env, ports = environment(tmp_path, KAOHE_DEMO="0", KAOHE_REGIONS_FILE=str(path))
     intake, ranking = (f"http://127.0.0.1:{ports[p]}" for p in ("KAOHE_INTAKE_PORT", "KAOHE_RANKING_PORT"))
     proc, out = start(env)

@@ -5,14 +5,13 @@ import time
 from collections.abc import Iterator
 
 import httpx
-import orjson
 import pytest
 from sqlalchemy import text
 
-from bench.regions import national_regions
 from services.events import topics
 from services.kit.db import make_engine
 from tests import factories as f
+from tests.conftest import two_provinces_file
 from tests.e2e.stack import BACKENDS, database_env, environment, start, stop, token
 from tests.kafka_helpers import read_topic
 
@@ -111,14 +110,10 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, backend):
     # third start, with a regions file of two provinces: Hebei is added, the local keys are remade
     # for every province (the Sichuan ones revoked), and the workers score and rank Hebei's counties
     # in their own leagues and province
-    regions = national_regions()["regions"]
-    path = tmp_path / "two-provinces.json"
-    path.write_bytes(orjson.dumps({"regions": [r for r in regions if r["code"][:2] in ("13", "51")]}))
-    exited = next(r for r in regions if r["code"].startswith("13") and r.get("status") == "exited")
+    path, regions, exited = two_provinces_file(tmp_path)
     proc, out = start({**env, "KAOHE_REGIONS_FILE": str(path)})
     try:
-        hebei_prefecture = next(r["code"] for r in regions if r["level"] == "prefecture"  # the file's first
-                                and r["code"][:2] in ("13", "51"))
+        hebei_prefecture = next(r["code"] for r in regions if r["level"] == "prefecture")  # the file's first
         assert hebei_prefecture.startswith("13") and f"/v1/regions/{hebei_prefecture} " in "".join(out)  # try: lines
         national = {"Authorization": f"Bearer {token(env)}"}
         assert httpx.get(f"{intake}/v1/regions/513400", headers=admin, timeout=5).status_code == 401  # revoked

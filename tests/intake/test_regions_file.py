@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select
 from sqlmodel import Session
 
-from bench.regions import national_regions
 from services.intake.app import create_app
 from services.intake.regions.models import Region
 from services.intake.regions.service import load as regions_load
@@ -23,15 +22,9 @@ from services.scoring.app import create_app as scoring_app
 from services.scoring.models import TeamPoints
 from services.scoring.store import save_counties
 from tests import factories as f
-from tests.conftest import bearer, fresh_database
+from tests.conftest import bearer, fresh_database, two_provinces
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _small_set() -> dict:
-    """Two provinces of the national set: Hebei (generated) and Sichuan (shipped)."""
-    data = national_regions()
-    return {**data, "regions": [r for r in data["regions"] if r["code"][:2] in ("13", "51")]}
 
 
 def _setup(tmp_path: Path, broker, path: Path) -> subprocess.CompletedProcess:
@@ -45,7 +38,7 @@ def _setup(tmp_path: Path, broker, path: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.broker
 def test_setup_loads_the_file_and_intake_accepts_its_counties(tmp_path, broker, access, clock):
-    data = _small_set()
+    data = two_provinces()
     path = tmp_path / "regions.json"
     path.write_bytes(orjson.dumps(data))
     done = _setup(tmp_path, broker, path)
@@ -76,7 +69,7 @@ def test_setup_loads_the_file_and_intake_accepts_its_counties(tmp_path, broker, 
 
 @pytest.mark.broker
 def test_a_bad_file_is_refused_before_anything_is_loaded(tmp_path, broker):
-    data = _small_set()
+    data = two_provinces()
     orphan = next(r for r in data["regions"] if r["level"] == "county")
     orphan["parent_code"] = "139900"  # no such prefecture
     path = tmp_path / "regions.json"
@@ -93,7 +86,7 @@ def test_a_bad_file_is_refused_before_anything_is_loaded(tmp_path, broker):
     (lambda rs: rs[0].update(parent_code="510000"), "needs no parent"),
 ])
 def test_regions_file_names_what_is_wrong(tmp_path, breakage, message):
-    data = _small_set()
+    data = two_provinces()
     breakage(data["regions"])
     path = tmp_path / "regions.json"
     path.write_bytes(orjson.dumps(data))
@@ -105,7 +98,7 @@ def test_a_province_key_reads_its_own_province_and_a_national_key_every_one(data
     """With two provinces loaded, each province's key lists, exports and sees the findings of its own
     counties only (a province is a range of county codes, not "every row"); the national scope
     (000000) sees both, and only a national admin makes national keys."""
-    data = _small_set()
+    data = two_provinces()
     with Session(database.engine) as s:
         regions_load(session=s, data=data)
         s.commit()
@@ -179,7 +172,7 @@ def test_what_spans_every_region_needs_a_key_for_every_province_held(database, s
                 return [c.request(method, path, headers=bearer(token)).status_code for c, method, path in calls]
 
             assert answers(sichuan) == [200, 202, 200] and answers(national) == [200, 202, 200]
-            hebei = [r for r in _small_set()["regions"] if r["code"].startswith("13")]
+            hebei = [r for r in two_provinces()["regions"] if r["code"].startswith("13")]
             with Session(database.engine) as s:
                 regions_load(session=s, data={"regions": hebei})
                 s.commit()

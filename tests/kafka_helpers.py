@@ -6,6 +6,10 @@ from collections.abc import Callable
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 
+# A group join with tansu lasts about the rebalance timeout, max_poll_interval_ms (5 s by default).
+# A worker a test runs in a thread, whose polls are short, joins in about a second with these.
+QUICK_GROUP = {"consumer_max_poll_interval_ms": 1000, "consumer_session_timeout_ms": 2000}
+
 
 def read_messages(bootstrap: str, topic: str, until: Callable[[list], bool], timeout: float = 30.0) -> list:
     """Every message of `topic` from the beginning, polling until `until(messages)` holds."""

@@ -21,7 +21,7 @@ from services.ranking.models import CurrentScore
 from services.ranking.worker import Worker, build_relay
 from tests.conftest import fresh_database
 from tests.http_helpers import serve
-from tests.kafka_helpers import headers, read_messages
+from tests.kafka_helpers import QUICK_GROUP, headers, read_messages
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.broker
@@ -66,7 +66,7 @@ def ranking(ranking_db, tmp_path, access, clock, own_broker):
     """Ranking's worker (+ relay) in threads, its API, and a way to publish score messages."""
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
                         service_token=access.admin, relay_idle_ms=10, intake_url="http://127.0.0.1:9",
-                        stream_poll_ms=50)
+                        stream_poll_ms=50, **QUICK_GROUP)
     clock.now = T1
     stop = threading.Event()
     worker = Worker(settings, ranking_db.engine, clock=clock)

@@ -31,7 +31,7 @@ from services.scoring.worker import Worker, build_relay
 from tests import factories as f
 from tests.conftest import fresh_database
 from tests.http_helpers import serve
-from tests.kafka_helpers import headers, read_messages
+from tests.kafka_helpers import QUICK_GROUP, headers, read_messages
 from tests.scoring.recompute import assert_matches_clean_recomputation
 from tests.waiting import wait_for
 
@@ -49,7 +49,7 @@ def scoring_db(database, tmp_path):
 def system(database, scoring_db, tmp_path, access, clock, own_broker):
     """Intake (app + relay) and scoring (worker + relay + API) on one broker, running in threads."""
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
-                        service_token=access.admin, relay_idle_ms=10, scoring_tick_s=0.2)
+                        service_token=access.admin, relay_idle_ms=10, scoring_tick_s=0.2, **QUICK_GROUP)
     clock.now = f.T0 + timedelta(hours=1)  # scores are computed as of this clock; tests move it
     stop = threading.Event()
     relays = [intake_relay(settings, engine=database.engine), build_relay(settings, scoring_db.engine)]
@@ -219,7 +219,7 @@ def test_a_broker_that_lost_its_log_is_caught_up_from_intake(database, scoring_d
     log, and the new log restarts at offset 0. The worker notices (its stored offset and last
     event do not match the partition) and applies what it missed from intake's export, in order."""
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=1,
-                        service_token=access.admin, relay_idle_ms=10, scoring_tick_s=0.2)
+                        service_token=access.admin, relay_idle_ms=10, scoring_tick_s=0.2, **QUICK_GROUP)
     clock.now = f.T0 + timedelta(days=3)
     relay_stop = threading.Event()
     relay = intake_relay(settings, engine=database.engine)

@@ -64,6 +64,12 @@ def partition_of(county: str, partitions: int) -> int:
 
 
 RELEASE_FROM = 100_000  # events an engine holds from which dropping it gives its memory back
+ASK_EVERY_S = 1.0  # how often a placed worker looks for a newly activated policy or a rebuild request
+
+
+def claimable(lapsed: datetime) -> tuple:
+    """Rebuild requests not done and not claimed, or claimed before `lapsed` (the worker died)."""
+    return RebuildRequest.done_at.is_(None), RebuildRequest.started_at.is_(None) | (RebuildRequest.started_at < lapsed)
 
 
 class Worker:
@@ -73,6 +79,7 @@ class Worker:
         self.consumer: KafkaConsumer | None = None
         self.scorer = None
         self.last_tick = 0.0
+        self.last_asked = 0.0  # when `asked_lately` last looked
         self.put_off = False  # a tick came before the group placed this worker: its recomputations wait
         self.log_replaced = False  # set on assignment when a partition is not the log we read
         # what this worker may write: the partitions it claimed (as `owner`) and their counties
@@ -281,10 +288,8 @@ class Worker:
         with Session(self.db) as s:
             store.lock(s)
             lapsed = self.clock() - timedelta(hours=1)
-            pending = s.execute(select(RebuildRequest).where(
-                RebuildRequest.done_at.is_(None),
-                RebuildRequest.started_at.is_(None) | (RebuildRequest.started_at < lapsed))
-                .order_by(RebuildRequest.id)).scalars().all()
+            pending = s.execute(select(RebuildRequest).where(*claimable(lapsed))
+                                .order_by(RebuildRequest.id)).scalars().all()
             ids = [r.id for r in pending]
             for r in pending:
                 r.started_at = self.clock()
@@ -295,7 +300,7 @@ class Worker:
         try:
             events = self.recompute(self.policy.id, from_intake=True)
         except Reassigned:
-            with Session(self.db) as s:  # not done: taken up again (by whichever worker) on a tick
+            with Session(self.db) as s:  # not done: taken up again (by whichever worker) shortly
                 s.execute(update(RebuildRequest).where(RebuildRequest.id.in_(ids)).values(started_at=None))
                 s.commit()
             raise
@@ -557,6 +562,19 @@ class Worker:
                 self.switch_policy(active)
         self.serve_rebuild_requests()
 
+    def asked_lately(self) -> bool:
+        """Whether a policy was activated or a rebuild requested that this worker has not served:
+        looked up about every second once the group has placed it (`run` then ticks), so neither
+        waits for the next tick (every 60 s by default)."""
+        if self.owner is None or time.monotonic() - self.last_asked < ASK_EVERY_S:
+            return False
+        self.last_asked = time.monotonic()
+        with Session(self.db) as s:
+            if policy_store.active_id(s, self.settings.scoring_policy) != self.policy.id:
+                return True
+            lapsed = self.clock() - timedelta(hours=1)
+            return s.execute(select(RebuildRequest.id).where(*claimable(lapsed)).limit(1)).first() is not None
+
     def start(self, stop: threading.Event) -> bool:
         """Counties, engine, consumer and a first tick; retried while the database is away."""
         backoff = Backoff()
@@ -610,7 +628,7 @@ class Worker:
                     self.submit(messages)  # written while the next poll is read and applied
                 else:
                     self.settle()
-                if time.monotonic() - self.last_tick >= self.settings.scoring_tick_s:
+                if time.monotonic() - self.last_tick >= self.settings.scoring_tick_s or self.asked_lately():
                     self.tick()
                 backoff.reset()
             except store.Stale as exc:

@@ -46,10 +46,20 @@ def scoring_db(database, tmp_path):
 
 
 @pytest.fixture
-def system(database, scoring_db, tmp_path, access, clock, own_broker):
+def tick_s() -> float:
+    """The worker's tick: short, so that deadlines pass within a test (a test may set its own)."""
+    return 0.2
+
+
+# no tick within a test: a policy activated or a rebuild requested must be taken up without one
+NO_TICK = pytest.mark.parametrize("tick_s", [3600.0])
+
+
+@pytest.fixture
+def system(database, scoring_db, tmp_path, access, clock, own_broker, tick_s):
     """Intake (app + relay) and scoring (worker + relay + API) on one broker, running in threads."""
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
-                        service_token=access.admin, relay_idle_ms=10, scoring_tick_s=0.2, **QUICK_GROUP)
+                        service_token=access.admin, relay_idle_ms=10, scoring_tick_s=tick_s, **QUICK_GROUP)
     clock.now = f.T0 + timedelta(hours=1)  # scores are computed as of this clock; tests move it
     stop = threading.Event()
     relays = [intake_relay(settings, engine=database.engine), build_relay(settings, scoring_db.engine)]
@@ -158,6 +168,7 @@ def test_unknown_region_is_404_problem(system):
     assert scoring.get("/v1/scores/513431", params={"year": 1999}).status_code == 422
 
 
+@NO_TICK
 def test_policy_versions_are_validated_and_activating_one_recomputes_every_score(system):
     intake, scoring, _ = system
     intake.post("/v1/events", json=f.inspection(f.finding(severity="major")))
@@ -177,7 +188,8 @@ def test_policy_versions_are_validated_and_activating_one_recomputes_every_score
     assert scoring.post("/v1/policies", json=stricter).status_code == 201
     assert score(scoring, "513431")["policy_version"] == "default-v1"  # adding is not activating
     assert scoring.post("/v1/policies/default-v2/activate").status_code == 202
-    after = wait_for(lambda: (x := score(scoring, "513431")) and x["policy_version"] == "default-v2" and x)
+    after = wait_for(lambda: (x := score(scoring, "513431")) and x["policy_version"] == "default-v2" and x,
+                     timeout=10)
     assert after["components"]["inspections"] == 90.0
     lines = scoring.get("/v1/scores/513431/explanation", params={"year": 2026}).json()["items"]
     assert {x["policy_version"] for x in lines} == {"default-v2"}
@@ -185,6 +197,7 @@ def test_policy_versions_are_validated_and_activating_one_recomputes_every_score
     assert scoring.post("/v1/policies/nope-v1/activate").status_code == 404
 
 
+@NO_TICK
 def test_a_rebuild_request_recomputes_every_score_from_intakes_export(system, scoring_db, database, clock):
     intake, scoring, _ = system
     clock.now = f.T0 + timedelta(days=3)
@@ -205,7 +218,8 @@ def test_a_rebuild_request_recomputes_every_score_from_intakes_export(system, sc
 
     r = scoring.post("/v1/rebuilds")
     assert r.status_code == 202 and r.json()["status"] == "queued"
-    done = wait_for(lambda: (x := scoring.get(r.headers["Location"]).json())["status"] in ("done", "failed") and x)
+    done = wait_for(lambda: (x := scoring.get(r.headers["Location"]).json())["status"] in ("done", "failed") and x,
+                    timeout=10)
     assert done["status"] == "done" and done["events"] == 4 and done["error"] is None
     assert score(scoring, "513431")["total"] == good["total"]
     assert_matches_clean_recomputation(database.engine, scoring_db.engine)

@@ -174,7 +174,7 @@ def _rebuild_public(r: RebuildRequest) -> RebuildPublic:
 
 
 @router.post("/v1/rebuilds", tags=["rebuilds"], status_code=202, response_model=RebuildPublic,
-             summary="Rebuild every score from intake's event store (the worker does it on its next tick)")
+             summary="Rebuild every score from intake's event store (the worker takes it up within about a second)")
 def request_rebuild(session: SessionDep, response: Response, _admin: Admin) -> RebuildPublic:
     row = RebuildRequest(requested_at=datetime.now(timezone.utc))
     session.add(row)

@@ -569,11 +569,17 @@ class Worker:
         if self.owner is None or time.monotonic() - self.last_asked < ASK_EVERY_S:
             return False
         self.last_asked = time.monotonic()
-        with Session(self.db) as s:
-            if policy_store.active_id(s, self.settings.scoring_policy) != self.policy.id:
-                return True
-            lapsed = self.clock() - timedelta(hours=1)
-            return s.execute(select(RebuildRequest.id).where(*claimable(lapsed)).limit(1)).first() is not None
+        try:
+            with Session(self.db) as s:
+                if policy_store.active_id(s, self.settings.scoring_policy) != self.policy.id:
+                    return True
+                lapsed = self.clock() - timedelta(hours=1)
+                return s.execute(select(RebuildRequest.id).where(*claimable(lapsed)).limit(1)).first() is not None
+        except (OperationalError, DBAPIError) as exc:
+            # only a look: the engine is still good (the next write meets the outage and backs off,
+            # keeping its batch); raised here it would rebuild the engine once the database is back
+            log.debug("could not look for rebuild requests (%s)", str(exc).splitlines()[0])
+            return False
 
     def start(self, stop: threading.Event) -> bool:
         """Counties, engine, consumer and a first tick; retried while the database is away."""

@@ -391,6 +391,46 @@ def test_a_rebuild_that_fails_midway_changes_nothing_and_the_worker_goes_on(scor
         assert store.applied_count(s) == 2
 
 
+def test_a_placed_worker_looks_for_rebuild_requests_and_policy_switches_about_every_second(scoring_db, clock,
+                                                                                          monkeypatch):
+    """`asked_lately`, which `run` ticks on: nothing before the group places the worker, then a
+    pending request or a newly active policy, looked up at most once a second; a database that does
+    not answer is not an error here (the engine stays, the next write meets the outage)."""
+    from sqlalchemy.exc import OperationalError
+
+    from services.scoring import policy_store
+    from services.scoring.models import RebuildRequest
+
+    worker = one_county_worker(scoring_db, clock)
+    with Session(scoring_db.engine) as s:
+        s.add(RebuildRequest(requested_at=clock.now))
+        s.commit()
+    assert worker.owner is None and not worker.asked_lately()  # not placed yet
+    worker.owner = "me"
+    assert worker.asked_lately()
+    assert not worker.asked_lately()  # looked a moment ago
+    worker.last_asked = 0.0
+    worker.tick()  # serves the request
+    assert not worker.asked_lately()
+
+    worker.last_asked = 0.0
+    with Session(scoring_db.engine) as s:
+        policy_store.add(s, shipped().model_copy(update={"id": "default-v2", "version": 2}))
+        policy_store.activate(s, "default-v2", Settings().scoring_policy)
+        s.commit()
+    assert worker.asked_lately()
+    worker.last_asked = 0.0
+    worker.tick()  # rescored under it
+    assert worker.policy.id == "default-v2" and not worker.asked_lately()
+
+    def away(*args, **kwargs):
+        raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(policy_store, "active_id", away)
+    worker.last_asked = 0.0
+    assert not worker.asked_lately() and worker.scorer is not None
+
+
 def test_a_write_that_fails_in_flight_is_raised_and_the_engine_is_rebuilt_from_what_is_stored(scoring_db, clock,
                                                                                             monkeypatch):
     """A batch is written while the next is applied: when that write fails, the engine already

@@ -213,7 +213,8 @@ def rebuild(engine: Engine, policy: Policy, statuses: Mapping[str, str], *, as_o
 
 
 def recompute(session: Session, policy: Policy, statuses: Mapping[str, str], records: Iterable[str | bytes], *,
-              as_of: datetime, now: datetime, replace_applied: bool, chunk: int = 5000) -> Scorer:
+              as_of: datetime, now: datetime, replace_applied: bool, unless_current: bool = False,
+              chunk: int = 5000) -> Scorer | None:
     """Score `records` (intake's export, or our own copy) from scratch under `policy`, in the caller's
     transaction, holding the writers' lock (and moving the generation, so every worker rebuilds):
     explanations and team points are replaced, every score restamped (a message goes
@@ -221,9 +222,13 @@ def recompute(session: Session, policy: Policy, statuses: Mapping[str, str], rec
     are deleted.
 
     With `replace_applied`, the applied events become exactly `records` (a rebuild from intake).
-    Streams `records` in chunks: memory holds the engine, not the history.
+    Streams `records` in chunks: memory holds the engine, not the history. With `unless_current`,
+    nothing is done (None) if the stored scores are under `policy` once the lock is held: another
+    worker switched to it while this one waited.
     """
-    lock(session)
+    clock = lock(session)
+    if unless_current and clock.policy_id == policy.id:
+        return None
     scorer = Scorer(policy, statuses, start=EPOCH)
     for table in (ExplanationBatch, TeamPoints) + ((AppliedBatch,) if replace_applied else ()):
         session.execute(delete(table))

@@ -170,11 +170,12 @@ class Worker:
                 if line:
                     yield line
 
-    def recompute(self, policy_id: str, *, from_intake: bool) -> int:
+    def recompute(self, policy_id: str, *, from_intake: bool, unless_current: bool = False) -> int:
         """Every score recomputed from the event history under `policy_id`, in one transaction.
 
         From intake's export (the store of record; the applied events become exactly its events),
         or from the events this worker applied. The API keeps serving the old scores until commit.
+        `unless_current`: a policy switch, left to the worker that did it first (`store.recompute`).
         """
         self.settle()
         now = self.clock()
@@ -186,15 +187,19 @@ class Worker:
         records = self.export_lines() if from_intake else store.stored_records(self.db)
         self.drop_engine()  # one engine in memory at a time (`run` restores it if this fails)
 
-        def rescore(check: Callable[[], None]) -> Scorer:
+        def rescore(check: Callable[[], None]) -> Scorer | None:
             with Session(self.db) as s:
                 scorer = store.recompute(s, policy, statuses, every(records, 5000, check), as_of=as_of, now=now,
-                                         replace_applied=from_intake)
+                                         replace_applied=from_intake, unless_current=unless_current)
                 s.commit()
             return scorer
 
         with self.staying_in_group() as meanwhile:
             scorer = self.polling_while(rescore, meanwhile)
+        if scorer is None:
+            log.info("policy %s: another worker rescored every score under it meanwhile", policy_id)
+            self.restore()
+            return 0
         rescored = len(scorer.applied)
         log.info("policy %s: %d events rescored from %s in %.1fs", policy_id, rescored,
                  "intake's export" if from_intake else "the applied events", time.monotonic() - started)
@@ -274,10 +279,10 @@ class Worker:
     def switch_policy(self, policy_id: str) -> None:
         """A newly active policy: rescore from intake's export, or from our own copy if intake is away."""
         try:
-            self.recompute(policy_id, from_intake=True)
+            self.recompute(policy_id, from_intake=True, unless_current=True)
         except httpx.HTTPError as exc:
             log.warning("intake's export unavailable (%s): rescoring the applied events instead", exc)
-            self.recompute(policy_id, from_intake=False)
+            self.recompute(policy_id, from_intake=False, unless_current=True)
 
     def serve_rebuild_requests(self) -> None:
         """Carry out `POST /v1/rebuilds`: rebuild from intake's export; record the outcome.

@@ -431,6 +431,47 @@ def test_a_placed_worker_looks_for_rebuild_requests_and_policy_switches_about_ev
     assert not worker.asked_lately() and worker.scorer is not None
 
 
+def test_a_policy_switch_another_worker_made_while_this_one_waited_is_not_made_again(scoring_db, clock):
+    """Several workers see a newly activated policy within a second of each other: the first to
+    take the writers' lock rescores everything; one that decided to switch before that commit
+    finds the scores under the policy once it holds the lock, and only restores its engine."""
+    from services.scoring import policy_store
+    from services.scoring.models import WorkerClock
+    from tests.scoring import factories as sf
+
+    first = one_county_worker(scoring_db, clock)
+    first.handle([on_partition_0(sf.inspection(sf.finding("F-1", severity="major")), 0)])
+    second = Worker(Settings(), scoring_db.engine, shipped(), clock=clock)
+    second.restore()
+    second.partitions, second.partition_count = frozenset({0}), 1
+    with Session(scoring_db.engine) as s:
+        policy_store.add(s, shipped().model_copy(update={"id": "default-v2", "version": 2}))
+        policy_store.activate(s, "default-v2", Settings().scoring_policy)
+        s.commit()
+    first.switch_policy("default-v2")  # from its own applied events (no intake here)
+    def stored() -> dict:
+        with Session(scoring_db.engine) as s:
+            rows = s.execute(select(ScoreRow)).scalars()
+            return {(r.region_code, r.year): (r.total, r.policy_id, r.as_of) for r in rows}
+
+    with Session(scoring_db.engine) as s:
+        switched = s.get(WorkerClock, 1).generation
+    scores = stored()
+    assert scores and {policy for _, policy, _ in scores.values()} == {"default-v2"}
+
+    def unread():
+        pytest.fail("the switch was made: nothing is to be read")
+        yield
+
+    second.export_lines = unread
+    second.switch_policy("default-v2")  # decided before the first committed
+    with Session(scoring_db.engine) as s:
+        assert s.get(WorkerClock, 1).generation == switched  # no second recomputation
+    assert stored() == scores
+    assert second.policy.id == "default-v2" and second.generation == switched
+    assert len(second.scorer.applied) == 1
+
+
 def test_a_write_that_fails_in_flight_is_raised_and_the_engine_is_rebuilt_from_what_is_stored(scoring_db, clock,
                                                                                             monkeypatch):
     """A batch is written while the next is applied: when that write fails, the engine already

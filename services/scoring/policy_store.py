@@ -49,7 +49,7 @@ def add(session: Session, policy: Policy) -> None:
 
 
 def activate(session: Session, policy_id: str, default: str) -> None:
-    """Make `policy_id` the active policy; the worker recomputes every score within about a second."""
+    """Make `policy_id` the active policy; within about a second the worker starts recomputing every score."""
     get(session, policy_id)  # 404 if unknown
     if policy_id in shipped_ids() and policy_id != default:
         raise Problem(409, "conflict", "Not activatable", f"{policy_id!r} is a shipped file: choose it with "

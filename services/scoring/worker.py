@@ -67,8 +67,9 @@ RELEASE_FROM = 100_000  # events an engine holds from which dropping it gives it
 ASK_EVERY_S = 1.0  # how often a placed worker looks for a newly activated policy or a rebuild request
 
 
-def claimable(lapsed: datetime) -> tuple:
-    """Rebuild requests not done and not claimed, or claimed before `lapsed` (the worker died)."""
+def claimable(now: datetime) -> tuple:
+    """Rebuild requests not done and not claimed, or claimed an hour before `now` (the worker died)."""
+    lapsed = now - timedelta(hours=1)
     return RebuildRequest.done_at.is_(None), RebuildRequest.started_at.is_(None) | (RebuildRequest.started_at < lapsed)
 
 
@@ -292,8 +293,7 @@ class Worker:
         """
         with Session(self.db) as s:
             store.lock(s)
-            lapsed = self.clock() - timedelta(hours=1)
-            pending = s.execute(select(RebuildRequest).where(*claimable(lapsed))
+            pending = s.execute(select(RebuildRequest).where(*claimable(self.clock()))
                                 .order_by(RebuildRequest.id)).scalars().all()
             ids = [r.id for r in pending]
             for r in pending:
@@ -556,15 +556,12 @@ class Worker:
         return changed
 
     def recompute_if_asked(self) -> None:
-        """A newly activated policy, then the pending rebuild requests."""
+        """A newly activated policy (if another worker already rescored under it, only the engine is
+        restored: `store.recompute`, `unless_current`), then the pending rebuild requests."""
         with Session(self.db) as s:
             active = policy_store.active_id(s, self.settings.scoring_policy)
-            clock = s.get(WorkerClock, 1)
         if active != self.policy.id:
-            if clock is not None and clock.policy_id == active:
-                self.restore()  # another worker already rescored everything under it
-            else:
-                self.switch_policy(active)
+            self.switch_policy(active)
         self.serve_rebuild_requests()
 
     def asked_lately(self) -> bool:
@@ -578,8 +575,7 @@ class Worker:
             with Session(self.db) as s:
                 if policy_store.active_id(s, self.settings.scoring_policy) != self.policy.id:
                     return True
-                lapsed = self.clock() - timedelta(hours=1)
-                return s.execute(select(RebuildRequest.id).where(*claimable(lapsed)).limit(1)).first() is not None
+                return s.execute(select(RebuildRequest.id).where(*claimable(self.clock())).limit(1)).first() is not None
         except (OperationalError, DBAPIError) as exc:
             # only a look: the engine is still good (the next write meets the outage and backs off,
             # keeping its batch); raised here it would rebuild the engine once the database is back

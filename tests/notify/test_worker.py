@@ -29,7 +29,7 @@ from services.notify.worker import DEAD_LETTERS, Worker, build_relay
 from tests import factories as f
 from tests.conftest import fresh_database
 from tests.http_helpers import serve
-from tests.kafka_helpers import headers, read_messages
+from tests.kafka_helpers import QUICK_GROUP, headers, read_messages
 from tests.notify.conftest import fast_settings, make_api
 from tests.notify.receiver import Receiver
 from tests.notify.sources import Sources, finding
@@ -223,7 +223,7 @@ def test_a_worker_started_after_the_broker_lost_its_log_catches_up_from_intakes_
         with serve(intake) as intake_url:
             settings = fast_settings(tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers,
                                      topic_partitions=3, intake_url=intake_url, service_token=access.admin,
-                                     consumer_max_poll_interval_ms=1000, consumer_session_timeout_ms=2000)
+                                     **QUICK_GROUP)
 
             def running(until) -> None:
                 stop, worker = threading.Event(), Worker(settings, notify_db.engine)

@@ -251,8 +251,7 @@ def test_a_worker_started_after_the_broker_lost_its_log_reads_the_new_log_from_i
     """Its stored offset (6 on the county's partition) points into the new, empty-then-refilled log:
     used there, it would skip the new log's head (the highest score message id, at offset 0)."""
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
-                        service_token=access.admin, intake_url="http://127.0.0.1:9",
-                        consumer_max_poll_interval_ms=1000, consumer_session_timeout_ms=2000)
+                        service_token=access.admin, intake_url="http://127.0.0.1:9", **QUICK_GROUP)
     own_broker.partitions = 3  # a restart creates the topics first, as make run's broker does
 
     def running(until) -> None:

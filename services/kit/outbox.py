@@ -5,6 +5,7 @@ published by a relay that marks them sent only after the broker acknowledged the
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -96,6 +97,8 @@ class Relay:
         self._unmarked: list[int] = []
         self._published_through = 0
         self.last_error: str | None = None
+        # called with each batch's {topic: rows acknowledged} (a relay process reports them to its worker)
+        self.on_published: Callable[[dict[str, int]], None] | None = None
         self.service = model.metadata.info.get("service", "unknown")  # see kit.db.service_base
         metrics.OUTBOX_BACKLOG.watch(self.backlog, service=self.service)
         metrics.OUTBOX_OLDEST_AGE.watch(self.oldest_unsent_age, service=self.service)
@@ -156,6 +159,8 @@ class Relay:
                 self._mark_sent(s, wait=len(self._unmarked) >= 20 * self.batch_size)
         for topic, n in acked_topics.items():
             metrics.OUTBOX_PUBLISHED.labels(self.service, topic).inc(n)
+        if acked_topics and self.on_published is not None:
+            self.on_published(acked_topics)
         if failure is not None:
             self._topics_ready = False  # a restarted in-memory broker has lost its topics
             raise failure

@@ -39,7 +39,8 @@ from services.kit.consumer import Backoff, LogWatch, group_consumer, poll_ordere
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure, message_context
-from services.kit.outbox import Relay, dead_letter_row
+from services.kit.outbox import dead_letter_row
+from services.kit.relay_process import RelayProcess
 from services.kit.settings import Settings
 from services.scoring import policy_store, store
 from services.scoring.base import Outbox
@@ -47,6 +48,7 @@ from services.scoring.engine import view
 from services.scoring.engine.engine import Engine as Scorer
 from services.scoring.models import ConsumerOffset, RebuildRequest, WorkerClock
 from services.scoring.policy.model import Policy, shipped
+from services.scoring.relay import build as build_relay
 
 log = logging.getLogger("services.scoring.worker")
 GROUP = "kaohe-scoring"
@@ -711,18 +713,14 @@ def same_log(probe: KafkaConsumer, tp: TopicPartition, next_offset: int, last_ev
         return False
 
 
-def build_relay(settings: Settings, db: Engine) -> Relay:
-    return Relay.from_settings(settings, db, Outbox,
-                               [topics.SCORING_SCORES, topics.dead_letter(topics.INTAKE_EVENTS)])
-
-
 def main() -> None:
     configure()
     settings = Settings()
     db = service_engine(settings, "scoring")
     worker = Worker(settings, db, shipped(settings.scoring_policy))
-    relay = build_relay(settings, db)
-    run_worker("scoring", worker, relay)
+    # the relay publishes from a child process: on a thread, its producer's Python would share
+    # this process's interpreter lock with the engine (docs/performance.md)
+    run_worker("scoring", worker, RelayProcess("services.scoring.relay", build_relay(settings, db)))
 
 
 if __name__ == "__main__":

@@ -246,14 +246,16 @@ def setting_names() -> set[str]:
 
 def expected_processes() -> dict[str, str]:
     """module -> name of every long-running process: what `make run` starts, and any API, worker or
-    relay module in services/ it does not (yet) start."""
+    relay module in services/ it does not (yet) start. A relay that runs as its worker's child
+    process (its main calls `serve_child`, services/kit/relay_process.py) is deployed with that
+    worker, not on its own."""
     found = {child.args[2]: child.name for child in children(Settings())}
     for path in sorted((ROOT / "services").glob("*/*.py")):
         text = path.read_text()
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
         if path.name == "__main__.py" and re.search(r"\bserve\(", text):
             found.setdefault(module.removesuffix(".__main__"), path.parent.name)
-        elif path.name in ("worker.py", "relay.py") and "def main(" in text:
+        elif path.name in ("worker.py", "relay.py") and "def main(" in text and "serve_child(" not in text:
             found.setdefault(module, f"{path.parent.name}-{path.stem}")
     return found
 

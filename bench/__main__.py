@@ -5,7 +5,8 @@ Parts, in order (each module also runs alone: `python -m bench.intake|scoring|ra
   * hello   — FastAPI hello-world with wrk (the baseline of every requests/s figure);
   * intake  — single POSTs (wrk, 32 connections) and batches, on SQLite and PostgreSQL;
   * scoring — the scoring worker against raw consume + json.loads over the national regions,
-              on SQLite and PostgreSQL;
+              on SQLite and PostgreSQL; then, on PostgreSQL, one and two worker processes in a
+              group (scale-out: no target of its own, printed under the table);
   * system  — the broker's produce→consume latency; then one stack on the national regions with
               1,000,000 events in intake's store (SQLite): the export read rate, `POST /v1/rebuilds`,
               each worker's peak memory, and then, on the rebuilt standings, standings reads and
@@ -37,10 +38,11 @@ PARTS = ("intake", "scoring", "system")
 def plan(quick: bool, tiny: bool = False) -> dict:
     """How long or how much each part runs (`tiny`: the harness's own test)."""
     if tiny:
-        return {"wrk_seconds": 1, "batch_events": 1000, "scoring_events": 600, "rebuild_events": 600,
-                "freshness_rate": 100.0, "freshness_seconds": 3, "broker_seconds": 1}
+        return {"wrk_seconds": 1, "batch_events": 1000, "scoring_events": 600, "scale_out_events": 600,
+                "rebuild_events": 600, "freshness_rate": 100.0, "freshness_seconds": 3, "broker_seconds": 1}
     seconds, batch_total = intake.durations(quick)
     return {"wrk_seconds": seconds, "batch_events": batch_total, "scoring_events": 10_000 if quick else 50_000,
+            "scale_out_events": 20_000 if quick else 200_000,
             "rebuild_events": 20_000 if quick else 1_000_000, "freshness_rate": 500.0,
             "freshness_seconds": 10 if quick else 30, "broker_seconds": 5 if quick else 10}
 
@@ -119,13 +121,14 @@ def figures(raw: dict) -> list[dict]:
     sc = raw.get("scoring")
     for backend in ("sqlite", "postgresql"):
         if sc and backend in sc:
-            rows.append(figure(backend, "scoring worker events/s", sc[backend]["events_per_s"], "events/s",
-                               baseline=sc["raw_consume_per_s"],
-                               baseline_what=f"raw consume + json.loads/s (median of {len(sc['raw_consume_passes'])})",
+            b = sc[backend]
+            rows.append(figure(backend, "scoring worker events/s", b["events_per_s"], "events/s",
+                               baseline=b["raw_consume_per_s"],
+                               baseline_what=f"raw consume + json.loads/s (median of {len(b['raw_consume_passes'])})",
                                target=("ratio", "≥", 0.4),
                                detail=f"{sc['events']:,} events, {sc['counties']:,} counties; ratio to consume "
-                                      f"+ orjson.loads ({sc['raw_consume_orjson_per_s']:,.0f}/s) "
-                                      f"{sc[backend]['ratio_to_raw_orjson']:.2f}"))
+                                      f"+ orjson.loads ({b['raw_consume_orjson_per_s']:,.0f}/s) "
+                                      f"{b['ratio_to_raw_orjson']:.2f}; {scoring.detail(b)}"))
     rk = raw.get("ranking")
     if rk:
         f, broker = rk["freshness"], rk["broker_produce_consume"]
@@ -203,6 +206,9 @@ def run(args: argparse.Namespace) -> dict:
         if "scoring" in parts:
             raw["scoring"] = timed("scoring", lambda: scoring.run(p["scoring_events"], 5000, pg is not None,
                                                                   national_regions()))
+            if pg:
+                raw["scoring_scale_out"] = timed("scoring scale-out postgresql", lambda: scoring.scale_out(
+                    p["scale_out_events"], 5000, national_regions()))
         if "system" in parts:
             broker = timed("broker", lambda: ranking.broker_baseline(p["freshness_rate"], p["broker_seconds"]))
 
@@ -252,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     for backend, r in results["raw"].get("intake", {}).items():
         if r["batch"].get("cpu_us_per_event"):
             print(f"intake batch on {backend}, {intake.cpu_line(r['batch'])}")
+    if line := scoring.scale_out_line(results["raw"].get("scoring_scale_out")):
+        print(f"scoring scale-out on postgresql, {line}")
     missed = sum(not r["met"] for r in results["figures"])
     print(f"\n{len(results['figures']) - missed} of {len(results['figures'])} targets met; wall time "
           f"{results['wall_s']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in results['parts_s'].items())})")

@@ -142,20 +142,27 @@ class Stack:
 
     def children(self, *, everything: bool = False) -> dict[str, int]:
         """Process name (`services.scoring.worker`, ...) → pid of the supervisor's `python -m`
-        children; with `everything`, also its other children by program name (the broker, `tansu`)."""
-        found = {}
+        children and of theirs (the scoring worker's relay, `services.scoring.relay`); with
+        `everything`, also the supervisor's other children by program name (the broker, `tansu`)."""
+        parents: dict[int, list[tuple[int, list[bytes]]]] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-                if ppid != self.proc.pid:
-                    continue
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if fields[0] == "Z":
+                    continue  # ended, not reaped yet
                 args = (stat.parent / "cmdline").read_bytes().split(b"\0")
-                if b"-m" in args:
-                    found[args[args.index(b"-m") + 1].decode()] = int(stat.parent.name)
-                elif everything and args[0]:  # tansu-v0.6.0-510f3e2 → tansu
-                    found[Path(args[0].decode()).name.split("-")[0]] = int(stat.parent.name)
+                parents.setdefault(int(fields[1]), []).append((int(stat.parent.name), args))
             except (OSError, ValueError, IndexError):
                 continue  # gone meanwhile
+        found = {}
+        for pid, args in parents.get(self.proc.pid, []):
+            if b"-m" in args:
+                found[args[args.index(b"-m") + 1].decode()] = pid
+                for child, child_args in parents.get(pid, []):
+                    if b"-m" in child_args:
+                        found[child_args[child_args.index(b"-m") + 1].decode()] = child
+            elif everything and args[0]:  # tansu-v0.6.0-510f3e2 → tansu
+                found[Path(args[0].decode()).name.split("-")[0]] = pid
         return found
 
     def __exit__(self, *exc) -> None:

@@ -51,7 +51,8 @@ from services.kit.migrate import upgrade
 from services.kit.settings import Settings
 from services.scoring.models import ConsumerOffset
 
-WORKERS = ("services.scoring.worker", "services.ranking.worker", "services.notify.worker", "services.intake.relay")
+WORKERS = ("services.scoring.worker", "services.scoring.relay", "services.ranking.worker", "services.notify.worker",
+           "services.intake.relay")
 TARGET_EVENTS_PER_S = 15_000
 TARGET_PEAK_MB = 300
 

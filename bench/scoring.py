@@ -1,44 +1,48 @@
 """Scoring worker throughput next to the raw kafka-python consume + json.loads rate, same broker,
-same run, on SQLite and on PostgreSQL where reachable. Part of `make bench` (`run()`).
+same run, on SQLite and on PostgreSQL where reachable. Part of `make bench` (`run()`, and
+`scale_out()`: one and two worker processes in a group on PostgreSQL).
 
-The baseline parses with the standard library's `json.loads`, as issue 3 defines it; the same read
-with `orjson.loads` (about twice as fast a parse) is measured and reported next to it.
+The worker is measured as deployed: `python -m services.scoring.worker`, a process of its own with
+its outbox relay as a child process (`processes_rate`). The baseline parses with the standard
+library's `json.loads`, as issue 3 defines it; the same read with `orjson.loads` (about twice as
+fast a parse) is measured and reported next to it.
 
 Events are generated as intake publishes them (valid ledger histories, round robin over the
 counties: the national set under `make bench` and with `--national`, Sichuan's otherwise) and
-produced straight to `kaohe.intake.events.v1` on a local broker; the worker consumes them in
-its consumer group. Its clock starts after the group join, at the first message.
+produced straight to `kaohe.intake.events.v1` on a local broker once the worker holds its
+partitions; its clock starts when it is let go at them.
 """
 
 import argparse
 import json
 import os
 import random
+import signal
 import statistics
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from sqlalchemy import select
 from sqlmodel import Session
 
-from bench.intake import drop_postgres, postgres_database
+from bench.intake import cpu_seconds, drop_postgres, postgres_database
 from bench.regions import national_regions
 from services.events import registry, topics
 from services.intake.regions.service import shipped_regions
-from services.kit import heap
 from services.kit.broker import LocalBroker, free_port
 from services.kit.db import make_engine
 from services.kit.kafka import ensure_topics
 from services.kit.migrate import upgrade
-from services.kit.settings import Settings
 from services.scoring import store
-from services.scoring.policy.model import shipped
-from services.scoring.worker import Worker
+from services.scoring.models import ConsumerOffset
 
 T0 = datetime(2026, 3, 2, 1, 0, tzinfo=timezone.utc)
 
@@ -89,10 +93,11 @@ def events(total: int, counties: list[str]) -> Iterator[tuple[str, bytes]]:
         yield county, registry.encode_record(seq, at, body)
 
 
-def produce(bootstrap: str, total: int, counties: list[str]) -> int:
+def send(bootstrap: str, records: Iterable[tuple[str, bytes]]) -> int:
+    """Produce (county, value) records to intake's topic, keyed by county as intake's relay does."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=512 * 1024)
     count = 0
-    for county, value in events(total, counties):
+    for county, value in records:
         producer.send(topics.INTAKE_EVENTS, key=county.encode(), value=value)
         count += 1
     producer.flush()
@@ -127,62 +132,168 @@ def raw_rates(bootstrap: str, total: int, passes: int = 5, loads: Callable[[byte
     return [raw_rate(bootstrap, total, loads) for _ in range(passes)]
 
 
-def worker_rate(bootstrap: str, url: str, total: int, counties: list[dict], batch: int) -> float:
+def processes_rate(url: str, total: int, counties: list[dict], batch: int, processes: int, logs: Path,
+                   raw_passes: int = 0, timeout: float = 300) -> dict:
+    """Events/s of `processes` scoring worker processes in one consumer group, as deployed
+    (`python -m services.scoring.worker`, each with its outbox relay as a child process; on
+    PostgreSQL the relays share the outbox), on a broker of their own.
+
+    The workers join the group on an empty topic; once they hold every partition between them
+    (their claims in scoring's database), they are stopped (SIGSTOP) while the events are
+    produced, so the producer's CPU is not counted, and continued (SIGCONT); the clock runs from
+    there until scoring's database holds every event applied. The pause is well inside the
+    group's session and poll-interval timeouts, so the group does not notice it. With
+    `raw_passes`, the raw consume rates are then read on the same broker from the same messages
+    (`raw_rates`, with json.loads and with orjson.loads)."""
+    records = list(events(total, [c["code"] for c in counties]))
     db = make_engine(url)
     upgrade("scoring", db)
     with Session(db) as s:
         store.save_counties(s, counties)
         s.commit()
-    settings = Settings(kafka_bootstrap_servers=bootstrap, scoring_batch=batch, scoring_tick_s=3600,
-                        consumer_max_poll_interval_ms=5000)
-    heap.tune()  # as `python -m services.scoring.worker` does (kit.consumer.run_worker)
-    worker = Worker(settings, db, shipped())
-    worker.restore()
-    worker.connect()
-    worker.tick()
-    start, applied = None, 0
-    while applied < total:
-        polled = worker.consumer.poll(timeout_ms=500, max_records=batch)
-        messages = [m for tp in sorted(polled, key=lambda t: t.partition) for m in polled[tp]]
-        if worker.scorer is None:  # that poll assigned the partitions: the engine is built next (Worker.run)
-            worker.restore()
-        if messages:
-            start = start or time.perf_counter()
-            worker.submit(messages)  # as Worker.run: written while the next poll is read and applied
-            applied += len(messages)
-    worker.settle()
-    elapsed = time.perf_counter() - start
-    worker.close()
-    with Session(db) as s:
-        assert store.applied_count(s) == total
+    result: dict = {"processes": processes, "events": total}
+    with LocalBroker(free_port()) as broker:
+        ensure_topics(broker.bootstrap_servers, [topics.INTAKE_EVENTS, topics.SCORING_SCORES,
+                                                 topics.dead_letter(topics.INTAKE_EVENTS)], 6)
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAOHE_TOPIC_PARTITIONS": "6",
+               "KAOHE_SCORING_DATABASE_URL": url, "KAOHE_SCORING_BATCH": str(batch), "KAOHE_SCORING_TICK_S": "3600",
+               "KAOHE_CONSUMER_MAX_POLL_INTERVAL_MS": "20000", "KAOHE_CONSUMER_SESSION_TIMEOUT_MS": "10000",
+               "KAOHE_METRICS_PORT": "0", "KAOHE_INTAKE_URL": "http://127.0.0.1:9", "KAOHE_LOG_LEVEL": "WARNING"}
+        running = []
+        try:
+            for i in range(processes):
+                log = (logs / f"scoring-worker-{processes}-{i + 1}.log").open("wb")
+                running.append(subprocess.Popen([sys.executable, "-m", "services.scoring.worker"], env=env,
+                                                stdout=log, stderr=subprocess.STDOUT))
+                log.close()
+            deadline, settled, seen = time.monotonic() + timeout, 0, None
+            while settled < 10:  # the same owners, one per process, for 2 s: the group's rebalances are done
+                if time.monotonic() > deadline or any(p.poll() is not None for p in running):
+                    raise RuntimeError(f"{processes} scoring workers were not placed in their group (logs: {logs})")
+                owners = placed_owners(db)
+                settled = settled + 1 if owners == seen and len(owners) == processes and None not in owners else 0
+                seen = owners
+                time.sleep(0.2)
+            relays = [child for p in running for child in child_pids(p.pid)]
+            for p in running:
+                p.send_signal(signal.SIGSTOP)
+            send(broker.bootstrap_servers, records)
+            cpu = [sum(cpu_seconds(p.pid) for p in running), sum(map(cpu_seconds, relays)), machine_busy_s()]
+            start = time.perf_counter()
+            for p in running:
+                p.send_signal(signal.SIGCONT)
+            while (applied := applied_in(db)) < total:
+                if time.monotonic() > deadline or any(p.poll() is not None for p in running):
+                    raise RuntimeError(f"{applied:,} of {total:,} events applied by {processes} scoring workers "
+                                       f"(logs: {logs})")
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - start
+            workers, relay, busy = (after - before for after, before in zip(
+                [sum(cpu_seconds(p.pid) for p in running), sum(map(cpu_seconds, relays)), machine_busy_s()], cpu))
+        finally:
+            for p in running:
+                p.send_signal(signal.SIGCONT)
+                p.terminate()
+            for p in running:
+                p.wait(60)
+        result.update({"seconds": elapsed, "events_per_s": total / elapsed, "worker_cores": round(workers / elapsed, 2),
+                       "worker_cpu_us_per_event": round(workers / total * 1e6, 1),
+                       "relay_cores": round(relay / elapsed, 2), "machine_cores_busy": round(busy / elapsed, 2),
+                       "machine_cores": os.cpu_count()})
+        if raw_passes:
+            result["raw_consume_passes"] = raw_rates(broker.bootstrap_servers, total, raw_passes)
+            result["raw_consume_orjson_passes"] = raw_rates(broker.bootstrap_servers, total, raw_passes, orjson.loads)
+            for name in ("raw_consume", "raw_consume_orjson"):
+                result[f"{name}_per_s"] = statistics.median(result[f"{name}_passes"])
     db.dispose()
-    return total / elapsed
+    return result
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a worker's relay)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return found
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (not idle or waiting on I/O) since boot: /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def placed_owners(db) -> list[str | None]:
+    """The distinct owners of intake's partitions in scoring's database (None: a partition unclaimed)."""
+    with Session(db) as s:
+        rows = s.execute(select(ConsumerOffset.owner).where(ConsumerOffset.topic == topics.INTAKE_EVENTS)).all()
+    return sorted({r.owner for r in rows}, key=str) if len(rows) >= 6 else [None]
+
+
+def applied_in(db) -> int:
+    with Session(db) as s:
+        return store.applied_count(s)
+
+
+def scale_out(total: int, batch: int, regions: dict | None = None, counts: tuple[int, ...] = (1, 2)) -> dict | None:
+    """`processes_rate` for each count of worker processes, each on a fresh PostgreSQL database (the
+    scale-out backend: on SQLite run one scoring worker, docs/operations.md); None without PostgreSQL."""
+    regions = [r for r in (regions or shipped_regions())["regions"] if r["level"] == "county"]
+    counties = [{**r, "baseline_status": r["status"]} for r in regions]
+    results = {}
+    with TemporaryDirectory() as tmp:
+        for n in counts:
+            url = postgres_database()
+            if url is None:
+                return None
+            try:
+                results[str(n)] = processes_rate(url, total, counties, batch, n, Path(tmp))
+            finally:
+                drop_postgres(url)
+    return results
+
+
+def scale_out_line(results: dict | None) -> str | None:
+    """`scale_out`'s figures as one line: each count's events/s, its speed-up over one process, and
+    the cores the workers and the whole machine were busy."""
+    if not results:
+        return None
+    one = results.get("1", {}).get("events_per_s")
+    parts = []
+    for n, r in results.items():
+        speedup = f", {r['events_per_s'] / one:.2f}x one" if one and n != "1" else ""
+        parts.append(f"{n} worker process{'es' if n != '1' else ''} {r['events_per_s']:,.0f} events/s{speedup} "
+                     f"({detail(r)})")
+    return f"{next(iter(results.values()))['events']:,} events: " + "; ".join(parts)
+
+
+def detail(r: dict) -> str:
+    """Where `processes_rate`'s CPU went: the workers', their relays', the whole machine's."""
+    return (f"workers {r['worker_cores']:.2f} cores, {r['worker_cpu_us_per_event']:.0f} µs CPU/event; relays "
+            f"{r['relay_cores']:.2f} cores; machine {r['machine_cores_busy']:.2f} of {r['machine_cores']} busy")
 
 
 def run(total: int, batch: int, postgres: bool, regions: dict | None = None) -> dict:
-    """`regions`: the region set the events are spread over (default: the shipped Sichuan data)."""
+    """One worker process (`processes_rate`) on SQLite, and on PostgreSQL where reachable, each
+    next to the raw consume rates read on its own broker. `regions`: the region set the events
+    are spread over (default: the shipped Sichuan data)."""
     regions = [r for r in (regions or shipped_regions())["regions"] if r["level"] == "county"]
     counties = [{**r, "baseline_status": r["status"]} for r in regions]
     results: dict = {"events": total, "batch": batch, "counties": len(counties)}
-    with LocalBroker(free_port()) as broker, TemporaryDirectory() as tmp:
-        ensure_topics(broker.bootstrap_servers, [topics.INTAKE_EVENTS, topics.SCORING_SCORES,
-                                                 topics.dead_letter(topics.INTAKE_EVENTS)], 6)
-        produced = produce(broker.bootstrap_servers, total, [r["code"] for r in regions])
-        passes = raw_rates(broker.bootstrap_servers, produced)
-        results["raw_consume_passes"] = passes
-        results["raw_consume_per_s"] = statistics.median(passes)
-        orjson_passes = raw_rates(broker.bootstrap_servers, produced, loads=orjson.loads)
-        results["raw_consume_orjson_passes"] = orjson_passes
-        results["raw_consume_orjson_per_s"] = statistics.median(orjson_passes)
+    with TemporaryDirectory() as tmp:
         backends = [("sqlite", f"sqlite:///{Path(tmp) / 'scoring.db'}")]
         pg = postgres_database() if postgres else None
         if pg:
             backends.append(("postgresql", pg))
         try:
             for name, url in backends:
-                rate = worker_rate(broker.bootstrap_servers, url, produced, counties, batch)
-                results[name] = {"events_per_s": rate, "ratio_to_raw": rate / results["raw_consume_per_s"],
-                                 "ratio_to_raw_orjson": rate / results["raw_consume_orjson_per_s"]}
+                r = results[name] = processes_rate(url, total, counties, batch, 1, Path(tmp), raw_passes=5)
+                r["ratio_to_raw"] = r["events_per_s"] / r["raw_consume_per_s"]
+                r["ratio_to_raw_orjson"] = r["events_per_s"] / r["raw_consume_orjson_per_s"]
         finally:
             if pg:
                 drop_postgres(pg)
@@ -196,23 +307,26 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--quick", action="store_true", help="10,000 events")
     parser.add_argument("--national", action="store_true", help="over the national regions (bench/regions.py)")
+    parser.add_argument("--scale-out", type=int, metavar="EVENTS",
+                        help="also one and two worker processes on PostgreSQL, this many events")
     args = parser.parse_args()
     r = run(10_000 if args.quick else args.events, args.batch, not args.no_postgres,
             national_regions() if args.national else None)
     print(f"\n{r['events']:,} events over {r['counties']:,} counties; baseline: raw kafka-python consume + "
-          f"json.loads, same broker, median of {len(r['raw_consume_passes'])} reads "
-          f"({min(r['raw_consume_passes']):,.0f}-{max(r['raw_consume_passes']):,.0f}); with orjson.loads "
-          f"{r['raw_consume_orjson_per_s']:,.0f}")
+          f"json.loads on the same broker, median of 5 reads")
     print(f"{'figure':<44}{'value':>14}{'baseline':>14}{'ratio':>8}{'target':>8}")
     for name in ("sqlite", "postgresql"):
         if name in r:
-            print(f"{name + ': scoring worker events/s':<44}{r[name]['events_per_s']:>14,.0f}"
-                  f"{r['raw_consume_per_s']:>14,.0f}{r[name]['ratio_to_raw']:>8.2f}{'≥0.4':>8}"
-                  f"   (to orjson: {r[name]['ratio_to_raw_orjson']:.2f})")
+            b = r[name]
+            print(f"{name + ': scoring worker events/s':<44}{b['events_per_s']:>14,.0f}"
+                  f"{b['raw_consume_per_s']:>14,.0f}{b['ratio_to_raw']:>8.2f}{'≥0.4':>8}"
+                  f"   (reads {min(b['raw_consume_passes']):,.0f}-{max(b['raw_consume_passes']):,.0f}; to orjson "
+                  f"{b['raw_consume_orjson_per_s']:,.0f}: {b['ratio_to_raw_orjson']:.2f}; {detail(b)})")
+    if args.scale_out:
+        line = scale_out_line(scale_out(args.scale_out, args.batch, national_regions() if args.national else None))
+        print(f"scale-out on postgresql, {line}" if line else "scale-out: no PostgreSQL reachable")
 
 
 if __name__ == "__main__":
     os.environ.setdefault("KAOHE_LOG_LEVEL", "WARNING")
     main()
-
-

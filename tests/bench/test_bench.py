@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import intake, rebuild
+from bench import intake, rebuild, scoring
 from bench.__main__ import figure, figures, table
 from bench.regions import PROVINCES, national_regions
 from services.intake.regions.service import regions_file, shipped_regions
@@ -72,12 +72,14 @@ def test_bench_writes_results_json(tmp_path):
     (row,) = r["figures"]
     scoring = r["raw"]["scoring"]
     assert scoring["events"] == 600 and scoring["counties"] > 2_800
-    assert row["value"] == scoring["sqlite"]["events_per_s"] > 0
-    assert row["ratio"] == pytest.approx(row["value"] / scoring["raw_consume_per_s"])
+    sqlite = scoring["sqlite"]
+    assert sqlite["processes"] == 1 and sqlite["events"] == 600  # the worker as deployed, every event applied
+    assert row["value"] == sqlite["events_per_s"] > 0
+    assert row["ratio"] == pytest.approx(row["value"] / sqlite["raw_consume_per_s"])
     # the baseline parses with json.loads (issue 3); the orjson read is reported next to it
-    assert len(scoring["raw_consume_orjson_passes"]) == len(scoring["raw_consume_passes"]) == 5
-    assert scoring["sqlite"]["ratio_to_raw_orjson"] == pytest.approx(row["value"] / scoring["raw_consume_orjson_per_s"])
-    assert "orjson.loads" in row["detail"]
+    assert len(sqlite["raw_consume_orjson_passes"]) == len(sqlite["raw_consume_passes"]) == 5
+    assert sqlite["ratio_to_raw_orjson"] == pytest.approx(row["value"] / sqlite["raw_consume_orjson_per_s"])
+    assert "orjson.loads" in row["detail"] and f"relays {sqlite['relay_cores']:.2f} cores" in row["detail"]
     assert row["met"] == (row["ratio"] >= 0.4) and row["target"] == {"of": "ratio", "op": "≥", "bound": 0.4}
 
 
@@ -120,3 +122,22 @@ def test_batch_rate_reports_the_cpu_of_every_process_of_the_stack(tmp_path):
     line = intake.cpu_line(r)
     assert line.startswith("CPU µs/event: ") and f"intake {cpu['services.intake']:.0f}" in line
     assert f"total {sum(cpu.values()):.0f}" in line
+
+
+@pytest.mark.e2e
+def test_scale_out_part_runs_worker_processes_that_share_the_partitions():
+    """`make bench`'s scale-out part (tiny): one and two scoring worker processes in one group on
+    PostgreSQL each apply every event; the line under the table gives two's speed-up over one."""
+    r = scoring.scale_out(600, 5000)
+    if r is None:
+        pytest.skip("no PostgreSQL reachable at 127.0.0.1:5432: make bench runs its scale-out part there only")
+    assert list(r) == ["1", "2"]
+    for n, figures_ in r.items():
+        assert figures_["processes"] == int(n) and figures_["events"] == 600  # (it raises unless all applied)
+        assert figures_["events_per_s"] == pytest.approx(600 / figures_["seconds"])
+        assert figures_["worker_cores"] > 0 and 0 < figures_["machine_cores_busy"] <= figures_["machine_cores"] + 0.5
+    line = scoring.scale_out_line(r)
+    assert line.startswith("600 events: 1 worker process ")
+    assert f"2 worker processes {r['2']['events_per_s']:,.0f} events/s, " \
+           f"{r['2']['events_per_s'] / r['1']['events_per_s']:.2f}x one" in line
+    assert scoring.scale_out_line(None) is None

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from bench.scoring import child_pids
 from services.events import topics
 from services.kit.bulk import insert_rows
 from services.kit.outbox import outbox_row
@@ -114,7 +115,7 @@ def test_the_relay_process_dies_with_its_worker(tmp_path, own_broker):
         add_rows(db.engine, 0, 1)
         try:
             wait_for(lambda: unsent(db.engine) == 0)  # the child is up and publishing
-            (child,) = children(worker.pid)
+            (child,) = child_pids(worker.pid)
             worker.kill()
             worker.wait(10)
             wait_for(lambda: gone(child), 10)
@@ -127,17 +128,6 @@ def test_a_relay_process_whose_worker_is_gone_already_exits():
     done = subprocess.run([sys.executable, "-c", "from services.kit.relay_process import die_with_parent; "
                                                  "die_with_parent(1)"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and "the worker 1 that started it is gone" in done.stderr
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
 
 
 def gone(pid: int) -> bool:

@@ -107,7 +107,7 @@ class RelayProcess:
 
 def die_with_parent(parent: int) -> None:
     """Linux: this process gets SIGKILL when its parent ends; exits now if that happened already.
-    (Elsewhere the child outlives a killed worker until it next fails to report.)"""
+    (Elsewhere the child outlives a killed worker until it next fails to report, then stops.)"""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
@@ -119,15 +119,15 @@ def serve_child(relay: Relay) -> None:
     pipe the parent gave (`REPORT_FD`)."""
     die_with_parent(int(os.environ[PARENT]))
     pipe = os.fdopen(int(os.environ[REPORT_FD]), "wb", buffering=0)
+    stop = threading.Event()
 
     def write(counts: dict[str, int]) -> None:
         try:
             pipe.write(orjson.dumps(counts) + b"\n")
-        except OSError:  # the worker is gone: its death signal ends this process next
-            pass
+        except OSError:  # the worker is gone (where no death signal ended this process first)
+            stop.set()
 
     relay.on_published = write
-    stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:

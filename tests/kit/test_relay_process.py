@@ -20,7 +20,7 @@ from bench.scoring import child_pids
 from services.events import topics
 from services.kit.bulk import insert_rows
 from services.kit.outbox import outbox_row
-from services.kit.relay_process import RelayProcess
+from services.kit.relay_process import PARENT, REPORT_FD, RelayProcess
 from services.kit.settings import Settings
 from services.scoring.base import Outbox
 from services.scoring.relay import build
@@ -122,6 +122,25 @@ def test_the_relay_process_dies_with_its_worker(tmp_path, own_broker):
         finally:
             if worker.poll() is None:
                 worker.kill()
+
+
+def test_a_relay_process_that_can_no_longer_report_to_its_worker_stops(tmp_path, own_broker):
+    """Where no death signal ends it (off Linux), a child whose worker went away stops at its next
+    report: here the worker's end of the pipe is closed while the worker (this test) lives on."""
+    with fresh_database("sqlite", tmp_path, "scoring") as db:
+        read, write = os.pipe()
+        child = subprocess.Popen([sys.executable, "-m", "services.scoring.relay"], pass_fds=(write,), env={
+            **os.environ, "KAOHE_SCORING_DATABASE_URL": db.url, "KAOHE_DATA_DIR": str(tmp_path),
+            "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap_servers, REPORT_FD: str(write), PARENT: str(os.getpid())})
+        os.close(write)
+        os.close(read)
+        try:
+            add_rows(db.engine, 0, 5)
+            assert child.wait(60) == 0  # it published, could not report it, and stopped on its own
+            assert unsent(db.engine) == 0  # having marked what it published
+        finally:
+            if child.poll() is None:
+                child.kill()
 
 
 def test_a_relay_process_whose_worker_is_gone_already_exits():

@@ -144,16 +144,7 @@ class Stack:
         """Process name (`services.scoring.worker`, ...) → pid of the supervisor's `python -m`
         children and of theirs (the scoring worker's relay, `services.scoring.relay`); with
         `everything`, also the supervisor's other children by program name (the broker, `tansu`)."""
-        parents: dict[int, list[tuple[int, list[bytes]]]] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                if fields[0] == "Z":
-                    continue  # ended, not reaped yet
-                args = (stat.parent / "cmdline").read_bytes().split(b"\0")
-                parents.setdefault(int(fields[1]), []).append((int(stat.parent.name), args))
-            except (OSError, ValueError, IndexError):
-                continue  # gone meanwhile
+        parents = process_table()
         found = {}
         for pid, args in parents.get(self.proc.pid, []):
             if b"-m" in args:
@@ -182,6 +173,27 @@ def batch_events(n: int) -> list[bytes]:
                                                           "items_checked": 20, "items_failed": 0}})
         bodies.append(orjson.dumps({"events": events}))
     return bodies
+
+
+def process_table() -> dict[int, list[tuple[int, list[bytes]]]]:
+    """Parent pid → (pid, command-line arguments) of each live process (not the ended ones not
+    reaped yet), from /proc."""
+    parents: dict[int, list[tuple[int, list[bytes]]]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] == "Z":
+                continue
+            args = (stat.parent / "cmdline").read_bytes().split(b"\0")
+            parents.setdefault(int(fields[1]), []).append((int(stat.parent.name), args))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return parents
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (a worker's relay)."""
+    return [child for child, _ in process_table().get(pid, [])]
 
 
 def cpu_seconds(pid: int) -> float:

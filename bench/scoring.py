@@ -33,7 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import select
 from sqlmodel import Session
 
-from bench.intake import cpu_seconds, drop_postgres, postgres_database
+from bench.intake import child_pids, cpu_seconds, drop_postgres, postgres_database
 from bench.regions import national_regions
 from services.events import registry, topics
 from services.intake.regions.service import shipped_regions
@@ -175,10 +175,14 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
                 seen = owners
                 time.sleep(0.2)
             relays = [child for p in running for child in child_pids(p.pid)]
+
+            def cpu() -> tuple[float, float, float]:  # the workers', their relays', the machine's
+                return sum(cpu_seconds(p.pid) for p in running), sum(map(cpu_seconds, relays)), machine_busy_s()
+
             for p in running:
                 p.send_signal(signal.SIGSTOP)
             send(broker.bootstrap_servers, records)
-            cpu = [sum(cpu_seconds(p.pid) for p in running), sum(map(cpu_seconds, relays)), machine_busy_s()]
+            before = cpu()
             start = time.perf_counter()
             for p in running:
                 p.send_signal(signal.SIGCONT)
@@ -188,8 +192,7 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
                                        f"(logs: {logs})")
                 time.sleep(0.05)
             elapsed = time.perf_counter() - start
-            workers, relay, busy = (after - before for after, before in zip(
-                [sum(cpu_seconds(p.pid) for p in running), sum(map(cpu_seconds, relays)), machine_busy_s()], cpu))
+            workers, relay, busy = (a - b for a, b in zip(cpu(), before))
         finally:
             for p in running:
                 p.send_signal(signal.SIGCONT)
@@ -207,18 +210,6 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
                 result[f"{name}_per_s"] = statistics.median(result[f"{name}_passes"])
     db.dispose()
     return result
-
-
-def child_pids(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (a worker's relay)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
-    return found
 
 
 def machine_busy_s() -> float:

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from bench.scoring import child_pids
+from bench.intake import child_pids
 from services.events import topics
 from services.kit.bulk import insert_rows
 from services.kit.outbox import outbox_row
@@ -25,6 +25,7 @@ from services.kit.settings import Settings
 from services.scoring.base import Outbox
 from services.scoring.relay import build
 from tests.conftest import fresh_database
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -47,14 +48,6 @@ def unsent(engine) -> int:
         return s.execute(select(func.count()).select_from(Outbox).where(Outbox.sent_at.is_(None))).scalar_one()
 
 
-def wait_for(condition, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("not within %.0f s" % seconds)
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_relay_process_publishes_is_counted_here_restarts_and_stops(backend, tmp_path, own_broker, monkeypatch):
     with fresh_database(backend, tmp_path, "scoring") as db:
@@ -71,13 +64,13 @@ def test_the_relay_process_publishes_is_counted_here_restarts_and_stops(backend,
         runner.start()
         try:
             # the child publishes; this process counts what it reports
-            wait_for(lambda: unsent(db.engine) == 0 and published(topics.SCORING_SCORES) == before + 30)
+            wait_for(lambda: unsent(db.engine) == 0 and published(topics.SCORING_SCORES) == before + 30, timeout=30)
             first = relay.process
             # a child that dies is started again, and goes on with what came meanwhile
             first.kill()
             add_rows(db.engine, 30, 20)
-            wait_for(lambda: relay.started == 2 and unsent(db.engine) == 0)
-            wait_for(lambda: published(topics.SCORING_SCORES) == before + 50)
+            wait_for(lambda: relay.started == 2 and unsent(db.engine) == 0, timeout=30)
+            wait_for(lambda: published(topics.SCORING_SCORES) == before + 50, timeout=30)
             assert first.poll() == -signal.SIGKILL and relay.process.poll() is None
         finally:
             stop.set()
@@ -114,11 +107,11 @@ def test_the_relay_process_dies_with_its_worker(tmp_path, own_broker):
             env=env)
         add_rows(db.engine, 0, 1)
         try:
-            wait_for(lambda: unsent(db.engine) == 0)  # the child is up and publishing
+            wait_for(lambda: unsent(db.engine) == 0, timeout=30)  # the child is up and publishing
             (child,) = child_pids(worker.pid)
             worker.kill()
             worker.wait(10)
-            wait_for(lambda: gone(child), 10)
+            wait_for(lambda: gone(child), timeout=10)
         finally:
             if worker.poll() is None:
                 worker.kill()

@@ -40,8 +40,8 @@ from sqlmodel import Session
 
 from bench.intake import Stack, cpu_seconds, drop_postgres, postgres_database
 from bench.regions import counties, write
-from bench.scoring import envelopes
-from services.events import registry, topics
+from bench.scoring import envelopes, placed_owners
+from services.events import registry
 from services.intake.base import Outbox
 from services.intake.regions.service import Directory, load, regions_file
 from services.intake.store.models import StoredEvent
@@ -49,7 +49,6 @@ from services.intake.store.service import append_many
 from services.kit.db import service_engine
 from services.kit.migrate import upgrade
 from services.kit.settings import Settings
-from services.scoring.models import ConsumerOffset
 
 WORKERS = ("services.scoring.worker", "services.scoring.relay", "services.ranking.worker", "services.notify.worker",
            "services.intake.relay")
@@ -164,13 +163,10 @@ def placed(settings: Settings, seconds: float) -> float:
     the rebuild (docs/scoring.md). Returns the seconds waited."""
     started = time.monotonic()
     scoring = service_engine(settings, "scoring")
-    owned = (select(func.count()).select_from(ConsumerOffset)
-             .where(ConsumerOffset.topic == topics.INTAKE_EVENTS, ConsumerOffset.owner.is_not(None)))
     try:
         while True:
-            with Session(scoring) as s:
-                if s.execute(owned).scalar_one() >= settings.topic_partitions:
-                    return time.monotonic() - started
+            if None not in placed_owners(scoring, settings.topic_partitions):
+                return time.monotonic() - started
             if time.monotonic() - started > seconds:
                 raise RuntimeError(f"the scoring worker was not placed in its group within {seconds:.0f} s")
             time.sleep(0.2)

@@ -218,11 +218,12 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def placed_owners(db) -> list[str | None]:
-    """The distinct owners of intake's partitions in scoring's database (None: a partition unclaimed)."""
+def placed_owners(db, partitions: int = 6) -> list[str | None]:
+    """The distinct owners of intake's `partitions` partitions in scoring's database, as the
+    workers claimed them (None among them: a partition not claimed yet)."""
     with Session(db) as s:
         rows = s.execute(select(ConsumerOffset.owner).where(ConsumerOffset.topic == topics.INTAKE_EVENTS)).all()
-    return sorted({r.owner for r in rows}, key=str) if len(rows) >= 6 else [None]
+    return sorted({r.owner for r in rows}, key=str) if len(rows) >= partitions else [None]
 
 
 def applied_in(db) -> int:

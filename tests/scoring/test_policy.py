@@ -46,6 +46,8 @@ def test_default_policy_loads():
     ("gates.max_grade_with_open_critical", "excellent", "one of the grades"),
     ("id", "default-v2", "<name>-v<version>"),
     ("grades", list(reversed(RAW["grades"])), "highest band down"),
+    ("timezone", "Mars/Olympus", "not a time zone"),
+    ("timezone", "../../etc/passwd", "not a time zone"),
 ])
 def test_invalid_policies_are_rejected_with_the_reason(path, value, message):
     with pytest.raises(ValidationError) as err:
@@ -56,3 +58,14 @@ def test_invalid_policies_are_rejected_with_the_reason(path, value, message):
 def test_unknown_keys_are_rejected():
     with pytest.raises(ValidationError):
         Policy.model_validate({**RAW, "bonus": 5})
+
+
+@pytest.mark.parametrize("path, value, loc", [
+    ("id", "default-v2", ("id",)),
+    ("gates.max_grade_with_open_critical", "excellent", ("gates", "max_grade_with_open_critical")),
+    ("timezone", "Mars/Olympus", ("timezone",)),
+])
+def test_each_fault_is_placed_at_the_field_to_change(path, value, loc):
+    with pytest.raises(ValidationError) as err:
+        Policy.model_validate(variant(path, value))
+    assert [e["loc"] for e in err.value.errors()] == [loc]

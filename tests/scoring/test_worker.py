@@ -182,6 +182,14 @@ def test_policy_versions_are_validated_and_activating_one_recomputes_every_score
     r = scoring.post("/v1/policies", json=bad)
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
     assert any("sum to 1" in e["message"] for e in r.json()["errors"])
+    # a time zone the engine cannot load, and an id that does not match the version: each named
+    # at its own field (an unknown zone was accepted, and activating it stopped the worker)
+    r = scoring.post("/v1/policies", json={**policy, "id": "default-v3", "version": 2, "timezone": "Mars/Olympus"})
+    assert r.status_code == 422, r.text
+    assert {e["field"] for e in r.json()["errors"]} == {"timezone"}
+    r = scoring.post("/v1/policies", json={**policy, "id": "default-v3", "version": 2})
+    assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["id"], r.text
+    assert [p["id"] for p in scoring.get("/v1/policies").json()] == ["default-v1"]
     assert scoring.post("/v1/policies", json=policy).status_code == 409  # an existing id
 
     stricter = {**policy, "id": "default-v2", "version": 2,

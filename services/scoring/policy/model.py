@@ -4,8 +4,10 @@ import math
 import tomllib
 from importlib import resources
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from services.events.vocabulary import CountyStatus, DailyCheckKind, FindingCategory, Indicator, Severity
 
@@ -117,7 +119,7 @@ class Policy(Strict):
     name: Annotated[str, Field(min_length=1, max_length=64)]
     version: Annotated[int, Field(ge=1)]
     description: str = ""
-    timezone: str = "Asia/Shanghai"
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] = "Asia/Shanghai"
     weights: dict[str, Weights]
     caps: Caps
     daily_management: DailyManagement
@@ -134,6 +136,17 @@ class Policy(Strict):
         _covers("weights", v, CountyStatus)
         return v
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        # the engine dates every deadline and assessment year in it: a name it cannot load would
+        # stop the worker at the policy's activation, not here
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"not a time zone the system knows (an IANA name, e.g. Asia/Shanghai): {v!r}") from None
+        return v
+
     @field_validator("grades")
     @classmethod
     def _grades_ordered(cls, grades: list[Grade]) -> list[Grade]:
@@ -148,10 +161,17 @@ class Policy(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Policy":
+        """Checks across fields, each error placed at the field to change (not at the whole body)."""
+        errors = []
         if not self.id.endswith(f"-v{self.version}") or not self.id.startswith(self.name):
-            raise ValueError(f"id must be '<name>-v<version>' ({self.name}-v{self.version})")
+            errors.append((("id",), self.id, f"id must be '<name>-v<version>' ({self.name}-v{self.version})"))
         if self.gates.max_grade_with_open_critical not in {g.name for g in self.grades}:
-            raise ValueError("gates.max_grade_with_open_critical must name one of the grades")
+            errors.append((("gates", "max_grade_with_open_critical"), self.gates.max_grade_with_open_critical,
+                           "must name one of the grades"))
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
+                for loc, value, message in errors])
         return self
 
     def grade_rank(self, name: str) -> int:

@@ -39,7 +39,11 @@ class ConsumerOffset(ScoringModel, table=True):
     partition: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     next_offset: int = Field(sa_column=Column(BigInteger, nullable=False))
     last_event_id: str | None = Field(default=None, sa_column=Column(String(36)),
-                                      description="Checks on assignment that the log is still the one we read.")
+                                      description="Checks on assignment that the log is still the one we read "
+                                                  "(where no topic_id was stored).")
+    topic_id: str | None = Field(default=None, sa_column=Column(String(36)),
+                                 description="The Kafka topic id of the log the offset was read in: on assignment, "
+                                             "an offset stored for another log (the broker lost it) is not used.")
     owner: str | None = Field(default=None, sa_column=Column(String(64)),
                               description="The worker (one token per assignment) that may write this partition's "
                                           "results; next_offset -1: claimed, nothing read yet.")

@@ -167,25 +167,26 @@ def lock(session: Session) -> Clock:
     return Clock(row.generation, row.as_of, row.policy_id)
 
 
-def claim(session: Session, topic: str, partitions: Collection[int], owner: str
-          ) -> tuple[dict[int, tuple[int, str | None]], Clock]:
+Position = tuple[int, str | None, str | None]  # next offset, last event id, topic id of the log
+
+
+def claim(session: Session, topic: str, partitions: Collection[int], owner: str) -> tuple[dict[int, Position], Clock]:
     """Make `owner` the writer of `partitions` (after a rebalance assigned them); returns the stored
-    positions (next offset, last event id) of those already read, and the clock. Holds the lock."""
+    positions of those already read, and the clock. Holds the lock."""
     clock = lock(session)
     stored = positions(session, topic, partitions)
+    unread = (-1, None, None)
     upsert(session, ConsumerOffset.__table__, [
-        {"topic": topic, "partition": p, "next_offset": stored.get(p, (-1, None))[0],
-         "last_event_id": stored.get(p, (-1, None))[1], "owner": owner} for p in sorted(partitions)],
-        keys=("topic", "partition"))
+        dict(zip(("next_offset", "last_event_id", "topic_id"), stored.get(p, unread)), topic=topic, partition=p,
+             owner=owner) for p in sorted(partitions)], keys=("topic", "partition"))
     return stored, clock
 
 
-def positions(session: Session, topic: str, partitions: Collection[int]) -> dict[int, tuple[int, str | None]]:
-    """The stored positions (next offset, last event id) of `partitions` already read, as `claim`
-    returns them."""
-    return {p: (o, eid) for p, o, eid in session.execute(
-        select(ConsumerOffset.partition, ConsumerOffset.next_offset, ConsumerOffset.last_event_id)
-        .where(ConsumerOffset.topic == topic)).all() if p in partitions and o >= 0}
+def positions(session: Session, topic: str, partitions: Collection[int]) -> dict[int, Position]:
+    """The stored positions of `partitions` already read, as `claim` returns them."""
+    return {p: (o, eid, tid) for p, o, eid, tid in session.execute(
+        select(ConsumerOffset.partition, ConsumerOffset.next_offset, ConsumerOffset.last_event_id,
+               ConsumerOffset.topic_id).where(ConsumerOffset.topic == topic)).all() if p in partitions and o >= 0}
 
 
 def owners(session: Session, topic: str) -> dict[int, str | None]:
@@ -263,7 +264,7 @@ class Batch:
     events: int = 0  # how many were applied (`applied` is dropped once its rows are made: `prepare`)
     changes: list[Change] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
-    offsets: dict[tuple[str, int], tuple[int, str | None]] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], Position] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)  # event id → the consumed message it came in
     ids: dict[str, dict[str, str]] = field(default_factory=dict)  # cause → the ids it came with (request_id)
     rescore_all: bool = False  # write every county-year's score, not only those `changes` touched
@@ -420,8 +421,8 @@ def persist(session: Session, p: Prepared) -> int:
     if batch.offsets:
         owner = {"owner": fence.owner} if fence is not None and fence.owner else {}
         upsert_rows(session, ConsumerOffset.__table__, [
-            {"topic": t, "partition": part, "next_offset": o, "last_event_id": eid, **owner}
-            for (t, part), (o, eid) in sorted(batch.offsets.items())], keys=("topic", "partition"))
+            {"topic": t, "partition": part, "next_offset": o, "last_event_id": eid, "topic_id": tid, **owner}
+            for (t, part), (o, eid, tid) in sorted(batch.offsets.items())], keys=("topic", "partition"))
     if p.clock_moved or p.new_generation:
         session.execute(update(WorkerClock).where(WorkerClock.id == 1).values(
             as_of=max(clock.as_of, p.as_of), policy_id=p.policy.id,

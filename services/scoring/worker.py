@@ -35,7 +35,7 @@ from sqlmodel import Session
 from services.events import topics
 from services.kit import heap, metrics
 from services.kit.access import service_headers
-from services.kit.consumer import Backoff, LogWatch, group_consumer, poll_ordered, run_worker
+from services.kit.consumer import Backoff, LogWatch, group_consumer, log_id, poll_ordered, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure, message_context
@@ -90,7 +90,7 @@ class Worker:
         self.partitions: frozenset[int] = frozenset()
         self.partition_count = 0
         self.generation = 0  # of the stored scores this engine was built from
-        self.stored_at: dict[int, tuple[int, str | None]] = {}  # the stored positions the engine matches
+        self.stored_at: dict[int, store.Position] = {}  # the stored positions the engine matches
         # the batch being written while the next is applied (`submit`, `settle`): one at a time
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="scoring-writer")
         self.in_flight: tuple[Future, store.Prepared] | None = None
@@ -402,9 +402,9 @@ class Worker:
         self.settle(quietly=True)
         with Session(self.db) as s:
             rows = s.execute(select(ConsumerOffset.partition, ConsumerOffset.next_offset,
-                                    ConsumerOffset.last_event_id, ConsumerOffset.owner)
+                                    ConsumerOffset.last_event_id, ConsumerOffset.topic_id, ConsumerOffset.owner)
                              .where(ConsumerOffset.topic == topics.INTAKE_EVENTS)).all()
-        mine = {r.partition: (r.next_offset, r.last_event_id) for r in rows if r.owner == self.owner}
+        mine = {r.partition: (r.next_offset, r.last_event_id, r.topic_id) for r in rows if r.owner == self.owner}
         lost = {tp for tp in self.consumer.assignment() if tp.partition not in mine}
         if lost:
             log.warning("partitions %s were claimed by another worker: paused until the rebalance",
@@ -414,22 +414,31 @@ class Worker:
         self.seek_stored([tp for tp in self.consumer.assignment() if tp.partition in mine],
                          {p: v for p, v in mine.items() if v[0] >= 0})
 
-    def seek_stored(self, partitions, stored: dict[int, tuple[int, str | None]]) -> None:
-        """Seek to the stored offsets, after checking the log is still the one we read."""
-        probe = None  # one reader for every partition to check, only if there is one
+    def seek_stored(self, partitions, stored: dict[int, store.Position]) -> None:
+        """Seek to the stored offsets, after checking the log is still the one we read: by the topic
+        id stored with the offset, or, for an offset stored without one, by reading the event before
+        it (`same_log`)."""
+        probe = None  # one reader for every partition to check by reading, only if there is one
         try:
             for tp in partitions:
                 if tp.partition not in stored:
                     self.consumer.seek_to_beginning(tp)
                     continue
-                probe = probe or KafkaConsumer(
-                    bootstrap_servers=self.settings.bootstrap_servers.split(","), group_id=None,
-                    enable_auto_commit=False, auto_offset_reset="none", client_id="kaohe-scoring-probe")
-                if same_log(probe, tp, *stored[tp.partition]):
-                    self.consumer.seek(tp, stored[tp.partition][0])
+                offset, last_event_id, stored_id = stored[tp.partition]
+                now = log_id(self.consumer, tp.topic)
+                if stored_id is not None and now is not None:
+                    same = stored_id == now
                 else:
-                    log.warning("partition %d is not the log we read (offset %d, event %s): catching up from "
-                                "intake, then reading it from the start", tp.partition, *stored[tp.partition])
+                    probe = probe or KafkaConsumer(
+                        bootstrap_servers=self.settings.bootstrap_servers.split(","), group_id=None,
+                        enable_auto_commit=False, auto_offset_reset="none", client_id="kaohe-scoring-probe")
+                    same = same_log(probe, tp, offset, last_event_id)
+                if same:
+                    self.consumer.seek(tp, offset)
+                else:
+                    log.warning("partition %d is not the log we read (offset %d, event %s, topic id %s; now %s): "
+                                "catching up from intake, then reading it from the start", tp.partition, offset,
+                                last_event_id, stored_id, now)
                     self.log_replaced = True
                     self.consumer.seek_to_beginning(tp)
         finally:
@@ -469,6 +478,7 @@ class Worker:
         now = self.clock()
         batch = store.Batch()
         partitions, scorer = self.partitions, self.scorer
+        log_ids: dict[str, str | None] = {}  # the topic id of the log each offset is read in, stored with it
         for m in messages:
             if m.partition not in partitions:
                 continue  # fetched before another worker claimed it: that worker reads it again
@@ -488,7 +498,9 @@ class Worker:
                     batch.applied.append((record, m.value))
                     # the ids it came with go on the score messages it causes (its request id at intake)
                     batch.sources[event_id] = m
-            batch.offsets[(m.topic, m.partition)] = (m.offset + 1, event_id)
+            if m.topic not in log_ids:
+                log_ids[m.topic] = log_id(self.consumer, m.topic) if self.consumer is not None else None
+            batch.offsets[(m.topic, m.partition)] = (m.offset + 1, event_id, log_ids[m.topic])
         return store.prepare(scorer, batch, now=now, fence=self.fence)
 
     def _persist(self, prepared: store.Prepared) -> int:

@@ -23,6 +23,7 @@ from services.kit.db import make_engine
 from services.kit.migrate import upgrade
 from services.kit.settings import Settings
 from services.scoring import store
+from services.scoring import worker as worker_module
 from services.scoring.app import create_app as scoring_app
 from services.scoring.base import Outbox as ScoringOutbox
 from services.scoring.models import AppliedBatch, ConsumerOffset, ExplanationBatch, RebuildRequest, ScoreRow
@@ -237,10 +238,14 @@ def test_a_rebuild_request_recomputes_every_score_from_intakes_export(system, sc
     assert scoring.get("/v1/rebuilds/999").status_code == 404
 
 
-def test_a_broker_that_lost_its_log_is_caught_up_from_intake(database, scoring_db, tmp_path, access, clock, own_broker):
+def test_a_broker_that_lost_its_log_is_caught_up_from_intake(database, scoring_db, tmp_path, access, clock, own_broker,
+                                                            monkeypatch):
     """tansu keeps nothing on restart: events published but not yet consumed are gone from the
-    log, and the new log restarts at offset 0. The worker notices (its stored offset and last
-    event do not match the partition) and applies what it missed from intake's export, in order."""
+    log, and the new log restarts at offset 0. The worker notices (the topic id stored with its
+    offset is not the new log's: no reading of the partition to find out, which on a log shorter
+    than the offset waited 10 s a partition) and applies what it missed from intake's export, in order."""
+    probed = []
+    monkeypatch.setattr(worker_module, "same_log", lambda *args: probed.append(args))
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=1,
                         service_token=access.admin, relay_idle_ms=10, scoring_tick_s=0.2, **QUICK_GROUP)
     clock.now = f.T0 + timedelta(days=3)
@@ -287,6 +292,9 @@ def test_a_broker_that_lost_its_log_is_caught_up_from_intake(database, scoring_d
             assert intake.post("/v1/events", json=f.daily_check(items_failed=3)).status_code == 201
             read_messages(own_broker.bootstrap_servers, topics.INTAKE_EVENTS, lambda ms: len(ms) >= 1)
 
+            with Session(scoring_db.engine) as s:
+                old_log = s.execute(select(ConsumerOffset.topic_id)).scalar_one()
+            assert old_log is not None
             running = start_worker()
             wait_for(lambda: applied() == 5)
             wait_for(lambda: (s := score_row(scoring_db.engine)) and s.cause != "counties" and
@@ -296,6 +304,9 @@ def test_a_broker_that_lost_its_log_is_caught_up_from_intake(database, scoring_d
             relay_stop.set()
             relay_thread.join(30)
             relay.close()
+    assert probed == []
+    with Session(scoring_db.engine) as s:  # the offset of the new log's event, stored with the new log's id
+        assert s.execute(select(ConsumerOffset.topic_id)).scalar_one() not in {None, old_log}
     assert_matches_clean_recomputation(database.engine, scoring_db.engine)
     # the scores log was lost too: every current score was sent again, with nothing moved in it
     t = ScoringOutbox.__table__
@@ -651,8 +662,8 @@ def test_batches_whose_write_failed_while_the_database_was_away_are_written_agai
     assert len(worker.unwritten) == 2 and len(worker.scorer.applied) == 2
     with pytest.raises(OperationalError):
         worker.write_unwritten()  # still away: nothing lost, nothing reordered
-    assert [p.batch.offsets for p in worker.unwritten] == [{(topics.INTAKE_EVENTS, 0): (n, str(r.event.event_id))}
-                                                           for n, r in ((1, records[0]), (2, records[1]))]
+    assert [p.batch.offsets for p in worker.unwritten] == [
+        {(topics.INTAKE_EVENTS, 0): (n, str(r.event.event_id), None)} for n, r in ((1, records[0]), (2, records[1]))]
     monkeypatch.setattr(store, "persist", persist)
     rebuilds = []
     monkeypatch.setattr(store, "rebuild", lambda *a, **k: rebuilds.append(a))

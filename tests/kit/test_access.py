@@ -240,6 +240,20 @@ def test_a_missing_scope_is_403(world, access):
                                 headers=reader).status_code == 200
 
 
+def test_a_403_names_only_the_scopes_the_key_lacks(world, access):
+    county_page = f"/v1/dashboard/county/{A_COUNTY}"  # needs scores:read and events:read
+    partial = bearer(access.key(["standings:read", "scores:read"], A_PREF))
+    r = world["ranking"].get(county_page, params={"year": 2026}, headers=partial)
+    problem = r.json()
+    assert r.status_code == 403 and problem["missing_scopes"] == ["events:read"], r.text
+    assert problem["detail"] == "this API key lacks the scope events:read"
+    assert problem["required_scopes"] == ["scores:read", "events:read"]
+    neither = bearer(access.key(["standings:read"], A_PREF))
+    r = world["ranking"].get(county_page, params={"year": 2026}, headers=neither)
+    assert r.json()["missing_scopes"] == ["scores:read", "events:read"]
+    assert r.json()["detail"] == "this API key lacks the scopes scores:read and events:read"
+
+
 # --- the key admin endpoints -------------------------------------------------------------------------------
 
 

@@ -64,7 +64,8 @@ def held_provinces(request: Request) -> Callable[[], set[str]]:
 
 
 def require(*scopes: str, query_token: bool = False, everywhere: bool = False):
-    """A dependency returning the caller's Principal if its key holds every one of `scopes`.
+    """A dependency returning the caller's Principal if its key holds every one of `scopes`; else a
+    403 naming the scopes it lacks (`missing_scopes`) and all it needs (`required_scopes`).
 
     `query_token` also accepts `?access_token=` (for EventSource, which cannot send headers).
     `everywhere`: only a key holding every region of the store (what changes or spans them all):
@@ -78,9 +79,11 @@ def require(*scopes: str, query_token: bool = False, everywhere: bool = False):
         if token is None and query_token:
             token = request.query_params.get("access_token")
         who = await authenticate(request, token)
-        if not who.has(*scopes):
+        missing = [s for s in scopes if not who.has(s)]
+        if missing:  # name only what the key lacks, not every scope the route needs
             raise Problem(403, "forbidden", "Forbidden",
-                          f"this API key lacks the scope {' and '.join(scopes)}", required_scopes=list(scopes))
+                          f"this API key lacks the scope{'s' if len(missing) > 1 else ''} {' and '.join(missing)}",
+                          required_scopes=list(scopes), missing_scopes=missing)
         if everywhere:
             held = await run_in_threadpool(held_provinces(request))
             if not who.holds_all(held):

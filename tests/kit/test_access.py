@@ -2,8 +2,10 @@
 the key admin endpoints; idempotency keys; rate limits."""
 
 import hashlib
+import re
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import orjson
 import pytest
@@ -32,6 +34,7 @@ from tests.fuzz_hooks import names_a, parsed
 A_PREF, A_COUNTY = "513400", "513431"  # 凉山州, 昭觉县
 B_PREF, B_COUNTY = "510700", "510722"  # 绵阳市, 三台县
 NOW = datetime(2027, 1, 10, tzinfo=timezone.utc)
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_the_region_rule():
@@ -252,6 +255,21 @@ def test_a_403_names_only_the_scopes_the_key_lacks(world, access):
     r = world["ranking"].get(county_page, params={"year": 2026}, headers=neither)
     assert r.json()["missing_scopes"] == ["scores:read", "events:read"]
     assert r.json()["detail"] == "this API key lacks the scopes scores:read and events:read"
+
+
+def test_the_readme_dashboard_key_opens_every_dashboard_page(world):
+    """The key the README tells a prefecture to make for its dashboard reads what the dashboard asks for."""
+    body = re.search(r"-d '(\{\"name\": \"凉山州 dashboard\".*?\})'", README.read_text()).group(1)
+    r = world["intake"].post("/v1/keys", json=orjson.loads(body), headers=world["admin"])
+    assert r.status_code == 201, r.text
+    key, region = bearer(r.json()["token"]), r.json()["region"]
+    ranking = world["ranking"]
+    for url, params in [("/v1/regions", {}), ("/v1/standings", {"region": region, "year": 2026}),
+                        (f"/v1/standings/{A_COUNTY}", {"year": 2026}),
+                        (f"/v1/standings/{A_COUNTY}/history", {"year": 2026}),
+                        (f"/v1/dashboard/county/{A_COUNTY}", {"year": 2026})]:
+        got = ranking.get(url, params=params, headers=key)
+        assert got.status_code == 200, (url, got.text)
 
 
 # --- the key admin endpoints -------------------------------------------------------------------------------

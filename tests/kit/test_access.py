@@ -313,6 +313,21 @@ def test_a_prefecture_admin_makes_keys_only_inside_its_region_and_scopes(world, 
     assert {e["field"] for e in bad.json()["errors"]} == {"name", "scopes", "region", "rate_limit_per_min"}
 
 
+def test_a_key_cannot_be_made_already_expired(world, access):
+    intake, admin = world["intake"], world["admin"]
+    before = [k.id for k in access.store.list("510000")]
+    for past in ["2000-01-01T00:00:00Z", (datetime.now(timezone.utc) - timedelta(seconds=5)).isoformat()]:
+        r = intake.post("/v1/keys", json={"name": "x", "scopes": ["events:read"], "region": A_PREF,
+                                          "expires_at": past}, headers=admin)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+        assert [e["field"] for e in r.json()["errors"]] == ["expires_at"]
+    assert [k.id for k in access.store.list("510000")] == before  # nothing was made
+    later = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()
+    r = intake.post("/v1/keys", json={"name": "x", "scopes": ["events:read"], "region": A_PREF, "expires_at": later},
+                    headers=admin)
+    assert r.status_code == 201 and intake.get("/v1/regions", headers=bearer(r.json()["token"])).status_code == 200
+
+
 def test_expired_keys_are_refused(world, access):
     _row, token = access.store.create(name="old", scopes=["events:read"], region="510000",
                                       expires_at=datetime.now(timezone.utc) - timedelta(seconds=1))

@@ -32,7 +32,8 @@ class KeyCreate(BaseModel):
                                     f"{NATIONAL}: every province")
     rate_limit_per_min: int | None = Field(None, ge=1, le=10_000_000,
                                            description="Requests per minute; default: the service setting")
-    expires_at: datetime | None = Field(None, description="When the key stops working (ISO 8601 with offset)")
+    expires_at: datetime | None = Field(None, description="When the key stops working (ISO 8601 with offset); "
+                                                          "in the future")
 
     @field_validator("scopes")
     @classmethod
@@ -95,6 +96,8 @@ AccessDep = Annotated[Access, Depends(_access)]
              responses={403: {"description": "Scopes or region beyond the caller's", **PROBLEM},
                         422: {"description": "Invalid request", **PROBLEM}})
 async def create_key(body: KeyCreate, admin: Admin, access: AccessDep) -> KeyCreated:
+    if body.expires_at is not None and body.expires_at <= access.clock():  # the clock that expires keys
+        raise field_problem("expires_at", f"{body.expires_at.isoformat()} has passed: a key that would never work")
     if not admin.covers(body.region):
         raise _beyond("region", f"{body.region} is outside your key's region {admin.region}")
     beyond = [s for s in body.scopes if not admin.has(s)]

@@ -109,18 +109,34 @@ def clock() -> Clock:
 
 
 class Keys:
-    """The access database of a test (SQLite under tmp_path, where Settings(data_dir=tmp_path) looks)
-    with a province-wide admin key; `key()` makes others."""
+    """The access database of a test (SQLite under tmp_path, where Settings(data_dir=tmp_path) looks;
+    or `engine`, one already migrated) with a province-wide admin key; `key()` makes others."""
 
-    def __init__(self, tmp_path) -> None:
-        self.engine = make_engine(f"sqlite:///{tmp_path / 'access.db'}")
-        upgrade("access", self.engine)
+    def __init__(self, tmp_path, engine: Engine | None = None) -> None:
+        if engine is None:
+            engine = make_engine(f"sqlite:///{tmp_path / 'access.db'}")
+            upgrade("access", engine)
+        self.engine = engine
         self.store = Access(self.engine)
         self.admin = self.key(["admin"], "510000", name="test admin")
         self.headers = bearer(self.admin)
 
     def key(self, scopes: list[str], region: str, *, name: str = "test key", rate_limit_per_min: int = 10**7) -> str:
         return self.store.create(name=name, scopes=scopes, region=region, rate_limit_per_min=rate_limit_per_min)[1]
+
+
+@contextmanager
+def access_database(backend: str, folder: Path) -> Iterator[Keys]:
+    """An access database of its own on `backend` (API keys and idempotency records), with its admin key."""
+    folder.mkdir(exist_ok=True)
+    with fresh_database(backend, folder, "access") as db:
+        yield Keys(folder, engine=db.engine)
+
+
+def idempotency_records(engine: Engine) -> list[dict]:
+    """Every row of the idempotency_record table, as stored."""
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(text("SELECT * FROM idempotency_record"))]
 
 
 def two_provinces() -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select
 from sqlmodel import Session
@@ -18,7 +19,7 @@ from services.intake.app import create_app as intake_app
 from services.intake.regions.service import shipped_regions
 from services.intake.store.models import StoredEvent
 from services.kit.access import Access
-from services.kit.access.idempotency import IdempotencyStore, fingerprint
+from services.kit.access.idempotency import IdempotencyStore, ShownOnce, _without, fingerprint
 from services.kit.access.local import file_regions, local_keys, region_of, saved_token
 from services.kit.access.principal import NATIONAL, Principal
 from services.kit.access.ratelimit import RateLimiter
@@ -28,7 +29,7 @@ from services.ranking.models import Region, Standing, StandingHistory
 from services.scoring.app import create_app as scoring_app
 from services.scoring.models import ExplanationBatch, ScoreRow, TeamPoints
 from tests import factories as f
-from tests.conftest import bearer, fresh_database
+from tests.conftest import access_database, bearer, fresh_database, idempotency_records
 from tests.fuzz_hooks import names_a, parsed
 
 A_PREF, A_COUNTY = "513400", "513431"  # 凉山州, 昭觉县
@@ -364,6 +365,55 @@ def test_the_same_idempotency_key_and_body_replays_the_first_response(client):
     batch = client.post("/v1/events/batch", json={"events": [event]}, headers={"Idempotency-Key": "visit-1"})
     assert batch.status_code == 422  # another route is another request
     assert client.post("/v1/events", json=event, headers={"Idempotency-Key": ""}).status_code == 422
+
+
+def _holds(row: dict, secret: str) -> bool:
+    """Does any column of a stored row contain `secret`?"""
+    return any(secret.encode() in (v if isinstance(v, bytes) else str(v).encode()) for v in row.values())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_replayed_key_creation_makes_no_second_key_and_saves_no_token(backend, tmp_path, sqlite_intake, settings):
+    with access_database(backend, tmp_path / "own") as keys, \
+            TestClient(intake_app(settings, engine=sqlite_intake.engine, access=keys.store)) as intake:
+        headers = {**keys.headers, "Idempotency-Key": "liangshan-dashboard"}
+        body = {"name": "凉山州 dashboard", "scopes": ["standings:read"], "region": A_PREF}
+        first = intake.post("/v1/keys", json=body, headers=headers)
+        again = intake.post("/v1/keys", json=body, headers=headers)
+        token = first.json()["token"]
+        assert first.status_code == again.status_code == 201 and token.startswith("kh_"), first.text
+        assert "idempotent-redacted" not in first.headers
+        assert again.headers["idempotent-replayed"] == "true" and again.headers["idempotent-redacted"] == "token"
+        assert again.json() == {**first.json(), "token": None}  # which key it made, without its token
+        assert [k.id for k in keys.store.list(A_PREF)] == [first.json()["id"]]  # one key, not two
+        rows = idempotency_records(keys.engine)
+        assert len(rows) == 1 and rows[0]["status"] == 201
+        assert not _holds(rows[0], token.split("_", 2)[2]), rows[0]
+        assert intake.get("/v1/regions", headers=bearer(token)).status_code == 200  # the first answer's token works
+
+
+def test_a_body_whose_secrets_cannot_be_taken_out_is_not_saved():
+    assert _without(b'{"id": "k", "token": "kh_x_y"}', ("token",)) == (b'{"id":"k","token":null}', ["token"])
+    assert _without(b'{"type": "problem"}', ("token",)) == (b'{"type": "problem"}', [])  # untouched
+    assert _without(b"kh_x_y", ("token",)) == (None, []) and _without(b'["kh_x_y"]', ("token",)) == (None, [])
+
+
+def test_every_post_answering_a_secret_keeps_it_out_of_idempotency_records(settings):
+    """A route whose answer has a token or secret declares it ShownOnce (a new such route fails here)."""
+    from services.notify.app import create_app as notify_app
+
+    seen = 0
+    for app in (intake_app(settings), scoring_app(settings), ranking_app(settings), notify_app(settings)):
+        for route in (context.original_route for context in iter_route_contexts(app.routes)):
+            model = getattr(route, "response_model", None)
+            if "POST" not in getattr(route, "methods", ()) or not isinstance(model, type):
+                continue
+            secrets = {name for name in getattr(model, "model_fields", {}) if name in ("token", "secret")}
+            declared = {name for dep in route.dependant.dependencies if isinstance(dep.call, ShownOnce)
+                        for name in dep.call.fields}
+            assert secrets <= declared, (route.path, secrets - declared)
+            seen += bool(secrets)
+    assert seen == 3  # POST /v1/keys, /v1/webhooks/endpoints, .../rotate-secret
 
 
 def test_idempotency_keys_belong_to_one_api_key(client, access):

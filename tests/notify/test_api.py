@@ -6,6 +6,7 @@ import base64
 import pytest
 
 from services.notify.notifications import SUBSCRIBABLE
+from tests.conftest import access_database, idempotency_records
 from tests.notify.conftest import fast_settings, make_api
 
 
@@ -16,6 +17,36 @@ def test_register_shows_the_secret_once_and_reads_back(api, receiver):
     got = api.call("GET", f"/{e['id']}")
     assert "secret" not in got and got["url"] == receiver.url and got["description"] == "Liangshan office"
     assert api.register(receiver.url)["event_types"] == list(SUBSCRIBABLE)  # default: every type
+
+
+def test_a_replayed_registration_or_rotation_shows_no_secret_and_saves_none(notify_settings, notify_db, tmp_path):
+    """With an Idempotency-Key: no second endpoint or rotation; the replay names the secret it
+    leaves out, and no secret is in the idempotency table (the access database, on each backend)."""
+    with access_database(notify_db.backend, tmp_path / "own") as keys:
+        for api in make_api(notify_settings, notify_db, keys):
+            register = {**api.headers, "Idempotency-Key": "register-liangshan"}
+            first = api.client.post("/v1/webhooks/endpoints", json={"url": "http://127.0.0.1:9/hook"}, headers=register)
+            again = api.client.post("/v1/webhooks/endpoints", json={"url": "http://127.0.0.1:9/hook"}, headers=register)
+            assert first.status_code == again.status_code == 201 and first.json()["secret"].startswith("whsec_")
+            assert again.headers["idempotent-replayed"] == "true" and again.headers["idempotent-redacted"] == "secret"
+            assert again.json() == {**first.json(), "secret": None}
+            assert [e["id"] for e in api.call("GET", "")["items"]] == [first.json()["id"]]
+
+            rotate = {**api.headers, "Idempotency-Key": "rotate-liangshan"}
+            url = f"/v1/webhooks/endpoints/{first.json()['id']}/rotate-secret"
+            rotated, replayed = api.client.post(url, headers=rotate), api.client.post(url, headers=rotate)
+            assert rotated.status_code == replayed.status_code == 200 and rotated.json()["secret"].startswith("whsec_")
+            assert replayed.json() == {**rotated.json(), "secret": None}
+            assert replayed.headers["idempotent-redacted"] == "secret"
+            assert api.call("GET", f"/{first.json()['id']}")["previous_secret_expires_at"] == \
+                rotated.json()["previous_secret_expires_at"]  # rotated once
+
+            rows = idempotency_records(keys.engine)
+            assert sorted(r["status"] for r in rows) == [200, 201]
+            for secret in (first.json()["secret"], rotated.json()["secret"]):
+                for row in rows:
+                    assert not any(secret[6:].encode() in (v if isinstance(v, bytes) else str(v).encode())
+                                   for v in row.values()), row
 
 
 def test_keys_see_only_their_region(api, receiver):

@@ -8,7 +8,8 @@ from importlib import import_module
 from typing import Any
 
 _WHERE = {"RateHeaders": "dependency", "require": "dependency", "Idempotency": "idempotency", "Access": "keys",
-          "SCOPES": "principal", "Principal": "principal", "region_prefix": "principal", "RateLimiter": "ratelimit"}
+          "SCOPES": "principal", "Principal": "principal", "region_prefix": "principal", "RateLimiter": "ratelimit",
+          "ShownOnce": "idempotency"}
 
 
 def service_headers(settings) -> dict[str, str]:
@@ -24,5 +25,5 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["SCOPES", "Access", "Idempotency", "Principal", "RateHeaders", "RateLimiter", "region_prefix",  # noqa: F822
-           "require", "service_headers"]
+__all__ = ["SCOPES", "Access", "Idempotency", "Principal", "RateHeaders", "RateLimiter", "ShownOnce",  # noqa: F822
+           "region_prefix", "require", "service_headers"]

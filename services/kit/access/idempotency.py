@@ -5,6 +5,12 @@ response, marked `Idempotent-Replayed: true`; with a different request → 422; 
 still running → 409. Outcomes are kept at least 24 h (purged after `RETENTION`). Responses that
 say nothing happened (401, 403, 408, 409, 429, 5xx) are not saved, so a retry runs again. If a
 process dies mid-request its claim lapses after `LOCK`, and a retry runs again.
+
+A secret a route shows once (an API key's token, a webhook signing secret) is never saved: the
+route declares it with `ShownOnce`, the saved copy holds null in its place, and a replay answers
+the same status and object with that field null, naming it in `Idempotent-Redacted`. Retrying is
+still safe (no second key is made) and the caller learns which object the first request made; the
+secret itself exists only in the first answer, as the README promises.
 """
 
 import hashlib
@@ -17,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.kit.access.dependency import principal_for
@@ -30,6 +37,25 @@ LOCK = timedelta(minutes=5)
 MAX_SAVED_BODY = 1024 * 1024
 NOT_SAVED = {401, 403, 408, 409, 425, 429}
 DROPPED_HEADERS = {b"content-length", b"date", b"server", b"ratelimit", b"ratelimit-policy", b"retry-after"}
+SHOWN_ONCE = "kaohe.shown_once"  # scope key: the response fields ShownOnce keeps out of the saved copy
+REDACTED = "idempotent-redacted"
+REPLAY_HEADERS = {  # for the OpenAPI of a route with ShownOnce
+    "Idempotent-Replayed": {"description": "`true`: the saved answer to an earlier request with this "
+                                           "Idempotency-Key; nothing was done again", "schema": {"type": "string"}},
+    "Idempotent-Redacted": {"description": "In a replay: the fields shown only in the first answer (secrets, "
+                                           "never saved), null here", "schema": {"type": "string"}},
+}
+
+
+class ShownOnce:
+    """A route dependency naming top-level response fields that are secrets shown once: the
+    Idempotency-Key copy of the answer holds null in their place."""
+
+    def __init__(self, *fields: str) -> None:
+        self.fields = fields
+
+    async def __call__(self, request: Request) -> None:
+        request.scope[SHOWN_ONCE] = self.fields
 
 
 class IdempotencyStore:
@@ -182,10 +208,32 @@ class Idempotency:
         except BaseException:
             await run_in_threadpool(store.release, key_id, idem)
             raise
-        if status >= 500 or status in NOT_SAVED or size > MAX_SAVED_BODY or not status:
-            await run_in_threadpool(store.release, key_id, idem)
+        saved: bytes | None = b"".join(chunks)
+        keep = bool(status) and status < 500 and status not in NOT_SAVED and size <= MAX_SAVED_BODY
+        if keep and scope.get(SHOWN_ONCE):  # the route's secrets never reach the table
+            saved, redacted = _without(saved, scope[SHOWN_ONCE])
+            keep = saved is not None
+            if redacted:
+                saved_headers.append((REDACTED, ", ".join(redacted)))
+        if keep:
+            await run_in_threadpool(store.finish, key_id, idem, status, saved_headers, saved)
         else:
-            await run_in_threadpool(store.finish, key_id, idem, status, saved_headers, b"".join(chunks))
+            await run_in_threadpool(store.release, key_id, idem)
+
+
+def _without(body: bytes, fields: tuple[str, ...]) -> tuple[bytes | None, list[str]]:
+    """The body with `fields` null, and the ones that held a value; (None, []) if it is not a JSON
+    object, so a body whose secrets cannot be taken out is not saved at all."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, []
+    if not isinstance(data, dict):
+        return None, []
+    redacted = [f for f in fields if data.get(f) is not None]
+    if not redacted:
+        return body, []
+    return orjson.dumps({**data, **dict.fromkeys(redacted)}), redacted
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from services.kit.access.dependency import require
+from services.kit.access.idempotency import REPLAY_HEADERS, ShownOnce
 from services.kit.access.keys import Access
 from services.kit.access.principal import NATIONAL, SCOPES, Principal, key_region, not_found
 from services.kit.access.tables import ApiKey
@@ -77,7 +78,8 @@ class KeyPublic(BaseModel):
 
 
 class KeyCreated(KeyPublic):
-    token: str = Field(description="The bearer token. Shown once: Kaohe keeps only its hash.")
+    token: str | None = Field(description="The bearer token. Shown once: Kaohe keeps only its hash. null in a "
+                                          "replay (same Idempotency-Key): the token is not kept for it either")
 
 
 def _beyond(field: str, message: str) -> Problem:
@@ -93,9 +95,18 @@ AccessDep = Annotated[Access, Depends(_access)]
 
 
 @router.post("", status_code=201, response_model=KeyCreated, summary="Create an API key (the token is shown once)",
-             responses={403: {"description": "Scopes or region beyond the caller's", **PROBLEM},
+             dependencies=[Depends(ShownOnce("token"))],
+             responses={201: {"description": "The new key and its token", "headers": REPLAY_HEADERS},
+                        403: {"description": "Scopes or region beyond the caller's", **PROBLEM},
                         422: {"description": "Invalid request", **PROBLEM}})
 async def create_key(body: KeyCreate, admin: Admin, access: AccessDep) -> KeyCreated:
+    """The token is in this answer only: Kaohe keeps its SHA-256, never the token.
+
+    Retrying with the same `Idempotency-Key` makes no second key: it answers 201 with the first
+    key's fields and `"token": null`, with `Idempotent-Replayed: true` and `Idempotent-Redacted:
+    token` (the token is not kept for replays either). If the first answer was lost, revoke that
+    key by its `id` and make a new one.
+    """
     if body.expires_at is not None and body.expires_at <= access.clock():  # the clock that expires keys
         raise field_problem("expires_at", f"{body.expires_at.isoformat()} has passed: a key that would never work")
     if not admin.covers(body.region):

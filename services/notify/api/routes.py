@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from services.kit.access import Principal, require
+from services.kit.access import Principal, ShownOnce, require
+from services.kit.access.idempotency import REPLAY_HEADERS
 from services.kit.problems import MEDIA_TYPE
 from services.kit.session import SessionDep
 from services.notify import endpoints
@@ -40,6 +41,7 @@ PROBLEM = {"content": {MEDIA_TYPE: {}}}
 NOT_FOUND = {404: {"description": "No such endpoint in the key's region", **PROBLEM}}
 DISABLED = {409: {"description": "The endpoint is disabled", **PROBLEM}}
 INVALID = {422: {"description": "Invalid request (each field named)", **PROBLEM}}
+SECRET_SHOWN_ONCE = [Depends(ShownOnce("secret"))]  # an Idempotency-Key replay answers with "secret": null
 
 
 def _rules(request: Request) -> endpoints.Rules:
@@ -61,11 +63,18 @@ def event_types(principal: PrincipalDep) -> list[NotificationType]:
 
 
 @router.post("/endpoints", status_code=201, response_model=EndpointCreated, summary="Register an endpoint",
-             responses=INVALID)
+             dependencies=SECRET_SHOWN_ONCE,
+             responses={201: {"description": "The endpoint and its signing secret", "headers": REPLAY_HEADERS},
+                        **INVALID})
 def create_endpoint(body: EndpointCreate, principal: PrincipalDep, session: SessionDep, rules: RulesDep,
                     now: NowDep) -> EndpointCreated:
     """The endpoint receives the chosen notification types about the key's region. The response
-    holds the signing secret; it is not shown again (rotate it to get a new one)."""
+    holds the signing secret; it is not shown again (rotate it to get a new one).
+
+    Retrying with the same `Idempotency-Key` registers no second endpoint: it answers 201 with the
+    first one's fields and `"secret": null`, with `Idempotent-Replayed: true` and
+    `Idempotent-Redacted: secret` (the secret is not kept for replays). Lost it? Rotate it.
+    """
     e = endpoints.create(session=session, principal=principal, url=body.url, description=body.description,
                          event_types=body.event_types, rules=rules, now=now)
     return EndpointCreated(**EndpointPublic.of(e).model_dump(), secret=e.secret)
@@ -102,11 +111,16 @@ def delete_endpoint(endpoint_id: EndpointId, principal: PrincipalDep, session: S
 
 
 @router.post("/endpoints/{endpoint_id}/rotate-secret", response_model=SecretRotated, summary="Rotate the secret",
-             responses=NOT_FOUND)
+             dependencies=SECRET_SHOWN_ONCE,
+             responses={200: {"description": "The new secret", "headers": REPLAY_HEADERS}, **NOT_FOUND})
 def rotate_secret(endpoint_id: EndpointId, principal: PrincipalDep, session: SessionDep, rules: RulesDep,
                   now: NowDep) -> SecretRotated:
     """During the rotation window every delivery carries two signatures (new and old secret),
-    so the receiver can switch to the new secret at its own pace."""
+    so the receiver can switch to the new secret at its own pace.
+
+    Retrying with the same `Idempotency-Key` rotates no second time: it answers with `"secret":
+    null`, `Idempotent-Replayed: true` and `Idempotent-Redacted: secret`. Lost it? Rotate again.
+    """
     e = endpoints.rotate(session=session, principal=principal, endpoint_id=endpoint_id, rules=rules, now=now)
     return SecretRotated(endpoint_id=e.id, secret=e.secret, previous_secret_expires_at=e.previous_secret_expires_at)
 

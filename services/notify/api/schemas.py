@@ -59,7 +59,8 @@ class EndpointPublic(BaseModel):
 
 
 class EndpointCreated(EndpointPublic):
-    secret: str = Field(description="whsec_…: verify signatures with it. Shown only now (and on rotation).")
+    secret: str | None = Field(description="whsec_…: verify signatures with it. Shown only now (and on rotation); "
+                                           "null in a replay (same Idempotency-Key), which does not keep it")
 
 
 class EndpointsPage(BaseModel):
@@ -69,7 +70,8 @@ class EndpointsPage(BaseModel):
 
 class SecretRotated(BaseModel):
     endpoint_id: str
-    secret: str = Field(description="The new whsec_ secret, shown only now")
+    secret: str | None = Field(description="The new whsec_ secret, shown only now; null in a replay (same "
+                                           "Idempotency-Key), which does not keep it")
     previous_secret_expires_at: datetime
 
 

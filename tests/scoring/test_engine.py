@@ -72,6 +72,18 @@ def test_rejection_costs_and_overdue_accrues_with_time_alone(engine):
     assert engine.score("513431", 2026).components["rectification"] == 100 - 4.0 - 15.0  # capped per finding
 
 
+def test_a_finding_recorded_after_its_deadline_is_booked_as_overdue(engine):
+    """An inspection entered late, its finding's deadline already past on the engine's clock: the
+    inspection's lines are its findings, the lateness is an overdue line (cause: the inspection)."""
+    engine.advance(T0 + timedelta(days=14))
+    event = inspection(finding("F1", severity="major", deadline=T0.date() + timedelta(days=10)))
+    changes = engine.apply(event)
+    assert {(c.component, c.rule) for c in changes} == {("inspections", "inspections.findings"),
+                                                         ("rectification", "rectification.overdue")}
+    assert total_changes(changes, "rectification") == -2.0  # 4 days late
+    assert {c.cause for c in changes} == {str(event.event.event_id)}
+
+
 def test_late_verification_stops_the_clock_where_it_happened(engine):
     deadline = T0.date() + timedelta(days=10)
     engine.apply(inspection(finding("F1", deadline=deadline)))

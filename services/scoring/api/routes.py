@@ -78,7 +78,7 @@ def get_score(region_code: Code, year: Year, session: SessionDep, principal: Rea
 
 
 @router.get("/v1/scores/{region_code}/explanation", response_model=ExplanationPage, responses=NOT_FOUND,
-            summary="Every change of a county's score, line by line, oldest first")
+            summary="Every change of a county's score, line by line, in the order applied")
 def explanation(region_code: Code, year: Year, session: SessionDep, principal: Reader, cursor: str | None = None,
                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> ExplanationPage:
     _score(session, region_code, year, principal)

@@ -508,7 +508,22 @@ def _inspection(engine: Engine, e: v1.InspectionRecorded) -> Handled:
         engine.team_changes.add(pair)
         engine.due.setdefault(f.deadline.toordinal(), []).append(pair)
         engine.account(cy, finding, +1)
-    return finish, "inspections.findings" if e.payload.findings else "inspections.clean_visit"
+    if not e.payload.findings:
+        return finish, "inspections.clean_visit"
+    return _late_on_arrival(finish), "inspections.findings"
+
+
+def _late_on_arrival(finish: Callable[[str, str, datetime], list[Change]]) -> Callable[[str, str, datetime],
+                                                                                      list[Change]]:
+    """An inspection moves the rectification component only by findings recorded after their
+    deadline, already overdue: those lines are booked under the overdue rule (their cause stays
+    the inspection), not as the inspection's findings."""
+
+    def finish_late(cause: str, rule: str, at: datetime) -> list[Change]:
+        return [c._replace(rule="rectification.overdue") if c.component == "rectification" else c
+                for c in finish(cause, rule, at)]
+
+    return finish_late
 
 
 def _transition(engine: Engine, e: Envelope) -> Handled:

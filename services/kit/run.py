@@ -121,7 +121,8 @@ def examples(regions: list[dict[str, Any]] | None) -> tuple[str, str]:
 
 
 def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str],
-           metrics: dict[str, int] | None = None, regions: list[dict[str, Any]] | None = None) -> str:
+           metrics: dict[str, int] | None = None, regions: list[dict[str, Any]] | None = None, *,
+           demo: bool = True) -> str:
     base = f"http://{settings.host}"
     apis = ", ".join(f":{settings.port(s)}" for s in ("intake", "scoring", "ranking", "notify"))
     workers = ", ".join(f"{name} :{port}" for name, port in (metrics or {}).items()) or "off (KAOHE_METRICS_PORT=0)"
@@ -154,7 +155,8 @@ def banner(settings: Settings, broker: LocalBroker | None, tokens: dict[str, str
         "                  (this machine may register loopback receivers: KAOHE_NOTIFY_ALLOW_PRIVATE_URLS=1)",
         f"  metrics         {base}:{settings.intake_port}/metrics   (Prometheus; every API on its port: {apis})",
         f"                  workers on {settings.host}: {workers}   (docs/observability.md)",
-        "  demo data       two assessment years through intake's API; more, live: make demo RATE=200",
+        "  demo data       two assessment years through intake's API; more, live: make demo RATE=200" if demo else
+        "  demo data       none loaded (KAOHE_DEMO=0); some, live: make demo RATE=200",
         "",
         f"  try:  curl -s {auth} {base}:{settings.intake_port}/v1/regions/{prefecture} | python3 -m json.tool",
         f"        curl -s {auth} '{base}:{settings.scoring_port}/v1/scores?parent={prefecture}&year=2026'"
@@ -209,9 +211,10 @@ def main() -> int:
             procs.append(child)
             if child.health_url:
                 wait_healthy(child)
-        if os.environ.get("KAOHE_DEMO", "1") != "0":  # through intake's API, like any partner
+        demo = os.environ.get("KAOHE_DEMO", "1") != "0"
+        if demo:  # through intake's API, like any partner
             subprocess.run([sys.executable, "-m", "services.demo"], env=env, check=True)
-        print(banner(settings, broker, tokens, ports, regions), flush=True)
+        print(banner(settings, broker, tokens, ports, regions, demo=demo), flush=True)
         while not stopping:
             for child in procs:
                 if child.process.poll() is not None:

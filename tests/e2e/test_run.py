@@ -51,6 +51,7 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, backend):
     proc, out = start(env)
     try:
         assert f"{intake}/docs" in "".join(out)
+        assert "none loaded (KAOHE_DEMO=0)" in "".join(out)  # the banner does not claim the demo years
         assert ("(schema intake; every service its own)" in "".join(out)) == (name == "postgresql")
         admin = {"Authorization": f"Bearer {token(env)}"}
         assert token(env) in "".join(out)  # the banner shows the local admin key

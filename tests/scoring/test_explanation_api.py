@@ -23,7 +23,8 @@ def api(request, tmp_path, settings):
         with Session(db.engine) as s:
             s.execute(insert(ScoreRow), [{
                 "region_code": "513431", "year": 2026, "level": "county", "parent_code": "513400",
-                "league": "in_poverty", "total": 90.0, "grade": "good", "gated": False, "components": "{}",
+                "league": "in_poverty", "total": 90.0, "grade": "good", "gated": False,
+                "components": '{"inspections": 91.36926147704591, "year_end": null}',
                 "policy_id": "default-v1", "cause": "x", "as_of": T0}])
             # batches of 1, 3 and 2 lines of 513431's 2026, with other county-years' rows between them
             n = 0
@@ -65,3 +66,9 @@ def test_a_cursor_this_api_did_not_return_is_a_422(api):
     r = api.get("/v1/scores/513431/explanation", params={"year": 2026, "cursor": "eyJhZnRlciI6IDN9"})  # {"after": 3}
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
     assert [e["field"] for e in r.json()["errors"]] == ["cursor"]
+
+
+def test_components_are_shown_to_four_decimals_as_the_total(api):
+    """Stored exactly (a component's explanation lines add up to it); shown as the total is."""
+    r = api.get("/v1/scores/513431", params={"year": 2026})
+    assert r.status_code == 200 and r.json()["components"] == {"inspections": 91.3693, "year_end": None}

@@ -57,10 +57,14 @@ class ExplanationPage(BaseModel):
     next_cursor: str | None
 
 
+PLACES = 4  # decimals shown, as the total is stored (a share of sampled households is a long fraction)
+
+
 def _public(row: ScoreRow) -> dict[str, Any]:
+    components = {c: None if v is None else round(v, PLACES) for c, v in orjson.loads(row.components).items()}
     return {"region_code": row.region_code, "year": row.year, "level": row.level, "parent_code": row.parent_code,
             "league": row.league, "total": row.total, "grade": row.grade, "gated": row.gated,
-            "components": orjson.loads(row.components), "policy_version": row.policy_id, "cause": row.cause,
+            "components": components, "policy_version": row.policy_id, "cause": row.cause,
             "as_of": row.as_of.isoformat()}
 
 
@@ -87,7 +91,7 @@ def explanation(region_code: Code, year: Year, session: SessionDep, principal: R
     lines = list(store.explanation_lines(session, region_code, year, start=start, limit=limit + 1))
     more = len(lines) > limit
     return ExplanationPage(region_code=region_code, year=year, items=[
-        ExplanationLine(component=line.component, points=line.points, rule=line.rule, cause=line.cause,
+        ExplanationLine(component=line.component, points=round(line.points, PLACES), rule=line.rule, cause=line.cause,
                         policy_version=line.policy_id, at=line.at.isoformat()) for _, _, _, line in lines[:limit]],
         next_cursor=pagination.encode({"batch": lines[-1][0][0], "line": lines[-1][0][1]}) if more else None)
 

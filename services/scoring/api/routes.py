@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from services.kit import pagination
@@ -37,8 +37,10 @@ class ScorePublic(BaseModel):
     gated: bool
     components: dict[str, float | None]
     policy_version: str
-    cause: str
-    as_of: str
+    cause: str = Field(description="What last moved it: an event id, `deadline` (time passing), `recomputed` "
+                                   "(a policy switch or rebuild), or for a prefecture `counties`")
+    as_of: str = Field(description="The scoring clock the days overdue were counted at: it moves at each tick "
+                                   "(KAOHE_SCORING_TICK_S, 60 s by default), not with each event")
 
 
 class ExplanationLine(BaseModel):

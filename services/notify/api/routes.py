@@ -158,7 +158,9 @@ def list_messages(endpoint_id: EndpointId, principal: PrincipalDep, session: Ses
              summary="Send one message again", responses={**NOT_FOUND, **DISABLED})
 def replay_message(endpoint_id: EndpointId, message_id: MessageId, principal: PrincipalDep, session: SessionDep,
                    now: NowDep) -> MessageQueued:
-    """The same message (same webhook-id) on a fresh retry schedule."""
+    """The same message (same webhook-id) on a fresh retry schedule, sent at once. A message still
+    `pending` keeps its schedule (it may be in flight; `next_attempt_at` says when the next try is):
+    the answer says `pending` and nothing else changes."""
     d = endpoints.replay(session=session, principal=principal, endpoint_id=endpoint_id, message_id=message_id,
                          now=now)
     return MessageQueued(endpoint_id=endpoint_id, message_id=d.message_id, status=d.status)

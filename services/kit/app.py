@@ -152,7 +152,7 @@ def document_problems(app: FastAPI) -> None:
                     codes["422"] = "Invalid request: `errors` names every offending field"
                 if op.get("requestBody"):
                     codes["413"] = "Body too large"
-                    codes["415"] = "Not JSON"
+                    codes["415"] = "The body is not sent as application/json (UTF-8): `errors` names Content-Type"
                     codes["400"] = "A body that cannot be parsed"
                 if "{" in path or op.get("security"):
                     codes["404"] = "No such object (or one outside the key's region)"

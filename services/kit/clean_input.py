@@ -1,9 +1,12 @@
-"""Input no service can store, refused before any route sees it: a JSON body that is not UTF-8
-(RFC 8259; Python would otherwise read UTF-16 and UTF-32 too), and NUL (U+0000) in the path, a query
-parameter or any string or key of a JSON body (PostgreSQL text cannot hold it: it was a 500, or a
-503 a client would retry for ever, on PostgreSQL and stored as is on SQLite)."""
+"""Input no service can store, refused before any route sees it: a body sent to a route that takes
+JSON under another media type (415: FastAPI would read it as bytes and answer "must be an object"),
+a JSON body that is not UTF-8 (RFC 8259; Python would otherwise read UTF-16 and UTF-32 too), and NUL
+(U+0000) in the path, a query parameter or any string or key of a JSON body (PostgreSQL text cannot
+hold it: it was a 500, or a 503 a client would retry for ever, on PostgreSQL and stored as is on
+SQLite)."""
 
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -14,15 +17,68 @@ from services.kit.problems import MEDIA_TYPE, TYPE_PREFIX
 
 NUL = "\x00"
 WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+ACCEPTED = "application/json"  # or application/<anything>+json; UTF-8 (a charset, if given, must say so)
+UTF_8 = frozenset({"utf-8", "utf8"})
 
 
 def _is_json(scope: Scope) -> bool:
-    """FastAPI reads a body as JSON when it says so, or says nothing."""
+    """A body FastAPI reads as JSON: it says application/json or application/*+json."""
     content_type = dict(scope.get("headers") or []).get(b"content-type")
     if not content_type:
-        return True
+        return False
     media = content_type.split(b";")[0].strip().lower()
     return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+def media_type_error(content_type: str | None, has_body: bool) -> str | None:
+    """Why a request to a route that takes JSON cannot be read as JSON in UTF-8, else None.
+
+    No Content-Type with no body is fine (the route says what it misses); no Content-Type with a
+    body is refused: FastAPI would not read it as JSON, and guessing hides a client's bug.
+    """
+    if content_type is None:
+        return f"no Content-Type: send the body as {ACCEPTED}" if has_body else None
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
+    if not (media == ACCEPTED or (media.startswith("application/") and media.endswith("+json"))):
+        return f"{media or 'an empty Content-Type'} is not accepted: send the body as {ACCEPTED}"
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in UTF_8:
+            return f"charset={charset or '(empty)'} is not accepted: JSON is UTF-8 (RFC 8259), send {ACCEPTED}"
+    return None
+
+
+def _json_routes(app: Any) -> tuple[set[tuple[str, str]], list[tuple[re.Pattern[str], str]]]:
+    """(method, path) of every operation whose OpenAPI says it takes a JSON body, literal paths and
+    templates apart (built once per app: the document is the routes' own description)."""
+    cached = getattr(app.state, "json_body_routes", None)
+    if cached is None:
+        literal, templates = set(), []
+        for path, operations in app.openapi().get("paths", {}).items():
+            for method, op in operations.items():
+                if ACCEPTED not in (op.get("requestBody") or {}).get("content", {}):
+                    continue
+                if "{" in path:
+                    templates.append((re.compile(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path))), method.upper()))
+                else:
+                    literal.add((method.upper(), path))
+        cached = app.state.json_body_routes = (literal, templates)
+    return cached
+
+
+def takes_json(scope: Scope) -> bool:
+    """Does the route this request goes to take a JSON body? (A literal path wins over a template,
+    as in routing: POST /v1/events/batch is not /v1/events/{event_id}.)"""
+    app = scope.get("app")
+    if app is None or not hasattr(app, "openapi"):
+        return True  # not a FastAPI app: every body must be JSON
+    literal, templates = _json_routes(app)
+    method, path = scope["method"], scope.get("path", "")
+    if (method, path) in literal:
+        return True
+    return any(m == method and pattern.fullmatch(path) for pattern, m in templates)
 
 
 def _error(field: str, pointer: str, message: str, type_: str) -> dict[str, str]:
@@ -84,10 +140,25 @@ def body_errors(body: bytes) -> tuple[int, list[dict[str, str]]] | None:
 
 async def _reject(scope: Scope, send: Send, status: int, errors: list[dict[str, str]]) -> None:
     fields = ", ".join(sorted({e["field"] for e in errors}))
-    body = orjson.dumps({"type": TYPE_PREFIX + "validation", "title": "Invalid request", "status": status,
-                         "detail": f"invalid fields: {fields}", "instance": scope.get("path"), "errors": errors})
+    await _send(scope, send, status, {"type": TYPE_PREFIX + "validation", "title": "Invalid request",
+                                      "status": status, "detail": f"invalid fields: {fields}", "errors": errors})
+
+
+async def _unsupported(scope: Scope, send: Send, reason: str) -> None:
+    """415, naming the header; Accept-Post/Accept-Patch say what is accepted (RFC 9110 15.5.16)."""
+    error = _error("Content-Type", "/headers/Content-Type", reason, "unsupported_media_type")
+    problem = {"type": TYPE_PREFIX + "unsupported-media-type", "title": "Unsupported media type", "status": 415,
+               "detail": f"Content-Type: {reason}", "accepted": [ACCEPTED, "application/*+json"], "errors": [error]}
+    accept = {"POST": b"accept-post", "PATCH": b"accept-patch"}.get(scope["method"])
+    await _send(scope, send, 415, problem, [(accept, ACCEPTED.encode())] if accept else [])
+
+
+async def _send(scope: Scope, send: Send, status: int, problem: dict[str, Any],
+                headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps({**problem, "instance": scope.get("path")})
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -105,7 +176,18 @@ class CleanInput:
         if errors:
             await _reject(scope, send, 422, errors)
             return
-        if scope["method"] not in WITH_BODY or not _is_json(scope):
+        if scope["method"] not in WITH_BODY:
+            await self.app(scope, receive, send)
+            return
+        if takes_json(scope):
+            headers = dict(scope.get("headers") or [])
+            declared = headers.get(b"content-type")
+            has_body = headers.get(b"content-length", b"0") not in (b"0", b"") or b"transfer-encoding" in headers
+            reason = media_type_error(None if declared is None else declared.decode("latin-1"), has_body)
+            if reason:  # refused before the body is read: the body limit and idempotency never see it
+                await _unsupported(scope, send, reason)
+                return
+        if not _is_json(scope):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []

@@ -1,12 +1,12 @@
 """Chaos: bad input at every API, over real HTTP (uvicorn parses it), on SQLite and PostgreSQL.
 
 Hand-written cases next to tests/test_fuzz.py's schemathesis run (which this does not repeat):
-huge bodies, deeply nested JSON, wrong encodings and content types, NUL characters, far-future and
-far-past timestamps, naive ones, unknown enum values, wrong types, nulls, NaN/Infinity, overlong
-strings, made-up cursors, ids past 64 bits, path traversal in region codes. Every one must get a 4xx
-application/problem+json naming the offending field(s) (never a 500), and nothing stored may change:
-intake's hash chain and export, and every row of the scoring, ranking, notify and access databases
-are compared before and after. The chaos table gets one row per backend (sent = bad requests,
+huge bodies, deeply nested JSON, wrong encodings and content types (a 415 naming Content-Type),
+NUL characters, far-future and far-past timestamps, naive ones, unknown enum values, wrong types,
+nulls, NaN/Infinity, overlong strings, made-up cursors, ids past 64 bits, path traversal in region
+codes. Every one must get a 4xx application/problem+json naming the offending field(s) (never a
+500), and nothing stored may change: intake's hash chain and export, and every row of the scoring,
+ranking, notify and access databases are compared before and after. The chaos table gets one row per backend (sent = bad requests,
 lost = stored things that changed, doubled = bad requests accepted).
 """
 
@@ -54,6 +54,7 @@ class Case:
     content: Any = None
     headers: Any = None
     batch_items: bool = False  # a batch whose items are each refused: 200 with every item rejected
+    status: int | None = None  # the status it must get, where only one is right
 
 
 def _event(**changes: Any) -> dict[str, Any]:
@@ -104,20 +105,32 @@ def cases(endpoint_id: str) -> list[Case]:
         # encodings and content types
         Case("invalid UTF-8", "intake", "POST", ev, {"(body)"}, content=_raw(valid, b'"tests"', b'"\xff\xfe"'),
              headers=JSON),
-        Case("latin-1 body, charset=latin-1", "intake", "POST", ev, {"(body)"},
+        Case("latin-1 body, charset=latin-1", "intake", "POST", ev, {"Content-Type"},
              content=_raw(valid, b'"tests"', "\"caf\u00e9\"".encode("latin-1")),
-             headers={"content-type": "application/json; charset=latin-1"}),
+             headers={"content-type": "application/json; charset=latin-1"}, status=415),
         Case("UTF-16 body", "intake", "POST", ev, {"(body)"}, content=json.dumps(_event()).encode("utf-16"),
              headers=JSON),
-        Case("UTF-16 body, charset=utf-16", "intake", "POST", ev, {"(body)"},
+        Case("UTF-16 body, charset=utf-16", "intake", "POST", ev, {"Content-Type"},
              content=json.dumps(_event()).encode("utf-16-le"),
-             headers={"content-type": "application/json; charset=utf-16"}),
+             headers={"content-type": "application/json; charset=utf-16"}, status=415),
         Case("UTF-32 policy", "scoring", "POST", "/v1/policies", {"(body)"},
              content=json.dumps({"id": "x"}).encode("utf-32"), headers=JSON),
-        Case("text/plain", "intake", "POST", ev, {"(body)"}, content=orjson.dumps(_event()),
-             headers={"content-type": "text/plain"}),
-        Case("form-encoded", "notify", "POST", "/v1/webhooks/endpoints", {"(body)"},
-             content=b"url=http%3A%2F%2Fexample.com", headers={"content-type": "application/x-www-form-urlencoded"}),
+        # a valid body under another media type: 415 naming the header, on every service
+        Case("text/plain", "intake", "POST", ev, {"Content-Type"}, content=orjson.dumps(_event()),
+             headers={"content-type": "text/plain"}, status=415),
+        Case("application/xml batch", "intake", "POST", f"{ev}/batch", {"Content-Type"},
+             content=orjson.dumps({"events": [_event()]}), headers={"content-type": "application/xml"}, status=415),
+        Case("no content-type", "intake", "POST", ev, {"Content-Type"}, content=orjson.dumps(_event()), status=415),
+        Case("text/plain key", "intake", "POST", "/v1/keys", {"Content-Type"},
+             content=orjson.dumps({"name": "k", "scopes": ["events:read"], "region": "513400"}),
+             headers={"content-type": "text/plain"}, status=415),
+        Case("text/plain policy", "scoring", "POST", "/v1/policies", {"Content-Type"}, content=b'{"id": "x"}',
+             headers={"content-type": "text/plain"}, status=415),
+        Case("form-encoded", "notify", "POST", "/v1/webhooks/endpoints", {"Content-Type"},
+             content=b"url=http%3A%2F%2Fexample.com", headers={"content-type": "application/x-www-form-urlencoded"},
+             status=415),
+        Case("text/plain endpoint patch", "notify", "PATCH", f"/v1/webhooks/endpoints/{endpoint_id}",
+             {"Content-Type"}, content=b'{"enabled": false}', headers={"content-type": "text/plain"}, status=415),
         Case("gzip content-encoding (not decoded)", "intake", "POST", ev, {"(body)"},
              content=b"\x1f\x8b\x08\x00" + b"\x00" * 20, headers={**JSON, "content-encoding": "gzip"}),
         Case("NUL in a string", "intake", "POST", ev, {"source"}, json=_event(source="a\x00b")),
@@ -263,7 +276,7 @@ def check(case: Case, response: httpx.Response) -> str | None:
             return f"{where}: {response.text[:300]}"
         unnamed = [r for r in body["results"] if r["status"] != "rejected" or not _named(r["problem"].get("errors"))]
         return f"{where}: items without a named field: {unnamed}" if unnamed else None
-    if not 400 <= response.status_code < 500:
+    if not 400 <= response.status_code < 500 or case.status not in (None, response.status_code):
         return f"{where}: {response.text[:300]}"
     if response.headers.get("content-type") != "application/problem+json":
         return f"{where}: content-type {response.headers.get('content-type')}: {response.text[:200]}"

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import orjson
 import pytest
 
 from tests import factories as f
@@ -135,6 +136,48 @@ def test_malformed_bodies_are_422_problems(client, body, content_type):
     r = client.post("/v1/events", content=body, headers={"content-type": content_type})
     assert r.status_code == 422
     assert r.headers["content-type"].startswith(PROBLEM)
+
+
+@pytest.mark.parametrize("content_type, why", [
+    ("text/plain", "text/plain is not accepted"),
+    ("application/xml", "application/xml is not accepted"),
+    ("application/x-www-form-urlencoded", "application/x-www-form-urlencoded is not accepted"),
+    ("application/json; charset=latin-1", "charset=latin-1"),
+    ("application/json; charset=utf-16", "charset=utf-16"),
+    (None, "no Content-Type"),
+])
+def test_a_valid_event_under_another_media_type_is_415_naming_the_header(client, content_type, why):
+    headers = {"content-type": content_type} if content_type else {}
+    r = client.post("/v1/events", content=orjson.dumps(f.inspection(f.finding())), headers=headers)
+    assert r.status_code == 415, r.text
+    assert fields(r) == {"Content-Type"} and why in r.json()["errors"][0]["message"]
+    assert "application/json" in r.json()["detail"] and r.headers["accept-post"] == "application/json"
+    assert client.get("/v1/events").json()["items"] == []
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "Application/JSON; Charset=\"UTF-8\"", "application/vnd.kaohe+json"])
+def test_json_media_types_are_accepted(client, content_type):
+    r = client.post("/v1/events", content=orjson.dumps(f.inspection()), headers={"content-type": content_type})
+    assert r.status_code == 201, r.text
+
+
+def test_routes_without_a_body_do_not_care_about_the_content_type(client):
+    r = client.post("/v1/events", headers={"content-type": "text/plain"})  # no body: the route names it
+    assert r.status_code == 415  # the route takes a JSON body: a non-JSON type is refused even empty
+    r = client.post("/v1/events")
+    assert r.status_code == 422 and fields(r) == {"(body)"}
+    r = client.delete("/v1/keys/nonexistent", headers={"content-type": "text/plain"})
+    assert r.status_code == 404
+
+
+def test_idempotency_does_not_save_a_415(client):
+    event = f.inspection()
+    wrong = client.post("/v1/events", content=orjson.dumps(event),
+                        headers={"content-type": "text/plain", "Idempotency-Key": "k-415"})
+    assert wrong.status_code == 415
+    right = client.post("/v1/events", json=event, headers={"Idempotency-Key": "k-415"})
+    assert right.status_code == 201 and "idempotent-replayed" not in right.headers
 
 
 def test_huge_body_is_413_problem(client, settings):

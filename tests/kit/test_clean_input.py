@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import TypeAdapter, ValidationError
 
 from services.kit import pagination, problems
-from services.kit.clean_input import CleanInput, body_errors
+from services.kit.clean_input import CleanInput, body_errors, media_type_error
 from services.kit.problems import Problem
 from services.kit.types import IsoDateTime
 
@@ -73,3 +73,37 @@ def test_nul_in_the_path_or_query_is_named():
         assert r.json()["errors"][0]["field"] == "x"
         r = c.post("/things", content=b"[" * 100_000, headers={"content-type": "application/json"})
         assert r.status_code in (400, 422) and r.json()["errors"][0]["field"] == "(body)"
+
+
+@pytest.mark.parametrize("content_type, has_body, refused", [
+    ("application/json", True, False), ("application/json; charset=utf-8", True, False),
+    ("APPLICATION/JSON;CHARSET=\"utf-8\"", True, False), ("application/problem+json", True, False),
+    (None, False, False), (None, True, True), ("text/plain", True, True), ("text/plain", False, True),
+    ("application/xml", True, True), ("application/x-www-form-urlencoded", True, True), ("", True, True),
+    ("application/json; charset=latin-1", True, True), ("application/json; charset=", True, True),
+    ("text/json", True, True),
+])
+def test_what_counts_as_json(content_type, has_body, refused):
+    assert (media_type_error(content_type, has_body) is not None) == refused
+
+
+def test_only_routes_that_take_json_refuse_other_media_types():
+    app = FastAPI()
+    problems.install(app)
+    app.add_middleware(CleanInput)
+
+    @app.post("/things/{name}")
+    def add(name: str, body: dict) -> dict:
+        return {name: body}
+
+    @app.post("/things/{name}/ping")
+    def ping(name: str) -> dict:
+        return {"pinged": name}
+
+    with TestClient(app) as c:
+        assert c.post("/things/a", json={"x": 1}).json() == {"a": {"x": 1}}
+        r = c.post("/things/a", content=b'{"x": 1}', headers={"content-type": "text/plain"})
+        assert r.status_code == 415 and r.headers["content-type"] == problems.MEDIA_TYPE
+        assert r.json()["errors"][0]["field"] == "Content-Type" and r.headers["accept-post"] == "application/json"
+        assert c.post("/things/a/ping", content=b"hello", headers={"content-type": "text/plain"}).status_code == 200
+        assert c.post("/nowhere", content=b"x", headers={"content-type": "text/plain"}).status_code == 404

@@ -6,8 +6,8 @@ NUL characters, far-future and far-past timestamps, naive ones, unknown enum val
 nulls, NaN/Infinity, overlong strings, made-up cursors, ids past 64 bits, path traversal in region
 codes. Every one must get a 4xx application/problem+json naming the offending field(s) (never a
 500), and nothing stored may change: intake's hash chain and export, and every row of the scoring,
-ranking, notify and access databases are compared before and after. The chaos table gets one row per backend (sent = bad requests,
-lost = stored things that changed, doubled = bad requests accepted).
+ranking, notify and access databases are compared before and after. The chaos table gets one row
+per backend (sent = bad requests, lost = stored things that changed, doubled = bad requests accepted).
 """
 
 import base64

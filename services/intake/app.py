@@ -16,6 +16,7 @@ from services.intake.store.committer import GroupCommitter
 from services.intake.store.service import utcnow
 from services.kit.access import Access
 from services.kit.access import routes as access_routes
+from services.kit.access.principal import NATIONAL
 from services.kit.app import broker_check, database_check, health_router, service_app
 from services.kit.db import service_engine
 from services.kit.settings import Settings
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.settings, app.state.engine, app.state.clock = settings, engine, clock
     app.state.directory, app.state.committer = directory, committer
     app.state.held_provinces = directory.provinces
+    app.state.known_region = lambda code: code == NATIONAL or directory.get(code) is not None  # for new keys
 
     def outbox_info() -> dict[str, Any]:
         t = Outbox.__table__

@@ -124,10 +124,10 @@ def _requests(w):
     ev, fid, kid = w["a_event"], w["a_finding"], w["a_key_id"]
     return {
         ("POST", "/v1/events"): ("intake", ("POST", "/v1/events", {"json": f.inspection(f.finding(), region=A_COUNTY)}),
-                                 404),
+                                 422),  # as for a region_code that does not exist
         ("POST", "/v1/events/batch"): ("intake", ("POST", "/v1/events/batch",
                                                   {"json": {"events": [f.inspection(f.finding(), region=A_COUNTY)]}}),
-                                       "batch-404"),
+                                       "batch-422"),
         ("GET", "/v1/events"): ("intake", ("GET", "/v1/events", {"params": {"region_code": A_PREF}}), 404),
         ("GET", "/v1/events/export"): ("intake", ("GET", "/v1/events/export", {}), "none-of-A"),
         ("GET", "/v1/events/{event_id}"): ("intake", ("GET", f"/v1/events/{ev['event_id']}", {}), 404),
@@ -137,7 +137,7 @@ def _requests(w):
         ("GET", "/v1/regions/{code}"): ("intake", ("GET", f"/v1/regions/{A_PREF}", {}), 404),
         ("GET", "/v1/audit/verify"): ("intake", ("GET", "/v1/audit/verify", {}), 403),
         ("POST", "/v1/keys"): ("intake", ("POST", "/v1/keys", {"json": {"name": "x", "scopes": ["events:read"],
-                                                                        "region": A_COUNTY}}), 403),
+                                                                        "region": A_COUNTY}}), 422),
         ("GET", "/v1/keys"): ("intake", ("GET", "/v1/keys", {}), "none-of-A"),
         ("GET", "/v1/keys/{key_id}"): ("intake", ("GET", f"/v1/keys/{kid}", {}), 404),
         ("DELETE", "/v1/keys/{key_id}"): ("intake", ("DELETE", f"/v1/keys/{kid}", {}), 404),
@@ -213,8 +213,8 @@ def test_a_key_of_another_prefecture_sees_nothing_of_it_on_any_route(world):
         where = f"{method} {path} → {r.status_code} {r.text[:300]}"
         if expected == "none-of-A":
             assert r.status_code == 200 and not _codes(r.text), where
-        elif expected == "batch-404":
-            assert r.status_code == 200 and r.json()["results"][0]["problem"]["status"] == 404, where
+        elif expected == "batch-422":
+            assert r.status_code == 200 and r.json()["results"][0]["problem"]["status"] == 422, where
         else:
             assert r.status_code == expected, where
             assert r.headers["content-type"] == "application/problem+json", where
@@ -224,6 +224,36 @@ def test_a_key_of_another_prefecture_sees_nothing_of_it_on_any_route(world):
             assert mine.status_code == 200 and _codes(mine.text), f"{method} {path} for A: {mine.status_code}"
     with Session(world["database"].engine) as s:  # nothing of B's writes landed in A
         assert s.execute(select(func.count()).select_from(StoredEvent)).scalar_one() == events_before
+
+
+def _without(code: str, body: dict) -> dict:
+    """A problem with the region code it names blanked out (what else tells two answers apart)."""
+    return orjson.loads(orjson.dumps(body).replace(code.encode(), b"<code>"))
+
+
+def test_a_region_outside_the_key_is_answered_as_one_that_does_not_exist(world):
+    """B's key, about A's county (it exists) and about 999999 (it does not): the same answer, word
+    for word but the code, for one event, a batch item and a new key."""
+    intake, b = world["intake"], world["b"]
+    answers = {}
+    for code in (A_COUNTY, "999999"):
+        event = f.inspection(f.finding(), region=code)
+        one = intake.post("/v1/events", json=event, headers=b)
+        batch = intake.post("/v1/events/batch", json={"events": [event]}, headers=b)
+        key = intake.post("/v1/keys", json={"name": "x", "scopes": ["events:read"], "region": code}, headers=b)
+        assert (one.status_code, batch.status_code, key.status_code) == (422, 200, 422), (code, one.text, key.text)
+        assert one.headers["content-type"] == key.headers["content-type"] == "application/problem+json"
+        answers[code] = [_without(code, one.json()), _without(code, batch.json()["results"][0]["problem"]),
+                         _without(code, key.json())]
+        assert [{e["field"] for e in a["errors"]} for a in answers[code]] == [{"region_code"}, {"region_code"},
+                                                                              {"region"}]
+    assert answers[A_COUNTY] == answers["999999"]
+    # inside the key's region, a code that does not exist is the same 422
+    r = intake.post("/v1/keys", json={"name": "x", "scopes": ["events:read"], "region": "510799"}, headers=b)
+    assert r.status_code == 422 and _without("510799", r.json()) == answers["999999"][2]
+    # its own province is no secret to the key: outside its region, said so
+    r = intake.post("/v1/keys", json={"name": "x", "scopes": ["events:read"], "region": "510000"}, headers=b)
+    assert r.status_code == 403 and "outside your key's region" in r.json()["detail"]
 
 
 def test_reference_routes_answer_any_key_the_same(world):

@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.events.registry import TYPES, Event
 from services.intake.api.deps import CommitterDep, DirectoryDep, EngineDep, EventsReader, EventsWriter, visible_place
 from services.intake.api.schemas import BatchIn, BatchItemResult, BatchOut, EventPage, RecordPublic
-from services.intake.regions.service import region_filter
+from services.intake.regions.service import not_a_county, region_filter
 from services.intake.store import service as store
 from services.intake.store.models import StoredEvent
 from services.kit import pagination
@@ -35,10 +35,9 @@ WRITE_ERRORS = {
 @router.post("", status_code=201, response_model=RecordPublic, summary="Submit one event",
              responses={200: {"description": "Already stored (same event_id, same content): the original record",
                               "model": RecordPublic}, **WRITE_ERRORS})
-async def submit(event: Event, committer: CommitterDep, directory: DirectoryDep, response: Response,
-                 principal: EventsWriter) -> dict:
+async def submit(event: Event, committer: CommitterDep, response: Response, principal: EventsWriter) -> dict:
     # async: the route only waits for the group commit (no blocking call in the event loop)
-    if outside(event, principal, directory):
+    if outside(event, principal):
         raise not_here(event)
     (outcome,) = await committer.submit([event])
     if outcome.problem is not None:
@@ -51,9 +50,8 @@ async def submit(event: Event, committer: CommitterDep, directory: DirectoryDep,
 
 @router.post("/batch", response_model=BatchOut, summary="Submit up to 1,000 events, each judged on its own",
              responses={413: WRITE_ERRORS[413], 422: {"description": "The body itself is malformed", **PROBLEM}})
-async def submit_batch(body: BatchIn, committer: CommitterDep, directory: DirectoryDep,
-                       principal: EventsWriter) -> BatchOut:
-    items = [not_here(item) if not isinstance(item, InvalidEvent) and outside(item, principal, directory) else item
+async def submit_batch(body: BatchIn, committer: CommitterDep, principal: EventsWriter) -> BatchOut:
+    items = [not_here(item) if not isinstance(item, InvalidEvent) and outside(item, principal) else item
              for item in store.parse_items(body.events)]
     outcomes = await committer.submit(items)
     results = [
@@ -67,18 +65,16 @@ async def submit_batch(body: BatchIn, committer: CommitterDep, directory: Direct
                     results=results)
 
 
-def outside(event, principal, directory) -> bool:
-    """About a known county outside the key's region (an unknown code gets its 422 later)."""
-    return not principal.covers(event.region_code) and directory.known(event.region_code)
+def outside(event, principal) -> bool:
+    """About a region the key does not cover. Its own province and prefecture, which the key sees,
+    are left to the directory (they are no county: a 422 saying which level they are)."""
+    return not principal.sees(event.region_code)
 
 
 def not_here(event) -> InvalidEvent:
-    """An event about a county outside the key's region: 404, as for anything outside it."""
-    problem = InvalidEvent([{"field": "region_code", "pointer": "/region_code", "type": "not_found",
-                             "message": f"unknown region {event.region_code}"}],
-                           detail=f"unknown region {event.region_code}", event_id=str(event.event_id))
-    problem.status, problem.slug, problem.title = 404, "not-found", "Not found"
-    return problem
+    """An event about a region outside the key's region: the 422 of a region that does not exist,
+    word for word (README: outside the key's region is as if it did not exist)."""
+    return not_a_county(event.region_code, event_id=str(event.event_id))
 
 
 @router.api_route("/batch", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)

@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from services.intake.regions.models import Region
 from services.kit.access.principal import NATIONAL
-from services.kit.problems import Problem
+from services.kit.problems import InvalidEvent, Problem
 
 DATA_FILE = "data/sichuan.json"
 
@@ -118,10 +118,7 @@ class Directory:
         """The county `code` names, or a 422 naming region_code."""
         place = self.get(code)
         if place is None or place.level != "county":
-            what = "not a known region" if place is None else f"a {place.level}, not a county"
-            raise Problem(422, "validation", "Invalid request", f"region_code: {code} is {what}",
-                          errors=[{"field": "region_code", "pointer": "/region_code", "type": "unknown_county",
-                                   "message": f"{code} is {what}; events are recorded against a county"}])
+            raise not_a_county(code, None if place is None else place.level)
         return place
 
     def scope(self, code: str) -> Place:
@@ -132,6 +129,16 @@ class Directory:
         if place is None:
             raise Problem(404, "not-found", "Not found", f"unknown region {code}")
         return place
+
+
+def not_a_county(code: str, level: str | None = None, event_id: str | None = None) -> InvalidEvent:
+    """The 422 of an event whose region_code is no county: one that does not exist (`level` None),
+    or a province's or prefecture's code. A region outside the sender's key gets the first, word for
+    word, so that its existence is not revealed."""
+    what = "not a known region" if level is None else f"a {level}, not a county"
+    return InvalidEvent([{"field": "region_code", "pointer": "/region_code", "type": "unknown_county",
+                          "message": f"{code} is {what}; events are recorded against a county"}],
+                        detail=f"region_code: {code} is {what}", event_id=event_id)
 
 
 def region_filter(column_county: Any, column_prefecture: Any, place: Place) -> Any:

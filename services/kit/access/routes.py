@@ -4,6 +4,7 @@ A key with `admin` manages keys inside its own region, with at most its own scop
 prefecture's admin can make keys for its counties, never for a neighbour or the province.
 """
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
@@ -87,6 +88,12 @@ def _beyond(field: str, message: str) -> Problem:
     return Problem(403, "forbidden", "Forbidden", problem.detail, errors=problem.extra["errors"])
 
 
+def known_region(request: Request) -> Callable[[str], bool]:
+    """The service's answer to "does this region exist" (`app.state.known_region`, set by the
+    service holding the regions; it may read the database); every code without it."""
+    return getattr(request.app.state, "known_region", lambda code: True)
+
+
 def _access(request: Request) -> Access:
     return request.app.state.access
 
@@ -99,7 +106,7 @@ AccessDep = Annotated[Access, Depends(_access)]
              responses={201: {"description": "The new key and its token", "headers": REPLAY_HEADERS},
                         403: {"description": "Scopes or region beyond the caller's", **PROBLEM},
                         422: {"description": "Invalid request", **PROBLEM}})
-async def create_key(body: KeyCreate, admin: Admin, access: AccessDep) -> KeyCreated:
+async def create_key(body: KeyCreate, admin: Admin, access: AccessDep, request: Request) -> KeyCreated:
     """The token is in this answer only: Kaohe keeps its SHA-256, never the token.
 
     Retrying with the same `Idempotency-Key` makes no second key: it answers 201 with the first
@@ -109,7 +116,11 @@ async def create_key(body: KeyCreate, admin: Admin, access: AccessDep) -> KeyCre
     """
     if body.expires_at is not None and body.expires_at <= access.clock():  # the clock that expires keys
         raise field_problem("expires_at", f"{body.expires_at.isoformat()} has passed: a key that would never work")
-    if not admin.covers(body.region):
+    if not admin.sees(body.region) and body.region != NATIONAL or \
+            admin.covers(body.region) and not await run_in_threadpool(known_region(request), body.region):
+        # outside the admin's region is answered as a region that does not exist (README)
+        raise field_problem("region", f"{body.region} is not a known region")
+    if not admin.covers(body.region):  # its own province or prefecture, or the national scope: it knows them
         raise _beyond("region", f"{body.region} is outside your key's region {admin.region}")
     beyond = [s for s in body.scopes if not admin.has(s)]
     if beyond:

@@ -8,7 +8,7 @@ import orjson
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
 from services.events import v1
-from services.events.v1 import Envelope
+from services.events.v1 import Accepting, Envelope
 
 MODELS: dict[tuple[str, int], type[Envelope]] = {
     (m.model_fields["type"].default, m.model_fields["schema_version"].default): m for m in v1.MODELS
@@ -41,9 +41,10 @@ Event = Annotated[
 EVENT_ADAPTER: TypeAdapter[Envelope] = TypeAdapter(Event)
 
 
-def parse(data: Any) -> Envelope:
-    """Parse one incoming event (a dict); raises pydantic.ValidationError."""
-    return EVENT_ADAPTER.validate_python(data)
+def parse(data: Any, accepting: Accepting | None = None) -> Envelope:
+    """Parse one event (a dict); raises pydantic.ValidationError. `accepting`: a new event at
+    intake, judged also by the rules only new events meet (services/events/v1.py)."""
+    return EVENT_ADAPTER.validate_python(data, context=accepting.context() if accepting else None)
 
 
 def known_versions(type_: str) -> list[int]:
@@ -140,6 +141,7 @@ def canonical_content(event_json: dict[str, Any]) -> bytes:
 
 
 __all__ = [
+    "Accepting",
     "EVENT_ADAPTER",
     "Event",
     "MODELS",

@@ -2,15 +2,38 @@
 
 Within version 1 changes are additive only (new optional fields). A breaking change is a
 new module `v2.py` plus an upcaster in `registry.py`.
+
+Numbers and flags are strict: `true` is no count and `1` no flag (JSON has both), nor is `"10"` a
+count. Some rules judge a *new* event only, when intake accepts it (`Accepting`, passed as the
+validation context): its time against intake's clock, the bounds of a finding's deadline, and the
+sampling of an inspection. A record already stored is read again without them, so a rule made
+stricter never turns an event intake accepted into a dead letter.
 """
 
-from datetime import date, datetime, timezone
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from services.events.vocabulary import (
+    HOUSEHOLD_INDICATORS,
+    VILLAGE_INDICATORS,
     CountyStatus,
     DailyCheckKind,
     FindingCategory,
@@ -29,6 +52,38 @@ Evidence = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_len
 
 EARLIEST = datetime(2010, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
+EARLIEST_DEADLINE, LATEST_DEADLINE = EARLIEST.date(), LATEST.date()  # [2010-01-01, 2100-01-01), as the times
+
+
+@dataclass(frozen=True, slots=True)
+class Accepting:
+    """The validation context of a new event at intake: its clock and how far ahead of it an
+    `occurred_at` may be (a field device's clock may run a little fast)."""
+
+    now: datetime
+    max_future: timedelta
+
+    def context(self) -> dict[str, Any]:
+        return {"accepting": self}
+
+
+def accepting(info: ValidationInfo) -> Accepting | None:
+    """The intake's context, when a new event is being accepted (None when a record is read)."""
+    return info.context.get("accepting") if isinstance(info.context, dict) else None
+
+
+def future_error(occurred_at: datetime, now: datetime, max_future: timedelta) -> str | None:
+    if occurred_at - now <= max_future:
+        return None
+    return (f"{occurred_at.isoformat()} is in the future (more than {int(max_future.total_seconds())} s after "
+            f"intake's clock, {now.isoformat()})")
+
+
+def _errors(errors: list[tuple[tuple[str | int, ...], str, str, Any]]) -> ValidationError:
+    """Several errors at once, each at its own place (relative to the field being validated)."""
+    return ValidationError.from_exception_data("event", [
+        InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
+        for loc, kind, message, value in errors])
 
 
 class Contract(BaseModel):
@@ -50,15 +105,28 @@ class Finding(Contract):
     household_id: Identifier | None = None
     responsible_unit: ShortText
     responsible_person: ShortText
-    deadline: date
+    deadline: date = Field(description="The day the rectification is due (in the province's time zone): not "
+                           "before the inspection day, and (for a new event) between 2010-01-01 and 2099-12-31.")
+
+    @field_validator("deadline")
+    @classmethod
+    def _bounded(cls, deadline: date, info: ValidationInfo) -> date:
+        if accepting(info) and not (EARLIEST_DEADLINE <= deadline < LATEST_DEADLINE):
+            raise ValueError("a deadline must lie between 2010-01-01 and 2099-12-31")
+        return deadline
 
 
 class InspectionRecordedPayload(Contract):
+    """What a visit sampled and found. Households are sampled within villages, so (for a new event)
+    no households without a village, at least one household per sampled village, and a finding about
+    a household (a household indicator or `household_id`) or a village (a village indicator or
+    `village_id`) needs one sampled; a finding about the records (`registry_accuracy`) needs neither."""
+
     inspection_id: Identifier
     mode: InspectionMode
     team_id: Identifier
-    villages_sampled: Annotated[int, Field(ge=0, le=10_000)]
-    households_sampled: Annotated[int, Field(ge=0, le=1_000_000)]
+    villages_sampled: Annotated[StrictInt, Field(ge=0, le=10_000)]
+    households_sampled: Annotated[StrictInt, Field(ge=0, le=1_000_000)]
     findings: Annotated[list[Finding], Field(max_length=500)] = []
 
     @field_validator("findings")
@@ -70,6 +138,33 @@ class InspectionRecordedPayload(Contract):
                 raise ValueError(f"finding_id {f.finding_id!r} appears twice in this inspection")
             seen.add(f.finding_id)
         return findings
+
+    @model_validator(mode="after")
+    def _sampling(self, info: ValidationInfo) -> "InspectionRecordedPayload":
+        if not accepting(info):
+            return self
+        villages, households = self.villages_sampled, self.households_sampled
+        errors = []
+        about_households = [i for i, f in enumerate(self.findings)
+                            if f.indicator in HOUSEHOLD_INDICATORS or f.household_id is not None]
+        about_villages = [i for i, f in enumerate(self.findings) if f.indicator in VILLAGE_INDICATORS
+                          or f.village_id is not None or i in about_households]
+        if villages == 0 and households > 0:
+            errors.append((("households_sampled",), "sampling", f"{households} households sampled in no village: "
+                           "households are sampled within villages", households))
+        elif households < villages:
+            errors.append((("households_sampled",), "sampling", f"{households} households sampled in {villages} "
+                           "villages: at least one household is sampled in each village", households))
+        elif households == 0 and about_households:
+            errors.append((("households_sampled",), "sampling", "no household sampled, but findings "
+                           f"{', '.join(f'[{i}]' for i in about_households)} are about households", households))
+        if villages == 0 and about_villages:
+            errors.append((("villages_sampled",), "sampling", "no village sampled, but findings "
+                           f"{', '.join(f'[{i}]' for i in about_villages)} are about a village or its households",
+                           villages))
+        if errors:
+            raise _errors(errors)
+        return self
 
 
 class RectificationReportedPayload(Contract):
@@ -97,8 +192,8 @@ class DisputeDecidedPayload(Contract):
 class DailyCheckRecordedPayload(Contract):
     check_id: Identifier
     kind: DailyCheckKind
-    items_checked: Annotated[int, Field(ge=1, le=1_000_000)]
-    items_failed: Annotated[int, Field(ge=0, le=1_000_000)]
+    items_checked: Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+    items_failed: Annotated[StrictInt, Field(ge=0, le=1_000_000)]
     note: LongText = ""
 
     @field_validator("items_failed")
@@ -111,13 +206,13 @@ class DailyCheckRecordedPayload(Contract):
 
 
 class YearEndAssessmentRecordedPayload(Contract):
-    year: Annotated[int, Field(ge=2010, le=2100)]
-    score: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+    year: Annotated[StrictInt, Field(ge=2010, le=2100)]
+    score: Annotated[StrictFloat, Field(ge=0, le=100, allow_inf_nan=False)]
 
 
 class CountyStatusChangedPayload(Contract):
     status: CountyStatus
-    exit_year: Annotated[int | None, Field(ge=2010, le=2100, validate_default=True)] = None
+    exit_year: Annotated[StrictInt | None, Field(ge=2010, le=2100, validate_default=True)] = None
 
     @field_validator("exit_year")
     @classmethod
@@ -138,7 +233,7 @@ class ReturnRiskPayload(Contract):
 class InspectorAbsenceRecordedPayload(Contract):
     team_id: Identifier
     inspector_id: Identifier
-    approved: bool
+    approved: StrictBool
 
 
 # ---- envelopes --------------------------------------------------------------------------
@@ -157,9 +252,13 @@ class Envelope(Contract):
 
     @field_validator("occurred_at")
     @classmethod
-    def _plausible_time(cls, occurred_at: datetime) -> datetime:
+    def _plausible_time(cls, occurred_at: datetime, info: ValidationInfo) -> datetime:
         if not (EARLIEST <= occurred_at < LATEST):
             raise ValueError("occurred_at must lie between 2010-01-01 and 2100-01-01")
+        # with the other fields, so that every fault is named at once (an invalid time leaves
+        # out the checks that compare with it: a deadline "before" a visit in 2099 is not the fault)
+        if (intake := accepting(info)) and (error := future_error(occurred_at, intake.now, intake.max_future)):
+            raise ValueError(error)
         return occurred_at
 
 
@@ -176,10 +275,11 @@ class InspectionRecorded(Envelope):
         if occurred_at is None:
             return payload
         visit_day = occurred_at.date()
-        late = [f"findings[{i}].deadline {f.deadline} ({f.finding_id})"
+        late = [(("findings", i, "deadline"), "deadline_before_visit",
+                 f"{f.deadline} ({f.finding_id}) is before the inspection day {visit_day}", f.deadline.isoformat())
                 for i, f in enumerate(payload.findings) if f.deadline < visit_day]
         if late:
-            raise ValueError(f"deadline before the inspection day {visit_day}: " + ", ".join(late))
+            raise _errors(late)
         return payload
 
 

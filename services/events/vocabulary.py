@@ -65,3 +65,10 @@ class RegionLevel(StrEnum):
     province = "province"
     prefecture = "prefecture"
     county = "county"
+
+
+# what a finding's indicator is about (registry_accuracy: the records, neither)
+HOUSEHOLD_INDICATORS = frozenset({Indicator.food, Indicator.clothing, Indicator.education, Indicator.medical,
+                                  Indicator.housing, Indicator.water, Indicator.electricity, Indicator.broadcast})
+VILLAGE_INDICATORS = frozenset({Indicator.collective_economy, Indicator.road, Indicator.clinic,
+                                Indicator.cultural_room, Indicator.network, Indicator.poverty_incidence})

@@ -100,3 +100,40 @@ def test_canonical_content_ignores_key_order_and_offset():
     b["occurred_at"] = "2026-03-10T01:00:00+00:00"  # 09:00 in Beijing
     assert registry.canonical_content(a) == registry.canonical_content(b)
     assert registry.canonical_content(a) != registry.canonical_content({**a, "source": "x"})
+
+
+def _accepting():
+    from datetime import datetime, timedelta, timezone
+
+    return registry.Accepting(now=datetime(2027, 1, 1, tzinfo=timezone.utc), max_future=timedelta(days=1))
+
+
+@pytest.mark.parametrize("type_, version", ALL)
+def test_every_sample_is_accepted_as_a_new_event(type_, version):
+    sample = schemas.sample(type_, version)
+    assert registry.parse(sample, _accepting()) == registry.parse(sample)
+
+
+@pytest.mark.parametrize("change", [
+    lambda p: p["findings"][0].update(deadline="9999-12-31"),
+    lambda p: p.update(households_sampled=5),
+    lambda p: p.update(villages_sampled=0, households_sampled=0),
+])
+def test_rules_for_new_events_do_not_turn_a_stored_record_into_a_dead_letter(change):
+    """Deadline bounds and sampling are judged when intake accepts an event, not when a record is
+    read again (a record stored before they were made stricter still replays)."""
+    sample = schemas.sample("inspection.recorded", 1)
+    change(sample["payload"])
+    with pytest.raises(registry.ValidationError):
+        registry.parse(sample, _accepting())
+    from datetime import datetime, timezone
+
+    raw = registry.encode_record(7, datetime(2026, 3, 2, tzinfo=timezone.utc), sample)
+    assert registry.decode_record(raw).event.payload == registry.parse(sample).payload
+
+
+def test_booleans_are_no_numbers_even_in_stored_records():
+    sample = schemas.sample("inspection.recorded", 1)
+    sample["payload"]["villages_sampled"] = True
+    with pytest.raises(registry.ValidationError):
+        registry.parse(sample)

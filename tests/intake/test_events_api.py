@@ -1,6 +1,6 @@
 """POST /v1/events: acceptance, idempotency, and every 422 case."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -73,7 +73,24 @@ def test_same_event_id_with_different_content_is_409_and_changes_nothing(client)
     (lambda e: e["payload"].update(villages_sampled=-1), {"payload.villages_sampled"}),
     (lambda e: e["payload"]["findings"][0].update(severity="huge"), {"payload.findings.0.severity"}),
     (lambda e: e["payload"]["findings"][0].update(indicator="happiness"), {"payload.findings.0.indicator"}),
-    (lambda e: e["payload"]["findings"][0].update(deadline="2020-01-01"), {"payload"}),
+    (lambda e: e["payload"]["findings"][0].update(deadline="2020-01-01"), {"payload.findings.0.deadline"}),
+    (lambda e: e["payload"]["findings"][0].update(deadline="9999-12-31"), {"payload.findings.0.deadline"}),
+    (lambda e: e["payload"]["findings"][0].update(deadline="2100-01-01"), {"payload.findings.0.deadline"}),
+    # booleans are no counts, nor are strings or floats
+    (lambda e: e["payload"].update(villages_sampled=True), {"payload.villages_sampled"}),
+    (lambda e: e["payload"].update(households_sampled=False, villages_sampled=0), {"payload.households_sampled"}),
+    (lambda e: e["payload"].update(villages_sampled="10"), {"payload.villages_sampled"}),
+    (lambda e: e["payload"].update(villages_sampled=10.0), {"payload.villages_sampled"}),
+    # households are sampled within villages
+    (lambda e: e["payload"].update(villages_sampled=10, households_sampled=5), {"payload.households_sampled"}),
+    (lambda e: e["payload"].update(villages_sampled=0, households_sampled=5), {"payload.households_sampled"}),
+    (lambda e: e["payload"].update(villages_sampled=0, households_sampled=0,
+                                   findings=[f.finding(indicator="housing")]),
+     {"payload.households_sampled", "payload.villages_sampled"}),
+    (lambda e: e["payload"].update(villages_sampled=1, households_sampled=0,
+                                   findings=[f.finding(household_id="H-1")]), {"payload.households_sampled"}),
+    (lambda e: e["payload"].update(villages_sampled=0, households_sampled=0, findings=[f.finding(indicator="road")]),
+     {"payload.villages_sampled"}),
     (lambda e: e["payload"]["findings"].append(dict(e["payload"]["findings"][0])), {"payload.findings"}),
 ])
 def test_schema_errors_are_422_naming_the_field(client, mutate, expected):
@@ -84,6 +101,49 @@ def test_schema_errors_are_422_naming_the_field(client, mutate, expected):
     assert fields(r) == expected
     assert r.json()["status"] == 422 and r.json()["type"].startswith("urn:kaohe:problem:")
     assert client.get("/v1/events").json()["items"] == []
+
+
+@pytest.mark.parametrize("deadline", ["2099-12-31", "2026-03-02"])
+def test_a_deadline_up_to_2099_and_from_the_inspection_day_is_accepted(client, deadline):
+    assert client.post("/v1/events", json=f.inspection(f.finding(deadline=deadline))).status_code == 201
+
+
+@pytest.mark.parametrize("payload", [
+    {"villages_sampled": 0, "households_sampled": 0, "findings": []},  # a records check at the county office
+    {"villages_sampled": 0, "households_sampled": 0},  # …with a finding about the records (registry_accuracy)
+    {"villages_sampled": 2, "households_sampled": 2},
+])
+def test_consistent_sampling_is_accepted(client, payload):
+    r = client.post("/v1/events", json=f.inspection(f.finding(), **payload))
+    assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda: f.envelope("inspector.absence_recorded", {"team_id": "t", "inspector_id": "i", "approved": 1}),
+     "payload.approved"),
+    (lambda: f.envelope("year_end_assessment.recorded", {"year": True, "score": 80.0}), "payload.year"),
+    (lambda: f.envelope("year_end_assessment.recorded", {"year": 2026, "score": True}), "payload.score"),
+    (lambda: f.daily_check(items_checked=True, items_failed=0), "payload.items_checked"),
+    (lambda: f.envelope("county.status_changed", {"status": "exited", "exit_year": "2020"}), "payload.exit_year"),
+])
+def test_no_boolean_or_string_passes_for_a_number_or_a_flag(client, make, field):
+    r = client.post("/v1/events", json=make())
+    assert r.status_code == 422 and fields(r) == {field}, r.text
+
+
+def test_a_time_in_the_future_is_named_with_every_other_fault(client, clock):
+    event = f.inspection(f.finding(), at=clock.now + timedelta(days=30))
+    event["payload"]["villages_sampled"] = "ten"
+    r = client.post("/v1/events", json=event)
+    assert r.status_code == 422 and fields(r) == {"occurred_at", "payload.villages_sampled"}
+    assert "in the future" in r.json()["errors"][0]["message"] + r.json()["errors"][1]["message"]
+    batch = client.post("/v1/events/batch", json={"events": [event]}).json()["results"][0]["problem"]
+    assert {e["field"] for e in batch["errors"]} == {"occurred_at", "payload.villages_sampled"}
+
+
+def test_a_visit_dated_in_the_future_is_blamed_not_its_deadlines(client):
+    r = client.post("/v1/events", json=f.inspection(f.finding(), at=datetime(2099, 1, 1, tzinfo=timezone.utc)))
+    assert r.status_code == 422 and fields(r) == {"occurred_at"}, r.text
 
 
 def test_every_offending_field_is_named(client):

@@ -68,10 +68,29 @@ def broken(change) -> bytes:
     broken(lambda d: d["payload"].update(households_sampled=-1)),
     broken(lambda d: d["payload"]["findings"][0].update(severity="catastrophic")),
     broken(lambda d: d["payload"]["findings"][0].update(deadline="soon")),
+    broken(lambda d: d["payload"].update(households_sampled=True)),  # strict, as in the contract
+    broken(lambda d: d["payload"].update(households_sampled=100.0)),
+    broken(lambda d: d["payload"].update(households_sampled="100")),
 ], ids=lambda r: r[:60].decode("utf-8", "replace"))
 def test_what_the_engine_cannot_read_is_refused(raw):
     with pytest.raises(ValueError):
         view.decode(raw)
+
+
+@pytest.mark.parametrize("raw", [
+    orjson.dumps({**orjson.loads(stored(step("rectification.verified", "F-1"))), "type": "daily_check.recorded",
+                  "payload": {"check_id": "C", "kind": "work_log", "items_checked": 5, "items_failed": value}})
+    for value in (True, 1.0, "1")] + [
+    orjson.dumps({**orjson.loads(stored(step("rectification.verified", "F-1"))), "type": "year_end_assessment.recorded",
+                  "payload": {"year": 2026, "score": True}}),
+    orjson.dumps({**orjson.loads(stored(step("rectification.verified", "F-1"))), "type": "inspector.absence_recorded",
+                  "payload": {"team_id": "t", "inspector_id": "i", "approved": 1}}),
+])
+def test_the_view_and_the_contract_both_refuse_a_boolean_for_a_number_and_a_number_for_a_flag(raw):
+    with pytest.raises(ValueError):
+        view.decode(raw)
+    with pytest.raises(ValueError):
+        registry.decode_record(raw)
 
 
 def test_fields_the_engine_does_not_use_are_ignored():

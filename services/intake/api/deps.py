@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
+from services.events.v1 import Accepting
 from services.intake.regions.service import Directory, Place
 from services.intake.store.committer import GroupCommitter
 from services.kit.access import Principal, require
@@ -35,7 +36,15 @@ def _committer(request: Request) -> GroupCommitter:
     return request.app.state.committer
 
 
+async def _accepting(request: Request) -> Accepting:
+    """What a new event is judged against: intake's clock now, and the skew its settings allow
+    (async: nothing blocks, and a request need not wait for a thread)."""
+    committer: GroupCommitter = request.app.state.committer
+    return Accepting(now=committer.clock(), max_future=committer.max_future)
+
+
 CommitterDep = Annotated[GroupCommitter, Depends(_committer)]
+AcceptingDep = Annotated[Accepting, Depends(_accepting)]
 ClockDep = Annotated[Callable[[], datetime], Depends(_clock)]
 DirectoryDep = Annotated[Directory, Depends(_directory)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

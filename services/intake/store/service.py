@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
 from services.events import registry, topics
-from services.events.v1 import Envelope
+from services.events.v1 import Envelope, future_error
 from services.intake.base import Outbox
 from services.intake.findings.ledger import HANDLERS, Context, Lookups, conflict
 from services.intake.regions.service import Directory
@@ -110,9 +110,10 @@ def _begin(session: Session, events: Sequence[Envelope]) -> _Batch:
 
 
 def _check_time(event: Envelope, now: datetime, max_future: timedelta) -> None:
-    if event.occurred_at - now > max_future:
-        raise field_problem("occurred_at", f"{event.occurred_at.isoformat()} is in the future "
-                            f"(more than {int(max_future.total_seconds())} s after intake's clock, {now.isoformat()})")
+    """Again at append time (the routes judged it while parsing, with every other field): for
+    events parsed without intake's context, and a clock that moved on meanwhile."""
+    if error := future_error(event.occurred_at, now, max_future):
+        raise field_problem("occurred_at", error)
 
 
 def _append(batch: _Batch, event: Envelope, *, directory: Directory, now: datetime,
@@ -166,12 +167,13 @@ def _flush(batch: _Batch) -> None:
     batch.session.flush()
 
 
-def parse_items(items: Sequence[Any]) -> list[Envelope | InvalidEvent]:
-    """Parse each raw item on its own; a bad one becomes its 422, the others are unaffected."""
+def parse_items(items: Sequence[Any], accepting: registry.Accepting) -> list[Envelope | InvalidEvent]:
+    """Parse each raw item as a new event on its own; a bad one becomes its 422 naming every
+    offending field, the others are unaffected."""
     parsed: list[Envelope | InvalidEvent] = []
     for item in items:
         try:
-            parsed.append(registry.parse(item))
+            parsed.append(registry.parse(item, accepting))
         except registry.ValidationError as exc:
             parsed.append(InvalidEvent.from_validation(exc, item))
     return parsed

@@ -4,8 +4,8 @@ Intake validated every event against its full contract (services/events/v1.py) b
 publishing it. Parsing that contract again costs the worker more than everything else it does per
 event (custom validators, every text field), so the worker reads records through this view:
 pydantic models of only the fields the engine uses, with the constraints the engine relies on
-(enumerations, ranges, aware times), parsed straight from the bytes (`validate_json`). Anything
-else in a record is ignored.
+(enumerations, ranges, aware times; numbers and flags strict, as in the contract), parsed straight
+from the bytes (`validate_json`). Anything else in a record is ignored.
 
 What this view rejects still goes to the dead-letter topic: bad JSON, an unknown type or
 schema_version, a missing or mistyped field the engine needs. A record this view accepts but the
@@ -18,7 +18,17 @@ from datetime import date, datetime, timezone
 from typing import Annotated, Literal, Union
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+)
 
 from services.events.registry import Recorded
 from services.events.vocabulary import CountyStatus, DailyCheckKind, FindingCategory, Indicator, Severity
@@ -43,7 +53,7 @@ class Finding(View):
 
 class Inspection(View):
     team_id: Identifier
-    households_sampled: Annotated[int, Field(ge=0, le=1_000_000)]
+    households_sampled: Annotated[StrictInt, Field(ge=0, le=1_000_000)]
     findings: Annotated[list[Finding], Field(max_length=500)] = []
 
 
@@ -53,12 +63,12 @@ class FindingStep(View):
 
 class DailyCheck(View):
     kind: DailyCheckKind
-    items_failed: Annotated[int, Field(ge=0, le=1_000_000)]
+    items_failed: Annotated[StrictInt, Field(ge=0, le=1_000_000)]
 
 
 class YearEnd(View):
-    year: Annotated[int, Field(ge=2010, le=2100)]
-    score: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+    year: Annotated[StrictInt, Field(ge=2010, le=2100)]
+    score: Annotated[StrictFloat, Field(ge=0, le=100, allow_inf_nan=False)]
 
 
 class Status(View):
@@ -72,7 +82,7 @@ class ReturnRisk(View):
 class Absence(View):
     team_id: Identifier
     inspector_id: Identifier
-    approved: bool
+    approved: StrictBool
 
 
 class Record(View):

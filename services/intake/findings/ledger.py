@@ -213,13 +213,10 @@ def finding_transition(event: Envelope, ctx: Context) -> Apply:
     allowed, to_state, action = TRANSITIONS[event.type]
     finding_id = event.payload.finding_id  # type: ignore[attr-defined]
     entry = ctx.lookups.findings.get(finding_id)
-    if entry is None:
-        raise conflict(f"finding {finding_id!r} is not in the ledger; it must first be recorded by an "
-                       "inspection.recorded event", finding_id=finding_id, current_state=None)
-    if entry.region_code != event.region_code:
-        # said without naming the other county: the sender's key may not see it
-        raise conflict(f"finding {finding_id!r} is not in the ledger of county {event.region_code}",
-                       finding_id=finding_id, current_state=None)
+    if entry is None or entry.region_code != event.region_code:
+        # the same words whether it exists in another county or nowhere: the sender's key may not see it
+        raise conflict(f"finding {finding_id!r} is not in the ledger of county {event.region_code}; it must first "
+                       "be recorded there by an inspection.recorded event", finding_id=finding_id, current_state=None)
     if entry.state not in allowed:
         expected = " or ".join(sorted(f"'{s}'" for s in allowed))
         raise conflict(f"finding {finding_id!r} is '{entry.state}'; {event.type} can {action} only when it is "

@@ -226,7 +226,7 @@ def test_a_key_of_another_prefecture_sees_nothing_of_it_on_any_route(world):
         assert s.execute(select(func.count()).select_from(StoredEvent)).scalar_one() == events_before
 
 
-def _without(code: str, body: dict) -> dict:
+def _code_blanked(code: str, body: dict) -> dict:
     """A problem with the region code it names blanked out (what else tells two answers apart)."""
     return orjson.loads(orjson.dumps(body).replace(code.encode(), b"<code>"))
 
@@ -243,14 +243,14 @@ def test_a_region_outside_the_key_is_answered_as_one_that_does_not_exist(world):
         key = intake.post("/v1/keys", json={"name": "x", "scopes": ["events:read"], "region": code}, headers=b)
         assert (one.status_code, batch.status_code, key.status_code) == (422, 200, 422), (code, one.text, key.text)
         assert one.headers["content-type"] == key.headers["content-type"] == "application/problem+json"
-        answers[code] = [_without(code, one.json()), _without(code, batch.json()["results"][0]["problem"]),
-                         _without(code, key.json())]
+        answers[code] = [_code_blanked(code, one.json()), _code_blanked(code, batch.json()["results"][0]["problem"]),
+                         _code_blanked(code, key.json())]
         assert [{e["field"] for e in a["errors"]} for a in answers[code]] == [{"region_code"}, {"region_code"},
                                                                               {"region"}]
     assert answers[A_COUNTY] == answers["999999"]
     # inside the key's region, a code that does not exist is the same 422
     r = intake.post("/v1/keys", json={"name": "x", "scopes": ["events:read"], "region": "510799"}, headers=b)
-    assert r.status_code == 422 and _without("510799", r.json()) == answers["999999"][2]
+    assert r.status_code == 422 and _code_blanked("510799", r.json()) == answers["999999"][2]
     # its own province is no secret to the key: outside its region, said so
     r = intake.post("/v1/keys", json={"name": "x", "scopes": ["events:read"], "region": "510000"}, headers=b)
     assert r.status_code == 403 and "outside your key's region" in r.json()["detail"]

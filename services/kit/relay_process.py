@@ -20,7 +20,7 @@ calls `serve_child` with the relay it builds:
 import ctypes
 import logging
 import os
-import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -71,7 +71,10 @@ class RelayProcess:
             os.close(write)
         self.started += 1
         pending = b""
-        with os.fdopen(read, "rb", buffering=0) as pipe:
+        # a selector (epoll on Linux), not select.select: that refuses a descriptor numbered 1024 or
+        # more, and a process with many open files then lost every report (the suite's process had)
+        with os.fdopen(read, "rb", buffering=0) as pipe, selectors.DefaultSelector() as ready:
+            ready.register(pipe, selectors.EVENT_READ)
             while True:
                 if stop.is_set() and self.process.poll() is None:
                     self.process.send_signal(signal.SIGTERM)  # it marks what it published, then exits
@@ -79,7 +82,7 @@ class RelayProcess:
                         self.process.wait(30)
                     except subprocess.TimeoutExpired:
                         self.process.kill()
-                if not select.select([pipe], [], [], 0.2)[0]:
+                if not ready.select(0.2):
                     continue
                 chunk = pipe.read(65536)
                 if not chunk:  # the child closed its end: it is gone

@@ -90,6 +90,32 @@ def test_the_relay_process_publishes_is_counted_here_restarts_and_stops(backend,
         assert sorted(values) == list(range(50))  # each row once: the killed child had marked its rows
 
 
+def test_reports_arrive_in_a_worker_with_over_a_thousand_open_files(tmp_path, own_broker, monkeypatch):
+    """The report pipe's descriptor is then numbered over 1024, which select.select refuses (the
+    reports were lost: it happened in the test suite's own process)."""
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with fresh_database("sqlite", tmp_path, "scoring") as db:
+            monkeypatch.setenv("KAOHE_SCORING_DATABASE_URL", db.url)
+            monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", own_broker.bootstrap_servers)
+            monkeypatch.setenv("KAOHE_RELAY_IDLE_MS", "10")
+            relay = RelayProcess("services.scoring.relay", build(Settings(), db.engine), first_wait=0.2)
+            before = published(topics.SCORING_SCORES)
+            add_rows(db.engine, 0, 5)
+            stop = threading.Event()
+            runner = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+            runner.start()
+            try:
+                wait_for(lambda: published(topics.SCORING_SCORES) == before + 5, timeout=30)
+            finally:
+                stop.set()
+                runner.join(40)
+                relay.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
 def test_the_relay_process_dies_with_its_worker(tmp_path, own_broker):
     """SIGKILL of the worker takes its relay with it, as it took a relay thread: a restarted worker
     never finds an old relay still publishing."""

@@ -53,11 +53,14 @@ def json_schema(type_: str, schema_version: int) -> dict[str, Any]:
     }
 
 
-@cache
 def sample(type_: str, schema_version: int) -> dict[str, Any]:
-    """The sample event shipped beside the contracts."""
-    name = f"{type_}.v{schema_version}.json"
-    return orjson.loads(resources.files("services.events").joinpath(f"samples/{name}").read_bytes())
+    """The sample event shipped beside the contracts: a new dict each call (callers change theirs)."""
+    return orjson.loads(_sample_bytes(type_, schema_version))
+
+
+@cache
+def _sample_bytes(type_: str, schema_version: int) -> bytes:
+    return resources.files("services.events").joinpath(f"samples/{type_}.v{schema_version}.json").read_bytes()
 
 
 def _record_schema(schemas: dict[str, Any], name: str) -> str:

@@ -85,6 +85,10 @@ class Worker:
         self.last_asked = 0.0  # when `asked_lately` last looked
         self.put_off = False  # a tick came before the group placed this worker: its recomputations wait
         self.log_replaced = False  # set on assignment when a partition is not the log we read
+        # topic → the id of its log as `run`'s LogWatch saw it after the poll being applied, stored
+        # with that poll's offsets (read there, not again at apply time: an id that changed in between
+        # would stamp the old log's offsets with the new log's id; this way a change errs the safe way)
+        self.log_ids: dict[str, str] = {}
         # what this worker may write: the partitions it claimed (as `owner`) and their counties
         self.owner: str | None = None
         self.partitions: frozenset[int] = frozenset()
@@ -478,7 +482,7 @@ class Worker:
         now = self.clock()
         batch = store.Batch()
         partitions, scorer = self.partitions, self.scorer
-        log_ids: dict[str, str | None] = {}  # the topic id of the log each offset is read in, stored with it
+        log_ids = self.log_ids
         for m in messages:
             if m.partition not in partitions:
                 continue  # fetched before another worker claimed it: that worker reads it again
@@ -498,9 +502,7 @@ class Worker:
                     batch.applied.append((record, m.value))
                     # the ids it came with go on the score messages it causes (its request id at intake)
                     batch.sources[event_id] = m
-            if m.topic not in log_ids:
-                log_ids[m.topic] = log_id(self.consumer, m.topic) if self.consumer is not None else None
-            batch.offsets[(m.topic, m.partition)] = (m.offset + 1, event_id, log_ids[m.topic])
+            batch.offsets[(m.topic, m.partition)] = (m.offset + 1, event_id, log_ids.get(m.topic))
         return store.prepare(scorer, batch, now=now, fence=self.fence)
 
     def _persist(self, prepared: store.Prepared) -> int:
@@ -642,6 +644,7 @@ class Worker:
                     log.warning("%s was recreated (the broker lost its log)", topics.INTAKE_EVENTS)
                     self.log_replaced, messages = True, []
                     self.consumer.seek_to_beginning(*self.consumer.assignment())
+                self.log_ids = dict(watch.ids)
                 if self.log_replaced:  # before anything the new log holds (seek_stored set it)
                     self.catch_up()
                     self.log_replaced = False

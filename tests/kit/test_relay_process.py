@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,21 +50,36 @@ def unsent(engine) -> int:
         return s.execute(select(func.count()).select_from(Outbox).where(Outbox.sent_at.is_(None))).scalar_one()
 
 
+def scoring_relay(db, tmp_path, broker, monkeypatch) -> RelayProcess:
+    """Scoring's relay as a child process of this one (the test is its worker), on `db` and `broker`."""
+    env = {"KAOHE_SCORING_DATABASE_URL": db.url, "KAOHE_DATA_DIR": str(tmp_path), "KAOHE_RELAY_IDLE_MS": "10",
+           "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return RelayProcess("services.scoring.relay", build(Settings(), db.engine), first_wait=0.2)
+
+
+@contextmanager
+def running(relay: RelayProcess) -> Iterator[threading.Thread]:
+    """`relay.run` on a thread (as `run_worker` runs it) until the block ends; then stopped and closed."""
+    stop = threading.Event()
+    runner = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        stop.set()
+        runner.join(40)
+        relay.close()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_relay_process_publishes_is_counted_here_restarts_and_stops(backend, tmp_path, own_broker, monkeypatch):
     with fresh_database(backend, tmp_path, "scoring") as db:
-        env = {"KAOHE_SCORING_DATABASE_URL": db.url, "KAOHE_DATA_DIR": str(tmp_path), "KAOHE_RELAY_IDLE_MS": "10",
-               "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap_servers}
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        settings = Settings()
-        relay = RelayProcess("services.scoring.relay", build(settings, db.engine), first_wait=0.2)
+        relay = scoring_relay(db, tmp_path, own_broker, monkeypatch)
         before = published(topics.SCORING_SCORES)
         add_rows(db.engine, 0, 30)
-        stop = threading.Event()
-        runner = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-        runner.start()
-        try:
+        with running(relay) as runner:
             # the child publishes; this process counts what it reports
             wait_for(lambda: unsent(db.engine) == 0 and published(topics.SCORING_SCORES) == before + 30, timeout=30)
             first = relay.process
@@ -72,10 +89,6 @@ def test_the_relay_process_publishes_is_counted_here_restarts_and_stops(backend,
             wait_for(lambda: relay.started == 2 and unsent(db.engine) == 0, timeout=30)
             wait_for(lambda: published(topics.SCORING_SCORES) == before + 50, timeout=30)
             assert first.poll() == -signal.SIGKILL and relay.process.poll() is None
-        finally:
-            stop.set()
-            runner.join(40)
-            relay.close()
         assert not runner.is_alive()
         assert relay.process.poll() == 0  # SIGTERM: it marked what it published and ended on its own
         consumer = KafkaConsumer(topics.SCORING_SCORES, bootstrap_servers=own_broker.bootstrap_servers,
@@ -96,21 +109,11 @@ def test_reports_arrive_in_a_worker_with_over_a_thousand_open_files(tmp_path, ow
     held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
     try:
         with fresh_database("sqlite", tmp_path, "scoring") as db:
-            monkeypatch.setenv("KAOHE_SCORING_DATABASE_URL", db.url)
-            monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", own_broker.bootstrap_servers)
-            monkeypatch.setenv("KAOHE_RELAY_IDLE_MS", "10")
-            relay = RelayProcess("services.scoring.relay", build(Settings(), db.engine), first_wait=0.2)
+            relay = scoring_relay(db, tmp_path, own_broker, monkeypatch)
             before = published(topics.SCORING_SCORES)
             add_rows(db.engine, 0, 5)
-            stop = threading.Event()
-            runner = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-            runner.start()
-            try:
+            with running(relay):
                 wait_for(lambda: published(topics.SCORING_SCORES) == before + 5, timeout=30)
-            finally:
-                stop.set()
-                runner.join(40)
-                relay.close()
     finally:
         for fd in held:
             os.close(fd)

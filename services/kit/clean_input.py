@@ -22,13 +22,14 @@ ACCEPTED = "application/json"  # or application/<anything>+json; UTF-8 (a charse
 UTF_8 = frozenset({"utf-8", "utf8"})
 
 
-def _is_json(scope: Scope) -> bool:
+def _json_media(media: str) -> bool:
+    """application/json or application/*+json (`media`: lower case, without parameters)."""
+    return media == ACCEPTED or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _is_json(content_type: str | None) -> bool:
     """A body FastAPI reads as JSON: it says application/json or application/*+json."""
-    content_type = dict(scope.get("headers") or []).get(b"content-type")
-    if not content_type:
-        return False
-    media = content_type.split(b";")[0].strip().lower()
-    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+    return bool(content_type) and _json_media(content_type.partition(";")[0].strip().lower())
 
 
 def media_type_error(content_type: str | None, has_body: bool) -> str | None:
@@ -41,7 +42,7 @@ def media_type_error(content_type: str | None, has_body: bool) -> str | None:
         return f"no Content-Type: send the body as {ACCEPTED}" if has_body else None
     media, _, params = content_type.partition(";")
     media = media.strip().lower()
-    if not (media == ACCEPTED or (media.startswith("application/") and media.endswith("+json"))):
+    if not _json_media(media):
         return f"{media or 'an empty Content-Type'} is not accepted: send the body as {ACCEPTED}"
     for param in params.split(";"):
         name, _, value = param.partition("=")
@@ -182,15 +183,16 @@ class CleanInput:
         if scope["method"] not in WITH_BODY:
             await self.app(scope, receive, send)
             return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-type")
+        content_type = None if declared is None else declared.decode("latin-1")
         if takes_json(scope):
-            headers = dict(scope.get("headers") or [])
-            declared = headers.get(b"content-type")
             has_body = headers.get(b"content-length", b"0") not in (b"0", b"") or b"transfer-encoding" in headers
-            reason = media_type_error(None if declared is None else declared.decode("latin-1"), has_body)
+            reason = media_type_error(content_type, has_body)
             if reason:  # refused before the body is read: the body limit and idempotency never see it
                 await _unsupported(scope, send, reason)
                 return
-        if not _is_json(scope):
+        if not _is_json(content_type):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []

@@ -116,9 +116,9 @@ async def create_key(body: KeyCreate, admin: Admin, access: AccessDep, request: 
     """
     if body.expires_at is not None and body.expires_at <= access.clock():  # the clock that expires keys
         raise field_problem("expires_at", f"{body.expires_at.isoformat()} has passed: a key that would never work")
-    if not admin.sees(body.region) and body.region != NATIONAL or \
-            admin.covers(body.region) and not await run_in_threadpool(known_region(request), body.region):
-        # outside the admin's region is answered as a region that does not exist (README)
+    # outside the admin's region is answered as a region that does not exist (README)
+    unseen = not admin.sees(body.region) and body.region != NATIONAL
+    if unseen or admin.covers(body.region) and not await run_in_threadpool(known_region(request), body.region):
         raise field_problem("region", f"{body.region} is not a known region")
     if not admin.covers(body.region):  # its own province or prefecture, or the national scope: it knows them
         raise _beyond("region", f"{body.region} is outside your key's region {admin.region}")

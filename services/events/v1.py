@@ -24,13 +24,12 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StringConstraints,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from services.events.errors import errors_at
 from services.events.vocabulary import (
     HOUSEHOLD_INDICATORS,
     VILLAGE_INDICATORS,
@@ -77,13 +76,6 @@ def future_error(occurred_at: datetime, now: datetime, max_future: timedelta) ->
         return None
     return (f"{occurred_at.isoformat()} is in the future (more than {int(max_future.total_seconds())} s after "
             f"intake's clock, {now.isoformat()})")
-
-
-def _errors(errors: list[tuple[tuple[str | int, ...], str, str, Any]]) -> ValidationError:
-    """Several errors at once, each at its own place (relative to the field being validated)."""
-    return ValidationError.from_exception_data("event", [
-        InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
-        for loc, kind, message, value in errors])
 
 
 class Contract(BaseModel):
@@ -163,7 +155,7 @@ class InspectionRecordedPayload(Contract):
                            f"{', '.join(f'[{i}]' for i in about_villages)} are about a village or its households",
                            villages))
         if errors:
-            raise _errors(errors)
+            raise errors_at("event", errors)
         return self
 
 
@@ -279,7 +271,7 @@ class InspectionRecorded(Envelope):
                  f"{f.deadline} ({f.finding_id}) is before the inspection day {visit_day}", f.deadline.isoformat())
                 for i, f in enumerate(payload.findings) if f.deadline < visit_day]
         if late:
-            raise _errors(late)
+            raise errors_at("event", late)
         return payload
 
 

@@ -6,9 +6,9 @@ from importlib import resources
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.events.errors import errors_at
 from services.events.vocabulary import CountyStatus, DailyCheckKind, FindingCategory, Indicator, Severity
 
 Component = Literal["daily_management", "inspections", "rectification", "year_end"]
@@ -164,14 +164,13 @@ class Policy(Strict):
         """Checks across fields, each error placed at the field to change (not at the whole body)."""
         errors = []
         if not self.id.endswith(f"-v{self.version}") or not self.id.startswith(self.name):
-            errors.append((("id",), self.id, f"id must be '<name>-v<version>' ({self.name}-v{self.version})"))
+            errors.append((("id",), "value_error", f"id must be '<name>-v<version>' ({self.name}-v{self.version})",
+                           self.id))
         if self.gates.max_grade_with_open_critical not in {g.name for g in self.grades}:
-            errors.append((("gates", "max_grade_with_open_critical"), self.gates.max_grade_with_open_critical,
-                           "must name one of the grades"))
+            errors.append((("gates", "max_grade_with_open_critical"), "value_error", "must name one of the grades",
+                           self.gates.max_grade_with_open_critical))
         if errors:
-            raise ValidationError.from_exception_data(type(self).__name__, [
-                InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
-                for loc, value, message in errors])
+            raise errors_at(type(self).__name__, errors)
         return self
 
     def grade_rank(self, name: str) -> int:

@@ -112,6 +112,17 @@ def test_change_rotate_disable_and_delete(api, receiver):
     api.call("GET", f"/{e['id']}", expect=404)
 
 
+def test_a_null_in_a_change_is_refused_at_its_field_and_changes_nothing(api, receiver):
+    """A field left out stays as it is; a field sent as null is not "unchanged" but a mistake."""
+    e = api.register(receiver.url, description="kept")
+    for field in ("url", "description", "event_types", "enabled"):
+        valid = {"enabled": False} if field == "description" else {"description": "not applied"}
+        problem = api.call("PATCH", f"/{e['id']}", json={**valid, field: None}, expect=422)
+        assert [err["field"] for err in problem["errors"]] == [field], problem
+    assert {k: v for k, v in api.call("GET", f"/{e['id']}").items() if k != "updated_at"} == \
+        {k: v for k, v in e.items() if k not in ("secret", "updated_at")}
+
+
 def test_lists_are_paginated(api, receiver):
     made = {api.register(receiver.url)["id"] for _ in range(5)}
     seen, cursor = [], None

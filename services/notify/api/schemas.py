@@ -26,12 +26,15 @@ class EndpointCreate(BaseModel):
 
 
 class EndpointUpdate(BaseModel):
+    """Only the fields sent change. None of them may be null: a null is a 422 at its field, not
+    "leave it unchanged" (the default of a field left out is not validated)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    url: Url | None = None
-    description: Description | None = None
-    event_types: EventTypes | None = None
-    enabled: bool | None = Field(None, description="true re-enables a disabled endpoint; false disables it")
+    url: Url = None  # type: ignore[assignment]
+    description: Description = None  # type: ignore[assignment]
+    event_types: EventTypes = None  # type: ignore[assignment]
+    enabled: bool = Field(None, description="true re-enables a disabled endpoint; false disables it")  # type: ignore[assignment]
 
 
 class EndpointPublic(BaseModel):

@@ -10,6 +10,7 @@ sampling of an inspection. A record already stored is read again without them, s
 stricter never turns an event intake accepted into a dead letter.
 """
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
@@ -18,6 +19,7 @@ from uuid import UUID
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -48,6 +50,24 @@ Identifier = Annotated[
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 LongText = Annotated[str, StringConstraints(max_length=4000)]
 Evidence = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=2000)]], Field(max_length=50)]
+
+
+
+def _written_as(pattern: str, example: str) -> BeforeValidator:
+    """Times and days as ISO 8601 text only: pydantic would also read a number as a Unix time,
+    which the contract does not offer (and a partner's bug would land silently in 1970 or 2025)."""
+    shape = re.compile(pattern)
+
+    def check(value: Any) -> Any:
+        if isinstance(value, date) or (isinstance(value, str) and shape.match(value)):
+            return value
+        raise ValueError(f"ISO 8601 text, e.g. {example}")
+
+    return BeforeValidator(check)
+
+
+Moment = Annotated[AwareDatetime, _written_as(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}", "2026-03-02T09:30:00+08:00")]
+Day = Annotated[date, _written_as(r"^\d{4}-\d{2}-\d{2}$", "2026-06-30")]
 
 EARLIEST = datetime(2010, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
@@ -97,7 +117,7 @@ class Finding(Contract):
     household_id: Identifier | None = None
     responsible_unit: ShortText
     responsible_person: ShortText
-    deadline: date = Field(description="The day the rectification is due (in the province's time zone): not "
+    deadline: Day = Field(description="The day the rectification is due (in the province's time zone): not "
                            "before the inspection day, and (for a new event) between 2010-01-01 and 2099-12-31.")
 
     @field_validator("deadline")
@@ -236,7 +256,7 @@ class Envelope(Contract):
 
     event_id: UUID = Field(description="Chosen by the client; the same id twice is one event.")
     schema_version: Literal[1] = 1
-    occurred_at: AwareDatetime = Field(description="When it happened in the field, with its UTC offset.")
+    occurred_at: Moment = Field(description="When it happened in the field, with its UTC offset.")
     region_code: RegionCode = Field(description="The county (GB/T 2260 code) the event is about.")
     source: Annotated[str, StringConstraints(min_length=1, max_length=100)] = Field(
         description="Which partner or app sent it."

@@ -137,3 +137,18 @@ def test_booleans_are_no_numbers_even_in_stored_records():
     sample["payload"]["villages_sampled"] = True
     with pytest.raises(registry.ValidationError):
         registry.parse(sample)
+
+
+@pytest.mark.parametrize("field, value, where", [
+    ("occurred_at", 1764547200, "occurred_at"),  # a Unix time: pydantic alone reads it as 2025-12-01
+    ("occurred_at", "1764547200", "occurred_at"),
+    ("deadline", 1767225600, "payload.findings.0.deadline"),
+    ("deadline", "20261231", "payload.findings.0.deadline"),
+])
+def test_times_and_days_are_iso_text_not_numbers(field, value, where):
+    sample = schemas.sample("inspection.recorded", 1)
+    (sample["payload"]["findings"][0] if field == "deadline" else sample)[field] = value
+    with pytest.raises(registry.ValidationError) as caught:
+        registry.parse(sample)
+    assert [e["field"] for e in registry.field_errors(caught.value, sample)] == [where]
+    assert "ISO 8601" in registry.field_errors(caught.value, sample)[0]["message"]

@@ -347,7 +347,9 @@ def test_a_prefecture_admin_makes_keys_only_inside_its_region_and_scopes(world, 
 def test_a_key_cannot_be_made_already_expired(world, access):
     intake, admin = world["intake"], world["admin"]
     before = [k.id for k in access.store.list("510000")]
-    for past in ["2000-01-01T00:00:00Z", (datetime.now(timezone.utc) - timedelta(seconds=5)).isoformat()]:
+    unix_next_year = int((datetime.now(timezone.utc) + timedelta(days=365)).timestamp())  # ISO text only
+    for past in ["2000-01-01T00:00:00Z", (datetime.now(timezone.utc) - timedelta(seconds=5)).isoformat(),
+                 "2030-01-01T00:00:00", unix_next_year, str(unix_next_year)]:
         r = intake.post("/v1/keys", json={"name": "x", "scopes": ["events:read"], "region": A_PREF,
                                           "expires_at": past}, headers=admin)
         assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text

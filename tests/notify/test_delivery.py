@@ -66,6 +66,9 @@ def test_a_delivery_fails_after_the_last_attempt_and_can_be_replayed(api, receiv
     assert r["replayed"] == 1
     wait_for(lambda: sorted(r.webhook_id for r in receiver.delivered()) == sorted([m1, m2]), what="m2 replayed")
     later = api.call("POST", f"/{e['id']}/replay-failed", expect=202, json={"since": "2999-01-01T00:00:00Z"})
+    for not_iso in (0, "0", "2020-01-01"):  # a Unix time would replay from 1970; a day has no offset
+        assert api.call("POST", f"/{e['id']}/replay-failed", expect=422,
+                        json={"since": not_iso})["errors"][0]["field"] == "since"
     assert later["replayed"] == 0
     api.call("POST", f"/{e['id']}/messages/msg_unknown/replay", expect=404)
 

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from services.kit.types import UtcDateTime
+from services.kit.types import IsoDateTime
 from services.notify.models import Attempt, Delivery, Endpoint
 from services.notify.notifications import SUBSCRIBABLE
 
@@ -128,7 +128,7 @@ class DeliveriesPage(BaseModel):
 class ReplayFailed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: UtcDateTime = Field(description="Replay failed deliveries of messages created at or after this time")
+    since: IsoDateTime = Field(description="Replay failed deliveries of messages created at or after this time")
 
 
 class Replayed(BaseModel):

@@ -515,6 +515,21 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(client, access):
     assert client.get("/v1/regions").status_code == 200  # other keys are not affected
 
 
+def test_idempotent_replays_and_conflicts_count_against_the_rate_limit_once_each(client, access):
+    """A replay is a request: it carries the RateLimit headers and, over the limit, gets the 429
+    like any other (it used to be answered before the limiter, unlimited). A first request counts
+    once, not once in the middleware and again in the route."""
+    slow = bearer(access.key(["events:write"], "510000", rate_limit_per_min=3))
+    event = f.inspection(f.finding())
+    same = {**slow, "Idempotency-Key": "limited"}
+    seen = [client.post("/v1/events", json=event, headers=same) for _ in range(3)]
+    seen.append(client.post("/v1/events", json={**event, "source": "other"}, headers=same))  # reused key: 422 ...
+    assert [r.status_code for r in seen] == [201, 201, 201, 429]  # ... but over the limit first
+    assert [r.headers.get("idempotent-replayed") for r in seen[:3]] == [None, "true", "true"]
+    assert [r.headers["ratelimit"].split(";")[1] for r in seen] == ["r=2", "r=1", "r=0", "r=0"]
+    assert seen[3].headers["content-type"] == "application/problem+json" and int(seen[3].headers["retry-after"]) >= 1
+
+
 def test_the_bucket_refills_over_the_window():
     now = [0.0]
     limiter = RateLimiter(60, clock=lambda: now[0])

@@ -13,10 +13,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.kit.access.keys import Access
 from services.kit.access.principal import Principal
-from services.kit.access.ratelimit import RateLimiter
+from services.kit.access.ratelimit import RateLimiter, Verdict
 from services.kit.problems import Problem
 
 RATE_HEADERS = "kaohe.rate_headers"  # scope key: RateLimit headers for the response
+RATE_VERDICT = "kaohe.rate_verdict"  # scope key: the request's one rate-limit verdict
 
 # Declares the scheme in every service's OpenAPI (and the Authorize button of /docs).
 bearer_scheme = HTTPBearer(auto_error=False, bearerFormat="kh_<id>_<secret>",
@@ -37,6 +38,23 @@ async def principal_for(access: Access, token: str) -> Principal | None:
     return principal
 
 
+def rate_limited(scope: Scope, principal: Principal) -> Problem | None:
+    """Counts the request against its key's rate limit, once however many layers ask (the
+    Idempotency-Key middleware, before it replays an answer, and then the route's dependency); the
+    429 to answer when over it. Sets the RateLimit headers every answer carries."""
+    verdict: Verdict | None = scope.get(RATE_VERDICT)
+    if verdict is None:
+        limiter: RateLimiter = scope["app"].state.rate_limiter
+        verdict = scope[RATE_VERDICT] = limiter.take(principal.key_id, principal.rate_limit_per_min)
+        scope[RATE_HEADERS] = verdict.headers()
+    if verdict.allowed:
+        return None
+    problem = Problem(429, "rate-limited", "Too many requests",
+                      f"this key may make {verdict.quota} requests per minute; retry in {verdict.retry_after_s} s")
+    problem.headers = dict(verdict.headers())
+    return problem
+
+
 async def authenticate(request: Request, token: str | None) -> Principal:
     """The caller's principal, rate limited; raises 401 or 429."""
     if not token:
@@ -44,14 +62,7 @@ async def authenticate(request: Request, token: str | None) -> Principal:
     principal = await principal_for(request.app.state.access, token)
     if principal is None:
         raise unauthenticated("the API key is unknown, revoked or expired")
-    limiter: RateLimiter = request.app.state.rate_limiter
-    verdict = limiter.take(principal.key_id, principal.rate_limit_per_min)
-    request.scope[RATE_HEADERS] = verdict.headers()
-    if not verdict.allowed:
-        problem = Problem(429, "rate-limited", "Too many requests",
-                          f"this key may make {verdict.quota} requests per minute; retry in "
-                          f"{verdict.retry_after_s} s")
-        problem.headers = dict(verdict.headers())
+    if problem := rate_limited(request.scope, principal):
         raise problem
     request.state.principal = principal
     return principal

@@ -26,7 +26,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.kit.access.dependency import principal_for
+from services.kit.access.dependency import principal_for, rate_limited
 from services.kit.access.keys import Access
 from services.kit.access.tables import IdempotencyRecord
 from services.kit.problems import MEDIA_TYPE, TYPE_PREFIX
@@ -161,6 +161,9 @@ class Idempotency:
         if principal is None:  # the route's dependency answers 401
             await self.app(scope, receive, send)
             return
+        if problem := rate_limited(scope, principal):  # a replay, a 409 or a 422 counts as a request too
+            await _problem(send, scope, problem.status, problem.slug, problem.title, problem.detail)
+            return  # RateHeaders adds the verdict's headers, Retry-After with them
         body = await _read_body(receive)
         store = self.stores.setdefault(id(access), IdempotencyStore(access))
         state, row = await run_in_threadpool(store.begin, principal.key_id, idem, fingerprint(scope, body))

@@ -12,7 +12,7 @@ stricter never turns an event intake accepted into a dead letter.
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -76,11 +76,13 @@ EARLIEST_DEADLINE, LATEST_DEADLINE = EARLIEST.date(), LATEST.date()  # [2010-01-
 
 @dataclass(frozen=True, slots=True)
 class Accepting:
-    """The validation context of a new event at intake: its clock and how far ahead of it an
-    `occurred_at` may be (a field device's clock may run a little fast)."""
+    """The validation context of a new event at intake: its clock, how far ahead of it an
+    `occurred_at` may be (a field device's clock may run a little fast), and the province's time
+    zone, in which a visit's day is compared with its findings' deadlines (calendar days there)."""
 
     now: datetime
     max_future: timedelta
+    zone: tzinfo
 
     def context(self) -> dict[str, Any]:
         return {"accepting": self}
@@ -286,7 +288,9 @@ class InspectionRecorded(Envelope):
         occurred_at = info.data.get("occurred_at")
         if occurred_at is None:
             return payload
-        visit_day = occurred_at.date()
+        # a new event: the visit's day in the province (2026-03-01T17:00Z is 03-02 in Beijing); a
+        # stored record keeps the day of the offset it was sent with, the rule it was accepted under
+        visit_day = occurred_at.astimezone(intake.zone).date() if (intake := accepting(info)) else occurred_at.date()
         late = [(("findings", i, "deadline"), "deadline_before_visit",
                  f"{f.deadline} ({f.finding_id}) is before the inspection day {visit_day}", f.deadline.isoformat())
                 for i, f in enumerate(payload.findings) if f.deadline < visit_day]

@@ -104,8 +104,10 @@ def test_canonical_content_ignores_key_order_and_offset():
 
 def _accepting():
     from datetime import datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
 
-    return registry.Accepting(now=datetime(2027, 1, 1, tzinfo=timezone.utc), max_future=timedelta(days=1))
+    return registry.Accepting(now=datetime(2027, 1, 1, tzinfo=timezone.utc), max_future=timedelta(days=1),
+                              zone=ZoneInfo("Asia/Shanghai"))
 
 
 @pytest.mark.parametrize("type_, version", ALL)
@@ -152,3 +154,19 @@ def test_times_and_days_are_iso_text_not_numbers(field, value, where):
         registry.parse(sample)
     assert [e["field"] for e in registry.field_errors(caught.value, sample)] == [where]
     assert "ISO 8601" in registry.field_errors(caught.value, sample)[0]["message"]
+
+
+@pytest.mark.parametrize("occurred_at", ["2026-03-02T01:00:00+08:00", "2026-03-01T17:00:00Z"])
+def test_a_deadline_before_the_visit_day_in_the_province_is_refused_whatever_the_offset(occurred_at):
+    """One instant, two offsets: the visit is on 2026-03-02 in Beijing, so a deadline of 03-01 is
+    before it either way (by the offset's own date, the UTC form slipped through)."""
+    sample = schemas.sample("inspection.recorded", 1)
+    sample["occurred_at"] = occurred_at
+    sample["payload"]["findings"][0]["deadline"] = "2026-03-01"
+    with pytest.raises(registry.ValidationError) as caught:
+        registry.parse(sample, _accepting())
+    errors = registry.field_errors(caught.value, sample)
+    assert [e["field"] for e in errors] == ["payload.findings.0.deadline"]
+    assert "inspection day 2026-03-02" in errors[0]["message"]
+    sample["payload"]["findings"][0]["deadline"] = "2026-03-02"
+    assert registry.parse(sample, _accepting()).payload.findings[0].deadline.isoformat() == "2026-03-02"

@@ -40,7 +40,8 @@ async def _accepting(request: Request) -> Accepting:
     """What a new event is judged against: intake's clock now, and the skew its settings allow
     (async: nothing blocks, and a request need not wait for a thread)."""
     committer: GroupCommitter = request.app.state.committer
-    return Accepting(now=committer.clock(), max_future=committer.max_future)
+    return Accepting(now=committer.clock(), max_future=committer.max_future,
+                     zone=ZoneInfo(request.app.state.settings.timezone))
 
 
 CommitterDep = Annotated[GroupCommitter, Depends(_committer)]

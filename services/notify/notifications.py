@@ -62,6 +62,7 @@ class Batch:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)  # topic → id of the log the offsets are in
+    outbox_id: str | None = None  # the producer's `outbox_id` header of the message being handled
 
 
 def _json_object(value: bytes | None) -> dict[str, Any]:
@@ -185,8 +186,11 @@ def _score(value: bytes | None, batch: Batch, tz: ZoneInfo) -> None:
         return  # a first score crosses nothing
     prev_total = data.get("previous_total")
     direction = "up" if isinstance(prev_total, (int, float)) and total > prev_total else "down"
+    # one notification per score message (a resend has the same outbox_id): the same crossing again
+    # at the same as_of (the scoring clock moves with ticks, not messages) is a new crossing
+    origin = batch.outbox_id or ""
     batch.notifications.append(Notification(
-        THRESHOLD, code, f"{THRESHOLD}:{code}:{year}:{registry.iso_utc(as_of)}:{previous}>{grade}", as_of, {
+        THRESHOLD, code, f"{THRESHOLD}:{code}:{year}:{registry.iso_utc(as_of)}:{previous}>{grade}:{origin}", as_of, {
             "region_code": code, "level": data.get("level"), "league": data.get("league"), "year": year,
             "grade": grade, "previous_grade": previous, "direction": direction, "total": total,
             "previous_total": prev_total, "cause": data.get("cause"), "policy_version": data.get("policy_version"),

@@ -23,10 +23,17 @@ def finding(finding_id: str, severity: str, deadline: date) -> dict:
 class Sources:
     def __init__(self, bootstrap: str) -> None:
         self.producer = KafkaProducer(bootstrap_servers=bootstrap)
+        self.sent: dict[bytes, int] = {}  # value → the outbox_id it was first sent with
 
     def _send(self, topic: str, key: str, value: bytes, message_id: int | None = None) -> None:
-        self.producer.send(topic, key=key.encode(), value=value,
-                           headers=[("outbox_id", str(message_id or next(_ids)).encode())])
+        message_id = message_id or next(_ids)
+        self.sent.setdefault(value, message_id)
+        self.producer.send(topic, key=key.encode(), value=value, headers=[("outbox_id", str(message_id).encode())])
+
+    def resend(self, topic: str, key: str, value: bytes) -> None:
+        """What a relay does after a crash: the same message, under the same outbox_id."""
+        self._send(topic, key, value, self.sent[value])
+        self.producer.flush()
 
     def event(self, county: str, type_: str, payload: dict, occurred_at: datetime) -> bytes:
         """An intake record; returns its bytes (to send the very same again: a redelivery)."""
@@ -43,13 +50,13 @@ class Sources:
                           datetime.now(timezone.utc) - timedelta(days=days_ago))
 
     def score(self, code: str, grade: str, previous_grade: str | None, *, level: str = "county",
-              total: float = 70.0, previous_total: float | None = 80.0) -> bytes:
+              total: float = 70.0, previous_total: float | None = 80.0, as_of: datetime | None = None) -> bytes:
         league = "in_poverty" if level == "county" else None
         value = orjson.dumps({"region_code": code, "level": level, "league": league,
                               "year": 2026, "total": total, "grade": grade, "gated": False, "components": {},
                               "previous_total": previous_total, "previous_grade": previous_grade,
                               "policy_version": "default-v1", "cause": "test",
-                              "as_of": registry.iso_utc(datetime.now(timezone.utc))})
+                              "as_of": registry.iso_utc(as_of or datetime.now(timezone.utc))})
         self.raw(topics.SCORING_SCORES, code, value)
         return value
 

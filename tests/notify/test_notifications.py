@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from services.events import registry, topics
-from services.notify.notifications import CRITICAL, IGNORED, INTAKE_HANDLERS, TOPIC_HANDLERS, Batch
+from services.notify.notifications import CRITICAL, IGNORED, INTAKE_HANDLERS, THRESHOLD, TOPIC_HANDLERS, Batch
 from tests import factories as f
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -50,3 +50,21 @@ def test_a_handled_event_is_parsed_and_notified():
 def test_what_is_not_a_valid_event_is_refused_for_the_dead_letter_topic(value):
     with pytest.raises(ValueError):
         handle(value, Batch(), TZ)
+
+
+def test_a_band_crossed_again_at_the_same_as_of_is_a_new_notification_and_a_resend_is_not():
+    """The scoring clock (as_of) moves with ticks, not messages: good → average, back, and down
+    again within one tick are three crossings (the third was taken for the first's copy)."""
+    as_of = "2026-12-05T23:10:33.384956Z"
+    score = lambda prev, grade, total: orjson.dumps({  # noqa: E731
+        "region_code": "513427", "level": "county", "league": "in_poverty", "year": 2026, "total": total,
+        "grade": grade, "previous_grade": prev, "previous_total": 100.0 if total < 90 else 88.0, "as_of": as_of})
+    batch = Batch()
+    for outbox_id, value in enumerate([score("good", "average", 88.0), score("average", "good", 100.0),
+                                       score("good", "average", 88.0)], start=64):
+        batch.outbox_id = str(outbox_id)
+        TOPIC_HANDLERS[topics.SCORING_SCORES](value, batch, TZ)
+    batch.outbox_id = "64"  # the relay sends the first again after a crash
+    TOPIC_HANDLERS[topics.SCORING_SCORES](score("good", "average", 88.0), batch, TZ)
+    ids = [n.dedupe_key for n in batch.notifications if n.type == THRESHOLD]
+    assert len(ids) == 4 and len(set(ids)) == 3 and ids[0] == ids[3]

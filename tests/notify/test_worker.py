@@ -109,14 +109,17 @@ def test_notifications_are_routed_by_region_and_type_once_each(system):
     sources.inspection("513322", [finding("G-1", "critical", today + timedelta(days=5))])
     sources.raw(topics.INTAKE_EVENTS, "513431", inspection)  # a redelivery: nothing twice
     score = sources.score("513431", "较好", "好")
-    sources.raw(topics.SCORING_SCORES, "513431", score)  # a resend
+    sources.resend(topics.SCORING_SCORES, "513431", score)  # a resend
     sources.score("513431", "好", "好")  # same band: nothing
     sources.score("513431", "好", None)  # a first score: nothing
     sources.score("513400", "一般", "较好", level="prefecture", total=60.0, previous_total=65.0)
+    tick = datetime.now(timezone.utc)  # down, up and down again before the scoring clock moves: two downs
+    for grade, previous in (("一般", "好"), ("好", "一般"), ("一般", "好")):
+        sources.score("513432", grade, previous, as_of=tick)
     sources.standing("513431", "513400", 2, 3)
     sources.standing("513432", "513400", 1, None)  # entered the league: no move
     overdue_findings(sources, today)
-    wait_for(lambda: len(liangshan.delivered()) >= 5 and len(ganzi.delivered()) >= 1
+    wait_for(lambda: len(liangshan.delivered()) >= 8 and len(ganzi.delivered()) >= 1
              and len(province.delivered()) >= 2 and len(county.delivered()) >= 1 and elsewhere.delivered(),
              what="every notification", timeout=30)
     # O-2's dispute fails today: it is open again, past its deadline
@@ -130,7 +133,7 @@ def test_notifications_are_routed_by_region_and_type_once_each(system):
     kinds = lambda r: sorted((m.json["type"], m.json["data"]["region_code"]) for m in r.delivered())  # noqa: E731
     assert kinds(liangshan) == [("finding.critical_recorded", "513431"), ("rectification.overdue", "513431"),
                                 ("score.threshold_crossed", "513400"), ("score.threshold_crossed", "513431"),
-                                ("standing.changed", "513431")]
+                                *[("score.threshold_crossed", "513432")] * 3, ("standing.changed", "513431")]
     assert kinds(ganzi) == [("finding.critical_recorded", "513322")]
     assert kinds(province) == [("finding.critical_recorded", "513322"), ("finding.critical_recorded", "513431")]
     assert kinds(county) == [("standing.changed", "513431")]

@@ -71,6 +71,7 @@ class Worker:
         for m in messages:
             with message_context(m):  # its logs and its dead letter carry the message's request and event ids
                 try:
+                    batch.outbox_id = next((v.decode() for k, v in m.headers or () if k == "outbox_id"), None)
                     TOPIC_HANDLERS[m.topic](m.value, batch, self.tz)
                 except ValueError as exc:
                     log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset,

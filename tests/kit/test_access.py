@@ -265,6 +265,27 @@ def test_reference_routes_answer_any_key_the_same(world):
     assert {x["code"] for x in r} == {"510000", B_PREF, B_COUNTY}
 
 
+def test_only_the_stream_takes_the_key_as_access_token_and_its_openapi_says_so(world, access):
+    """EventSource cannot send headers; the README sends the key as `?access_token=` for the stream only."""
+    for service in ("intake", "scoring", "ranking"):
+        for path, operations in world[service].app.openapi()["paths"].items():
+            for method, op in operations.items():
+                query = {p["name"]: p for p in op.get("parameters", []) if p["in"] == "query"}
+                assert ("access_token" in query) == (path == "/v1/standings/stream"), (service, method, path)
+    stream = world["ranking"].app.openapi()["paths"]["/v1/standings/stream"]["get"]
+    declared = next(p for p in stream["parameters"] if p["name"] == "access_token")
+    assert not declared["required"] and "Authorization: Bearer" in declared["description"]
+    assert "access log leaves the query string out" in declared["description"]
+    ranking, reader = world["ranking"], access.key(["standings:read"], A_PREF)
+    unknown = {"region": "999999"}  # a 404 once let in: the stream itself never starts
+    assert ranking.get("/v1/standings/stream", params={**unknown, "access_token": reader}).status_code == 404
+    assert ranking.get("/v1/standings/stream", params={**unknown, "access_token": "kh_0_forged"},
+                       headers=world["a"]).status_code == 404  # the header wins, as before
+    assert ranking.get("/v1/standings/stream", params={**unknown, "access_token": "kh_0_forged"}).status_code == 401
+    other = ranking.get("/v1/standings", params={"region": A_PREF, "year": 2026, "access_token": reader})
+    assert other.status_code == 401  # the query string carries a key for the stream only
+
+
 def test_a_missing_scope_is_403(world, access):
     reader = bearer(access.key(["standings:read"], "510000"))
     r = world["intake"].post("/v1/events", json=f.inspection(f.finding()), headers=reader)

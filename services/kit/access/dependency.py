@@ -5,8 +5,9 @@ the key may see is the route's to check with `Principal.covers` (404 outside the
 """
 
 from collections.abc import Callable
+from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +23,11 @@ RATE_VERDICT = "kaohe.rate_verdict"  # scope key: the request's one rate-limit v
 # Declares the scheme in every service's OpenAPI (and the Authorize button of /docs).
 bearer_scheme = HTTPBearer(auto_error=False, bearerFormat="kh_<id>_<secret>",
                            description="An API key: `Authorization: Bearer kh_...`")
+
+
+ACCESS_TOKEN = ("The API key (`kh_...`), for a client that cannot send headers, such as a browser's EventSource. "
+                "Prefer `Authorization: Bearer` where you can: a URL may be kept by browsers and proxies. "
+                "Kaohe's access log leaves the query string out. Ignored when the header is sent.")
 
 
 def unauthenticated(detail: str) -> Problem:
@@ -68,6 +74,14 @@ async def authenticate(request: Request, token: str | None) -> Principal:
     return principal
 
 
+def _check_scopes(who: Principal, scopes: tuple[str, ...]) -> None:
+    missing = [s for s in scopes if not who.has(s)]
+    if missing:  # name only what the key lacks, not every scope the route needs
+        raise Problem(403, "forbidden", "Forbidden",
+                      f"this API key lacks the scope{'s' if len(missing) > 1 else ''} {' and '.join(missing)}",
+                      required_scopes=list(scopes), missing_scopes=missing)
+
+
 def held_provinces(request: Request) -> Callable[[], set[str]]:
     """The service's own answer to "which provinces does this store hold" (two-digit prefixes),
     set as `app.state.held_provinces`; none known without it."""
@@ -84,17 +98,9 @@ def require(*scopes: str, query_token: bool = False, everywhere: bool = False):
     holds several.
     """
 
-    async def principal(request: Request,
-                        credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> Principal:
-        token = credentials.credentials if credentials else None
-        if token is None and query_token:
-            token = request.query_params.get("access_token")
+    async def admit(request: Request, token: str | None) -> Principal:
         who = await authenticate(request, token)
-        missing = [s for s in scopes if not who.has(s)]
-        if missing:  # name only what the key lacks, not every scope the route needs
-            raise Problem(403, "forbidden", "Forbidden",
-                          f"this API key lacks the scope{'s' if len(missing) > 1 else ''} {' and '.join(missing)}",
-                          required_scopes=list(scopes), missing_scopes=missing)
+        _check_scopes(who, scopes)
         if everywhere:
             held = await run_in_threadpool(held_provinces(request))
             if not who.holds_all(held):
@@ -102,6 +108,16 @@ def require(*scopes: str, query_token: bool = False, everywhere: bool = False):
                 raise Problem(403, "forbidden", "Forbidden", f"this spans every region held: it needs {wanted}; "
                               f"yours is for {who.region}")
         return who
+
+    if query_token:  # declared as a parameter so that the OpenAPI of the route shows it
+        async def principal(request: Request,
+                            credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+                            access_token: Annotated[str | None, Query(description=ACCESS_TOKEN)] = None) -> Principal:
+            return await admit(request, credentials.credentials if credentials else access_token)
+    else:
+        async def principal(request: Request,
+                            credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> Principal:
+            return await admit(request, credentials.credentials if credentials else None)
 
     return principal
 

@@ -15,11 +15,9 @@ from sqlmodel import Session
 from services.events import topics
 from services.intake.regions.service import shipped_regions
 from services.kit.settings import Settings
-from services.ranking import store
 from services.ranking.app import create_app
 from services.ranking.models import CurrentScore
 from services.ranking.worker import Worker, build_relay
-from tests.conftest import fresh_database
 from tests.http_helpers import serve
 from tests.kafka_helpers import QUICK_GROUP, headers, read_messages
 from tests.waiting import wait_for
@@ -27,15 +25,6 @@ from tests.waiting import wait_for
 pytestmark = pytest.mark.broker
 T1 = datetime(2026, 5, 1, 2, 0, tzinfo=timezone.utc)
 _ids = itertools.count(1)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ranking_db(request, tmp_path):
-    with fresh_database(request.param, tmp_path, "ranking") as db:
-        with Session(db.engine) as s:
-            store.save_regions(s, shipped_regions()["regions"])
-            s.commit()
-        yield db
 
 
 class Scores:

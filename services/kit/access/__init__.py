@@ -7,9 +7,9 @@ should not load the web framework (FastAPI) that the request-side modules import
 from importlib import import_module
 from typing import Any
 
-_WHERE = {"RateHeaders": "dependency", "require": "dependency", "Idempotency": "idempotency", "Access": "keys",
-          "SCOPES": "principal", "Principal": "principal", "region_prefix": "principal", "RateLimiter": "ratelimit",
-          "ShownOnce": "idempotency"}
+_WHERE = {"RateHeaders": "dependency", "readmit": "dependency", "require": "dependency", "Idempotency": "idempotency",
+          "Access": "keys", "SCOPES": "principal", "Principal": "principal", "region_prefix": "principal",
+          "RateLimiter": "ratelimit", "ShownOnce": "idempotency"}
 
 
 def service_headers(settings) -> dict[str, str]:
@@ -26,4 +26,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["SCOPES", "Access", "Idempotency", "Principal", "RateHeaders", "RateLimiter", "ShownOnce",  # noqa: F822
-           "region_prefix", "require", "service_headers"]
+           "readmit", "region_prefix", "require", "service_headers"]

@@ -19,6 +19,7 @@ from services.kit.problems import Problem
 
 RATE_HEADERS = "kaohe.rate_headers"  # scope key: RateLimit headers for the response
 RATE_VERDICT = "kaohe.rate_verdict"  # scope key: the request's one rate-limit verdict
+TOKEN = "kaohe.token"  # scope key: the token `authenticate` let in, for `readmit`
 
 # Declares the scheme in every service's OpenAPI (and the Authorize button of /docs).
 bearer_scheme = HTTPBearer(auto_error=False, bearerFormat="kh_<id>_<secret>",
@@ -71,6 +72,20 @@ async def authenticate(request: Request, token: str | None) -> Principal:
     if problem := rate_limited(request.scope, principal):
         raise problem
     request.state.principal = principal
+    request.scope[TOKEN] = token
+    return principal
+
+
+async def readmit(request: Request, *scopes: str) -> Principal:
+    """The request's key checked again, as a new request would be (not counted against its rate
+    limit): for a response that outlives the check at its start, such as an SSE stream. The same
+    per-process cache answers, so a revocation elsewhere is seen within `Access.cache_s` and an
+    expiry at once, and the access database is read at most once per key per `cache_s`. Raises
+    the 401 or 403 a new request would get."""
+    principal = await principal_for(request.app.state.access, request.scope[TOKEN])
+    if principal is None:
+        raise unauthenticated("the API key is unknown, revoked or expired")
+    _check_scopes(principal, scopes)
     return principal
 
 

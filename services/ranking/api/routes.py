@@ -13,7 +13,7 @@ from sqlalchemy import Engine, bindparam, func, or_, select
 from sqlmodel import Session
 
 from services.kit import pagination
-from services.kit.access import Principal, require
+from services.kit.access import Principal, readmit, require
 from services.kit.problems import MEDIA_TYPE, Problem, field_problem
 from services.kit.session import SessionDep
 from services.kit.types import IsoDateTime
@@ -234,10 +234,22 @@ def _last_history_id(engine: Engine) -> int:
         return s.execute(select(func.coalesce(func.max(StandingHistory.id), 0))).scalar_one()
 
 
+async def _still_reading(request: Request, region: str | None) -> Principal:
+    """The stream's key, checked again at each poll: 401 once revoked or expired, 403 without its
+    scope, 404 once the region is outside it (a key's scopes and region do not change today)."""
+    who = await readmit(request, "standings:read")
+    if region is not None:
+        _visible_prefix(who, region)
+    return who
+
+
 @router.get("/v1/standings/stream", summary="Server-Sent Events: every standing change, as it happens",
             response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
-                             "description": "`event: standing`, `id:` (resume with Last-Event-ID), `data:` JSON"},
+                             "description": "`event: standing`, `id:` (resume with Last-Event-ID), `data:` JSON; "
+                                            "once the key is revoked or expires (seen within 5 s), a last "
+                                            "`event: end` whose `data:` is the problem a new request would get "
+                                            "(401), and the stream closes"},
                        404: {"description": "Unknown region", **PROBLEM}})
 async def stream(request: Request, names: NamesDep,
                  principal: Annotated[Principal, Depends(require("standings:read", query_token=True))],
@@ -258,7 +270,12 @@ async def stream(request: Request, names: NamesDep,
         after, quiet = start, 0.0
         yield b"retry: 2000\n\n"
         while not await request.is_disconnected():
-            rows = await run_in_threadpool(_history_after, engine, names, after, region, principal)
+            try:  # as fresh as a new request's check (the key cache): a revocation ends the stream within 5 s
+                who = await _still_reading(request, region)
+            except Problem as problem:  # what a reconnecting EventSource would get, then the end
+                yield b"event: end\ndata: %s\n\n" % orjson.dumps(problem.body(request.url.path))
+                return
+            rows = await run_in_threadpool(_history_after, engine, names, after, region, who)
             for row in rows:
                 after = row["id"]
                 if not row.pop("visible"):

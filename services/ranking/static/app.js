@@ -212,11 +212,26 @@ function listen(scope) {
   stream = null;
   if (!scope) return live.classList.remove("on");
   const q = new URLSearchParams({ region: scope, access_token: apiKey() });
-  stream = new EventSource(`/v1/standings/stream?${q}`);
-  stream.onopen = () => live.classList.add("on");
-  stream.onerror = () => live.classList.remove("on");
+  const source = new EventSource(`/v1/standings/stream?${q}`);
+  stream = source;
+  source.onopen = () => live.classList.add("on");
+  source.onerror = () => {
+    live.classList.remove("on");
+    // CLOSED: the reconnect was refused (a 401 once the key is revoked or expired; else e.g. a 503)
+    if (source.readyState === EventSource.CLOSED && stream === source) streamRefused(scope);
+  };
+  source.addEventListener("end", (e) => {
+    // the server ends the stream when the key stops letting it in: do not reconnect just to be refused
+    source.close();
+    live.classList.remove("on");
+    if (stream !== source) return;
+    stream = null;
+    const problem = JSON.parse(e.data);
+    if (problem.status === 401) return askForKey("密钥已吊销或过期 The key was revoked or has expired.");
+    view.insertAdjacentHTML("afterbegin", `<p class="down">实时更新已停止 live updates stopped: ${esc(problem.detail)}</p>`);
+  });
   let pending = null;
-  stream.addEventListener("standing", (e) => {
+  source.addEventListener("standing", (e) => {
     const change = JSON.parse(e.data);
     if (String(change.year) !== yearSelect.value) return;
     clearTimeout(pending); // many changes arrive together: render once
@@ -226,6 +241,16 @@ function listen(scope) {
       if (row) row.classList.add("flash");
     }, 150);
   });
+}
+
+async function streamRefused(scope) {
+  stream = null;
+  try {
+    await getJSON("/v1/regions"); // the key still works: the refusal was something else, try again later
+    setTimeout(() => { if (!stream && route().scope === scope) listen(scope); }, 10000);
+  } catch (err) {
+    if (err instanceof Unauthorized) askForKey("密钥已吊销或过期 The key was revoked or has expired.");
+  }
 }
 
 async function show(resubscribe = true) {

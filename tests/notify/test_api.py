@@ -19,6 +19,16 @@ def test_register_shows_the_secret_once_and_reads_back(api, receiver):
     assert api.register(receiver.url)["event_types"] == list(SUBSCRIBABLE)  # default: every type
 
 
+def test_the_type_list_says_which_types_an_endpoint_may_subscribe_to(api, receiver):
+    listed = api.client.get("/v1/webhooks/event-types", headers=api.headers).json()
+    assert {t["type"]: t["subscribable"] for t in listed} == {**dict.fromkeys(SUBSCRIBABLE, True),
+                                                              "webhook.ping": False}
+    for t in listed:  # each answer agrees with what registering it does
+        r = api.client.post("/v1/webhooks/endpoints", json={"url": receiver.url, "event_types": [t["type"]]},
+                            headers=api.headers)
+        assert r.status_code == (201 if t["subscribable"] else 422), (t, r.text)
+
+
 def test_a_replayed_registration_or_rotation_shows_no_secret_and_saves_none(notify_settings, notify_db, tmp_path):
     """With an Idempotency-Key: no second endpoint or rotation; the replay names the secret it
     leaves out, and no secret is in the idempotency table (the access database, on each backend)."""

@@ -29,7 +29,7 @@ from services.notify.api.schemas import (
     ReplayFailed,
     SecretRotated,
 )
-from services.notify.notifications import TYPES
+from services.notify.notifications import SUBSCRIBABLE, TYPES
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 PrincipalDep = Annotated[Principal, Depends(require("webhooks:manage"))]
@@ -57,9 +57,10 @@ RulesDep = Annotated[endpoints.Rules, Depends(_rules)]
 NowDep = Annotated[datetime, Depends(_now)]
 
 
-@router.get("/event-types", response_model=list[NotificationType], summary="The notification types")
+@router.get("/event-types", response_model=list[NotificationType],
+            summary="The notification types, and which an endpoint may subscribe to")
 def event_types(principal: PrincipalDep) -> list[NotificationType]:
-    return [NotificationType(type=t, description=d) for t, d in TYPES.items()]
+    return [NotificationType(type=t, description=d, subscribable=t in SUBSCRIBABLE) for t, d in TYPES.items()]
 
 
 @router.post("/endpoints", status_code=201, response_model=EndpointCreated, summary="Register an endpoint",

@@ -22,7 +22,8 @@ class EndpointCreate(BaseModel):
     url: Url = Field(description="http(s) URL on a public address (checked after DNS resolution too)")
     description: Description = ""
     event_types: EventTypes = Field(default_factory=lambda: list(SUBSCRIBABLE),
-                                    description="The notification types to receive (default: all)")
+                                    description="The notification types to receive (default: every subscribable one, "
+                                                "GET /v1/webhooks/event-types)")
 
 
 class EndpointUpdate(BaseModel):
@@ -139,3 +140,5 @@ class Replayed(BaseModel):
 class NotificationType(BaseModel):
     type: str
     description: str
+    subscribable: bool = Field(description="May be named in an endpoint's `event_types`; `webhook.ping` may not: "
+                                           "it is sent only when asked for, whatever the endpoint's types")

@@ -3,7 +3,7 @@
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Column, Date, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Column, Date, Index, Integer, PrimaryKeyConstraint, String, Text
 from sqlmodel import Field
 
 from services.intake.base import IntakeModel
@@ -19,16 +19,20 @@ class FindingState(StrEnum):
 
 
 class LedgerEntry(IntakeModel, table=True):
-    """A finding and where its rectification stands (整改台账)."""
+    """A finding and where its rectification stands (整改台账).
+
+    Its id is the partner's, unique within its county only: another county may use the same one.
+    """
 
     __tablename__ = "finding"
     __table_args__ = (
+        PrimaryKeyConstraint("finding_id", "region_code"),
         Index("ix_finding_region_code_state", "region_code", "state"),
         Index("ix_finding_prefecture_code_state", "prefecture_code", "state"),
         Index("ix_finding_deadline", "deadline"),
     )
 
-    finding_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    finding_id: str = Field(sa_column=Column(String(64), nullable=False))
     region_code: str = Field(sa_column=Column(String(6), nullable=False))
     prefecture_code: str = Field(sa_column=Column(String(6), nullable=False))
     inspection_id: str = Field(sa_column=Column(String(64), nullable=False))
@@ -61,21 +65,24 @@ class LedgerTransition(IntakeModel, table=True):
 
     sequence: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     finding_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    region_code: str = Field(sa_column=Column(String(6), nullable=False))
     event_type: str = Field(sa_column=Column(String(64), nullable=False))
     from_state: str | None = Field(default=None, sa_column=Column(String(16)))
     to_state: str = Field(sa_column=Column(String(16), nullable=False))
     occurred_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 
 
-Index("ix_finding_transition_finding_id", LedgerTransition.__table__.c.finding_id)
+Index("ix_finding_transition_finding_id_region_code", LedgerTransition.__table__.c.finding_id,
+      LedgerTransition.__table__.c.region_code)
 
 
 class HouseholdRisk(IntakeModel, table=True):
-    """防返贫 monitoring: whether a household is currently flagged."""
+    """防返贫 monitoring: whether a household is currently flagged (its id is unique within its county)."""
 
     __tablename__ = "household_risk"
+    __table_args__ = (PrimaryKeyConstraint("household_id", "region_code"),)
 
-    household_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    household_id: str = Field(sa_column=Column(String(64), nullable=False))
     region_code: str = Field(sa_column=Column(String(6), nullable=False))
     flagged: bool
     last_sequence: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -3,7 +3,7 @@
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import BigInteger, Column, Index, Integer, String, Text, Uuid
+from sqlalchemy import BigInteger, Column, Index, Integer, PrimaryKeyConstraint, String, Text, Uuid
 from sqlmodel import Field
 
 from services.intake.base import IntakeModel
@@ -53,11 +53,12 @@ class ChainHead(IntakeModel, table=True):
 
 
 class NaturalKey(IntakeModel, table=True):
-    """Client ids that must be unique across events (an inspection_id, a check_id)."""
+    """Client ids that must be unique across a county's events (an inspection_id, a check_id)."""
 
     __tablename__ = "natural_key"
+    __table_args__ = (PrimaryKeyConstraint("kind", "key", "region_code"),)
 
-    kind: str = Field(sa_column=Column(String(32), primary_key=True))
-    key: str = Field(sa_column=Column(String(64), primary_key=True))
+    kind: str = Field(sa_column=Column(String(32), nullable=False))
+    key: str = Field(sa_column=Column(String(64), nullable=False))
     region_code: str = Field(sa_column=Column(String(6), nullable=False))
     sequence: int = Field(sa_column=Column(BigInteger, nullable=False))

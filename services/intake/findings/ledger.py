@@ -6,6 +6,10 @@ the middle of a batch, changes nothing.
 
 Handlers read through `Lookups`, which loads everything a batch refers to in a few queries
 up front and then sees the batch's own additions: no query (and no autoflush) per event.
+
+The ids partners choose (inspection, daily check, finding, household) are unique within a
+county: everything is looked up by (event.region_code, id), so an id another county uses is,
+to an event, one that does not exist: no conflict, and no answer that tells the two apart.
 """
 
 from collections.abc import Callable, Iterable
@@ -34,7 +38,8 @@ NATURAL_KEYS: dict[str, tuple[str, Callable[[Any], str]]] = {
 _FINDING = LedgerEntry.__table__
 # what a transition changes: written back with one UPDATE per changed finding, all in one executemany
 _MUTABLE = ("state", "state_changed_at", "last_sequence", "reports", "rejections", "dispute_decided", "resolved_at")
-_UPDATE_FINDING = (update(_FINDING).where(_FINDING.c.finding_id == bindparam("b_finding_id"))
+_UPDATE_FINDING = (update(_FINDING).where(_FINDING.c.region_code == bindparam("b_region_code"),
+                                           _FINDING.c.finding_id == bindparam("b_finding_id"))
                    .values({c: bindparam(f"b_{c}") for c in _MUTABLE}))
 
 
@@ -70,9 +75,10 @@ class Lookups:
     """Intake state a batch of events refers to, loaded at once and kept current in memory."""
 
     session: Session
-    natural_keys: dict[tuple[str, str], int] = field(default_factory=dict)
-    findings: dict[str, Finding | None] = field(default_factory=dict)
-    households: dict[str, HouseholdRisk | None] = field(default_factory=dict)
+    # (kind, region_code, id) and (region_code, id): an id is a county's own
+    natural_keys: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    findings: dict[tuple[str, str], Finding | None] = field(default_factory=dict)
+    households: dict[tuple[str, str], HouseholdRisk | None] = field(default_factory=dict)
     regions: dict[str, Region | None] = field(default_factory=dict)
     new_keys: list[dict[str, Any]] = field(default_factory=list)
     new_findings: list[Finding] = field(default_factory=list)
@@ -84,32 +90,38 @@ class Lookups:
         for e in events:
             if e.type in NATURAL_KEYS:
                 kind, of = NATURAL_KEYS[e.type]
-                keys.add((kind, of(e.payload)))
+                keys.add((kind, e.region_code, of(e.payload)))
             if e.type == "inspection.recorded":
-                finding_ids.update(f.finding_id for f in e.payload.findings)
+                finding_ids.update((e.region_code, f.finding_id) for f in e.payload.findings)
             elif e.type in TRANSITIONS:
-                finding_ids.add(e.payload.finding_id)
+                finding_ids.add((e.region_code, e.payload.finding_id))
             elif e.type.startswith("return_risk."):
-                households.add(e.payload.household_id)
+                households.add((e.region_code, e.payload.household_id))
             elif e.type == "county.status_changed":
                 regions.add(e.region_code)
         lookups = cls(session)
-        for kind in {k for k, _ in keys}:
-            for where in members(session, NaturalKey.key, sorted(key for k, key in keys if k == kind)):
-                rows = session.execute(select(NaturalKey.key, NaturalKey.sequence)
+        # Each look-up is of the ids alone (the keys' leading columns, one array parameter on
+        # PostgreSQL: see keyset), and keeps the rows of the counties that asked; a row of the
+        # same id in another county is read and dropped, as if it were not there.
+        for kind in {k for k, _, _ in keys}:
+            for where in members(session, NaturalKey.key, sorted({key for k, _, key in keys if k == kind})):
+                rows = session.execute(select(NaturalKey.region_code, NaturalKey.key, NaturalKey.sequence)
                                        .where(NaturalKey.kind == kind, where))
-                lookups.natural_keys.update({(kind, key): seq for key, seq in rows})
+                lookups.natural_keys.update({(kind, region, key): seq for region, key, seq in rows
+                                             if (kind, region, key) in keys})
         lookups.findings = dict.fromkeys(finding_ids)
         c = _FINDING.c
-        for where in members(session, c.finding_id, sorted(finding_ids)):
+        for where in members(session, c.finding_id, sorted({finding_id for _, finding_id in finding_ids})):
             for row in session.execute(select(c.finding_id, c.region_code, c.state, c.state_changed_at, c.reports,
                                               c.rejections, c.dispute_decided, c.resolved_at, c.last_sequence)
                                        .where(where)):
-                lookups.findings[row.finding_id] = Finding(*row)
+                if (row.region_code, row.finding_id) in finding_ids:
+                    lookups.findings[(row.region_code, row.finding_id)] = Finding(*row)
         lookups.households = dict.fromkeys(households)
-        for where in members(session, HouseholdRisk.household_id, sorted(households)):
-            for h in session.execute(select(HouseholdRisk).where(where)).scalars():
-                lookups.households[h.household_id] = h
+        for where in members(session, HouseholdRisk.household_id, sorted({h for _, h in households})):
+            for household in session.execute(select(HouseholdRisk).where(where)).scalars():
+                if (household.region_code, household.household_id) in households:
+                    lookups.households[(household.region_code, household.household_id)] = household
         lookups.regions = {code: session.get(Region, code) for code in regions}
         return lookups
 
@@ -117,7 +129,8 @@ class Lookups:
         """Write what handlers added and changed as plain rows (households and regions flush with the session)."""
         insert_rows(self.session, NaturalKey.__table__, self.new_keys)
         insert_rows(self.session, _FINDING, [{**f.row, **f.mutable()} for f in self.new_findings if f.row])
-        changed = [{f"b_{k}": v for k, v in f.mutable().items()} | {"b_finding_id": f.finding_id}
+        changed = [{f"b_{k}": v for k, v in f.mutable().items()}
+                   | {"b_region_code": f.region_code, "b_finding_id": f.finding_id}
                    for f in self.findings.values() if f is not None and f.changed and f.row is None]
         if changed:
             self.session.execute(_UPDATE_FINDING, changed)
@@ -149,21 +162,22 @@ def _nothing() -> None:
     return None
 
 
-def _natural_key_free(ctx: Context, kind: str, key: str) -> None:
-    sequence = ctx.lookups.natural_keys.get((kind, key))
+def _natural_key_free(ctx: Context, kind: str, key: str, region_code: str) -> None:
+    sequence = ctx.lookups.natural_keys.get((kind, region_code, key))
     if sequence is not None:
         raise conflict(f"{kind} {key!r} was already recorded by the event at sequence {sequence}; "
                        "send a new id for a new record", **{f"{kind}_id": key, "sequence": sequence})
 
 
 def _take_natural_key(ctx: Context, kind: str, key: str, region_code: str) -> None:
-    ctx.lookups.natural_keys[(kind, key)] = ctx.sequence
+    ctx.lookups.natural_keys[(kind, region_code, key)] = ctx.sequence
     ctx.lookups.new_keys.append({"kind": kind, "key": key, "region_code": region_code, "sequence": ctx.sequence})
 
 
 def _transition(ctx: Context, finding_id: str, event: Envelope, from_state: str | None,
                 to_state: FindingState) -> None:
-    ctx.lookups.new_transitions.append({"sequence": ctx.sequence, "finding_id": finding_id, "event_type": event.type,
+    ctx.lookups.new_transitions.append({"sequence": ctx.sequence, "finding_id": finding_id,
+                                        "region_code": event.region_code, "event_type": event.type,
                                         "from_state": from_state, "to_state": to_state,
                                         "occurred_at": event.occurred_at})
 
@@ -173,10 +187,12 @@ def _transition(ctx: Context, finding_id: str, event: Envelope, from_state: str 
 
 def inspection_recorded(event: v1.InspectionRecorded, ctx: Context) -> Apply:
     p = event.payload
-    _natural_key_free(ctx, "inspection", p.inspection_id)
-    taken = sorted(f.finding_id for f in p.findings if ctx.lookups.findings.get(f.finding_id) is not None)
+    _natural_key_free(ctx, "inspection", p.inspection_id, event.region_code)
+    taken = sorted(f.finding_id for f in p.findings
+                   if ctx.lookups.findings.get((event.region_code, f.finding_id)) is not None)
     if taken:
-        raise conflict(f"finding ids already in the ledger: {', '.join(taken)}", finding_ids=taken)
+        raise conflict(f"finding ids already in the ledger of county {event.region_code}: {', '.join(taken)}",
+                       finding_ids=taken)
 
     def apply() -> None:
         _take_natural_key(ctx, "inspection", p.inspection_id, event.region_code)
@@ -191,7 +207,7 @@ def inspection_recorded(event: v1.InspectionRecorded, ctx: Context) -> Apply:
                                 "household_id": f.household_id, "responsible_unit": f.responsible_unit,
                                 "responsible_person": f.responsible_person, "deadline": f.deadline,
                                 "found_at": event.occurred_at})
-            ctx.lookups.findings[f.finding_id] = entry
+            ctx.lookups.findings[(event.region_code, f.finding_id)] = entry
             ctx.lookups.new_findings.append(entry)
             _transition(ctx, f.finding_id, event, None, FindingState.open)
 
@@ -212,9 +228,8 @@ TRANSITIONS: dict[str, tuple[frozenset[FindingState], FindingState, str]] = {
 def finding_transition(event: Envelope, ctx: Context) -> Apply:
     allowed, to_state, action = TRANSITIONS[event.type]
     finding_id = event.payload.finding_id  # type: ignore[attr-defined]
-    entry = ctx.lookups.findings.get(finding_id)
-    if entry is None or entry.region_code != event.region_code:
-        # the same words whether it exists in another county or nowhere: the sender's key may not see it
+    entry = ctx.lookups.findings.get((event.region_code, finding_id))
+    if entry is None:
         raise conflict(f"finding {finding_id!r} is not in the ledger of county {event.region_code}; it must first "
                        "be recorded there by an inspection.recorded event", finding_id=finding_id, current_state=None)
     if entry.state not in allowed:
@@ -254,7 +269,7 @@ def finding_transition(event: Envelope, ctx: Context) -> Apply:
 
 
 def daily_check_recorded(event: v1.DailyCheckRecorded, ctx: Context) -> Apply:
-    _natural_key_free(ctx, "daily_check", event.payload.check_id)
+    _natural_key_free(ctx, "daily_check", event.payload.check_id, event.region_code)
 
     def apply() -> None:
         _take_natural_key(ctx, "daily_check", event.payload.check_id, event.region_code)
@@ -280,17 +295,14 @@ def county_status_changed(event: v1.CountyStatusChanged, ctx: Context) -> Apply:
 
 
 def return_risk_flagged(event: v1.ReturnRiskFlagged, ctx: Context) -> Apply:
-    household = ctx.lookups.households.get(event.payload.household_id)
-    if household is not None and household.region_code != event.region_code:
-        raise conflict(f"household {household.household_id!r} is not a household of county {event.region_code}",
-                       household_id=household.household_id)
+    household = ctx.lookups.households.get((event.region_code, event.payload.household_id))
 
     def apply() -> None:
         if household is None:
             new = HouseholdRisk(household_id=event.payload.household_id, region_code=event.region_code,
                                 flagged=True, last_sequence=ctx.sequence)
             ctx.lookups.session.add(new)
-            ctx.lookups.households[new.household_id] = new
+            ctx.lookups.households[(new.region_code, new.household_id)] = new
         else:  # flagged again (new reasons) or flagged after being cleared
             household.flagged, household.last_sequence = True, ctx.sequence
 
@@ -298,13 +310,11 @@ def return_risk_flagged(event: v1.ReturnRiskFlagged, ctx: Context) -> Apply:
 
 
 def return_risk_cleared(event: v1.ReturnRiskCleared, ctx: Context) -> Apply:
-    household = ctx.lookups.households.get(event.payload.household_id)
+    household = ctx.lookups.households.get((event.region_code, event.payload.household_id))
     if household is None or not household.flagged:
-        raise conflict(f"household {event.payload.household_id!r} is not flagged at risk, so it cannot be cleared",
+        raise conflict(f"household {event.payload.household_id!r} is not flagged at risk in county "
+                       f"{event.region_code}, so it cannot be cleared",
                        household_id=event.payload.household_id, flagged=False)
-    if household.region_code != event.region_code:
-        raise conflict(f"household {household.household_id!r} is not a household of county {event.region_code}",
-                       household_id=household.household_id)
 
     def apply() -> None:
         household.flagged, household.last_sequence = False, ctx.sequence

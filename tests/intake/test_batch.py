@@ -37,7 +37,7 @@ def test_batch_with_good_and_bad_items(client):
     assert body["results"][6]["sequence"] == body["results"][0]["sequence"] == 1
     stored = client.get("/v1/events").json()["items"]
     assert [e["event_id"] for e in stored] == [items[0]["event_id"], items[1]["event_id"]]
-    assert client.get(f"/v1/findings/{good['finding_id']}").json()["state"] == "reported"
+    assert client.get(f"/v1/findings/{f.COUNTY}/{good['finding_id']}").json()["state"] == "reported"
 
 
 def test_rejected_item_in_the_middle_leaves_no_trace(client):

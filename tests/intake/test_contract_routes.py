@@ -21,8 +21,8 @@ def test_every_sample_is_accepted_in_a_story(client):
     verified = {**schemas.sample("rectification.verified", 1), "event_id": "22222222-2222-4222-8222-222222222222",
                 "occurred_at": "2026-03-28T10:00:00+08:00"}
     assert client.post("/v1/events", json=verified).status_code == 201
-    assert client.get("/v1/findings/F-513431-2026-0001").json()["state"] == "verified"
-    assert client.get("/v1/findings/F-513431-2026-0002").json()["state"] == "open"
+    assert client.get("/v1/findings/513431/F-513431-2026-0001").json()["state"] == "verified"
+    assert client.get("/v1/findings/513431/F-513431-2026-0002").json()["state"] == "open"
     disputed = {**schemas.sample("finding.disputed", 1), "event_id": "33333333-3333-4333-8333-333333333333"}
     assert client.post("/v1/events", json=disputed).status_code == 409  # upheld before: final
 

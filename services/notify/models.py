@@ -44,7 +44,9 @@ class Message(NotifyModel, table=True):
     type: str = Field(sa_column=Column(String(64), nullable=False))
     region_code: str = Field(sa_column=Column(String(6), nullable=False))
     dedupe_key: str | None = Field(default=None, sa_column=Column(String(300), unique=True),
-                                   description="type + source ids: a redelivered source makes no second message")
+                                   description="type + source ids: a redelivered source makes no second message "
+                                               "(a finding's: type:county/finding_id; type:finding_id before "
+                                               "finding ids were per county, still recognised)")
     body: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 
@@ -87,13 +89,15 @@ class Attempt(NotifyModel, table=True):
 
 class TrackedFinding(NotifyModel, table=True):
     """A finding's deadline and state, kept from intake's events: scoring's score messages name
-    no single finding when a day passes, so notify watches the deadlines itself."""
+    no single finding when a day passes, so notify watches the deadlines itself.
+
+    Keyed by county and finding id: partners choose finding ids, unique within a county only."""
 
     __tablename__ = "tracked_finding"
     __table_args__ = (Index("ix_tracked_finding_watch", "overdue_notified", "deadline"),)
 
+    region_code: str = Field(sa_column=Column(String(6), primary_key=True), description="the county")
     finding_id: str = Field(sa_column=Column(String(64), primary_key=True))
-    region_code: str = Field(sa_column=Column(String(6), nullable=False))
     inspection_id: str = Field(sa_column=Column(String(64), nullable=False))
     severity: str = Field(sa_column=Column(String(16), nullable=False))
     deadline: date = Field(sa_column=Column(Date, nullable=False))

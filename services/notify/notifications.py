@@ -3,6 +3,12 @@
 One handler per topic (and per intake event type) turns a consumed message into notifications
 and finding-deadline updates; each notification carries a dedupe key made of its type and the
 source's ids, so a redelivered source message never makes a second notification.
+
+Finding ids are unique within a county only (two counties may each have an F-0001): a finding's
+notifications are keyed `type:county/finding_id`. Those stored before that rule were keyed
+`type:finding_id` (ids were then unique everywhere); such a key, with the same county, still
+names the same finding (`legacy_key`), so re-reading old events makes no second message. The
+`/` cannot occur in a finding id, so no new key is ever an old one.
 """
 
 from collections.abc import Callable
@@ -39,6 +45,7 @@ class Notification:
     dedupe_key: str | None
     timestamp: datetime
     data: dict[str, Any]
+    legacy_key: str | None = None  # the dedupe key it had before finding ids were per county
 
     def body(self) -> bytes:
         """The webhook body: fixed once, sent as the same bytes on every attempt."""
@@ -49,6 +56,7 @@ class Notification:
 class Transition:
     """A finding's new rectification state, from an intake event."""
 
+    region_code: str  # the county: finding ids are unique within a county only
     finding_id: str
     state: str
     on: date  # the local day it happened
@@ -104,19 +112,27 @@ def _inspection(event: v1.InspectionRecorded, batch: Batch, tz: ZoneInfo) -> Non
                                "overdue_notified": False})
         if f.severity.value != "critical":
             continue
-        batch.notifications.append(Notification(CRITICAL, event.region_code, f"{CRITICAL}:{f.finding_id}",
+        batch.notifications.append(Notification(CRITICAL, event.region_code, finding_key(CRITICAL, event.region_code,
+                                                                                          f.finding_id),
                                                 event.occurred_at, {
             "finding_id": f.finding_id, "inspection_id": p.inspection_id, "event_id": str(event.event_id),
             "region_code": event.region_code, "severity": "critical", "category": f.category.value,
             "indicator": f.indicator.value, "mode": p.mode.value, "village_id": f.village_id,
             "household_id": f.household_id, "responsible_unit": f.responsible_unit,
             "deadline": f.deadline.isoformat(), "description": f.description[:DESCRIPTION_CHARS],
-            "occurred_at": registry.iso_utc(event.occurred_at)}))
+            "occurred_at": registry.iso_utc(event.occurred_at)}, f"{CRITICAL}:{f.finding_id}"))
+
+
+def finding_key(type_: str, region_code: str, finding_id: str) -> str:
+    """The dedupe key of a finding's notification: its county and id (ids are unique per county;
+    `/` is in no id, so this is never the key a finding had before, `type:finding_id`)."""
+    return f"{type_}:{region_code}/{finding_id}"
 
 
 def _transition(state: str) -> Callable[[Any, Batch, ZoneInfo], None]:
     def handle(event: Any, batch: Batch, tz: ZoneInfo) -> None:
-        batch.transitions.append(Transition(event.payload.finding_id, state, event.occurred_at.astimezone(tz).date()))
+        batch.transitions.append(Transition(event.region_code, event.payload.finding_id, state,
+                                            event.occurred_at.astimezone(tz).date()))
 
     return handle
 
@@ -162,11 +178,12 @@ def _intake(value: bytes | None, batch: Batch, tz: ZoneInfo) -> None:
 def overdue(finding: dict[str, Any], tz: ZoneInfo) -> Notification:
     """A finding whose deadline passed: overdue from the start of the next local day."""
     since = datetime.combine(finding["deadline"] + timedelta(days=1), time(), tz)
-    return Notification(OVERDUE, finding["region_code"], f"{OVERDUE}:{finding['finding_id']}", since, {
+    key = finding_key(OVERDUE, finding["region_code"], finding["finding_id"])
+    return Notification(OVERDUE, finding["region_code"], key, since, {
         "finding_id": finding["finding_id"], "inspection_id": finding["inspection_id"],
         "region_code": finding["region_code"], "severity": finding["severity"], "state": finding["state"],
         "deadline": finding["deadline"].isoformat(), "responsible_unit": finding["responsible_unit"],
-        "overdue_since": registry.iso_utc(since)})
+        "overdue_since": registry.iso_utc(since)}, f"{OVERDUE}:{finding['finding_id']}")
 
 
 # ---- scores and standings --------------------------------------------------------------------

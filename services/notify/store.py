@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, tuple_, update
 from sqlmodel import Session
 
 from services.kit.access.principal import region_prefix
@@ -44,23 +44,24 @@ def write(session: Session, batch: Batch, tz: ZoneInfo, now: datetime) -> int:
 
 def track(session: Session, batch: Batch, tz: ZoneInfo) -> list[Notification]:
     """Remember new findings and apply state changes; a finding verified after its deadline passed
-    was overdue even if no tick saw it (the worker was down): it is notified now."""
-    ids = sorted({f["finding_id"] for f in batch.findings} | {t.finding_id for t in batch.transitions})
-    if not ids:
+    was overdue even if no tick saw it (the worker was down): it is notified now. A finding is
+    its county's: (region_code, finding_id), finding ids being unique within a county only."""
+    keys = sorted({(f["region_code"], f["finding_id"]) for f in batch.findings}
+                  | {(t.region_code, t.finding_id) for t in batch.transitions})
+    if not keys:
         return []
-    known = {f.finding_id: f for f in session.execute(
-        select(TrackedFinding).where(TrackedFinding.finding_id.in_(ids))).scalars()}
+    known = _tracked(session, keys)
     new = {}
     for f in batch.findings:
-        if f["finding_id"] not in known and f["finding_id"] not in new:
-            new[f["finding_id"]] = f
+        key = (f["region_code"], f["finding_id"])
+        if key not in known and key not in new:
+            new[key] = f
     if new:
         session.execute(insert(TrackedFinding.__table__), list(new.values()))
-        known.update({f.finding_id: f for f in session.execute(
-            select(TrackedFinding).where(TrackedFinding.finding_id.in_(sorted(new)))).scalars()})
+        known.update(_tracked(session, sorted(new)))
     late: list[Notification] = []
     for t in batch.transitions:
-        f = known.get(t.finding_id)
+        f = known.get((t.region_code, t.finding_id))
         if f is None:
             continue  # its inspection came before this database started reading
         if t.state == "verified" and f.state in WATCHED and not f.overdue_notified and t.on > f.deadline:
@@ -69,6 +70,13 @@ def track(session: Session, batch: Batch, tz: ZoneInfo) -> list[Notification]:
         f.state = t.state
     session.flush()
     return late
+
+
+def _tracked(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], TrackedFinding]:
+    """The tracked findings of these (county, finding id) keys."""
+    key = tuple_(TrackedFinding.region_code, TrackedFinding.finding_id)
+    return {(f.region_code, f.finding_id): f for f in session.execute(
+        select(TrackedFinding).where(key.in_(keys))).scalars()}
 
 
 def _finding_dict(f: TrackedFinding) -> dict[str, Any]:
@@ -82,20 +90,30 @@ def overdue_now(session: Session, today: date, tz: ZoneInfo, limit: int = 5000) 
         TrackedFinding.overdue_notified.is_(False), TrackedFinding.deadline < today,
         TrackedFinding.state.in_(WATCHED)).order_by(TrackedFinding.deadline).limit(limit)).scalars().all()
     if rows:
-        session.execute(update(TrackedFinding).where(TrackedFinding.finding_id.in_([r.finding_id for r in rows]))
+        key = tuple_(TrackedFinding.region_code, TrackedFinding.finding_id)
+        session.execute(update(TrackedFinding).where(key.in_([(r.region_code, r.finding_id) for r in rows]))
                         .values(overdue_notified=True))
     return [overdue(_finding_dict(r), tz) for r in rows]
 
 
 def record(session: Session, notifications: list[Notification], now: datetime) -> int:
-    """Store each notification once (a known dedupe key is skipped) with one pending delivery per
-    enabled endpoint whose region covers it and whose filter includes its type."""
+    """Store each notification once (a known dedupe key is skipped, or its legacy key stored for
+    the same region) with one pending delivery per enabled endpoint whose region covers it and
+    whose filter includes its type."""
     fresh: dict[str, Notification] = {}
     for n in notifications:
         fresh.setdefault(n.dedupe_key or new_message_id(), n)
     keys = [k for k, n in fresh.items() if n.dedupe_key]
     if keys:
-        seen = set(session.execute(select(Message.dedupe_key).where(Message.dedupe_key.in_(keys))).scalars())
+        # a legacy key (type:finding_id) is another county's finding unless stored for this county
+        legacy: dict[str, list[str]] = {}
+        for k in keys:
+            if (old := fresh[k].legacy_key) is not None:
+                legacy.setdefault(old, []).append(k)
+        stored = session.execute(select(Message.dedupe_key, Message.region_code)
+                                 .where(Message.dedupe_key.in_(keys + sorted(legacy)))).all()
+        seen = {key for key, _ in stored}
+        seen |= {k for old, region in stored for k in legacy.get(old, ()) if fresh[k].region_code == region}
         fresh = {k: n for k, n in fresh.items() if k not in seen}
     if not fresh:
         return 0

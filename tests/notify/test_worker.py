@@ -207,7 +207,7 @@ def test_a_worker_killed_while_deliveries_are_pending_loses_nothing(notify_db, a
 def critical_findings(db) -> list[str]:
     with Session(db.engine) as s:
         keys = s.execute(select(Message.dedupe_key).where(Message.type == "finding.critical_recorded")).scalars()
-        return sorted(k.rsplit(":", 1)[1] for k in keys)
+        return sorted(k.rsplit("/", 1)[1] for k in keys)  # type:county/finding_id
 
 
 def test_a_worker_started_after_the_broker_lost_its_log_catches_up_from_intakes_export(
@@ -255,4 +255,4 @@ def test_a_worker_started_after_the_broker_lost_its_log_catches_up_from_intakes_
             finally:
                 sources.close()
     with Session(notify_db.engine) as s:
-        assert s.get(TrackedFinding, "B-1") is not None
+        assert s.get(TrackedFinding, (f.COUNTY, "B-1")) is not None

@@ -43,7 +43,8 @@ def assert_matches_clean_recomputation(intake: Database, scoring: Database) -> E
             lost = 100 - orjson.loads(rows[(county, year)].components)[component]
             assert abs(lost + points) < 1e-6, (county, year, component)
     # team points are stored per county (each worker writes its counties'): their sums are the teams'
-    teams = {f.team_id for f in clean.findings.values()} | {a[0] for a in clean.absences}
+    teams = ({f.team_id for in_county in clean.findings.values() for f in in_county.values()}
+             | {a[0] for a in clean.absences})
     stored: dict[str, list[int]] = {}
     for r in team_rows:
         unapproved = sum(orjson.loads(r.absences).values())

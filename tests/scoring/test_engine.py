@@ -156,3 +156,29 @@ def test_inspector_points(engine):
     points = engine.inspector_points("t7")
     assert points["points"] == 2 - 2 and points["findings_credited"] == 2
     assert points["inspectors"] == {"i1": {"points": -2, "unapproved_absences": 1}}
+
+
+@pytest.mark.parametrize("ids", [("F-0001", "F-0001"), ("F-0001", "F-0002")], ids=["shared", "distinct"])
+def test_each_county_acts_on_its_own_finding_of_a_shared_id(engine, ids):
+    # finding and household ids are unique per county: 513432's F-0001 is not 513431's
+    a, b = ids
+    deadline = T0.date() + timedelta(days=5)
+    engine.apply(inspection(finding(a, severity="critical", indicator="housing", deadline=deadline), county="513431"))
+    engine.apply(inspection(finding(b, severity="minor", deadline=deadline), county="513432", team="team-2"))
+    engine.apply(step("finding.disputed", a, county="513431"))
+    engine.apply(step("finding.withdrawn", a, county="513431", at=T0 + timedelta(days=2)))
+    engine.apply(step("rectification.reported", b, county="513432"))
+    engine.apply(step("rectification.rejected", b, county="513432", at=T0 + timedelta(days=2)))
+    engine.apply(record("return_risk.flagged", {"household_id": "H-1", "reasons": ["r"]}, county="513431"))
+    engine.apply(record("return_risk.flagged", {"household_id": "H-1", "reasons": ["r"]}, county="513432"))
+    engine.apply(record("return_risk.cleared", {"household_id": "H-1"}, county="513432"))
+    late = engine.advance(T0 + timedelta(days=20))
+    first, second = engine.score("513431", 2026), engine.score("513432", 2026)
+    # 513431: its critical finding withdrawn (no deduction, no gate), its household still flagged
+    assert (first.components["inspections"], first.components["rectification"], first.gated) == (100.0, 100.0, False)
+    assert first.components["daily_management"] < 100.0
+    # 513432: its minor finding counts, rejected once and overdue; its household cleared
+    assert second.components["inspections"] == 100 - 2.0 and second.components["daily_management"] == 100.0
+    assert second.components["rectification"] < 100.0
+    assert {(c.region_code, c.component) for c in late} == {("513432", "rectification")}
+    assert engine.team_points("team-1", "513431")[0] == 0 and engine.team_points("team-2", "513432")[0] == 1

@@ -1,10 +1,12 @@
 """Properties of the engine over random event histories (hypothesis)."""
 
+from dataclasses import replace
 from datetime import timedelta
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from services.events.registry import Recorded
 from services.events.vocabulary import FindingCategory, Indicator, Severity
 from services.scoring.engine.engine import COMPONENTS, DEDUCTED, Engine
 from services.scoring.policy.model import shipped
@@ -25,10 +27,14 @@ TO = {"rectification.reported": "reported", "rectification.verified": "verified"
 
 @st.composite
 def histories(draw, max_steps=40):
-    """(records, clock ticks): a valid history over ~two years, and times the clock advanced to."""
+    """(records, clock ticks): a valid history over ~two years, and times the clock advanced to.
+
+    Finding and household ids are numbered per county, as partners choose them (unique within a
+    county only): the counties' F0, F1, … are the same ids."""
     at = T0
-    findings: dict[str, tuple[str, str, bool]] = {}  # id → (county, state, decided)
-    flagged: dict[str, str] = {}
+    findings: dict[tuple[str, str], tuple[str, bool]] = {}  # (county, id) → (state, decided)
+    numbered: dict[str, int] = {}  # county → findings recorded
+    flagged: set[tuple[str, str]] = set()
     status = dict(STATUSES)
     records, ticks = [], []
     for i in range(draw(st.integers(1, max_steps))):
@@ -37,26 +43,27 @@ def histories(draw, max_steps=40):
         kind = draw(st.sampled_from(["inspection", "step", "step", "daily", "year_end", "status", "risk",
                                      "absence", "tick"]))
         if kind == "inspection":
-            fs = [finding(f"F{i}-{j}", severity=draw(st.sampled_from(list(Severity))).value,
+            fs = [finding(f"F{numbered.get(county, 0) + j}", severity=draw(st.sampled_from(list(Severity))).value,
                           category=draw(st.sampled_from(list(FindingCategory))).value,
                           indicator=draw(st.sampled_from(list(Indicator))).value,
                           deadline=(at + timedelta(days=draw(st.integers(0, 60)))).date() + timedelta(days=1))
                   for j in range(draw(st.integers(0, 3)))]
             records.append(inspection(*fs, county=county, at=at, households=draw(st.integers(0, 300)),
                                       team=draw(st.sampled_from(["t1", "t2"]))))
+            numbered[county] = numbered.get(county, 0) + len(fs)
             for f in fs:
-                findings[f["finding_id"]] = (county, "open", False)
+                findings[(county, f["finding_id"])] = ("open", False)
         elif kind == "step":
-            movable = [(fid, c, s, d) for fid, (c, s, d) in sorted(findings.items()) if NEXT[s]]
+            movable = [(c, fid, s, d) for (c, fid), (s, d) in sorted(findings.items()) if NEXT[s]]
             if not movable:
                 continue
-            fid, c, s, decided = draw(st.sampled_from(movable))
+            c, fid, s, decided = draw(st.sampled_from(movable))
             moves = [m for m in NEXT[s] if not (m == "finding.disputed" and decided)]
             if not moves:
                 continue
             move = draw(st.sampled_from(moves))
             records.append(step(move, fid, county=c, at=at))
-            findings[fid] = (c, TO[move], decided or move == "finding.upheld")
+            findings[(c, fid)] = (TO[move], decided or move == "finding.upheld")
         elif kind == "daily":
             checked = draw(st.integers(1, 50))
             records.append(record("daily_check.recorded", {"check_id": f"D{i}", "kind": draw(st.sampled_from(
@@ -71,14 +78,14 @@ def histories(draw, max_steps=40):
                                                             else None}, county=county, at=at))
             status[county] = new
         elif kind == "risk":
-            household = f"H{draw(st.integers(0, 3))}-{county}"
-            if household in flagged:
+            household = f"H{draw(st.integers(0, 3))}"
+            if (county, household) in flagged:
                 records.append(record("return_risk.cleared", {"household_id": household}, county=county, at=at))
-                del flagged[household]
+                flagged.discard((county, household))
             else:
                 records.append(record("return_risk.flagged", {"household_id": household, "reasons": ["r"]},
                                       county=county, at=at))
-                flagged[household] = county
+                flagged.add((county, household))
         elif kind == "absence":
             absence = {"team_id": "t1", "inspector_id": "i1", "approved": draw(st.booleans())}
             records.append(record("inspector.absence_recorded", absence, county=county, at=at))
@@ -187,3 +194,30 @@ def test_team_changes_name_every_pair_whose_points_an_event_moved(history):
             step(lambda: engine.advance(tick_at[i]))  # time passing a deadline credits a finding
         step(lambda: engine.apply(r))
     step(lambda: engine.advance(end))
+
+
+def distinct_ids(r: Recorded) -> Recorded:
+    """`r` with its finding and household ids made unique across counties (the county prefixed)."""
+    event, county = r.event, r.event.region_code
+    payload = event.payload
+    if hasattr(payload, "findings"):
+        findings = [f.model_copy(update={"finding_id": f"{county}-{f.finding_id}"}) for f in payload.findings]
+        payload = payload.model_copy(update={"findings": findings})
+    elif hasattr(payload, "finding_id"):
+        payload = payload.model_copy(update={"finding_id": f"{county}-{payload.finding_id}"})
+    elif hasattr(payload, "household_id"):
+        payload = payload.model_copy(update={"household_id": f"{county}-{payload.household_id}"})
+    return replace(r, event=event.model_copy(update={"payload": payload}))
+
+
+@PROPERTY
+@given(histories())
+def test_counties_sharing_an_id_score_as_if_their_ids_differed(history):
+    # finding and household ids are unique per county only: each county's events act on its own
+    # F0 and H0, so scores, team points and explanations are those of the same history with ids
+    # unique across counties
+    records, ticks, end = history
+    shared, shared_changes = run(records, ticks, end)
+    distinct, distinct_changes = run([distinct_ids(r) for r in records], ticks, end)
+    assert everything(shared) == everything(distinct)
+    assert shared_changes == distinct_changes

@@ -34,7 +34,7 @@ class Change(NamedTuple):
     component: Component
     points: float
     rule: str
-    cause: str  # an event_id, or "deadline:<finding_id>" for time passing
+    cause: str  # an event_id, or "deadline" for time passing
     policy_id: str
     at: datetime
 
@@ -61,10 +61,9 @@ class Kind:
 
 @dataclass(slots=True)
 class Finding:
-    """One finding (a national year holds hundreds of thousands: its id is its key in
-    `Engine.findings`, not a field)."""
+    """One finding (a national year holds hundreds of thousands: its county and id are its keys
+    in `Engine.findings`, not fields)."""
 
-    county: str
     year: int
     team_id: str
     kind: Kind
@@ -156,14 +155,17 @@ class Engine:
         self.status_changes: dict[str, list[tuple[datetime, str]]] = {}
         self.applied = Ids()  # event ids
         self.years: dict[tuple[str, int], CountyYear] = {}
-        self.findings: dict[str, Finding] = {}
+        # county → finding id → finding: partners choose finding ids, unique within a county only (two
+        # counties may each have an F-0001). A dict per county, not a (county, id) key: a tuple a
+        # finding would cost a national year's half a million findings about 30 MB
+        self.findings: dict[str, dict[str, Finding]] = {}
         self.absences: list[tuple[str, str, bool, str]] = []  # (team, inspector, approved, county)
         self.county_absences: dict[str, list[tuple[str, str, bool, str]]] = {}
-        self.risk_year: dict[str, tuple[str, int]] = {}  # household → (county, year) of its open flag
+        self.risk_year: dict[str, dict[str, int]] = {}  # county → household → year of its open flag (ids per county)
         self.critical = frozenset(policy.gates.critical_indicators)
         # a team's findings in a county (the only index of findings by team or county: a national
         # year holds hundreds of thousands of findings, and two more indexes cost tens of MB)
-        self.team_county_findings: dict[tuple[str, str], list[str]] = {}
+        self.team_county_findings: dict[tuple[str, str], list[str]] = {}  # (team, county) → finding ids
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}  # one tuple per (team, county), shared
         self._dates: dict[date, date] = {}  # one date object per day, shared by findings
         self._years: dict[int, int] = {}
@@ -432,8 +434,9 @@ class Engine:
 
     def inspector_points(self, team_id: str) -> dict[str, Any]:
         today = self.local_date(self.as_of)
-        findings = sum(self.finding_credit(self.findings[fid], today)
-                       for (team, _), ids in self.team_county_findings.items() if team == team_id for fid in ids)
+        findings = sum(self.finding_credit(self.findings[county][fid], today)
+                       for (team, county), ids in self.team_county_findings.items() if team == team_id
+                       for fid in ids)
         absences: dict[str, int] = {}
         for team, inspector, approved, _county in self.absences:
             if team == team_id and not approved:
@@ -453,7 +456,8 @@ class Engine:
     def team_points(self, team_id: str, county: str) -> tuple[int, dict[str, int]]:
         """What one team earned in one county: (findings credited, unapproved absences by inspector)."""
         today = self.local_date(self.as_of)
-        credited = sum(self.finding_credit(self.findings[fid], today)
+        in_county = self.findings.get(county, {})
+        credited = sum(self.finding_credit(in_county[fid], today)
                        for fid in self.team_county_findings.get((team_id, county), ()))
         absences: dict[str, int] = {}
         for team, inspector, approved, _ in self.county_absences.get(county, ()):
@@ -495,21 +499,22 @@ def _inspection(engine: Engine, e: v1.InspectionRecorded) -> Handled:
     cy = engine._cy(e.region_code, year)
     cy.inspections += 1
     cy.households_sampled += e.payload.households_sampled
+    if not e.payload.findings:
+        return finish, "inspections.clean_visit"
+    # one string object per county and team, however many findings name it (memory: a national
+    # year holds hundreds of thousands of findings)
+    county, team = intern(e.region_code), intern(e.payload.team_id)
+    in_county = engine.findings.setdefault(county, {})
     for f in e.payload.findings:
-        if f.finding_id in engine.findings:
+        if f.finding_id in in_county:
             continue
-        # one string object per county and team, however many findings name it (memory: a
-        # national year holds hundreds of thousands of findings)
-        finding = Finding(intern(e.region_code), year, intern(e.payload.team_id),
-                          engine._kind(f.category, f.indicator, f.severity), engine._shared(f.deadline))
-        engine.findings[f.finding_id] = finding
-        pair = engine._pair(finding.team_id, finding.county)
+        finding = Finding(year, team, engine._kind(f.category, f.indicator, f.severity), engine._shared(f.deadline))
+        in_county[f.finding_id] = finding
+        pair = engine._pair(team, county)
         engine.team_county_findings.setdefault(pair, []).append(f.finding_id)
         engine.team_changes.add(pair)
         engine.due.setdefault(f.deadline.toordinal(), []).append(pair)
         engine.account(cy, finding, +1)
-    if not e.payload.findings:
-        return finish, "inspections.clean_visit"
     return _late_on_arrival(finish), "inspections.findings"
 
 
@@ -527,13 +532,15 @@ def _late_on_arrival(finish: Callable[[str, str, datetime], list[Change]]) -> Ca
 
 
 def _transition(engine: Engine, e: Envelope) -> Handled:
-    f = engine.findings.get(e.payload.finding_id)  # type: ignore[attr-defined]
+    # the event's county's finding: ids are unique per county, not across counties
+    f = engine.findings.get(e.region_code, {}).get(e.payload.finding_id)  # type: ignore[attr-defined]
     if f is None:
         return None, ""  # intake validated it; a consumer that joined mid-stream may lack the inspection
-    finish = engine._touch([(f.county, f.year)])
-    cy = engine.years[(f.county, f.year)]
+    key = (e.region_code, f.year)
+    finish = engine._touch([key])
+    cy = engine.years[key]
     engine.account(cy, f, -1)
-    engine.team_changes.add(engine._pair(f.team_id, f.county))
+    engine.team_changes.add(engine._pair(f.team_id, e.region_code))
     day = engine._shared(engine.local_date(e.occurred_at))
     rule = e.type  # each step's rule is named after it
     if e.type == "rectification.reported":
@@ -579,21 +586,23 @@ def _status(engine: Engine, e: v1.CountyStatusChanged) -> Handled:
 
 def _risk_flagged(engine: Engine, e: v1.ReturnRiskFlagged) -> Handled:
     household = e.payload.household_id
-    if household in engine.risk_year:
+    flags = engine.risk_year.setdefault(e.region_code, {})  # household ids are unique per county
+    if household in flags:
         return None, ""  # already flagged: new reasons, same alert
     key = (e.region_code, engine.year_of(e.occurred_at))
     finish = engine._touch([key])
     engine._cy(*key).flagged.add(household)
-    engine.risk_year[household] = key
+    flags[household] = key[1]
     return finish, "daily_management.return_risk"
 
 
 def _risk_cleared(engine: Engine, e: v1.ReturnRiskCleared) -> Handled:
-    key = engine.risk_year.pop(e.payload.household_id, None)
-    if key is None:
+    year = engine.risk_year.get(e.region_code, {}).pop(e.payload.household_id, None)
+    if year is None:
         return None, ""
-    if key[1] != engine.year_of(e.occurred_at):
+    if year != engine.year_of(e.occurred_at):
         return None, ""  # cleared in a later year: the year it was raised keeps its deduction
+    key = (e.region_code, year)
     finish = engine._touch([key])
     engine.years[key].flagged.discard(e.payload.household_id)
     return finish, "daily_management.return_risk_cleared"

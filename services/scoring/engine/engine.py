@@ -533,7 +533,8 @@ def _late_on_arrival(finish: Callable[[str, str, datetime], list[Change]]) -> Ca
 
 def _transition(engine: Engine, e: Envelope) -> Handled:
     # the event's county's finding: ids are unique per county, not across counties
-    f = engine.findings.get(e.region_code, {}).get(e.payload.finding_id)  # type: ignore[attr-defined]
+    in_county = engine.findings.get(e.region_code)
+    f = in_county.get(e.payload.finding_id) if in_county is not None else None  # type: ignore[attr-defined]
     if f is None:
         return None, ""  # intake validated it; a consumer that joined mid-stream may lack the inspection
     key = (e.region_code, f.year)
@@ -597,7 +598,8 @@ def _risk_flagged(engine: Engine, e: v1.ReturnRiskFlagged) -> Handled:
 
 
 def _risk_cleared(engine: Engine, e: v1.ReturnRiskCleared) -> Handled:
-    year = engine.risk_year.get(e.region_code, {}).pop(e.payload.household_id, None)
+    flags = engine.risk_year.get(e.region_code)
+    year = flags.pop(e.payload.household_id, None) if flags is not None else None
     if year is None:
         return None, ""
     if year != engine.year_of(e.occurred_at):

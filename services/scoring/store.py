@@ -351,7 +351,12 @@ def prepare(scorer: Scorer, batch: Batch, *, now: datetime, clock_moved: bool = 
     """The rows of `batch` as the engine holds them now (drains the engine's team changes)."""
     policy_id = scorer.policy.id
     applied, explanations = _event_rows(batch.applied, batch.changes)
-    causes = {(c.region_code, c.year): c.cause for c in batch.changes}
+    # every county-year an event or the clock may have moved, not only those with lines: a league,
+    # a gate lifted or a first (clean) row moves no component. A row is written only if it differs
+    # (`_save_scores`); its cause is its last line's, or else the last event that touched it
+    touched_by = scorer.drain_touched()
+    causes = {} if batch.rescore_all else touched_by
+    causes.update({(c.region_code, c.year): c.cause for c in batch.changes})
     touched = sorted(scorer.years) if batch.rescore_all else sorted(causes)
     # the ids a score's cause came with (its request id at intake), for the causes that are some score's
     for cause in set(causes.values()):
@@ -451,13 +456,16 @@ def resend_scores(session: Session, *, owned: Callable[[str], bool], now: dateti
     return len(outbox)
 
 
+PUBLISHED = ("total", "grade", "gated", "league", "components", "policy_id", "level", "parent_code")  # of a row
+
+
 def _save_scores(session: Session, rows: list[dict], *, restamp: bool) -> list[tuple[dict, tuple | None]]:
-    """Upsert the rows whose total, grade or components moved (every row when restamping: a
-    recomputation restamps policy and as-of but announces only what moved); returns those that moved
-    with what they replace."""
+    """Upsert the rows in which any published field moved (every row when restamping: a
+    recomputation restamps as-of but announces only what moved); returns those that moved with what
+    they replace (their published fields, total and grade first)."""
     previous = _previous_totals(session, [(r["region_code"], r["year"]) for r in rows])
     changed = [(r, previous.get((r["region_code"], r["year"]))) for r in rows
-               if previous.get((r["region_code"], r["year"])) != (r["total"], r["grade"], r["components"])]
+               if previous.get((r["region_code"], r["year"])) != tuple(r[f] for f in PUBLISHED)]
     upsert_rows(session, ScoreRow.__table__, rows if restamp else [r for r, _ in changed], keys=("region_code", "year"))
     return changed
 
@@ -505,11 +513,10 @@ def _previous_totals(session: Session, keys: list[tuple[str, int]]) -> dict[tupl
     if not keys:
         return {}
     codes = sorted({k[0] for k in keys})
-    rows = session.execute(select(ScoreRow.region_code, ScoreRow.year, ScoreRow.total, ScoreRow.grade,
-                                  ScoreRow.components).where(ScoreRow.region_code.in_(codes))).all()
+    rows = session.execute(select(ScoreRow.region_code, ScoreRow.year, *(getattr(ScoreRow, f) for f in PUBLISHED))
+                           .where(ScoreRow.region_code.in_(codes))).all()
     wanted = set(keys)
-    return {(r.region_code, r.year): (r.total, r.grade, r.components) for r in rows
-            if (r.region_code, r.year) in wanted}
+    return {(r.region_code, r.year): tuple(r[2:]) for r in rows if (r.region_code, r.year) in wanted}
 
 
 def _score_message(row: dict, previous: tuple | None, as_of: str) -> bytes:

@@ -34,8 +34,8 @@ def assert_matches_clean_recomputation(intake: Database, scoring: Database) -> E
     assert {k for k, r in rows.items() if r.level == "county"} == set(clean.years)
     for (county, year) in clean.years:
         expected, got = clean.score(county, year), rows[(county, year)]
-        assert (got.total, got.grade, orjson.loads(got.components)) == (
-            expected.total, expected.grade, expected.components), (county, year)
+        assert (got.total, got.grade, got.gated, got.league, orjson.loads(got.components)) == (
+            expected.total, expected.grade, expected.gated, expected.league, expected.components), (county, year)
     for prefecture, year in {(store.prefecture_of(c), y) for c, y in clean.years}:
         assert rows[(prefecture, year)].total == store.prefecture_score(clean, prefecture, year).total
     for (county, year, component), points in lines.items():

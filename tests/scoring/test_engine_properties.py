@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from services.events.registry import Recorded
 from services.events.vocabulary import FindingCategory, Indicator, Severity
+from services.scoring import store
 from services.scoring.engine.engine import COMPONENTS, DEDUCTED, Engine
 from services.scoring.policy.model import shipped
 from tests.scoring.factories import T0, finding, inspection, record, step
@@ -221,3 +222,33 @@ def test_counties_sharing_an_id_score_as_if_their_ids_differed(history):
     distinct, distinct_changes = run([distinct_ids(r) for r in records], ticks, end)
     assert everything(shared) == everything(distinct)
     assert shared_changes == distinct_changes
+
+
+@PROPERTY
+@given(histories(), st.data())
+def test_the_rows_written_batch_by_batch_are_a_recomputations(history, data):
+    # the worker writes, after each batch or clock move, the rows of the county-years `store.prepare`
+    # names (where one differs from what is stored): whatever an event moved, a league or a gate
+    # included, the rows so kept must be those a recomputation writes for every county-year
+    records, ticks, end = history
+    engine = Engine(POLICY, STATUSES, start=T0)
+    stored: dict[tuple[str, int], tuple] = {}
+    tick_at = dict(ticks)
+
+    def write(changes) -> None:
+        for row in store.prepare(engine, store.Batch(changes=changes), now=end).counties:
+            stored[(row["region_code"], row["year"])] = tuple(row[f] for f in store.PUBLISHED)
+
+    i = 0
+    while i < len(records):
+        if i in tick_at:
+            write(engine.advance(tick_at[i]))
+        j, last = i + 1, i + data.draw(st.integers(1, 4))  # a poll's events, up to the next tick: one batch
+        while j < min(last, len(records)) and j not in tick_at:
+            j += 1
+        write([change for r in records[i:j] for change in engine.apply(r)])
+        i = j
+    write(engine.advance(end))
+    full, _ = run(records, [], end)
+    recomputed = store.prepare(full, store.Batch(rescore_all=True), now=end).counties
+    assert stored == {(r["region_code"], r["year"]): tuple(r[f] for f in store.PUBLISHED) for r in recomputed}

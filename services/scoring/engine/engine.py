@@ -171,6 +171,10 @@ class Engine:
         self._years: dict[int, int] = {}
         self._kinds: dict[tuple[str, str, str], Kind] = {}
         self.team_changes: set[tuple[str, str]] = set()  # (team, county) whose points moved since drained
+        # (county, year) → the last event that may have moved its score since drained: a score can move
+        # with no component moving (a league, a gate, a first row), so this, not the changes, says
+        # which rows to compare with what is stored
+        self.touched: dict[tuple[str, int], str] = {}
         self.due: dict[int, list[tuple[str, str]]] = {}  # deadline day → (team, county) of its findings
         self._leagues: dict[tuple[str, int], str] = {}  # (county, year) → league; cleared on a status change
         rules = policy.rectification
@@ -404,6 +408,7 @@ class Engine:
         def finish(cause: str, rule: str, at: datetime) -> list[Change]:
             changes: list[Change] = []
             for k in keys:
+                self.touched[k] = cause
                 after = self.current[k] = self.components(self.years[k])
                 changes += self._diff(k, before[k], after, rule, cause, at)
             return changes
@@ -415,6 +420,7 @@ class Engine:
         before = self._current(key)
 
         def finish(cause: str, rule: str, at: datetime) -> list[Change]:
+            self.touched[key] = cause
             after = self.current[key] = self.components(cy)
             return self._diff(key, before, after, rule, cause, at)
 
@@ -452,6 +458,12 @@ class Engine:
         by time passing a deadline."""
         changed, self.team_changes = self.team_changes, set()
         return changed
+
+    def drain_touched(self) -> dict[tuple[str, int], str]:
+        """The county-years events may have moved since the last call, each with the last such event
+        (time moves only components: a clock advance's changes name what it moved)."""
+        touched, self.touched = self.touched, {}
+        return touched
 
     def team_points(self, team_id: str, county: str) -> tuple[int, dict[str, int]]:
         """What one team earned in one county: (findings credited, unapproved absences by inspector)."""

@@ -1,0 +1,155 @@
+"""The score rows a worker writes, and the score messages it announces, are those of a clean
+recomputation, even when an event moves a score without moving any component (a league, a gate,
+a first row)."""
+
+from collections import namedtuple
+from datetime import timedelta
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from services.events import registry, topics
+from services.kit.settings import Settings
+from services.scoring import store
+from services.scoring.base import Outbox
+from services.scoring.models import ScoreRow, WorkerClock
+from services.scoring.policy.model import shipped
+from services.scoring.worker import Worker
+from tests.conftest import fresh_database
+from tests.scoring.factories import T0, finding, inspection, record, step
+
+COUNTIES = ("513431", "513432", "513433", "513434")
+Message = namedtuple("Message", "topic partition offset value headers")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def scoring_db(request, tmp_path):
+    with fresh_database(request.param, tmp_path, "scoring") as db:
+        yield db
+
+
+@pytest.fixture
+def worker(scoring_db, clock):
+    """A worker (no consumer) owning every county (one partition), engine built, clock ticked."""
+    with Session(scoring_db.engine) as s:
+        store.save_counties(s, [{"code": c, "baseline_status": "in_poverty"} for c in COUNTIES])
+        s.commit()
+    clock.now = T0 + timedelta(hours=1)
+    w = Worker(Settings(), scoring_db.engine, shipped(), clock=clock)
+    w.restore()
+    w.partitions, w.partition_count = frozenset({0}), 1
+    w.tick()
+    yield w
+    w.close()
+
+
+def feed(worker, records) -> None:
+    """Each record as one poll of its own, as intake publishes it, at the partition's next offset."""
+    for r in records:
+        value = registry.encode_record(r.sequence, r.recorded_at, registry.to_json_dict(r.event))
+        offset = worker.stored_at.get(0, (0,))[0]
+        worker.handle([Message(topics.INTAKE_EVENTS, 0, offset, value, [])])
+
+
+def rows(db) -> dict[tuple[str, int], tuple]:
+    """Every stored score's published fields (not its as-of or cause)."""
+    with Session(db) as s:
+        return {(r.region_code, r.year): (r.level, r.league, r.total, r.grade, r.gated, orjson.loads(r.components),
+                                          r.policy_id) for r in s.execute(select(ScoreRow)).scalars()}
+
+
+def announced(db) -> dict[tuple[str, int], tuple]:
+    """The last score message of every region-year (what ranking and notify hold), as `rows`."""
+    with Session(db) as s:
+        messages = s.execute(select(Outbox.value).where(Outbox.topic == topics.SCORING_SCORES)
+                             .order_by(Outbox.id)).scalars().all()
+    last = {}
+    for value in messages:
+        m = orjson.loads(value)
+        last[(m["region_code"], m["year"])] = (m["level"], m["league"], m["total"], m["grade"], m["gated"],
+                                               m["components"], m["policy_version"])
+    return last
+
+
+def score_messages(db) -> int:
+    with Session(db) as s:
+        return s.execute(select(func.count()).select_from(Outbox).where(Outbox.topic == topics.SCORING_SCORES)
+                         ).scalar_one()
+
+
+def assert_as_a_recomputation(db, clock) -> dict[tuple[str, int], tuple]:
+    """The stored and announced scores are those a recomputation from the applied events writes:
+    one from them changes no row and announces nothing."""
+    before, messages = rows(db), score_messages(db)
+    assert announced(db) == before
+    with Session(db) as s:
+        as_of = s.get(WorkerClock, 1).as_of
+        store.recompute(s, shipped(), store.counties(s), list(store.stored_records(db)), as_of=as_of, now=clock.now,
+                        replace_applied=False)
+        s.commit()
+    assert rows(db) == before
+    assert score_messages(db) == messages
+    return before
+
+
+def test_a_gate_lifted_by_a_verification_on_time_is_written_and_announced(worker, scoring_db, clock):
+    db = scoring_db.engine
+    food = finding("F-food", severity="critical", category="assistance_measures", indicator="food")
+    feed(worker, [inspection(food, county="513433", households=1000)])
+    year = T0.year
+    assert rows(db)[("513433", year)][4] is True  # gated
+    feed(worker, [step("rectification.reported", "F-food", county="513433", at=T0 + timedelta(days=1)),
+                  step("rectification.verified", "F-food", county="513433", at=T0 + timedelta(days=2))])
+    scores = assert_as_a_recomputation(db, clock)
+    level, league, total, grade, gated, _, _ = scores[("513433", year)]
+    assert not gated and total >= 90 and grade == "good"
+
+
+def test_a_status_change_moves_the_league_of_its_year_and_of_later_years(worker, scoring_db, clock):
+    db = scoring_db.engine
+    next_year = T0.replace(year=T0.year + 1)
+    feed(worker, [inspection(finding("F-1", severity="minor"), county="513434"),
+                  inspection(finding("F-2", severity="minor", deadline=next_year.date() + timedelta(days=9)),
+                             county="513434", at=next_year),
+                  inspection(county="513431")])  # a prefecture neighbour, in the same league
+    assert {k: v[1] for k, v in rows(db).items() if k[0] == "513434"} == {
+        ("513434", T0.year): "in_poverty", ("513434", T0.year + 1): "in_poverty"}
+    feed(worker, [record("county.status_changed", {"status": "exited", "exit_year": T0.year}, county="513434",
+                         at=T0 + timedelta(days=3))])
+    scores = assert_as_a_recomputation(db, clock)
+    assert scores[("513434", T0.year)][1] == scores[("513434", T0.year + 1)][1] == "exited"
+    assert scores[("513431", T0.year)][1] == "in_poverty"
+
+
+def test_a_clean_visit_and_a_daily_check_with_nothing_failed_give_a_first_score(worker, scoring_db, clock):
+    db = scoring_db.engine
+    feed(worker, [inspection(county="513431"),
+                  record("daily_check.recorded", {"check_id": "D-1", "kind": "registry_accuracy", "items_checked": 20,
+                                                  "items_failed": 0}, county="513432")])
+    scores = assert_as_a_recomputation(db, clock)
+    for county in ("513431", "513432"):
+        assert scores[(county, T0.year)][2:4] == (100.0, "good")
+    assert scores[("513400", T0.year)][0:4] == ("prefecture", None, 100.0, "good")
+
+
+def test_every_kind_of_history_at_once_with_ticks_between(worker, scoring_db, clock):
+    db = scoring_db.engine
+    food = finding("F-food", severity="critical", category="assistance_measures", indicator="food",
+                   deadline=(T0 + timedelta(days=5)).date())
+    feed(worker, [inspection(food, county="513433"), inspection(finding("F-2"), county="513434"),
+                  inspection(county="513431")])
+    clock.now = T0 + timedelta(days=9)
+    worker.tick()  # the food finding is overdue
+    feed(worker, [step("rectification.reported", "F-food", county="513433", at=T0 + timedelta(days=9)),
+                  record("county.status_changed", {"status": "exited", "exit_year": T0.year}, county="513434",
+                         at=T0 + timedelta(days=9)),
+                  step("rectification.verified", "F-food", county="513433", at=T0 + timedelta(days=10))])
+    clock.now = T0 + timedelta(days=40)
+    worker.tick()
+    feed(worker, [record("daily_check.recorded", {"check_id": "D-1", "kind": "work_log", "items_checked": 5,
+                                                  "items_failed": 0}, county="513432", at=T0 + timedelta(days=40))])
+    scores = assert_as_a_recomputation(db, clock)
+    assert not scores[("513433", T0.year)][4] and scores[("513434", T0.year)][1] == "exited"
+    assert ("513432", T0.year) in scores

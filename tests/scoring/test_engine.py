@@ -72,6 +72,31 @@ def test_rejection_costs_and_overdue_accrues_with_time_alone(engine):
     assert engine.score("513431", 2026).components["rectification"] == 100 - 4.0 - 15.0  # capped per finding
 
 
+def test_a_dispute_freezes_the_overdue_points_accrued_until_it_is_decided(engine):
+    """Disputing a finding after its deadline keeps what it owed that day and stops the count;
+    upheld, it counts from the deadline again (the dispute's days included); withdrawn, nothing."""
+    deadline = T0.date() + timedelta(days=10)
+    engine.apply(inspection(finding("UP", deadline=deadline), finding("OUT", deadline=deadline)))
+    engine.advance(T0 + timedelta(days=20))  # 10 days late, each
+    assert engine.score("513431", 2026).components["rectification"] == 100 - 2 * 5.0
+    assert total_changes(engine.apply(step("finding.disputed", "UP", at=T0 + timedelta(days=20))),
+                         "rectification") == 0
+    assert total_changes(engine.apply(step("finding.disputed", "OUT", at=T0 + timedelta(days=20))),
+                         "rectification") == 0
+    assert engine.advance(T0 + timedelta(days=24)) == []  # no accrual while disputed
+    assert engine.score("513431", 2026).components["rectification"] == 100 - 2 * 5.0
+    changes = engine.apply(step("finding.upheld", "UP", at=T0 + timedelta(days=24)))
+    assert total_changes(changes, "rectification") == -2.0  # the 4 days of the dispute
+    changes = engine.apply(step("finding.withdrawn", "OUT", at=T0 + timedelta(days=24)))
+    assert total_changes(changes, "rectification") == 5.0
+    assert engine.score("513431", 2026).components["rectification"] == 100 - 7.0
+    # a dispute filed before the deadline owes nothing while it lasts, however long
+    engine.apply(inspection(finding("EARLY", deadline=T0.date() + timedelta(days=40)), at=T0 + timedelta(days=24)))
+    engine.apply(step("finding.disputed", "EARLY", at=T0 + timedelta(days=30)))
+    engine.advance(T0 + timedelta(days=90))
+    assert engine.score("513431", 2026).components["rectification"] == 100 - 15.0  # UP alone, at its cap
+
+
 def test_a_finding_recorded_after_its_deadline_is_booked_as_overdue(engine):
     """An inspection entered late, its finding's deadline already past on the engine's clock: the
     inspection's lines are its findings, the lateness is an overdue line (cause: the inspection)."""

@@ -92,7 +92,7 @@ class CountyYear:
     year_end: float | None = None
     points_by_category: dict[str, float] = field(default_factory=dict)  # severity points, not withdrawn
     rejections: int = 0  # failed fixes of findings not withdrawn
-    settled_overdue: float = 0.0  # overdue points of verified findings: fixed once verified
+    settled_overdue: float = 0.0  # overdue points of verified and disputed findings: fixed on that day
     # deadline day number → how many open/reported findings have it (per finding, this was a
     # national year's largest dict after the findings themselves)
     accruing: dict[int, int] = field(default_factory=dict)
@@ -231,11 +231,12 @@ class Engine:
     # ---- components --------------------------------------------------------------------------
 
     def overdue_points(self, f: Finding, today: date) -> float:
-        """From the day after the deadline until verified (or today); nothing if withdrawn or in dispute."""
+        """From the day after the deadline until verified (or today); in dispute, what it owed on the
+        day disputed (frozen: a dispute must not pause a late penalty); nothing if withdrawn."""
         rules = self.policy.rectification
-        if f.state == "withdrawn" or f.state == "disputed":
+        if f.state == "withdrawn":
             return 0.0
-        end = f.resolved_on if f.state == "verified" else today
+        end = f.resolved_on if f.state == "verified" else f.disputed_on if f.state == "disputed" else today
         days = (end - f.deadline).days
         return min(rules.overdue_cap_per_finding, days * rules.overdue_per_day) if days > 0 else 0.0
 
@@ -300,7 +301,7 @@ class Engine:
         kind = f.kind
         cy.points_by_category[kind.category] = cy.points_by_category.get(kind.category, 0.0) + sign * kind.points
         cy.rejections += sign * f.rejections
-        if f.state == "verified":
+        if f.state == "verified" or f.state == "disputed":  # fixed on the day verified or disputed
             cy.settled_overdue += sign * self.overdue_points(f, f.resolved_on)
         elif f.state in ("open", "reported"):
             deadline = f.deadline.toordinal()

@@ -202,7 +202,9 @@ def _score(value: bytes | None, batch: Batch, tz: ZoneInfo) -> None:
     if previous is None or previous == grade:
         return  # a first score crosses nothing
     prev_total = data.get("previous_total")
-    direction = "up" if isinstance(prev_total, (int, float)) and total > prev_total else "down"
+    direction = data.get("direction")  # by the policy's order of grades: a gate can lift the grade as the total falls
+    if direction not in ("up", "down"):  # a message from before scoring sent it
+        direction = "up" if isinstance(prev_total, (int, float)) and total > prev_total else "down"
     # one notification per score message (a resend has the same outbox_id): the same crossing again
     # at the same as_of (the scoring clock moves with ticks, not messages) is a new crossing
     origin = batch.outbox_id or ""

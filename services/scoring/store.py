@@ -2,7 +2,7 @@
 results (events, explanations, scores, team points, outbox rows, offsets) in one transaction.
 """
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
@@ -412,9 +412,10 @@ def persist(session: Session, p: Prepared) -> int:
     # a county's message carries the ids of the event that caused it (its request id at intake),
     # so one request can be followed through every hop; a prefecture's has no single cause
     as_of = registry.iso_utc(p.as_of)  # (every row of a write has the engine's)
+    grades = [g.name for g in p.policy.grades]
     outbox = [outbox_row(Outbox, topic=topics.SCORING_SCORES, key=r["region_code"], now=p.now,
                          value=_score_message(r, previous, registry.iso_utc(r["as_of"]) if r["as_of"] != p.as_of
-                                              else as_of),
+                                              else as_of, grades),
                          headers={"region_code": r["region_code"], "level": r["level"], "year": str(r["year"]),
                                   **batch.ids.get(r["cause"], {})})
               for r, previous in changed]
@@ -519,15 +520,26 @@ def _previous_totals(session: Session, keys: list[tuple[str, int]]) -> dict[tupl
     return {(r.region_code, r.year): tuple(r[2:]) for r in rows if (r.region_code, r.year) in wanted}
 
 
-def _score_message(row: dict, previous: tuple | None, as_of: str) -> bytes:
+def _score_message(row: dict, previous: tuple | None, as_of: str, grades: Sequence[str] = ()) -> bytes:
     return orjson.dumps({
         "region_code": row["region_code"], "level": row["level"], "league": row["league"], "year": row["year"],
         "total": row["total"], "grade": row["grade"], "gated": row["gated"],
         "components": orjson.Fragment(row["components"]),  # JSON already
         "previous_total": previous[0] if previous else None,
-        "previous_grade": previous[1] if previous else None, "policy_version": row["policy_id"],
-        "cause": row["cause"], "as_of": as_of,
+        "previous_grade": previous[1] if previous else None, "direction": _direction(row, previous, grades),
+        "policy_version": row["policy_id"], "cause": row["cause"], "as_of": as_of,
     })
+
+
+def _direction(row: dict, previous: tuple | None, grades: Sequence[str]) -> str | None:
+    """`up` or `down` when the grade changed: better or worse in the policy's order of grades (best
+    first), which the total alone does not say (a gate lifted raises the grade while new findings
+    lower the total); by the total for a grade the policy does not name (one of an older policy)."""
+    if previous is None or previous[1] == row["grade"]:
+        return None
+    if previous[1] in grades and row["grade"] in grades:
+        return "up" if grades.index(row["grade"]) < grades.index(previous[1]) else "down"
+    return "up" if row["total"] > previous[0] else "down"
 
 
 def _team_point_rows(scorer: Scorer, pairs: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:

@@ -68,3 +68,15 @@ def test_a_band_crossed_again_at_the_same_as_of_is_a_new_notification_and_a_rese
     TOPIC_HANDLERS[topics.SCORING_SCORES](score("good", "average", 88.0), batch, TZ)
     ids = [n.dedupe_key for n in batch.notifications if n.type == THRESHOLD]
     assert len(ids) == 4 and len(set(ids)) == 3 and ids[0] == ids[3]
+
+
+@pytest.mark.parametrize("direction, expected", [("up", "up"), ("down", "down"), (None, "down")])
+def test_the_direction_of_a_crossing_is_scorings_by_the_grades_and_by_the_total_only_without_it(direction, expected):
+    """A gate lifted as new findings come: the grade rises while the total falls (94 → 92). Scoring
+    says which way the grade went; a message without `direction` falls back to the totals."""
+    value = orjson.dumps({"region_code": "513436", "level": "county", "league": "in_poverty", "year": 2026,
+                          "total": 92.0, "previous_total": 94.0, "grade": "good", "previous_grade": "average",
+                          "as_of": "2026-12-05T23:10:33Z", **({"direction": direction} if direction else {})})
+    batch = Batch()
+    TOPIC_HANDLERS[topics.SCORING_SCORES](value, batch, TZ)
+    assert [n.data["direction"] for n in batch.notifications] == [expected]

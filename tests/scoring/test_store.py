@@ -105,6 +105,13 @@ def test_a_gate_lifted_by_a_verification_on_time_is_written_and_announced(worker
     scores = assert_as_a_recomputation(db, clock)
     level, league, total, grade, gated, _, _ = scores[("513433", year)]
     assert not gated and total >= 90 and grade == "good"
+    # the grade went up with the total unmoved: the message says so (notify's threshold_crossed direction)
+    with Session(db) as s:
+        last = orjson.loads(s.execute(select(Outbox.value).where(Outbox.topic == topics.SCORING_SCORES,
+                                                                  Outbox.key == "513433")
+                                      .order_by(Outbox.id.desc())).scalars().first())
+    assert (last["previous_grade"], last["grade"], last["direction"]) == ("average", "good", "up")
+    assert last["total"] <= last["previous_total"]
 
 
 def test_a_status_change_moves_the_league_of_its_year_and_of_later_years(worker, scoring_db, clock):

@@ -12,7 +12,7 @@ given distinct ids by hand.
 
 Revision ID: 0003_intake
 Revises: 0002_intake
-Create Date: 2026-12-07 10:00:00
+Create Date: 2026-12-05 23:30:00
 """
 from collections.abc import Sequence
 

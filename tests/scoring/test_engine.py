@@ -157,6 +157,37 @@ def test_exit_moves_the_league_from_the_status_change(engine):
     assert total_changes(changes, "inspections") == -5.0 and changes[0].rule == "league.exited"
 
 
+def test_a_baseline_exit_counts_from_its_exit_year_on():
+    engine = Engine(POLICY, {"513432": "exited", "513433": "exited"}, start=T0, exit_years={"513432": 2026})
+    last_year = T0.replace(year=2025)
+    for county in ("513432", "513433"):
+        engine.apply(inspection(finding("F1", category="stable_exit"), county=county, at=last_year))
+        engine.apply(inspection(finding("F2", category="stable_exit"), county=county))
+    # exited in 2026 per the baseline: in poverty for 2025, exited from 2026 on
+    assert engine.score("513432", 2025).league == "in_poverty"
+    assert engine.score("513432", 2025).components["inspections"] == 95.0  # stable_exit counts single
+    assert engine.score("513432", 2026).league == "exited"
+    assert engine.score("513432", 2026).components["inspections"] == 90.0
+    assert engine.league("513432", 2027) == "exited"
+    # no exit year known: exited in every year, as the baseline says
+    assert engine.score("513433", 2025).league == engine.score("513433", 2026).league == "exited"
+
+
+def test_status_changes_override_a_baseline_exit_year():
+    engine = Engine(POLICY, {"513432": "exited"}, start=T0, exit_years={"513432": 2026})
+    engine.apply(inspection(county="513432", at=T0.replace(year=2024)))
+    engine.apply(inspection(county="513432", at=T0.replace(year=2025)))
+    engine.apply(inspection(county="513432"))
+    # an exit recorded in 2024 (earlier than the baseline's year) moves 2024 and 2025 too
+    engine.apply(record("county.status_changed", {"status": "exited", "exit_year": 2024}, county="513432",
+                        at=T0.replace(year=2024)))
+    assert [engine.score("513432", y).league for y in (2024, 2025, 2026)] == ["exited"] * 3
+    # and a return to poverty in 2026 makes 2026 in_poverty again, the years before it kept
+    engine.apply(record("county.status_changed", {"status": "in_poverty", "exit_year": None}, county="513432",
+                        at=T0 + timedelta(days=5)))
+    assert [engine.score("513432", y).league for y in (2024, 2025, 2026)] == ["exited", "exited", "in_poverty"]
+
+
 def test_duplicate_event_changes_nothing(engine):
     r = inspection(finding("F1"))
     assert engine.apply(r)

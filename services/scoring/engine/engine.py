@@ -147,11 +147,14 @@ def _holds(bucket: bytearray, raw: bytes) -> bool:
 class Engine:
     """Scores of every county-year, kept current as events arrive and time passes."""
 
-    def __init__(self, policy: Policy, statuses: Mapping[str, str], start: datetime) -> None:
+    def __init__(self, policy: Policy, statuses: Mapping[str, str], start: datetime, *,
+                 exit_years: Mapping[str, int | None] | None = None) -> None:
         self.policy = policy
         self.tz = ZoneInfo(policy.timezone)
         self.as_of = start
         self.initial_status = dict(statuses)
+        # county → the year of its baseline exit (a baseline `exited` county before it was in poverty)
+        self.exit_years = {c: y for c, y in (exit_years or {}).items() if y is not None}
         self.status_changes: dict[str, list[tuple[datetime, str]]] = {}
         self.applied = Ids()  # event ids
         self.years: dict[tuple[str, int], CountyYear] = {}
@@ -216,12 +219,15 @@ class Engine:
         return self._years.setdefault(year, year)  # one int object per year (findings keep theirs)
 
     def league(self, county: str, year: int) -> str:
-        """The county's status at the end of `year`, from the status-change events applied."""
+        """The county's status at the end of `year`: its baseline (a baseline exit counts from its
+        exit year on), then the status-change events applied before the year ended."""
         known = self._leagues.get((county, year))
         if known is not None:
             return known
         end = datetime(year + 1, 1, 1, tzinfo=self.tz)
         status = self.initial_status.get(county, "in_poverty")
+        if status == "exited" and year < self.exit_years.get(county, year):
+            status = "in_poverty"  # the years before its baseline exit year (none known: exited in every year)
         for moment, new in self.status_changes.get(county, ()):
             if moment < end:
                 status = new

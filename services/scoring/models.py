@@ -70,6 +70,8 @@ class County(ScoringModel, table=True):
     code: str = Field(sa_column=Column(String(6), primary_key=True))
     prefecture_code: str = Field(sa_column=Column(String(6), nullable=False, index=True))
     status: str = Field(sa_column=Column(String(16), nullable=False))
+    exit_year: int | None = Field(default=None, sa_column=Column(Integer, nullable=True),
+                                  description="The baseline exit year of an exited county (None: unknown).")
 
 
 class ScoreRow(ScoringModel, table=True):

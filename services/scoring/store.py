@@ -52,6 +52,11 @@ def counties(session: Session) -> dict[str, str]:
     return dict(session.execute(select(County.code, County.status)).all())
 
 
+def exit_years(session: Session) -> dict[str, int]:
+    """County → its baseline exit year (the exited counties whose year intake's regions gave)."""
+    return dict(session.execute(select(County.code, County.exit_year).where(County.exit_year.is_not(None))).all())
+
+
 def held_provinces(engine: Engine) -> set[str]:
     """The provinces (two-digit prefixes) of the counties cached from intake."""
     with Session(engine) as s:
@@ -59,12 +64,21 @@ def held_provinces(engine: Engine) -> set[str]:
 
 
 def save_counties(session: Session, rows: Iterable[dict[str, Any]]) -> int:
-    """Cache counties (code, status before any event); existing rows are kept as they are."""
-    known = set(session.execute(select(County.code)).scalars())
-    new = [{"code": r["code"], "prefecture_code": r.get("parent_code") or prefecture_of(r["code"]),
-            "status": r.get("baseline_status") or "in_poverty"} for r in rows if r["code"] not in known]
+    """Cache counties (code, status before any event, its exit year); returns how many were new.
+    Existing rows are kept as they are, but for an exit year cached before it was kept (None)."""
+    known = dict(session.execute(select(County.code, County.exit_year)).all())
+    new, years = [], {}
+    for r in rows:
+        exit_year = r.get("baseline_exit_year")
+        if r["code"] not in known:
+            new.append({"code": r["code"], "prefecture_code": r.get("parent_code") or prefecture_of(r["code"]),
+                        "status": r.get("baseline_status") or "in_poverty", "exit_year": exit_year})
+        elif exit_year is not None and known[r["code"]] is None:
+            years[r["code"]] = exit_year
     if new:
         session.execute(insert(County), new)
+    for code, year in sorted(years.items()):  # once, after the upgrade that added the column
+        session.execute(update(County).where(County.code == code).values(exit_year=year))
     return len(new)
 
 
@@ -201,10 +215,12 @@ def stored_as_of(engine: Engine) -> datetime:
 
 
 def rebuild(engine: Engine, policy: Policy, statuses: Mapping[str, str], *, as_of: datetime | None = None,
-            owned: Callable[[str], bool] | None = None, meanwhile: Callable[[], None] | None = None) -> Scorer:
+            exit_years: Mapping[str, int] | None = None, owned: Callable[[str], bool] | None = None,
+            meanwhile: Callable[[], None] | None = None) -> Scorer:
     """The engine as committed: every applied event (of the counties `owned` accepts) replayed, up to
-    `as_of` (default: the stored clock). `meanwhile` is called every few thousand events."""
-    scorer = Scorer(policy, statuses, start=EPOCH)
+    `as_of` (default: the stored clock). `statuses`, `exit_years`: the counties' baseline
+    (`counties`, `exit_years`). `meanwhile` is called every few thousand events."""
+    scorer = Scorer(policy, statuses, start=EPOCH, exit_years=exit_years)
     for i, record in enumerate(stored_records(engine, owned=owned)):
         scorer.apply(view.decode(record))
         if meanwhile is not None and i % 5000 == 4999:
@@ -214,8 +230,8 @@ def rebuild(engine: Engine, policy: Policy, statuses: Mapping[str, str], *, as_o
 
 
 def recompute(session: Session, policy: Policy, statuses: Mapping[str, str], records: Iterable[str | bytes], *,
-              as_of: datetime, now: datetime, replace_applied: bool, unless_current: bool = False,
-              chunk: int = 5000) -> Scorer | None:
+              as_of: datetime, now: datetime, replace_applied: bool, exit_years: Mapping[str, int] | None = None,
+              unless_current: bool = False, chunk: int = 5000) -> Scorer | None:
     """Score `records` (intake's export, or our own copy) from scratch under `policy`, in the caller's
     transaction, holding the writers' lock (and moving the generation, so every worker rebuilds):
     explanations and team points are replaced, every score restamped (a message goes
@@ -230,7 +246,7 @@ def recompute(session: Session, policy: Policy, statuses: Mapping[str, str], rec
     clock = lock(session)
     if unless_current and clock.policy_id == policy.id:
         return None
-    scorer = Scorer(policy, statuses, start=EPOCH)
+    scorer = Scorer(policy, statuses, start=EPOCH, exit_years=exit_years)
     for table in (ExplanationBatch, TeamPoints) + ((AppliedBatch,) if replace_applied else ()):
         session.execute(delete(table))
     pending: list[str | bytes] = []

@@ -1,5 +1,7 @@
 """Scoring's migrations move what is stored, not only the schema: 0005 packs the applied events
-and explanation lines of 0004 into batches, and its downgrade unpacks them, on both backends."""
+and explanation lines of 0004 into batches, and its downgrade unpacks them; 0007 gives cached counties an
+exit year (none until intake's regions fill it in), and its downgrade drops it, keeping the counties; on both
+backends."""
 
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -97,3 +99,29 @@ def test_applied_events_and_explanation_lines_survive_0005_both_ways(empty_db):
     assert sorted(back, key=lambda r: r.cause) == [(code, component, points, f"cause-{i}", policy,
                                                      at + timedelta(days=i))
                                                     for i, (code, component, points, policy) in enumerate(lines)]
+
+
+def test_0007_adds_the_counties_exit_years_both_ways(empty_db):
+    engine, schema = empty_db
+    migrate(engine, schema, "0006_scoring")
+    county = table("county", column("code"), column("prefecture_code"), column("status"))
+    with Session(engine) as s:
+        s.execute(insert(county), [{"code": "513431", "prefecture_code": "513400", "status": "in_poverty"},
+                                   {"code": "510522", "prefecture_code": "510500", "status": "exited"}])
+        s.commit()
+
+    migrate(engine, schema, "scoring@head")
+    with Session(engine) as s:  # cached before: no exit year (exited in every year) until intake's regions fill it
+        assert store.exit_years(s) == {}
+        assert store.counties(s) == {"513431": "in_poverty", "510522": "exited"}
+        store.save_counties(s, [{"code": "510522", "baseline_status": "exited", "baseline_exit_year": 2018},
+                                {"code": "513431", "baseline_status": "in_poverty", "baseline_exit_year": None}])
+        s.commit()
+        assert store.exit_years(s) == {"510522": 2018}
+
+    migrate(engine, schema, "0006_scoring", down=True)
+    with Session(engine) as s:
+        assert sorted(s.execute(select(county)).all()) == [("510522", "510500", "exited"),
+                                                            ("513431", "513400", "in_poverty")]
+        columns = text("SELECT * FROM county")
+        assert "exit_year" not in s.execute(columns).keys()

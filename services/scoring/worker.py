@@ -105,7 +105,7 @@ class Worker:
     # ---- set-up -----------------------------------------------------------------------------
 
     def load_counties(self, stop: threading.Event, patience_s: float = 60.0) -> None:
-        """Counties and their baseline status from intake (cached, so a restart needs no intake).
+        """Counties, their baseline status and exit year, from intake (cached: a restart needs no intake).
 
         With nothing cached yet, wait for intake: scoring a county in the wrong league is worse
         than starting a little later.
@@ -141,7 +141,7 @@ class Worker:
         the policy the stored scores used."""
         self.settle(quietly=True)  # what is in flight is either stored or read again
         with Session(self.db) as s:
-            statuses = store.counties(s)
+            statuses, exit_years = store.counties(s), store.exit_years(s)
             clock = s.get(WorkerClock, 1)
             policy_id = clock.policy_id if clock and clock.policy_id else \
                 policy_store.active_id(s, self.settings.scoring_policy)
@@ -151,7 +151,8 @@ class Worker:
         started = time.monotonic()
         self.drop_engine()  # the old engine goes first: one engine in memory at a time (`run` retries on failure)
         with self.staying_in_group() as meanwhile:
-            self.scorer = store.rebuild(self.db, self.policy, statuses, owned=self.owns, meanwhile=meanwhile)
+            self.scorer = store.rebuild(self.db, self.policy, statuses, exit_years=exit_years, owned=self.owns,
+                                        meanwhile=meanwhile)
         self.stored_at = stored_at  # (the partitions are claimed: no other worker writes them meanwhile)
         log.info("engine rebuilt from %d applied events of partitions %s in %.1fs (policy %s, as of %s)",
                  len(self.scorer.applied), sorted(self.partitions), time.monotonic() - started, self.policy.id,
@@ -188,7 +189,7 @@ class Worker:
         now = self.clock()
         as_of = max(now, self.scorer.as_of if self.scorer is not None else store.stored_as_of(self.db))
         with Session(self.db) as s:
-            statuses = store.counties(s)
+            statuses, exit_years = store.counties(s), store.exit_years(s)
             policy = policy_store.get(s, policy_id)
         started = time.monotonic()
         records = self.export_lines() if from_intake else store.stored_records(self.db)
@@ -197,7 +198,8 @@ class Worker:
         def rescore(check: Callable[[], None]) -> Scorer | None:
             with Session(self.db) as s:
                 scorer = store.recompute(s, policy, statuses, every(records, 5000, check), as_of=as_of, now=now,
-                                         replace_applied=from_intake, unless_current=unless_current)
+                                         replace_applied=from_intake, exit_years=exit_years,
+                                         unless_current=unless_current)
                 s.commit()
             return scorer
 

@@ -19,14 +19,14 @@ def assert_matches_clean_recomputation(intake: Database, scoring: Database) -> E
     worker's clock; each component's explanation lines add up to what it lost. Returns the engine."""
     with Session(scoring) as s:
         as_of = s.get(WorkerClock, 1).as_of
-        statuses = store.counties(s)
+        statuses, exit_years = store.counties(s), store.exit_years(s)
         rows = {(r.region_code, r.year): r for r in s.execute(select(ScoreRow)).scalars()}
         team_rows = s.execute(select(TeamPoints)).scalars().all()
         lines: dict[tuple[str, int, str], float] = {}
         for _, county, year, line in store.explanation_lines(s):
             key = (county, year, line.component)
             lines[key] = lines.get(key, 0.0) + line.points
-    clean = Engine(shipped(), statuses, start=store.EPOCH)
+    clean = Engine(shipped(), statuses, start=store.EPOCH, exit_years=exit_years)
     for chunk in export(intake, after_sequence=0):
         for line in chunk.splitlines():
             clean.apply(decode_record(line))

@@ -2,9 +2,11 @@
 recomputation, even when an event moves a score without moving any component (a league, a gate,
 a first row)."""
 
+import threading
 from collections import namedtuple
 from datetime import timedelta
 
+import httpx
 import orjson
 import pytest
 from sqlalchemy import func, select
@@ -14,7 +16,7 @@ from services.events import registry, topics
 from services.kit.settings import Settings
 from services.scoring import store
 from services.scoring.base import Outbox
-from services.scoring.models import ScoreRow, WorkerClock
+from services.scoring.models import County, ScoreRow, WorkerClock
 from services.scoring.policy.model import shipped
 from services.scoring.worker import Worker
 from tests.conftest import fresh_database
@@ -87,7 +89,7 @@ def assert_as_a_recomputation(db, clock) -> dict[tuple[str, int], tuple]:
     with Session(db) as s:
         as_of = s.get(WorkerClock, 1).as_of
         store.recompute(s, shipped(), store.counties(s), list(store.stored_records(db)), as_of=as_of, now=clock.now,
-                        replace_applied=False)
+                        replace_applied=False, exit_years=store.exit_years(s))
         s.commit()
     assert rows(db) == before
     assert score_messages(db) == messages
@@ -128,6 +130,48 @@ def test_a_status_change_moves_the_league_of_its_year_and_of_later_years(worker,
     scores = assert_as_a_recomputation(db, clock)
     assert scores[("513434", T0.year)][1] == scores[("513434", T0.year + 1)][1] == "exited"
     assert scores[("513431", T0.year)][1] == "in_poverty"
+
+
+def intake_regions(monkeypatch, regions: list[dict]) -> None:
+    """Intake's `GET /v1/regions` answers `regions` (what `Worker.load_counties` reads)."""
+    monkeypatch.setattr(httpx, "get", lambda url, **_: httpx.Response(200, json=regions,
+                                                                     request=httpx.Request("GET", url)))
+
+
+def test_a_county_exited_per_the_baseline_is_in_poverty_for_the_years_before_its_exit_year(
+        worker, scoring_db, clock, monkeypatch):
+    db = scoring_db.engine
+    intake_regions(monkeypatch, [{"code": "513435", "parent_code": "513400", "level": "county",
+                                  "baseline_status": "exited", "baseline_exit_year": T0.year}])
+    worker.load_counties(threading.Event())
+    worker.restore()
+    last_year = T0.replace(year=T0.year - 1)
+    feed(worker, [inspection(finding("F-1", category="stable_exit"), county="513435", at=last_year),
+                  inspection(finding("F-2", category="stable_exit"), county="513435")])
+    scores = assert_as_a_recomputation(db, clock)
+    assert scores[("513435", T0.year - 1)][1:3] == ("in_poverty", 100 - 5.0 * 0.4 / 0.8)
+    assert scores[("513435", T0.year)][1:3] == ("exited", 100 - 10.0 * 0.35 / 0.8)
+
+
+def test_an_exit_year_cached_after_its_county_corrects_the_years_before_it(worker, scoring_db, clock, monkeypatch):
+    db = scoring_db.engine
+    county, last_year = "513435", T0.year - 1
+    with Session(db) as s:  # cached before scoring kept exit years
+        store.save_counties(s, [{"code": county, "baseline_status": "exited"}])
+        s.commit()
+    worker.restore()
+    feed(worker, [inspection(county=county, at=T0.replace(year=last_year)), inspection(county=county)])
+    assert rows(db)[(county, last_year)][1] == "exited"
+    # the next start loads intake's regions again: the year is filled in, the rest of the row kept
+    intake_regions(monkeypatch, [{"code": county, "parent_code": "513400", "level": "county",
+                                  "baseline_status": "in_poverty", "baseline_exit_year": T0.year}])
+    worker.load_counties(threading.Event())
+    with Session(db) as s:
+        assert (s.get(County, county).status, s.get(County, county).exit_year) == ("exited", T0.year)
+    worker.restore()
+    worker.tick()  # the first write of a rebuilt engine compares every county-year it owns
+    scores = assert_as_a_recomputation(db, clock)  # (written and announced)
+    assert (scores[(county, last_year)][1], scores[(county, T0.year)][1]) == ("in_poverty", "exited")
 
 
 def test_a_clean_visit_and_a_daily_check_with_nothing_failed_give_a_first_score(worker, scoring_db, clock):

@@ -15,13 +15,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
+from alembic import command
 from bench.regions import national_regions
 from services.intake.app import create_app
 from services.intake.regions.service import load
 from services.kit.access import Access
 from services.kit.broker import LocalBroker, free_port
 from services.kit.db import make_engine
-from services.kit.migrate import upgrade
+from services.kit.migrate import alembic_config, upgrade
 from services.kit.settings import Settings
 
 PG_URL = os.environ.get("KAOHE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -52,8 +53,9 @@ class Database:
 
 
 @contextmanager
-def fresh_database(backend: str, tmp_path, service: str) -> Iterator[Database]:
-    """A new SQLite file or a new PostgreSQL schema, migrated to `service`'s head; dropped after."""
+def fresh_database(backend: str, tmp_path, service: str, *, migrated: bool = True) -> Iterator[Database]:
+    """A new SQLite file or a new PostgreSQL schema, migrated to `service`'s head (`migrated=False`:
+    empty, for a migration test to take step by step); dropped after."""
     if backend == "postgresql":
         if _PG_REASON:
             pytest.skip(_PG_REASON)
@@ -63,7 +65,8 @@ def fresh_database(backend: str, tmp_path, service: str) -> Iterator[Database]:
     else:
         url = f"sqlite:///{tmp_path / f'{service}.db'}"
         db = Database("sqlite", url, None, make_engine(url))
-    upgrade(service, db.engine, db.schema)
+    if migrated:
+        upgrade(service, db.engine, db.schema)
     try:
         yield db
     finally:
@@ -74,6 +77,15 @@ def fresh_database(backend: str, tmp_path, service: str) -> Iterator[Database]:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{db.schema}" CASCADE'))
                 conn.commit()
             cleanup.dispose()
+
+
+def migrate(service: str, db: Database, target: str, *, down: bool = False) -> None:
+    """`service`'s Alembic up (or `down`) to `target`, e.g. "0002_notify" or "notify@head"."""
+    cfg = alembic_config(service)
+    with db.engine.connect() as conn:
+        cfg.attributes["connection"], cfg.attributes["schema"] = conn, db.schema
+        (command.downgrade if down else command.upgrade)(cfg, target)
+        conn.commit()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -8,25 +8,20 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from alembic import command
 from services.events import registry
 from services.intake.findings import service as findings
 from services.intake.regions.service import Directory, load
 from services.intake.store.service import append
-from services.kit.migrate import alembic_config
 from tests import factories as f
 from tests.conftest import fresh_database
+from tests.conftest import migrate as conftest_migrate
 from tests.factories import COUNTY, OTHER_COUNTY
 
 AT = datetime(2026, 3, 2, 1, 30, tzinfo=timezone.utc)
 
 
 def migrate(db, target: str, *, down: bool = False) -> None:
-    cfg = alembic_config("intake")
-    with db.engine.connect() as conn:
-        cfg.attributes["connection"], cfg.attributes["schema"] = conn, db.schema
-        (command.downgrade if down else command.upgrade)(cfg, target)
-        conn.commit()
+    conftest_migrate("intake", db, target, down=down)
 
 
 def finding_row(finding_id: str, region_code: str) -> dict:

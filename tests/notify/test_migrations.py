@@ -1,6 +1,5 @@
 """Notify's 0003: tracked findings keyed by (county, finding id), both ways, on both backends."""
 
-import uuid
 from datetime import date
 
 import pytest
@@ -8,10 +7,8 @@ from sqlalchemy import column, insert, inspect, table, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from alembic import command
-from services.kit.db import make_engine
-from services.kit.migrate import alembic_config
-from tests.conftest import _PG_REASON, PG_URL
+from tests.conftest import Database, fresh_database
+from tests.conftest import migrate as conftest_migrate
 
 TRACKED = table("tracked_finding", column("finding_id"), column("region_code"), column("inspection_id"),
                 column("severity"), column("deadline"), column("state"), column("responsible_unit"),
@@ -19,33 +16,14 @@ TRACKED = table("tracked_finding", column("finding_id"), column("region_code"), 
 
 
 def migrate(engine, schema: str | None, target: str, *, down: bool = False) -> None:
-    cfg = alembic_config("notify")
-    with engine.connect() as conn:
-        cfg.attributes["connection"] = conn
-        cfg.attributes["schema"] = schema
-        (command.downgrade if down else command.upgrade)(cfg, target)
-        conn.commit()
+    conftest_migrate("notify", Database("", "", schema, engine), target, down=down)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_db(request, tmp_path):
     """A notify database with no schema yet (migrated by the test, step by step)."""
-    if request.param == "postgresql":
-        if _PG_REASON:
-            pytest.skip(_PG_REASON)
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        engine = make_engine(PG_URL, schema=schema)
-        yield engine, schema
-        engine.dispose()
-        cleanup = make_engine(PG_URL)
-        with cleanup.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            conn.commit()
-        cleanup.dispose()
-    else:
-        engine = make_engine(f"sqlite:///{tmp_path / 'notify.db'}")
-        yield engine, None
-        engine.dispose()
+    with fresh_database(request.param, tmp_path, "notify", migrated=False) as db:
+        yield db.engine, db.schema
 
 
 def tracked(finding_id: str, county: str) -> dict:

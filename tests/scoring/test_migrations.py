@@ -11,43 +11,23 @@ import pytest
 from sqlalchemy import column, insert, select, table, text
 from sqlmodel import Session
 
-from alembic import command
-from services.kit.db import UTCDateTime, make_engine
-from services.kit.migrate import alembic_config
+from services.kit.db import UTCDateTime
 from services.scoring import store
-from tests.conftest import _PG_REASON, PG_URL
+from tests.conftest import Database, fresh_database
+from tests.conftest import migrate as conftest_migrate
 
 BEIJING = timezone(timedelta(hours=8))
 
 
 def migrate(engine, schema: str | None, target: str, *, down: bool = False) -> None:
-    cfg = alembic_config("scoring")
-    with engine.connect() as conn:
-        cfg.attributes["connection"] = conn
-        cfg.attributes["schema"] = schema
-        (command.downgrade if down else command.upgrade)(cfg, target)
-        conn.commit()
+    conftest_migrate("scoring", Database("", "", schema, engine), target, down=down)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_db(request, tmp_path):
     """A scoring database with no schema yet (migrated by the test, step by step)."""
-    if request.param == "postgresql":
-        if _PG_REASON:
-            pytest.skip(_PG_REASON)
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        engine = make_engine(PG_URL, schema=schema)
-        yield engine, schema
-        engine.dispose()
-        cleanup = make_engine(PG_URL)
-        with cleanup.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            conn.commit()
-        cleanup.dispose()
-    else:
-        engine = make_engine(f"sqlite:///{tmp_path / 'scoring.db'}")
-        yield engine, None
-        engine.dispose()
+    with fresh_database(request.param, tmp_path, "scoring", migrated=False) as db:
+        yield db.engine, db.schema
 
 
 def test_applied_events_and_explanation_lines_survive_0005_both_ways(empty_db):

@@ -81,7 +81,8 @@ async def readmit(request: Request, *scopes: str) -> Principal:
     limit): for a response that outlives the check at its start, such as an SSE stream. The same
     per-process cache answers, so a revocation elsewhere is seen within `Access.cache_s` and an
     expiry at once, and the access database is read at most once per key per `cache_s`. Raises
-    the 401 or 403 a new request would get."""
+    the 401 or 403 a new request would get. Only for a route behind `require(...)`: the token it
+    checks again is the one `authenticate` let in (kept in the request's scope)."""
     principal = await principal_for(request.app.state.access, request.scope[TOKEN])
     if principal is None:
         raise unauthenticated("the API key is unknown, revoked or expired")

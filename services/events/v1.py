@@ -52,7 +52,6 @@ LongText = Annotated[str, StringConstraints(max_length=4000)]
 Evidence = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=2000)]], Field(max_length=50)]
 
 
-
 def _written_as(pattern: str, example: str) -> BeforeValidator:
     """Times and days as ISO 8601 text only: pydantic would also read a number as a Unix time,
     which the contract does not offer (and a partner's bug would land silently in 1970 or 2025)."""
@@ -66,7 +65,9 @@ def _written_as(pattern: str, example: str) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-Moment = Annotated[AwareDatetime, _written_as(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}", "2026-03-02T09:30:00+08:00")]
+# also the APIs' time parameters (kit.types.IsoDateTime)
+MOMENT_TEXT = _written_as(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}", "2026-03-02T09:30:00+08:00")
+Moment = Annotated[AwareDatetime, MOMENT_TEXT]
 Day = Annotated[date, _written_as(r"^\d{4}-\d{2}-\d{2}$", "2026-06-30")]
 
 EARLIEST = datetime(2010, 1, 1, tzinfo=timezone.utc)

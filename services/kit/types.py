@@ -1,20 +1,13 @@
 """Field types shared by every service's API."""
 
-import re
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime
 
-_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+from services.events.v1 import MOMENT_TEXT
+
 INT64_MAX = 2**63 - 1  # the largest id or position any database column holds; beyond it, a 422 not a 500
-
-
-def _iso_only(value: Any) -> Any:
-    """Pydantic also reads numbers as Unix times; the API documents ISO 8601 date-times only."""
-    if isinstance(value, datetime) or (isinstance(value, str) and _ISO.match(value)):
-        return value
-    raise ValueError("an ISO 8601 date-time with a UTC offset, e.g. 2026-03-02T09:30:00+08:00")
 
 
 def _in_utc_range(value: datetime) -> datetime:
@@ -28,4 +21,4 @@ def _in_utc_range(value: datetime) -> datetime:
 
 
 UtcDateTime = Annotated[AwareDatetime, AfterValidator(_in_utc_range)]
-IsoDateTime = Annotated[UtcDateTime, BeforeValidator(_iso_only)]
+IsoDateTime = Annotated[UtcDateTime, MOMENT_TEXT]  # ISO 8601 text only, as in the event contracts (no Unix times)

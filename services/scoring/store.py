@@ -480,7 +480,7 @@ def _save_scores(session: Session, rows: list[dict], *, restamp: bool) -> list[t
     """Upsert the rows in which any published field moved (every row when restamping: a
     recomputation restamps as-of but announces only what moved); returns those that moved with what
     they replace (their published fields, total and grade first)."""
-    previous = _previous_totals(session, [(r["region_code"], r["year"]) for r in rows])
+    previous = _stored_published(session, [(r["region_code"], r["year"]) for r in rows])
     changed = [(r, previous.get((r["region_code"], r["year"]))) for r in rows
                if previous.get((r["region_code"], r["year"])) != tuple(r[f] for f in PUBLISHED)]
     upsert_rows(session, ScoreRow.__table__, rows if restamp else [r for r, _ in changed], keys=("region_code", "year"))
@@ -526,7 +526,8 @@ def _insert_events(session: Session, applied: list[tuple[Recorded, str | bytes]]
     insert_rows(session, ExplanationBatch.__table__, explanations)
 
 
-def _previous_totals(session: Session, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
+def _stored_published(session: Session, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
+    """The stored rows' `PUBLISHED` fields (total and grade first) of these (region, year) keys."""
     if not keys:
         return {}
     codes = sorted({k[0] for k in keys})

@@ -204,13 +204,19 @@ def main() -> int:
         access.engine.dispose()
         env["KAOHE_SERVICE_TOKEN"] = tokens["service"]  # the workers' and the demo loader's key
         ports = metrics_ports(settings)
-        for child in children(settings):  # in order: a service is healthy before the next starts
-            if child.name in METRICS_PORTS:  # each worker its own metrics port (0 = off)
-                child.env = {"KAOHE_METRICS_PORT": str(ports.get(child.name, 0))}
-            child.process = subprocess.Popen(child.args, env={**env, **(child.env or {})}, start_new_session=True)
-            procs.append(child)
-            if child.health_url:
-                wait_healthy(child)
+        # the APIs side by side, then, once every one is healthy, the relays and workers side by
+        # side (the workers read intake's regions at start)
+        apis = [child for child in children(settings) if child.health_url]
+        for group in (apis, [child for child in children(settings) if not child.health_url]):
+            for child in group:
+                if child.name in METRICS_PORTS:  # each worker its own metrics port (0 = off)
+                    child.env = {"KAOHE_METRICS_PORT": str(ports.get(child.name, 0))}
+                child.process = subprocess.Popen(child.args, env={**env, **(child.env or {})},
+                                                 start_new_session=True)
+                procs.append(child)
+            for child in group:
+                if child.health_url:
+                    wait_healthy(child)
         demo = os.environ.get("KAOHE_DEMO", "1") != "0"
         if demo:  # through intake's API, like any partner
             subprocess.run([sys.executable, "-m", "services.demo"], env=env, check=True)

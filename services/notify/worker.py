@@ -22,7 +22,7 @@ from sqlmodel import Session
 
 from services.events import topics
 from services.kit.access import service_headers
-from services.kit.consumer import LogWatch, consume, group_consumer, paused, run_worker
+from services.kit.consumer import LogWatch, consume, group_consumer, leave, paused, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure, message_context
@@ -168,7 +168,7 @@ class Worker:
 
     def close(self) -> None:
         if self.consumer is not None:
-            self.consumer.close()
+            leave(self.consumer)
         self.dispatcher.close()
 
 

@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from services.events import topics
 from services.kit.access import service_headers
-from services.kit.consumer import LogWatch, consume, group_consumer, run_worker
+from services.kit.consumer import LogWatch, consume, group_consumer, leave, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure, in_message_context
@@ -101,7 +101,7 @@ class Worker:
 
     def close(self) -> None:
         if self.consumer is not None:
-            self.consumer.close()
+            leave(self.consumer)
 
 
 def build_relay(settings: Settings, db: Engine) -> Relay:

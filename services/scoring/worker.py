@@ -35,7 +35,7 @@ from sqlmodel import Session
 from services.events import topics
 from services.kit import heap, metrics
 from services.kit.access import service_headers
-from services.kit.consumer import Backoff, LogWatch, group_consumer, log_id, poll_ordered, run_worker
+from services.kit.consumer import Backoff, LogWatch, group_consumer, leave, log_id, poll_ordered, run_worker
 from services.kit.db import service_engine
 from services.kit.kafka import ensure_topics
 from services.kit.logs import configure, message_context
@@ -681,7 +681,7 @@ class Worker:
         self.settle(quietly=True)
         self.writer.shutdown()
         if self.consumer is not None:
-            self.consumer.close()
+            leave(self.consumer)
 
 
 class Reassigned(Exception):

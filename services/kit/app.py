@@ -1,5 +1,5 @@
 """What every service's FastAPI app has: problem+json errors, a body limit, /healthz, /readyz,
-/metrics, and a request id, counted and logged, on every request."""
+/metrics, a request id, counted and logged, on every request, and no query parameter ignored."""
 
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -21,6 +21,7 @@ from services.kit.db import ping
 from services.kit.kafka import CachedProbe
 from services.kit.limits import BodyLimit
 from services.kit.observe import ObserveRequests, metrics_router
+from services.kit.query import refuse_undeclared
 from services.kit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -197,8 +198,9 @@ def service_app(*, title: str, description: str, settings: Settings, version: st
     if access is None:  # made here, so closed here: its engine's connections go with the app
         access = Access.from_settings(settings)
         lifespan = _disposing(lifespan, access.engine)
+    # every route refuses a query parameter it does not declare (kit.query)
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, dependencies=[Depends(refuse_undeclared)])
     app.state.access = access
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_min)
     _offline_docs(app)

@@ -37,7 +37,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
+    def index(key: str | None = None, year: str | None = None) -> FileResponse:
+        """The page reads `?key=` (the link `make run` prints) and `?year=` itself (static/app.js)."""
         return FileResponse(STATIC / "index.html")
 
     metrics.NEWEST_STANDING_AGE.watch(newest_standing_age(engine))

@@ -15,7 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.kit.access.keys import Access
 from services.kit.access.principal import Principal
 from services.kit.access.ratelimit import RateLimiter, Verdict
-from services.kit.problems import Problem
+from services.kit.problems import PENDING, Problem
+from services.kit.query import KEY_CHECK
 
 RATE_HEADERS = "kaohe.rate_headers"  # scope key: RateLimit headers for the response
 RATE_VERDICT = "kaohe.rate_verdict"  # scope key: the request's one rate-limit verdict
@@ -123,6 +124,8 @@ def require(*scopes: str, query_token: bool = False, everywhere: bool = False):
                 wanted = "every province's key (000000)" if len(held) > 1 else "a province-wide key"
                 raise Problem(403, "forbidden", "Forbidden", f"this spans every region held: it needs {wanted}; "
                               f"yours is for {who.region}")
+        if pending := request.scope.pop(PENDING, None):  # found before the key was checked (kit.query)
+            raise pending
         return who
 
     if query_token:  # declared as a parameter so that the OpenAPI of the route shows it
@@ -135,6 +138,7 @@ def require(*scopes: str, query_token: bool = False, everywhere: bool = False):
                             credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> Principal:
             return await admit(request, credentials.credentials if credentials else None)
 
+    setattr(principal, KEY_CHECK, True)
     return principal
 
 

@@ -19,6 +19,7 @@ from services.intake.app import create_app as intake_app
 from services.intake.regions.service import shipped_regions
 from services.intake.store.models import StoredEvent
 from services.kit.access import Access
+from services.kit.access.__main__ import main as access_cli
 from services.kit.access.idempotency import IdempotencyStore, ShownOnce, _without, fingerprint
 from services.kit.access.local import file_regions, local_keys, region_of, saved_token
 from services.kit.access.principal import NATIONAL, Principal
@@ -381,6 +382,84 @@ def test_a_key_cannot_be_made_already_expired(world, access):
     r = intake.post("/v1/keys", json={"name": "x", "scopes": ["events:read"], "region": A_PREF, "expires_at": later},
                     headers=admin)
     assert r.status_code == 201 and intake.get("/v1/regions", headers=bearer(r.json()["token"])).status_code == 200
+
+
+def _admin(access, **limits) -> dict[str, str]:
+    """An admin key of prefecture A with `limits` (expires_at, rate_limit_per_min)."""
+    return bearer(access.store.create(name="narrow admin", scopes=["admin"], region=A_PREF, **limits)[1])
+
+
+COUNTY_KEY = {"name": "县", "scopes": ["events:read"], "region": A_COUNTY}
+
+
+def test_a_key_may_not_outlive_the_key_that_makes_it(world, access):
+    intake = world["intake"]
+    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).replace(microsecond=0)
+    admin = _admin(access, expires_at=tomorrow)
+    before = [k.id for k in access.store.list("510000")]
+    for later in [(tomorrow + timedelta(seconds=1)).isoformat(), "2099-01-01T00:00:00Z", None]:
+        r = intake.post("/v1/keys", json={**COUNTY_KEY, "expires_at": later}, headers=admin)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+        assert [e["field"] for e in r.json()["errors"]] == ["expires_at"]
+        assert tomorrow.isoformat() in r.json()["detail"]  # says when the creator's key expires
+    assert [k.id for k in access.store.list("510000")] == before  # nothing was made
+    inherited = intake.post("/v1/keys", json=COUNTY_KEY, headers=admin)
+    assert inherited.status_code == 201 and datetime.fromisoformat(inherited.json()["expires_at"]) == tomorrow
+    assert intake.get("/v1/regions", headers=bearer(inherited.json()["token"])).status_code == 200
+    for within in [tomorrow, tomorrow - timedelta(hours=1)]:
+        r = intake.post("/v1/keys", json={**COUNTY_KEY, "expires_at": within.isoformat()}, headers=admin)
+        assert r.status_code == 201 and datetime.fromisoformat(r.json()["expires_at"]) == within, r.text
+    # an admin that never expires makes a key that never expires, or one that does
+    forever = _admin(access)
+    assert intake.post("/v1/keys", json=COUNTY_KEY, headers=forever).json()["expires_at"] is None
+    r = intake.post("/v1/keys", json={**COUNTY_KEY, "expires_at": "2099-01-01T00:00:00Z"}, headers=forever)
+    assert r.status_code == 201, r.text
+
+
+def test_a_key_may_not_be_allowed_more_requests_than_the_key_that_makes_it(world, access):
+    intake = world["intake"]
+    admin = _admin(access, rate_limit_per_min=60)
+    for over in [61, 10_000_000, None]:  # null: the service setting (6,000)
+        r = intake.post("/v1/keys", json={**COUNTY_KEY, "rate_limit_per_min": over}, headers=admin)
+        assert r.status_code == 422, r.text
+        assert [e["field"] for e in r.json()["errors"]] == ["rate_limit_per_min"]
+        assert "limit of 60 requests per minute" in r.json()["detail"]
+    inherited = intake.post("/v1/keys", json=COUNTY_KEY, headers=admin)
+    assert inherited.status_code == 201 and inherited.json()["rate_limit_per_min"] == 60
+    held = intake.get("/v1/regions", headers=bearer(inherited.json()["token"]))
+    assert held.headers["RateLimit-Policy"] == '"key";q=60;w=60'  # the limit it is held to
+    for within in [60, 1]:
+        r = intake.post("/v1/keys", json={**COUNTY_KEY, "rate_limit_per_min": within}, headers=admin)
+        assert r.status_code == 201 and r.json()["rate_limit_per_min"] == within, r.text
+    # an admin without a limit of its own: left out, the service setting; any limit the API takes
+    unlimited = _admin(access)
+    assert intake.post("/v1/keys", json=COUNTY_KEY, headers=unlimited).json()["rate_limit_per_min"] is None
+    r = intake.post("/v1/keys", json={**COUNTY_KEY, "rate_limit_per_min": 10_000_000}, headers=unlimited)
+    assert r.status_code == 201, r.text
+
+
+def test_a_narrow_admin_expiring_tomorrow_cannot_make_a_key_that_never_expires_at_10_million_a_minute(world, access):
+    tomorrow = datetime.now(timezone.utc) + timedelta(days=1)
+    admin = _admin(access, expires_at=tomorrow, rate_limit_per_min=60)
+    r = world["intake"].post("/v1/keys", json={**COUNTY_KEY, "expires_at": None, "rate_limit_per_min": 10_000_000},
+                             headers=admin)
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["expires_at", "rate_limit_per_min"]  # both named
+
+
+def test_the_operators_and_the_local_admin_keys_still_make_keys(world, access, tmp_path, monkeypatch, capsys):
+    """`python -m services.kit.access create-key` (no expiry, no limit) and `make run`'s admin (no
+    expiry, 10,000,000 a minute): what they make is bounded by nothing, or by 10,000,000."""
+    monkeypatch.setenv("KAOHE_DATA_DIR", str(tmp_path))  # the access database the apps read
+    assert access_cli(["create-key", "--name", "ops", "--scope", "admin", "--region", "510000"]) == 0
+    operator = bearer(capsys.readouterr().out.strip())
+    r = world["intake"].post("/v1/keys", json={**COUNTY_KEY, "rate_limit_per_min": 10_000_000,
+                                               "expires_at": "2099-01-01T00:00:00Z"}, headers=operator)
+    assert r.status_code == 201, r.text
+    local = bearer(local_keys(access.store, tmp_path / "local")["admin"])
+    made = world["intake"].post("/v1/keys", json=COUNTY_KEY, headers=local)
+    assert made.status_code == 201, made.text
+    assert (made.json()["expires_at"], made.json()["rate_limit_per_min"]) == (None, 10_000_000)
 
 
 def test_expired_keys_are_refused(world, access):

@@ -43,7 +43,7 @@ def parse_token(token: str) -> tuple[str, str] | None:
 
 def principal_of(row: ApiKey) -> Principal:
     return Principal(key_id=row.id, name=row.name, scopes=frozenset(row.scopes.split()), region=row.region,
-                     rate_limit_per_min=row.rate_limit_per_min)
+                     rate_limit_per_min=row.rate_limit_per_min, expires_at=row.expires_at)
 
 
 class Access:

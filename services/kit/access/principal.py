@@ -2,6 +2,7 @@
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from services.kit.problems import Problem
 
@@ -34,6 +35,7 @@ class Principal:
     scopes: frozenset[str]
     region: str
     rate_limit_per_min: int | None = None
+    expires_at: datetime | None = None
 
     @property
     def region_prefix(self) -> str:

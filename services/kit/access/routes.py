@@ -1,7 +1,8 @@
 """Admin endpoints for API keys (mounted by intake): create, list, show, revoke.
 
 A key with `admin` manages keys inside its own region, with at most its own scopes: a
-prefecture's admin can make keys for its counties, never for a neighbour or the province.
+prefecture's admin can make keys for its counties, never for a neighbour or the province. Nor
+can a key it makes outlive it or be allowed more requests a minute than it is.
 """
 
 from collections.abc import Callable
@@ -34,9 +35,13 @@ class KeyCreate(BaseModel):
     region: str = Field(description="Province, prefecture or county code the key may see (inside yours); "
                                     f"{NATIONAL}: every province")
     rate_limit_per_min: int | None = Field(None, ge=1, le=10_000_000,
-                                           description="Requests per minute; default: the service setting")
+                                           description="Requests per minute, at most your key's own limit; "
+                                                       "left out: your key's limit; null (or left out when your "
+                                                       "key has none): the service setting")
     expires_at: IsoDateTime | None = Field(None, description="When the key stops working (ISO 8601 with offset); "
-                                                          "in the future")
+                                                          "in the future, and not after your key expires; left "
+                                                          "out: when your key expires; null (or left out when "
+                                                          "your key never expires): never")
 
     @field_validator("scopes")
     @classmethod
@@ -82,6 +87,38 @@ def _beyond(field: str, message: str) -> Problem:
     return Problem(403, "forbidden", "Forbidden", problem.detail, errors=problem.extra["errors"])
 
 
+def bounded(body: KeyCreate, admin: Principal) -> tuple[datetime | None, int | None]:
+    """The new key's expiry and rate limit, not past its creator's: left out, the creator's; a
+    null (never, the service setting) only when the creator has none either. Else a 422 naming
+    each field that goes past them."""
+    expires_at, per_min, sent, past = body.expires_at, body.rate_limit_per_min, body.model_fields_set, []
+    if admin.expires_at is not None:
+        until = admin.expires_at.isoformat()
+        if "expires_at" not in sent:
+            expires_at = admin.expires_at
+        elif expires_at is None:
+            past.append(field_problem("expires_at", f"null (never) would outlive your key, which expires at {until}: "
+                                                    "give a time up to then, or leave it out to take yours"))
+        elif expires_at > admin.expires_at:
+            past.append(field_problem("expires_at", f"{expires_at.isoformat()} is after your key expires ({until}): "
+                                                    "a key you make may not outlive yours"))
+    if admin.rate_limit_per_min is not None:
+        limit = admin.rate_limit_per_min
+        if "rate_limit_per_min" not in sent:
+            per_min = limit
+        elif per_min is None:
+            past.append(field_problem("rate_limit_per_min", f"null (the service setting) may be over your key's own "
+                                                            f"limit of {limit} requests per minute: give at most "
+                                                            f"{limit}, or leave it out to take yours"))
+        elif per_min > limit:
+            past.append(field_problem("rate_limit_per_min", f"{per_min} is over your key's own limit of {limit} "
+                                                            "requests per minute"))
+    if past:
+        raise Problem(422, "validation", "Invalid request", "; ".join(p.detail for p in past),
+                      errors=[e for p in past for e in p.extra["errors"]])
+    return expires_at, per_min
+
+
 def known_region(request: Request) -> Callable[[str], bool]:
     """The service's answer to "does this region exist" (`app.state.known_region`, set by the
     service holding the regions; it may read the database); every code without it."""
@@ -99,7 +136,8 @@ AccessDep = Annotated[Access, Depends(_access)]
              dependencies=[Depends(ShownOnce("token"))],
              responses={201: {"description": "The new key and its token", "headers": REPLAY_HEADERS},
                         403: {"description": "Scopes or region beyond the caller's", **PROBLEM},
-                        422: {"description": "Invalid request", **PROBLEM}})
+                        422: {"description": "Invalid request, or an expiry or rate limit past your key's",
+                              **PROBLEM}})
 async def create_key(body: KeyCreate, admin: Admin, access: AccessDep, request: Request) -> KeyCreated:
     """The token is in this answer only: Kaohe keeps its SHA-256, never the token.
 
@@ -107,9 +145,14 @@ async def create_key(body: KeyCreate, admin: Admin, access: AccessDep, request: 
     key's fields and `"token": null`, with `Idempotent-Replayed: true` and `Idempotent-Redacted:
     token` (the token is not kept for replays either). If the first answer was lost, revoke that
     key by its `id` and make a new one.
+
+    A key you make stays within yours: inside its region, with at most its scopes (else 403), and
+    neither expiring after it nor allowed more requests a minute (else 422); left out, its expiry
+    and rate limit are your key's.
     """
     if body.expires_at is not None and body.expires_at <= access.clock():  # the clock that expires keys
         raise field_problem("expires_at", f"{body.expires_at.isoformat()} has passed: a key that would never work")
+    expires_at, rate_limit_per_min = bounded(body, admin)
     # outside the admin's region is answered as a region that does not exist (README)
     unseen = not admin.sees(body.region) and body.region != NATIONAL
     if unseen or admin.covers(body.region) and not await run_in_threadpool(known_region(request), body.region):
@@ -121,7 +164,7 @@ async def create_key(body: KeyCreate, admin: Admin, access: AccessDep, request: 
         raise _beyond("scopes", f"your key cannot grant {', '.join(beyond)}")
     row, token = await run_in_threadpool(
         lambda: access.create(name=body.name, scopes=body.scopes, region=body.region, created_by=admin.key_id,
-                              rate_limit_per_min=body.rate_limit_per_min, expires_at=body.expires_at))
+                              rate_limit_per_min=rate_limit_per_min, expires_at=expires_at))
     return KeyCreated(**KeyPublic.of(row).model_dump(), token=token)
 
 

@@ -431,6 +431,11 @@ def test_a_key_may_not_be_allowed_more_requests_than_the_key_that_makes_it(world
     for within in [60, 1]:
         r = intake.post("/v1/keys", json={**COUNTY_KEY, "rate_limit_per_min": within}, headers=admin)
         assert r.status_code == 201 and r.json()["rate_limit_per_min"] == within, r.text
+    # an admin whose limit is over the service setting: left out, the service setting
+    generous = _admin(access, rate_limit_per_min=9_000)
+    assert intake.post("/v1/keys", json=COUNTY_KEY, headers=generous).json()["rate_limit_per_min"] is None
+    r = intake.post("/v1/keys", json={**COUNTY_KEY, "rate_limit_per_min": 9_001}, headers=generous)
+    assert r.status_code == 422 and "limit of 9000 requests per minute" in r.json()["detail"], r.text
     # an admin without a limit of its own: left out, the service setting; any limit the API takes
     unlimited = _admin(access)
     assert intake.post("/v1/keys", json=COUNTY_KEY, headers=unlimited).json()["rate_limit_per_min"] is None
@@ -449,7 +454,8 @@ def test_a_narrow_admin_expiring_tomorrow_cannot_make_a_key_that_never_expires_a
 
 def test_the_operators_and_the_local_admin_keys_still_make_keys(world, access, tmp_path, monkeypatch, capsys):
     """`python -m services.kit.access create-key` (no expiry, no limit) and `make run`'s admin (no
-    expiry, 10,000,000 a minute): what they make is bounded by nothing, or by 10,000,000."""
+    expiry, 10,000,000 a minute): what they make is bounded by nothing, or by 10,000,000, and a
+    partner key made without a limit has the service setting, not the local admin's 10,000,000."""
     monkeypatch.setenv("KAOHE_DATA_DIR", str(tmp_path))  # the access database the apps read
     assert access_cli(["create-key", "--name", "ops", "--scope", "admin", "--region", "510000"]) == 0
     operator = bearer(capsys.readouterr().out.strip())
@@ -459,7 +465,11 @@ def test_the_operators_and_the_local_admin_keys_still_make_keys(world, access, t
     local = bearer(local_keys(access.store, tmp_path / "local")["admin"])
     made = world["intake"].post("/v1/keys", json=COUNTY_KEY, headers=local)
     assert made.status_code == 201, made.text
-    assert (made.json()["expires_at"], made.json()["rate_limit_per_min"]) == (None, 10_000_000)
+    assert (made.json()["expires_at"], made.json()["rate_limit_per_min"]) == (None, None)
+    held = world["intake"].get("/v1/regions", headers=bearer(made.json()["token"]))
+    assert held.headers["RateLimit-Policy"] == '"key";q=6000;w=60'  # the service setting
+    r = world["intake"].post("/v1/keys", json={**COUNTY_KEY, "rate_limit_per_min": None}, headers=local)
+    assert r.status_code == 201 and r.json()["rate_limit_per_min"] is None, r.text  # null: the same
 
 
 def test_expired_keys_are_refused(world, access):

@@ -87,10 +87,11 @@ def _beyond(field: str, message: str) -> Problem:
     return Problem(403, "forbidden", "Forbidden", problem.detail, errors=problem.extra["errors"])
 
 
-def bounded(body: KeyCreate, admin: Principal) -> tuple[datetime | None, int | None]:
-    """The new key's expiry and rate limit, not past its creator's: left out, the creator's; a
-    null (never, the service setting) only when the creator has none either. Else a 422 naming
-    each field that goes past them."""
+def bounded(body: KeyCreate, admin: Principal, default_per_min: int) -> tuple[datetime | None, int | None]:
+    """The new key's expiry and rate limit, not past its creator's. Expiry: left out, the
+    creator's; a null (never) only when the creator has none either. Rate limit: left out or null,
+    the service setting (`default_per_min`), unless that is over the creator's own limit: then,
+    left out, the creator's, and null is refused. Else a 422 naming each field that goes past them."""
     expires_at, per_min, sent, past = body.expires_at, body.rate_limit_per_min, body.model_fields_set, []
     if admin.expires_at is not None:
         until = admin.expires_at.isoformat()
@@ -102,17 +103,17 @@ def bounded(body: KeyCreate, admin: Principal) -> tuple[datetime | None, int | N
         elif expires_at > admin.expires_at:
             past.append(field_problem("expires_at", f"{expires_at.isoformat()} is after your key expires ({until}): "
                                                     "a key you make may not outlive yours"))
-    if admin.rate_limit_per_min is not None:
+    if admin.rate_limit_per_min is not None and admin.rate_limit_per_min < default_per_min:
         limit = admin.rate_limit_per_min
         if "rate_limit_per_min" not in sent:
             per_min = limit
         elif per_min is None:
-            past.append(field_problem("rate_limit_per_min", f"null (the service setting) may be over your key's own "
-                                                            f"limit of {limit} requests per minute: give at most "
-                                                            f"{limit}, or leave it out to take yours"))
-        elif per_min > limit:
-            past.append(field_problem("rate_limit_per_min", f"{per_min} is over your key's own limit of {limit} "
-                                                            "requests per minute"))
+            past.append(field_problem("rate_limit_per_min", f"null (the service setting, {default_per_min}) is over "
+                                                            f"your key's own limit of {limit} requests per minute: "
+                                                            f"give at most {limit}, or leave it out to take yours"))
+    if admin.rate_limit_per_min is not None and per_min is not None and per_min > admin.rate_limit_per_min:
+        past.append(field_problem("rate_limit_per_min", f"{per_min} is over your key's own limit of "
+                                                        f"{admin.rate_limit_per_min} requests per minute"))
     if past:
         raise Problem(422, "validation", "Invalid request", "; ".join(p.detail for p in past),
                       errors=[e for p in past for e in p.extra["errors"]])
@@ -148,11 +149,11 @@ async def create_key(body: KeyCreate, admin: Admin, access: AccessDep, request: 
 
     A key you make stays within yours: inside its region, with at most its scopes (else 403), and
     neither expiring after it nor allowed more requests a minute (else 422); left out, its expiry
-    and rate limit are your key's.
+    is your key's, and its rate limit the service's setting, or your key's if that is lower.
     """
     if body.expires_at is not None and body.expires_at <= access.clock():  # the clock that expires keys
         raise field_problem("expires_at", f"{body.expires_at.isoformat()} has passed: a key that would never work")
-    expires_at, rate_limit_per_min = bounded(body, admin)
+    expires_at, rate_limit_per_min = bounded(body, admin, request.app.state.rate_limiter.default_per_min)
     # outside the admin's region is answered as a region that does not exist (README)
     unseen = not admin.sees(body.region) and body.region != NATIONAL
     if unseen or admin.covers(body.region) and not await run_in_threadpool(known_region(request), body.region):

@@ -29,8 +29,8 @@ run: $(STAMP) ## Start everything on embedded defaults (SQLite under ./var, loca
 demo: $(STAMP) ## Send live demo events to a running `make run` (RATE=events/s, default 50) to watch the dashboard move
 	$(PY) -m services.demo --live --rate $(or $(RATE),50)
 
-test: $(STAMP) browser ## Run the whole test suite (SQLite, and PostgreSQL where reachable; real broker; chromium)
-	$(PY) -m pytest
+test: $(STAMP) browser ## Run the whole test suite (SQLite, and PostgreSQL where reachable; real broker; chromium), TEST_WORKERS processes (2)
+	$(PY) -m pytest -n $(or $(TEST_WORKERS),2)
 
 browser: ## Install Debian's chromium (and CJK fonts) for the dashboard test, where apt-get can
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \

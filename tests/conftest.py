@@ -5,7 +5,7 @@ import signal
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -200,11 +200,30 @@ def client(database, settings, clock) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """The chaos rows a test recorded travel in its report: with `make test`'s processes
+    (pytest-xdist) the test ran in another process than the one that prints the table."""
+    from tests.chaos import report
+
+    outcome = yield
+    outcome.get_result().user_properties.extend(("chaos_row", asdict(row)) for row in report.drain())
+
+
+_CHAOS_ROWS: list = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    from tests.chaos.report import Row
+
+    _CHAOS_ROWS.extend(Row(**value) for name, value in report.user_properties if name == "chaos_row")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     """The chaos table (tests/chaos/report.py), when any fault-injection scenario ran."""
     from tests.chaos import report
 
-    if report.ROWS:
+    if _CHAOS_ROWS:
         terminalreporter.section("chaos: events sent, lost, double-counted, recovery time")
-        terminalreporter.write_line(report.table(report.ROWS))
-        report.save(report.ROWS, Path(config.rootpath) / "var" / "chaos.json")
+        terminalreporter.write_line(report.table(_CHAOS_ROWS))
+        report.save(_CHAOS_ROWS, Path(config.rootpath) / "var" / "chaos.json")

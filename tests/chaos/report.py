@@ -22,7 +22,7 @@ class Row:
     note: str = ""
 
 
-ROWS: list[Row] = []
+ROWS: list[Row] = []  # recorded in this process, not yet in a test's report (tests/conftest.py)
 
 
 def record(scenario: str, backend: str, *, sent: int, lost: int, doubled: int, recovery_s: float | None,
@@ -30,6 +30,13 @@ def record(scenario: str, backend: str, *, sent: int, lost: int, doubled: int, r
     row = Row(scenario, backend, sent, lost, doubled, None if recovery_s is None else round(recovery_s, 1), note)
     ROWS.append(row)
     return row
+
+
+def drain() -> list[Row]:
+    """The rows recorded since the last call, and forget them."""
+    rows = ROWS[:]
+    ROWS.clear()
+    return rows
 
 
 def table(rows: list[Row]) -> str:

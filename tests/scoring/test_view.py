@@ -71,7 +71,9 @@ def broken(change) -> bytes:
     broken(lambda d: d["payload"].update(households_sampled=True)),  # strict, as in the contract
     broken(lambda d: d["payload"].update(households_sampled=100.0)),
     broken(lambda d: d["payload"].update(households_sampled="100")),
-], ids=lambda r: r[:60].decode("utf-8", "replace"))
+], ids=["not-json", "array", "empty", "unknown-type", "unknown-version", "no-sequence", "no-event-id",
+        "event-id-not-uuid", "region-5-digits", "no-utc-offset", "before-2010", "no-team", "negative-households",
+        "unknown-severity", "deadline-not-a-day", "households-bool", "households-float", "households-string"])
 def test_what_the_engine_cannot_read_is_refused(raw):
     with pytest.raises(ValueError):
         view.decode(raw)

@@ -25,10 +25,11 @@ def finding(fid: str, *, severity: str = "major", category: str = "basic_work", 
 
 
 def inspection(*findings: dict[str, Any], county: str = "513431", at: datetime = T0, households: int = 100,
-               team: str = "team-1") -> Recorded:
+               villages: int = 10, team: str = "team-1") -> Recorded:
     return record("inspection.recorded", {"inspection_id": f"I-{uuid.uuid4().hex[:8]}", "mode": "unannounced",
-                                          "team_id": team, "villages_sampled": 10, "households_sampled": households,
-                                          "findings": list(findings)}, county=county, at=at)
+                                          "team_id": team, "villages_sampled": villages,
+                                          "households_sampled": households, "findings": list(findings)},
+                  county=county, at=at)
 
 
 def step(type_: str, fid: str, *, county: str = "513431", at: datetime = T0 + timedelta(days=1)) -> Recorded:

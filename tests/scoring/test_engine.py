@@ -9,6 +9,7 @@ from services.scoring.policy.model import shipped
 from tests.scoring.factories import T0, finding, inspection, record, step
 
 POLICY = shipped()
+V1, V2 = shipped("default-v1"), shipped("default-v2")
 
 
 @pytest.fixture
@@ -36,8 +37,34 @@ def test_findings_deduct_by_severity_normalised_by_sample(engine):
 
 
 def test_small_samples_do_not_amplify_without_bound(engine):
-    engine.apply(inspection(finding("F1", severity="minor"), households=10))
+    engine.apply(inspection(finding("F1", severity="minor"), households=10, villages=1))
     assert engine.score("513431", 2026).components["inspections"] == 100 - 2.0 * 100 / 50
+
+
+@pytest.mark.parametrize("villages, households, v1, v2", [
+    (10, 10, 100 / 50, 100 / 100),  # a village visit, one household met in each: v1 floors 10 at 50
+    (10, 0, 100 / 50, 100 / 100),  # no household at all (a record stored before intake refused it)
+    (3, 20, 100 / 50, 100 / 50),  # 30 household-equivalents: under the floor either way
+    (10, 150, 100 / 150, 100 / 150),  # more households than villages x 10: the households count
+    (0, 0, 100 / 50, 100 / 50),  # a records check at the county office: the floor
+])
+def test_a_visits_sample_counts_its_villages_under_v2_and_not_under_v1(villages, households, v1, v2):
+    """v2's households_per_village (10): a visit samples max(households, villages x 10); v1 (0): its
+    households alone, so a visit about villages was taken up to the 50-household floor."""
+    for policy, per_finding in ((V1, v1), (V2, v2)):
+        engine = Engine(policy, {"513431": "in_poverty"}, start=T0)
+        engine.apply(inspection(finding("F1", severity="major", indicator="road"), households=households,
+                                villages=villages))
+        assert engine.score("513431", 2026).components["inspections"] == pytest.approx(100 - 5.0 * per_finding), \
+            policy.id
+
+
+def test_villages_add_to_the_years_sample_visit_by_visit():
+    """The sample is summed over the county-year visit by visit: each visit's max, not the max of sums."""
+    engine = Engine(V2, {"513431": "in_poverty"}, start=T0)
+    engine.apply(inspection(finding("F1", severity="major", indicator="road"), households=10, villages=10))  # 100
+    engine.apply(inspection(households=40, villages=2))  # 40 (villages x 10 = 20)
+    assert engine.score("513431", 2026).components["inspections"] == pytest.approx(100 - 5.0 * 100 / 140)
 
 
 def test_exited_league_weighs_stable_exit_more(engine):
@@ -72,9 +99,10 @@ def test_rejection_costs_and_overdue_accrues_with_time_alone(engine):
     assert engine.score("513431", 2026).components["rectification"] == 100 - 4.0 - 15.0  # capped per finding
 
 
-def test_a_dispute_freezes_the_overdue_points_accrued_until_it_is_decided(engine):
+def test_under_v2_a_dispute_freezes_the_overdue_points_accrued_until_it_is_decided():
     """Disputing a finding after its deadline keeps what it owed that day and stops the count;
     upheld, it counts from the deadline again (the dispute's days included); withdrawn, nothing."""
+    engine = Engine(V2, {"513431": "in_poverty"}, start=T0)
     deadline = T0.date() + timedelta(days=10)
     engine.apply(inspection(finding("UP", deadline=deadline), finding("OUT", deadline=deadline)))
     engine.advance(T0 + timedelta(days=20))  # 10 days late, each
@@ -95,6 +123,81 @@ def test_a_dispute_freezes_the_overdue_points_accrued_until_it_is_decided(engine
     engine.apply(step("finding.disputed", "EARLY", at=T0 + timedelta(days=30)))
     engine.advance(T0 + timedelta(days=90))
     assert engine.score("513431", 2026).components["rectification"] == 100 - 15.0  # UP alone, at its cap
+
+
+def test_under_v1_a_finding_in_dispute_owes_no_lateness_until_decided():
+    """default-v1 (dispute_freezes_overdue = false), as before the freeze: a dispute filed after the
+    deadline gives back the lateness accrued; upheld, it counts from the deadline (the dispute's days
+    included); withdrawn, nothing."""
+    engine = Engine(V1, {"513431": "in_poverty"}, start=T0)
+    deadline = T0.date() + timedelta(days=10)
+    engine.apply(inspection(finding("UP", deadline=deadline), finding("OUT", deadline=deadline)))
+    engine.advance(T0 + timedelta(days=20))  # 10 days late, each
+    assert engine.score("513431", 2026).components["rectification"] == 100 - 2 * 5.0
+    changes = engine.apply(step("finding.disputed", "UP", at=T0 + timedelta(days=20)))
+    assert total_changes(changes, "rectification") == 5.0
+    assert {c.rule for c in changes if c.component == "rectification"} == {"finding.disputed"}
+    assert total_changes(engine.apply(step("finding.disputed", "OUT", at=T0 + timedelta(days=20))),
+                         "rectification") == 5.0
+    assert engine.advance(T0 + timedelta(days=24)) == []  # no accrual while disputed
+    assert engine.score("513431", 2026).components["rectification"] == 100.0
+    changes = engine.apply(step("finding.upheld", "UP", at=T0 + timedelta(days=24)))
+    assert total_changes(changes, "rectification") == -7.0  # 14 days from its deadline
+    changes = engine.apply(step("finding.withdrawn", "OUT", at=T0 + timedelta(days=24)))
+    assert total_changes(changes, "rectification") == 0.0
+    assert engine.score("513431", 2026).components["rectification"] == 100 - 7.0
+
+
+def worked_history() -> tuple[list, list]:
+    """Two visits (one about villages), a daily check and a dispute filed after a deadline; then the
+    dispute upheld and a year-end result."""
+    before = [
+        # 10 villages, one household in each; a major road finding (5 points, basic_work x 1.0)
+        inspection(finding("F1", severity="major", indicator="road", deadline=T0.date() + timedelta(days=10)),
+                   households=10, villages=10),
+        # 40 households in 5 villages; a minor finding on policy implementation (2 x 1.2)
+        inspection(finding("F2", severity="minor", category="policy_implementation",
+                           deadline=T0.date() + timedelta(days=20)), households=40, villages=5,
+                   at=T0 + timedelta(days=1)),
+        record("daily_check.recorded", {"check_id": "D1", "kind": "registry_accuracy", "items_checked": 20,
+                                        "items_failed": 4}, at=T0 + timedelta(days=2)),  # 4 x 0.5 x 1.0
+        step("finding.disputed", "F1", at=T0 + timedelta(days=15)),  # 5 days after its deadline
+    ]
+    after = [
+        step("finding.upheld", "F1", at=T0 + timedelta(days=30)),  # 20 days after its deadline
+        record("year_end_assessment.recorded", {"year": 2026, "score": 80.0}, at=T0 + timedelta(days=30)),
+    ]
+    return before, after
+
+
+@pytest.mark.parametrize("policy, inspections, disputed, before_total, after_total", [
+    # v1, by hand, as before the freeze (1f0289d): the sample is 10 + 40 households, at the floor of 50:
+    # (5 + 2.4) x 100 / 50 = 14.8 lost; in dispute F1 owes nothing, F2 owes 10 days x 0.5 = 5.0;
+    # total (0.2 x 98 + 0.4 x 85.2 + 0.2 x 95) / 0.8 = 90.85 (no year-end yet: weights renormalised)
+    (V1, 85.2, 95.0, 90.85, 86.68),
+    # v2: the sample is max(10, 10 x 10) + max(40, 5 x 10) = 150: 7.4 x 100 / 150 = 4.9333 lost; F1
+    # frozen at 5 days x 0.5 = 2.5, with F2's 5.0: 7.5; total (19.6 + 0.4 x 95.0667 + 0.2 x 92.5) / 0.8
+    (V2, 100 - 7.4 * 100 / 150, 92.5, 95.1583, 90.6267),
+], ids=["default-v1", "default-v2"])
+def test_a_worked_history_scores_as_worked_out_by_hand(policy, inspections, disputed, before_total, after_total):
+    """Every number of a small history worked out by hand under each shipped policy: default-v1 still
+    computes what it computed before the dispute freeze, default-v2 differs by its two rules only."""
+    before, after = worked_history()
+    engine = Engine(policy, {"513431": "in_poverty"}, start=T0)
+    for r in before:
+        engine.apply(r)
+    engine.advance(T0 + timedelta(days=30))
+    s = engine.score("513431", 2026)
+    assert s.components == {"daily_management": 98.0, "inspections": pytest.approx(inspections),
+                            "rectification": disputed, "year_end": None}
+    assert s.total == before_total and s.grade == "good"
+    for r in after:
+        engine.apply(r)
+    # upheld: F1 owes 20 days x 0.5 = 10 under either policy; with F2's 5.0, rectification is 85;
+    # the total 0.2 x 98 + 0.4 x inspections + 0.2 x 85 + 0.2 x 80
+    s = engine.score("513431", 2026)
+    assert s.components["rectification"] == 85.0
+    assert s.total == after_total and s.grade == ("fairly_good" if policy is V1 else "good")
 
 
 def test_a_finding_recorded_after_its_deadline_is_booked_as_overdue(engine):

@@ -3,6 +3,7 @@
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +14,10 @@ from services.scoring.engine.engine import COMPONENTS, DEDUCTED, Engine
 from services.scoring.policy.model import shipped
 from tests.scoring.factories import T0, finding, inspection, record, step
 
-POLICY = shipped()
+# every property holds under each shipped policy (their rules differ: villages in the sample, a
+# dispute's lateness frozen or not)
+POLICIES = [shipped("default-v1"), shipped("default-v2")]
+EACH_POLICY = pytest.mark.parametrize("policy", POLICIES, ids=[p.id for p in POLICIES])
 COUNTIES = ["513431", "513432", "510722"]
 STATUSES = {"513431": "in_poverty", "513432": "exited", "510722": "in_poverty"}
 NEXT = {  # allowed ledger moves from each state (as intake enforces them)
@@ -49,8 +53,10 @@ def histories(draw, max_steps=40):
                           indicator=draw(st.sampled_from(list(Indicator))).value,
                           deadline=(at + timedelta(days=draw(st.integers(0, 60)))).date() + timedelta(days=1))
                   for j in range(draw(st.integers(0, 3)))]
+            # any sample a stored record may hold (intake's checks of villages against households
+            # are for new events): villages count under a policy's households_per_village
             records.append(inspection(*fs, county=county, at=at, households=draw(st.integers(0, 300)),
-                                      team=draw(st.sampled_from(["t1", "t2"]))))
+                                      villages=draw(st.integers(0, 20)), team=draw(st.sampled_from(["t1", "t2"]))))
             numbered[county] = numbered.get(county, 0) + len(fs)
             for f in fs:
                 findings[(county, f["finding_id"])] = ("open", False)
@@ -101,8 +107,8 @@ def everything(engine: Engine) -> dict:
     return {"scores": scores, "teams": [engine.inspector_points(t) for t in ("t1", "t2")]}
 
 
-def run(records, ticks, end, *, steps_per_tick=1):
-    engine = Engine(POLICY, STATUSES, start=T0)
+def run(records, ticks, end, policy):
+    engine = Engine(policy, STATUSES, start=T0)
     changes = []
     tick_at = dict(ticks)
     for i, r in enumerate(records):
@@ -116,33 +122,36 @@ def run(records, ticks, end, *, steps_per_tick=1):
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@EACH_POLICY
 @PROPERTY
-@given(histories())
-def test_incremental_equals_full_recomputation(history):
+@given(history=histories())
+def test_incremental_equals_full_recomputation(policy, history):
     records, ticks, end = history
-    incremental, _ = run(records, ticks, end)
-    full, _ = run(records, [], end)  # every event first, then one clock advance
+    incremental, _ = run(records, ticks, end, policy)
+    full, _ = run(records, [], end, policy)  # every event first, then one clock advance
     assert everything(incremental) == everything(full)
 
 
+@EACH_POLICY
 @PROPERTY
-@given(histories(), st.data())
-def test_a_duplicate_changes_nothing(history, data):
+@given(history=histories(), data=st.data())
+def test_a_duplicate_changes_nothing(policy, history, data):
     records, ticks, end = history
     assume(records)
-    engine, _ = run(records, ticks, end)
+    engine, _ = run(records, ticks, end, policy)
     before = everything(engine)
     again = data.draw(st.sampled_from(records))
     assert engine.apply(again) == []
     assert everything(engine) == before
 
 
+@EACH_POLICY
 @PROPERTY
-@given(histories(), st.integers(2, 30))
-def test_advancing_in_one_step_or_many_is_the_same(history, pieces):
+@given(history=histories(), pieces=st.integers(2, 30))
+def test_advancing_in_one_step_or_many_is_the_same(policy, history, pieces):
     records, _, end = history
-    one, _ = run(records, [], end)
-    many = Engine(POLICY, STATUSES, start=T0)
+    one, _ = run(records, [], end, policy)
+    many = Engine(policy, STATUSES, start=T0)
     for r in records:
         many.apply(r)
     start = T0 + timedelta(days=1)
@@ -152,11 +161,12 @@ def test_advancing_in_one_step_or_many_is_the_same(history, pieces):
     assert everything(one) == everything(many)
 
 
+@EACH_POLICY
 @PROPERTY
-@given(histories())
-def test_scores_stay_within_0_and_100_and_explanations_add_up(history):
+@given(history=histories())
+def test_scores_stay_within_0_and_100_and_explanations_add_up(policy, history):
     records, ticks, end = history
-    engine, changes = run(records, ticks, end)
+    engine, changes = run(records, ticks, end, policy)
     for (county, year), s in everything(engine)["scores"].items():
         assert 0 <= s.total <= 100
         for c in COMPONENTS:
@@ -167,14 +177,15 @@ def test_scores_stay_within_0_and_100_and_explanations_add_up(history):
             assert abs((100 - s.components[c]) + lines) < 1e-6, (county, year, c)
 
 
+@EACH_POLICY
 @PROPERTY
-@given(histories())
-def test_team_changes_name_every_pair_whose_points_an_event_moved(history):
+@given(history=histories())
+def test_team_changes_name_every_pair_whose_points_an_event_moved(policy, history):
     # the worker writes only the (team, county) pairs the engine drains after a batch or a clock
     # move: any pair an event or time moved must be among them, and a pair's points are its
     # county's points of that team
     records, ticks, end = history
-    engine = Engine(POLICY, STATUSES, start=T0)
+    engine = Engine(policy, STATUSES, start=T0)
     tick_at = dict(ticks)
 
     def points() -> dict:
@@ -211,27 +222,29 @@ def distinct_ids(r: Recorded) -> Recorded:
     return replace(r, event=event.model_copy(update={"payload": payload}))
 
 
+@EACH_POLICY
 @PROPERTY
-@given(histories())
-def test_counties_sharing_an_id_score_as_if_their_ids_differed(history):
+@given(history=histories())
+def test_counties_sharing_an_id_score_as_if_their_ids_differed(policy, history):
     # finding and household ids are unique per county only: each county's events act on its own
     # F0 and H0, so scores, team points and explanations are those of the same history with ids
     # unique across counties
     records, ticks, end = history
-    shared, shared_changes = run(records, ticks, end)
-    distinct, distinct_changes = run([distinct_ids(r) for r in records], ticks, end)
+    shared, shared_changes = run(records, ticks, end, policy)
+    distinct, distinct_changes = run([distinct_ids(r) for r in records], ticks, end, policy)
     assert everything(shared) == everything(distinct)
     assert shared_changes == distinct_changes
 
 
+@EACH_POLICY
 @PROPERTY
-@given(histories(), st.data())
-def test_the_rows_written_batch_by_batch_are_a_recomputations(history, data):
+@given(history=histories(), data=st.data())
+def test_the_rows_written_batch_by_batch_are_a_recomputations(policy, history, data):
     # the worker writes, after each batch or clock move, the rows of the county-years `store.prepare`
     # names (where one differs from what is stored): whatever an event moved, a league or a gate
     # included, the rows so kept must be those a recomputation writes for every county-year
     records, ticks, end = history
-    engine = Engine(POLICY, STATUSES, start=T0)
+    engine = Engine(policy, STATUSES, start=T0)
     stored: dict[tuple[str, int], tuple] = {}
     tick_at = dict(ticks)
 
@@ -249,6 +262,6 @@ def test_the_rows_written_batch_by_batch_are_a_recomputations(history, data):
         write([change for r in records[i:j] for change in engine.apply(r)])
         i = j
     write(engine.advance(end))
-    full, _ = run(records, [], end)
+    full, _ = run(records, [], end, policy)
     recomputed = store.prepare(full, store.Batch(rescore_all=True), now=end).counties
     assert stored == {(r["region_code"], r["year"]): tuple(r[f] for f in store.PUBLISHED) for r in recomputed}

@@ -48,11 +48,41 @@ def test_default_policy_loads():
     ("grades", list(reversed(RAW["grades"])), "highest band down"),
     ("timezone", "Mars/Olympus", "not a time zone"),
     ("timezone", "../../etc/passwd", "not a time zone"),
+    ("inspections.households_per_village", -1, "greater than or equal to 0"),
+    ("inspections.households_per_village", True, "valid integer"),  # strict: true is no count
+    ("inspections.households_per_village", 10.0, "valid integer"),
+    ("inspections.households_per_village", "10", "valid integer"),
+    ("rectification.dispute_freezes_overdue", 1, "valid boolean"),  # strict: 1 is no flag
+    ("rectification.dispute_freezes_overdue", "yes", "valid boolean"),
+    ("rectification.dispute_freezes_overdue", None, "valid boolean"),
 ])
 def test_invalid_policies_are_rejected_with_the_reason(path, value, message):
     with pytest.raises(ValidationError) as err:
         Policy.model_validate(variant(path, value))
     assert message in str(err.value)
+
+
+def test_a_policy_without_the_fields_added_since_loads_with_v1s_rules():
+    """Policies stored over the API before households_per_village and dispute_freezes_overdue existed
+    load, and compute as they did: villages do not count, a dispute owes no lateness."""
+    data = variant("inspections.households_per_village", delete=True)
+    del data["rectification"]["dispute_freezes_overdue"]
+    p = Policy.model_validate(data)
+    assert p.inspections.households_per_village == 0 and p.rectification.dispute_freezes_overdue is False
+    assert p == shipped("default-v1")
+
+
+def test_default_v2_is_default_v1_with_its_two_rules_changed():
+    v1, v2 = shipped("default-v1").model_dump(), shipped("default-v2").model_dump()
+    assert (v2["id"], v2["version"]) == ("default-v2", 2)
+    assert (v1["inspections"]["households_per_village"], v1["rectification"]["dispute_freezes_overdue"]) == (0, False)
+    assert (v2["inspections"]["households_per_village"], v2["rectification"]["dispute_freezes_overdue"]) == (10, True)
+    # seed 002: 10 villages x 10 households is the reference sample
+    assert v2["inspections"]["households_per_village"] * 10 == v2["inspections"]["reference_households"]
+    for p in (v1, v2):
+        del p["id"], p["version"], p["description"]
+        del p["inspections"]["households_per_village"], p["rectification"]["dispute_freezes_overdue"]
+    assert v1 == v2
 
 
 def test_unknown_keys_are_rejected():
@@ -64,6 +94,8 @@ def test_unknown_keys_are_rejected():
     ("id", "default-v2", ("id",)),
     ("gates.max_grade_with_open_critical", "excellent", ("gates", "max_grade_with_open_critical")),
     ("timezone", "Mars/Olympus", ("timezone",)),
+    ("inspections.households_per_village", -1, ("inspections", "households_per_village")),
+    ("rectification.dispute_freezes_overdue", "yes", ("rectification", "dispute_freezes_overdue")),
 ])
 def test_each_fault_is_placed_at_the_field_to_change(path, value, loc):
     with pytest.raises(ValidationError) as err:

@@ -10,7 +10,7 @@ from services.events import registry
 from services.scoring.engine import view
 from services.scoring.engine.engine import Engine
 from tests.scoring.factories import T0, finding, inspection, step
-from tests.scoring.test_engine_properties import POLICY, PROPERTY, STATUSES, everything, histories
+from tests.scoring.test_engine_properties import EACH_POLICY, PROPERTY, STATUSES, everything, histories
 
 
 def stored(r: registry.Recorded) -> bytes:
@@ -22,13 +22,14 @@ def test_the_view_covers_every_type_and_version_the_registry_knows():
     assert view.covered() == set(registry.MODELS)
 
 
+@EACH_POLICY
 @PROPERTY
-@given(histories())
-def test_scores_read_through_the_view_equal_those_read_through_the_full_contract(history):
+@given(history=histories())
+def test_scores_read_through_the_view_equal_those_read_through_the_full_contract(policy, history):
     records, ticks, end = history
     engines = {}
     for name, decode in (("contract", registry.decode_record), ("view", view.decode)):
-        engine = engines[name] = Engine(POLICY, STATUSES, start=T0)
+        engine = engines[name] = Engine(policy, STATUSES, start=T0)
         tick_at = dict(ticks)
         for i, r in enumerate(records):
             if i in tick_at:
@@ -66,6 +67,9 @@ def broken(change) -> bytes:
     broken(lambda d: d.update(occurred_at="1999-03-02T01:00:00Z")),  # before 2010
     broken(lambda d: d["payload"].pop("team_id")),
     broken(lambda d: d["payload"].update(households_sampled=-1)),
+    broken(lambda d: d["payload"].pop("villages_sampled")),  # the policy's households_per_village needs it
+    broken(lambda d: d["payload"].update(villages_sampled=-1)),
+    broken(lambda d: d["payload"].update(villages_sampled=True)),
     broken(lambda d: d["payload"]["findings"][0].update(severity="catastrophic")),
     broken(lambda d: d["payload"]["findings"][0].update(deadline="soon")),
     broken(lambda d: d["payload"].update(households_sampled=True)),  # strict, as in the contract

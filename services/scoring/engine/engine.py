@@ -85,7 +85,9 @@ class CountyYear:
 
     county: str
     year: int
-    households_sampled: int = 0
+    # what the year's visits sampled, in households: each visit's max(households, villages × the
+    # policy's households_per_village), summed (one engine per policy: the sum is the policy's)
+    sampled: int = 0
     inspections: int = 0
     weighted_failed_items: float = 0.0  # Σ items_failed × kind factor
     flagged: set[str] = field(default_factory=set)  # households flagged at risk, raised this year
@@ -182,6 +184,8 @@ class Engine:
         self._leagues: dict[tuple[str, int], str] = {}  # (county, year) → league; cleared on a status change
         rules = policy.rectification
         self._cap_days = _days_to_cap(rules.overdue_per_day, rules.overdue_cap_per_finding)
+        self._freeze = rules.dispute_freezes_overdue
+        self._per_village = policy.inspections.households_per_village
         # components of each county-year at `as_of`, kept current by _touch and advance (what
         # changes them): an event costs one evaluation of its county-year, not two
         self.current: dict[tuple[str, int], dict[str, float | None]] = {}
@@ -238,9 +242,10 @@ class Engine:
 
     def overdue_points(self, f: Finding, today: date) -> float:
         """From the day after the deadline until verified (or today); in dispute, what it owed on the
-        day disputed (frozen: a dispute must not pause a late penalty); nothing if withdrawn."""
+        day disputed if the policy freezes it (`dispute_freezes_overdue`), else nothing; nothing if
+        withdrawn."""
         rules = self.policy.rectification
-        if f.state == "withdrawn":
+        if f.state == "withdrawn" or (f.state == "disputed" and not self._freeze):
             return 0.0
         end = f.resolved_on if f.state == "verified" else f.disputed_on if f.state == "disputed" else today
         days = (end - f.deadline).days
@@ -261,7 +266,7 @@ class Engine:
         rectification = cy.rejections * p.rectification.rejected + cy.settled_overdue + self._accrued(cy, today,
                                                                                                       as_of is None)
         # findings per sampled household: a team that samples more does not make a county look worse
-        sampled = max(cy.households_sampled, p.inspections.min_households)
+        sampled = max(cy.sampled, p.inspections.min_households)
         inspections = points * p.inspections.reference_households / sampled
         return {
             "daily_management": 100.0 - min(p.caps.daily_management, daily),
@@ -307,7 +312,7 @@ class Engine:
         kind = f.kind
         cy.points_by_category[kind.category] = cy.points_by_category.get(kind.category, 0.0) + sign * kind.points
         cy.rejections += sign * f.rejections
-        if f.state == "verified" or f.state == "disputed":  # fixed on the day verified or disputed
+        if f.state == "verified" or (f.state == "disputed" and self._freeze):  # fixed that day (verified, disputed)
             cy.settled_overdue += sign * self.overdue_points(f, f.resolved_on)
         elif f.state in ("open", "reported"):
             deadline = f.deadline.toordinal()
@@ -517,7 +522,10 @@ def _inspection(engine: Engine, e: v1.InspectionRecorded) -> Handled:
     finish = engine._touch([(e.region_code, year)])
     cy = engine._cy(e.region_code, year)
     cy.inspections += 1
-    cy.households_sampled += e.payload.households_sampled
+    sampled = e.payload.households_sampled
+    if engine._per_village:
+        sampled = max(sampled, e.payload.villages_sampled * engine._per_village)
+    cy.sampled += sampled
     if not e.payload.findings:
         return finish, "inspections.clean_visit"
     # one string object per county and team, however many findings name it (memory: a national

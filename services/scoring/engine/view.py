@@ -53,6 +53,7 @@ class Finding(View):
 
 class Inspection(View):
     team_id: Identifier
+    villages_sampled: Annotated[StrictInt, Field(ge=0, le=10_000)]  # with the policy's households_per_village
     households_sampled: Annotated[StrictInt, Field(ge=0, le=1_000_000)]
     findings: Annotated[list[Finding], Field(max_length=500)] = []
 

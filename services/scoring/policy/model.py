@@ -6,7 +6,7 @@ from importlib import resources
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
 from services.events.errors import errors_at
 from services.events.vocabulary import CountyStatus, DailyCheckKind, FindingCategory, Indicator, Severity
@@ -70,6 +70,10 @@ class DailyManagement(Strict):
 class Inspections(Strict):
     reference_households: Annotated[int, Field(ge=1)]
     min_households: Annotated[int, Field(ge=1)]
+    # a visit's sample is max(households, villages × this): a village visited counts as this many
+    # households (0: villages count for nothing, default-v1's rule; optional, so policies stored
+    # before it load and compute as they did)
+    households_per_village: Annotated[StrictInt, Field(ge=0, le=10_000)] = 0
     severity: dict[str, NonNegative]
     category_factor: dict[str, dict[str, NonNegative]]
 
@@ -93,6 +97,10 @@ class Rectification(Strict):
     overdue_per_day: NonNegative
     overdue_cap_per_finding: NonNegative
     withdrawn_deducts: Literal[False] = False  # the brief: a withdrawn finding deducts nothing
+    # a finding in dispute keeps the lateness it owed on the day disputed (true), or owes none
+    # while disputed (false: default-v1's rule; optional, so policies stored before it load and
+    # compute as they did)
+    dispute_freezes_overdue: StrictBool = False
 
 
 class YearEnd(Strict):

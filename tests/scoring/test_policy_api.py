@@ -1,0 +1,68 @@
+"""`/v1/policies` without a worker: what a new version may say, and which versions can be listed and
+activated (the shipped files and those added over the API)."""
+
+import copy
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.scoring.app import create_app as scoring_app
+from tests.conftest import bearer, fresh_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def api(request, tmp_path, settings):
+    with fresh_database(request.param, tmp_path, "scoring") as db:
+        with TestClient(scoring_app(settings, engine=db.engine), headers=bearer(settings.service_token)) as c:
+            yield c
+
+
+def new_version(api, version: int = 3, **changes) -> dict:
+    """The shipped default-v1 as a new version `version`, with `changes` ("section.field": value)."""
+    body = copy.deepcopy(api.get("/v1/policies/default-v1").json())
+    body.update(id=f"default-v{version}", version=version)
+    for path, value in changes.items():
+        section, name = path.split(".")
+        if value is ...:
+            del body[section][name]
+        else:
+            body[section][name] = value
+    return body
+
+
+def fields(r) -> set[str]:
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), r.text
+    return {e["field"] for e in r.json()["errors"]}
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"inspections.households_per_village": -1}, {"inspections.households_per_village"}),
+    ({"inspections.households_per_village": True}, {"inspections.households_per_village"}),
+    ({"inspections.households_per_village": 2.5}, {"inspections.households_per_village"}),
+    ({"inspections.households_per_village": "10"}, {"inspections.households_per_village"}),
+    ({"inspections.households_per_village": None}, {"inspections.households_per_village"}),
+    ({"rectification.dispute_freezes_overdue": "yes"}, {"rectification.dispute_freezes_overdue"}),
+    ({"rectification.dispute_freezes_overdue": 1}, {"rectification.dispute_freezes_overdue"}),
+    ({"rectification.dispute_freezes_overdue": None}, {"rectification.dispute_freezes_overdue"}),
+    ({"inspections.households_per_village": -10, "rectification.dispute_freezes_overdue": 0},
+     {"inspections.households_per_village", "rectification.dispute_freezes_overdue"}),
+], ids=repr)
+def test_a_bad_households_per_village_or_dispute_freeze_is_a_422_naming_the_field(api, changes, named):
+    assert fields(api.post("/v1/policies", json=new_version(api, **changes))) == named
+    assert api.get("/v1/policies/default-v3").status_code == 404
+
+
+def test_a_version_may_set_the_fields_or_leave_them_to_v1s_rules(api):
+    r = api.post("/v1/policies", json=new_version(api, 3, **{"inspections.households_per_village": 8,
+                                                             "rectification.dispute_freezes_overdue": True}))
+    assert r.status_code == 201, r.text
+    stored = api.get("/v1/policies/default-v3").json()
+    assert (stored["inspections"]["households_per_village"], stored["rectification"]["dispute_freezes_overdue"]) == (
+        8, True)
+    # a body from before the fields existed (a partner's saved copy): v1's rules
+    r = api.post("/v1/policies", json=new_version(api, 4, **{"inspections.households_per_village": ...,
+                                                             "rectification.dispute_freezes_overdue": ...}))
+    assert r.status_code == 201, r.text
+    stored = api.get("/v1/policies/default-v4").json()
+    assert (stored["inspections"]["households_per_village"], stored["rectification"]["dispute_freezes_overdue"]) == (
+        0, False)

@@ -71,7 +71,10 @@ class Settings(BaseSettings):
     stream_poll_ms: int = Field(200, validation_alias=_env("KAOHE_STREAM_POLL_MS", "stream_poll_ms"),
                                 description="How often an SSE stream looks for new standing changes.")
     ranking_batch: int = Field(2000, validation_alias=_env("KAOHE_RANKING_BATCH", "ranking_batch"))
-    scoring_policy: str = Field("default-v1", validation_alias=_env("KAOHE_SCORING_POLICY", "scoring_policy"))
+    scoring_policy: str = Field(
+        "default-v2", validation_alias=_env("KAOHE_SCORING_POLICY", "scoring_policy"),
+        description="The shipped policy file (services/scoring/policies/<id>.toml) in force unless one added "
+        "over the API is active; the worker rescores every score under it when it starts with a new one.")
     scoring_tick_s: float = Field(60.0, validation_alias=_env("KAOHE_SCORING_TICK_S", "scoring_tick_s"))
     scoring_batch: int = Field(5000, validation_alias=_env("KAOHE_SCORING_BATCH", "scoring_batch"))
     consumer_instance_id: str | None = Field(

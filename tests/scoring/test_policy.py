@@ -6,7 +6,8 @@ from importlib import resources
 import pytest
 from pydantic import ValidationError
 
-from services.scoring.policy.model import Policy, shipped
+from services.kit.settings import Settings
+from services.scoring.policy.model import DEFAULT, Policy, shipped
 
 RAW = tomllib.loads(resources.files("services.scoring").joinpath("policies/default-v1.toml").read_text("utf-8"))
 
@@ -28,7 +29,7 @@ def variant(path: str, value=None, *, delete: bool = False) -> dict:
 
 def test_default_policy_loads():
     p = shipped()
-    assert p.id == "default-v1" and p.version == 1
+    assert p.id == "default-v2" and p.version == 2
     assert p.weights["exited"].inspections < p.weights["in_poverty"].inspections
     assert p.inspections.category_factor["exited"]["stable_exit"] > p.inspections.category_factor["in_poverty"][
         "stable_exit"]
@@ -60,6 +61,11 @@ def test_invalid_policies_are_rejected_with_the_reason(path, value, message):
     with pytest.raises(ValidationError) as err:
         Policy.model_validate(variant(path, value))
     assert message in str(err.value)
+
+
+def test_the_default_policy_is_the_one_the_services_are_configured_with_by_default():
+    # kit's settings may not import scoring: the default is named twice, and must be the same file
+    assert Settings.model_fields["scoring_policy"].default == DEFAULT == shipped().id
 
 
 def test_a_policy_without_the_fields_added_since_loads_with_v1s_rules():

@@ -66,3 +66,38 @@ def test_a_version_may_set_the_fields_or_leave_them_to_v1s_rules(api):
     stored = api.get("/v1/policies/default-v4").json()
     assert (stored["inspections"]["households_per_village"], stored["rectification"]["dispute_freezes_overdue"]) == (
         0, False)
+
+
+def test_both_shipped_files_are_listed_and_the_configured_one_is_active(api, settings):
+    assert settings.scoring_policy == "default-v2"
+    listed = api.get("/v1/policies").json()
+    assert listed == [{"id": "default-v1", "source": "shipped", "active": False},
+                      {"id": "default-v2", "source": "shipped", "active": True}]
+    assert api.get("/v1/policies/default-v1").json()["version"] == 1
+
+
+def test_a_shipped_file_other_than_the_configured_one_cannot_be_activated_over_the_api(api):
+    """default-v1 is chosen with KAOHE_SCORING_POLICY (or added as a new version), not activated: a
+    shipped file activated over the API would stay active whatever the services are configured with."""
+    r = api.post("/v1/policies/default-v1/activate")
+    assert r.status_code == 409 and "KAOHE_SCORING_POLICY" in r.json()["detail"]
+    assert [p["id"] for p in api.get("/v1/policies").json() if p["active"]] == ["default-v2"]
+    # a version added over the API can be, and the configured shipped file takes over again when activated
+    assert api.post("/v1/policies", json=new_version(api, 3)).status_code == 201
+    assert api.post("/v1/policies/default-v3/activate").status_code == 202
+    assert [p["id"] for p in api.get("/v1/policies").json() if p["active"]] == ["default-v3"]
+    assert api.post("/v1/policies/default-v1/activate").status_code == 409
+    assert api.post("/v1/policies/default-v2/activate").status_code == 202
+    assert [p["id"] for p in api.get("/v1/policies").json() if p["active"]] == ["default-v2"]
+    # and a shipped id cannot be added over the API
+    assert api.post("/v1/policies", json=new_version(api, 2)).status_code == 409
+
+
+def test_a_service_configured_with_default_v1_lists_it_as_active(tmp_path, access):
+    from services.kit.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, service_token=access.admin, scoring_policy="default-v1")
+    with fresh_database("sqlite", tmp_path, "scoring") as db:
+        with TestClient(scoring_app(settings, engine=db.engine), headers=bearer(settings.service_token)) as c:
+            assert [p["id"] for p in c.get("/v1/policies").json() if p["active"]] == ["default-v1"]
+            assert c.post("/v1/policies/default-v2/activate").status_code == 409

@@ -190,6 +190,9 @@ def load_toml(text: str) -> Policy:
     return Policy.model_validate(tomllib.loads(text))
 
 
-def shipped(name: str = "default-v1") -> Policy:
-    """A policy file shipped in services/scoring/policies/."""
+DEFAULT = "default-v2"  # the shipped policy in force unless configured otherwise (kit Settings.scoring_policy)
+
+
+def shipped(name: str = DEFAULT) -> Policy:
+    """A policy file shipped in services/scoring/policies/: the default one unless named."""
     return load_toml(resources.files("services.scoring").joinpath(f"policies/{name}.toml").read_text("utf-8"))

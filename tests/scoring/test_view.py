@@ -77,6 +77,7 @@ def broken(change) -> bytes:
     broken(lambda d: d["payload"].update(households_sampled="100")),
 ], ids=["not-json", "array", "empty", "unknown-type", "unknown-version", "no-sequence", "no-event-id",
         "event-id-not-uuid", "region-5-digits", "no-utc-offset", "before-2010", "no-team", "negative-households",
+        "no-villages", "negative-villages", "villages-bool",
         "unknown-severity", "deadline-not-a-day", "households-bool", "households-float", "households-string"])
 def test_what_the_engine_cannot_read_is_refused(raw):
     with pytest.raises(ValueError):

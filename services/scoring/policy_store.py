@@ -14,7 +14,14 @@ from services.scoring.policy.model import Policy, shipped
 
 def shipped_ids() -> list[str]:
     folder = resources.files("services.scoring").joinpath("policies")
-    return sorted(f.name.removesuffix(".toml") for f in folder.iterdir() if f.name.endswith(".toml"))
+    ids = [f.name.removesuffix(".toml") for f in folder.iterdir() if f.name.endswith(".toml")]
+    return sorted(ids, key=_by_version)
+
+
+def _by_version(policy_id: str) -> tuple[str, int]:
+    """default-v2 before default-v10 (ids are '<name>-v<version>')."""
+    name, _, version = policy_id.rpartition("-v")
+    return name, int(version) if version.isdigit() else 0
 
 
 def get(session: Session, policy_id: str) -> Policy:

@@ -107,3 +107,10 @@ def test_each_fault_is_placed_at_the_field_to_change(path, value, loc):
     with pytest.raises(ValidationError) as err:
         Policy.model_validate(variant(path, value))
     assert [e["loc"] for e in err.value.errors()] == [loc]
+
+
+def test_shipped_policies_are_listed_by_version_not_as_text():
+    from services.scoring.policy_store import _by_version
+
+    assert sorted(["default-v10", "default-v2", "other-v1", "default-v1"], key=_by_version) == [
+        "default-v1", "default-v2", "default-v10", "other-v1"]

@@ -52,6 +52,19 @@ def test_a_bad_households_per_village_or_dispute_freeze_is_a_422_naming_the_fiel
     assert api.get("/v1/policies/default-v3").status_code == 404
 
 
+@pytest.mark.parametrize("changes, named", [
+    ({"rectification.overdue_per_day": "0.5"}, {"rectification.overdue_per_day"}),
+    ({"rectification.rejected": True}, {"rectification.rejected"}),
+    ({"caps.inspections": "100"}, {"caps.inspections"}),
+    ({"inspections.min_households": 50.0}, {"inspections.min_households"}),
+    ({"inspections.reference_households": "100"}, {"inspections.reference_households"}),
+], ids=repr)
+def test_a_number_given_as_text_a_boolean_or_a_fraction_for_a_count_is_a_422_naming_the_field(api, changes, named):
+    """Numbers in a policy are JSON numbers: "0.5" or true was taken as 0.5 or 1, and 50.0 as 50."""
+    assert fields(api.post("/v1/policies", json=new_version(api, **changes))) == named
+    assert api.get("/v1/policies/default-v3").status_code == 404
+
+
 def test_a_version_may_set_the_fields_or_leave_them_to_v1s_rules(api):
     r = api.post("/v1/policies", json=new_version(api, 3, **{"inspections.households_per_village": 8,
                                                              "rectification.dispute_freezes_overdue": True}))

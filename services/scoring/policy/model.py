@@ -14,7 +14,9 @@ from services.events.vocabulary import CountyStatus, DailyCheckKind, FindingCate
 Component = Literal["daily_management", "inspections", "rectification", "year_end"]
 COMPONENTS: tuple[Component, ...] = ("daily_management", "inspections", "rectification", "year_end")
 DEDUCTED: tuple[Component, ...] = ("daily_management", "inspections", "rectification")
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# strict: a number is a JSON number (an int where a whole number is meant), never "10" or true
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+Percent = Annotated[float, Field(ge=0, le=100, strict=True)]
 
 
 class Strict(BaseModel):
@@ -44,9 +46,9 @@ class Weights(Strict):
 
 
 class Caps(Strict):
-    daily_management: Annotated[float, Field(ge=0, le=100)]
-    inspections: Annotated[float, Field(ge=0, le=100)]
-    rectification: Annotated[float, Field(ge=0, le=100)]
+    daily_management: Percent
+    inspections: Percent
+    rectification: Percent
 
 
 class DailyManagement(Strict):
@@ -68,8 +70,8 @@ class DailyManagement(Strict):
 
 
 class Inspections(Strict):
-    reference_households: Annotated[int, Field(ge=1)]
-    min_households: Annotated[int, Field(ge=1)]
+    reference_households: Annotated[StrictInt, Field(ge=1)]
+    min_households: Annotated[StrictInt, Field(ge=1)]
     # a visit's sample is max(households, villages × this): a village visited counts as this many
     # households (0: villages count for nothing, default-v1's rule; optional, so policies stored
     # before it load and compute as they did)
@@ -115,7 +117,7 @@ class Gates(Strict):
 class Grade(Strict):
     name: str
     label: str
-    min: Annotated[float, Field(ge=0, le=100)]
+    min: Percent
 
 
 class Prefecture(Strict):
@@ -125,7 +127,7 @@ class Prefecture(Strict):
 class Policy(Strict):
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*-v[0-9]+$", max_length=64)]
     name: Annotated[str, Field(min_length=1, max_length=64)]
-    version: Annotated[int, Field(ge=1)]
+    version: Annotated[StrictInt, Field(ge=1)]
     description: str = ""
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "Asia/Shanghai"
     weights: dict[str, Weights]

@@ -14,8 +14,8 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from services.kit import problems
-from services.kit.access import Access, Idempotency, RateHeaders, RateLimiter
+from services.kit import metrics, problems
+from services.kit.access import Access, Idempotency, OpenStreams, RateHeaders, RateLimiter
 from services.kit.clean_input import CleanInput
 from services.kit.db import ping
 from services.kit.kafka import CachedProbe
@@ -203,6 +203,7 @@ def service_app(*, title: str, description: str, settings: Settings, version: st
                   docs_url=None, redoc_url=None, dependencies=[Depends(refuse_undeclared)])
     app.state.access = access
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_min)
+    app.state.open_streams = OpenStreams(settings.stream_max_per_key)
     _offline_docs(app)
     problems.install(app)
     # outermost last: the body limit applies before idempotency reads a body
@@ -211,8 +212,9 @@ def service_app(*, title: str, description: str, settings: Settings, version: st
     app.add_middleware(CleanInput)  # inside the body limit: it reads the (capped) body whole
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # outermost of all: every answer (a 413, a 429, a 401) gets a request id and is counted
-    app.add_middleware(ObserveRequests, service=service or title.split()[-1].lower(),
-                       log_requests=settings.access_log)
+    service = service or title.split()[-1].lower()
+    app.add_middleware(ObserveRequests, service=service, log_requests=settings.access_log)
+    metrics.OPEN_STREAMS.watch(app.state.open_streams.total, service=service)
     app.include_router(metrics_router())
     document_problems(app)
     return app

@@ -131,6 +131,9 @@ NEWEST_STANDING_AGE = ScrapeGauge(
     "kaohe_ranking_newest_standing_age_seconds",
     "Seconds since the newest standing changed (read by the ranking API from its database at scrape time).")
 
+OPEN_STREAMS = ScrapeGauge(
+    "kaohe_open_streams", "Streams (SSE) this API process holds open, every key's (at scrape time).", ["service"])
+
 
 # ---- serving ---------------------------------------------------------------------------------
 
@@ -160,5 +163,5 @@ def stop(server: HTTPServer | None) -> None:
 
 __all__ = ["CONSUMER_LAG", "CONSUMER_MESSAGES", "DEAD_LETTERS", "HTTP_DURATION", "HTTP_REQUESTS",
            "INTAKE_EVENTS_ACCEPTED", "INTAKE_EVENTS_REJECTED", "NEWEST_STANDING_AGE", "OUTBOX_BACKLOG",
-           "OUTBOX_OLDEST_AGE", "OUTBOX_PUBLISHED", "SCORING_EVENTS", "UNMATCHED", "WEBHOOK_DELIVERIES",
+           "OPEN_STREAMS", "OUTBOX_OLDEST_AGE", "OUTBOX_PUBLISHED", "SCORING_EVENTS", "UNMATCHED", "WEBHOOK_DELIVERIES",
            "ScrapeGauge", "serve", "serve_for", "stop"]

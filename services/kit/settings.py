@@ -70,6 +70,10 @@ class Settings(BaseSettings):
                                     description="Where the dashboard reads scores; default: local scoring.")
     stream_poll_ms: int = Field(200, validation_alias=_env("KAOHE_STREAM_POLL_MS", "stream_poll_ms"),
                                 description="How often an SSE stream looks for new standing changes.")
+    stream_max_per_key: Annotated[int, Field(ge=1)] = Field(
+        5, validation_alias=_env("KAOHE_STREAM_MAX_PER_KEY", "stream_max_per_key"),
+        description="Streams (SSE) one API key may hold open at once, per API process: each costs a database "
+        "poll every stream_poll_ms, and the rate limit counts only its connect.")
     ranking_batch: int = Field(2000, validation_alias=_env("KAOHE_RANKING_BATCH", "ranking_batch"))
     scoring_policy: str = Field(
         "default-v2", validation_alias=_env("KAOHE_SCORING_POLICY", "scoring_policy"),

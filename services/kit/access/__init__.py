@@ -9,7 +9,8 @@ from typing import Any
 
 _WHERE = {"RateHeaders": "dependency", "readmit": "dependency", "require": "dependency", "Idempotency": "idempotency",
           "Access": "keys", "SCOPES": "principal", "Principal": "principal", "region_prefix": "principal",
-          "RateLimiter": "ratelimit", "ShownOnce": "idempotency"}
+          "RateLimiter": "ratelimit", "ShownOnce": "idempotency", "OpenStreams": "streams",
+          "streaming": "dependency"}
 
 
 def service_headers(settings) -> dict[str, str]:
@@ -25,5 +26,5 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["SCOPES", "Access", "Idempotency", "Principal", "RateHeaders", "RateLimiter", "ShownOnce",  # noqa: F822
-           "readmit", "region_prefix", "require", "service_headers"]
+__all__ = ["SCOPES", "Access", "Idempotency", "OpenStreams", "Principal", "RateHeaders", "RateLimiter",  # noqa: F822
+           "ShownOnce", "readmit", "region_prefix", "require", "service_headers", "streaming"]

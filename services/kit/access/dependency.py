@@ -1,10 +1,10 @@
 """`require(scope)`: the one dependency every route of every service uses to let a caller in.
 
-No or unknown token → 401, a scope the key lacks → 403, too many requests → 429. Which objects
+No or unknown token → 401, a scope the key lacks → 403, too many requests (or open streams) → 429. Which objects
 the key may see is the route's to check with `Principal.covers` (404 outside the region).
 """
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -15,12 +15,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.kit.access.keys import Access
 from services.kit.access.principal import Principal
 from services.kit.access.ratelimit import RateLimiter, Verdict
+from services.kit.access.streams import OpenStreams
 from services.kit.problems import PENDING, Problem
 from services.kit.query import KEY_CHECK
 
 RATE_HEADERS = "kaohe.rate_headers"  # scope key: RateLimit headers for the response
 RATE_VERDICT = "kaohe.rate_verdict"  # scope key: the request's one rate-limit verdict
 TOKEN = "kaohe.token"  # scope key: the token `authenticate` let in, for `readmit`
+STREAM_RETRY_AFTER_S = 5  # when a stream ends is unknown: soon enough for one just closed, not a busy loop
 
 # Declares the scheme in every service's OpenAPI (and the Authorize button of /docs).
 bearer_scheme = HTTPBearer(auto_error=False, bearerFormat="kh_<id>_<secret>",
@@ -140,6 +142,33 @@ def require(*scopes: str, query_token: bool = False, everywhere: bool = False):
 
     setattr(principal, KEY_CHECK, True)
     return principal
+
+
+def streaming(*scopes: str, query_token: bool = False):
+    """`require(...)` for a response that stays open (SSE): the key also holds one of its
+    `stream_max_per_key` places in this process (`app.state.open_streams`) until the response has
+    ended, however it ends; 429 when it holds them all.
+
+    The place is given back when FastAPI leaves the request's dependencies, after the response was
+    sent or failed: a generator's `finally` alone would miss a client gone before the first byte
+    (Starlette then never starts the generator)."""
+    admitted = require(*scopes, query_token=query_token)
+
+    async def place(request: Request, who: Annotated[Principal, Depends(admitted)]) -> AsyncIterator[Principal]:
+        streams: OpenStreams = request.app.state.open_streams
+        if (held := streams.take(who.key_id)) is not None:
+            problem = Problem(429, "too-many-streams", "Too many open streams",
+                              f"this key has {held} streams open, the most it may hold ({streams.max_per_key} per "
+                              f"API process); close one, or retry in {STREAM_RETRY_AFTER_S} s",
+                              open_streams=held, max_streams=streams.max_per_key)
+            problem.headers = {"Retry-After": str(STREAM_RETRY_AFTER_S)}
+            raise problem
+        try:
+            yield who
+        finally:
+            streams.give_back(who.key_id)
+
+    return place
 
 
 class RateHeaders:

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, bindparam, func, or_, select
 from sqlmodel import Session
 
 from services.kit import pagination
-from services.kit.access import Principal, readmit, require
+from services.kit.access import Principal, readmit, require, streaming
 from services.kit.problems import MEDIA_TYPE, Problem, field_problem
 from services.kit.session import SessionDep
 from services.kit.types import IsoDateTime
@@ -250,12 +250,19 @@ async def _still_reading(request: Request, region: str | None) -> Principal:
                                             "once the key is revoked or expires (seen within 5 s), a last "
                                             "`event: end` whose `data:` is the problem a new request would get "
                                             "(401), and the stream closes"},
-                       404: {"description": "Unknown region", **PROBLEM}})
+                       404: {"description": "Unknown region", **PROBLEM},
+                       429: {"description": "Over the key's rate limit, or the key already holds "
+                                            "`KAOHE_STREAM_MAX_PER_KEY` streams open (default 5) in this API "
+                                            "process: `detail` says how many and the limit (Retry-After, "
+                                            "RateLimit headers)", **PROBLEM}})
 async def stream(request: Request, names: NamesDep,
-                 principal: Annotated[Principal, Depends(require("standings:read", query_token=True))],
+                 principal: Annotated[Principal, Depends(streaming("standings:read", query_token=True))],
                  region: Annotated[str | None, Query(pattern=r"^[0-9]{6}$",
                  description="Only changes within this scope or of this region")] = None) -> StreamingResponse:
-    """EventSource cannot send headers: this route also takes the key as `?access_token=`."""
+    """EventSource cannot send headers: this route also takes the key as `?access_token=`.
+
+    A key may hold `stream_max_per_key` streams open at once in each API process (each polls the
+    database every `stream_poll_ms`); the place is given back however the stream ends."""
     engine = request.app.state.engine
     if region is not None:
         _visible_prefix(principal, region)

@@ -150,8 +150,8 @@ def document_problems(app: FastAPI) -> None:
             for method, op in operations.items():
                 responses = op.setdefault("responses", {})
                 codes = dict(STANDARD_PROBLEMS) if op.get("security") else {}
-                if op.get("parameters") or op.get("requestBody"):
-                    codes["422"] = "Invalid request: `errors` names every offending field"
+                # every route: a query parameter it does not declare is refused too (kit.query)
+                codes["422"] = "Invalid request: `errors` names every offending field"
                 if op.get("requestBody"):
                     codes["413"] = "Body too large"
                     codes["415"] = "The body is not sent as application/json (UTF-8): `errors` names Content-Type"

@@ -84,6 +84,19 @@ def test_a_route_without_query_parameters_says_so(apps):
         assert r.json()["detail"] == f"unknown query parameter verbose: GET {url} takes no query parameters"
 
 
+def test_every_operation_documents_the_422_even_without_parameters(apps):
+    """Any route may answer a 422 now (an undeclared query parameter): its OpenAPI says so, as
+    problem+json, including the routes that take no parameter at all (e.g. GET /v1/policies)."""
+    bare = 0
+    for service, client in apps.items():
+        for path, operations in client.app.openapi()["paths"].items():
+            for method, operation in operations.items():
+                bare += not operation.get("parameters") and not operation.get("requestBody")
+                documented = operation["responses"].get("422", {})
+                assert PROBLEM_JSON in documented.get("content", {}), (service, method, path)
+    assert bare > 0  # the case this is about exists
+
+
 def test_a_name_is_escaped_in_the_pointer(apps):
     r = apps["intake"].get("/v1/regions", params={"a/b~c": "1"})
     assert r.json()["errors"] == [{"field": "query.a/b~c", "pointer": "/query/a~1b~0c", "type": "extra_forbidden",

@@ -130,8 +130,6 @@ def record_poll(consumer: KafkaConsumer, polled: dict) -> None:
     _lag_series[group] = current
 
 
-
-
 def leave(consumer: KafkaConsumer, timeout_ms: int = LEAVE_TIMEOUT_MS) -> None:
     """Close `consumer`, which asks to leave its group, waiting at most `timeout_ms` for the answer.
 

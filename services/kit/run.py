@@ -206,8 +206,8 @@ def main() -> int:
         ports = metrics_ports(settings)
         # the APIs side by side, then, once every one is healthy, the relays and workers side by
         # side (the workers read intake's regions at start)
-        apis = [child for child in children(settings) if child.health_url]
-        for group in (apis, [child for child in children(settings) if not child.health_url]):
+        everyone = children(settings)
+        for group in ([c for c in everyone if c.health_url], [c for c in everyone if not c.health_url]):
             for child in group:
                 if child.name in METRICS_PORTS:  # each worker its own metrics port (0 = off)
                     child.env = {"KAOHE_METRICS_PORT": str(ports.get(child.name, 0))}

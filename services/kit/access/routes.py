@@ -103,17 +103,16 @@ def bounded(body: KeyCreate, admin: Principal, default_per_min: int) -> tuple[da
         elif expires_at > admin.expires_at:
             past.append(field_problem("expires_at", f"{expires_at.isoformat()} is after your key expires ({until}): "
                                                     "a key you make may not outlive yours"))
-    if admin.rate_limit_per_min is not None and admin.rate_limit_per_min < default_per_min:
-        limit = admin.rate_limit_per_min
+    if (limit := admin.rate_limit_per_min) is not None:
         if "rate_limit_per_min" not in sent:
-            per_min = limit
-        elif per_min is None:
+            per_min = limit if limit < default_per_min else None  # the service setting, unless over the creator's
+        elif per_min is None and limit < default_per_min:
             past.append(field_problem("rate_limit_per_min", f"null (the service setting, {default_per_min}) is over "
                                                             f"your key's own limit of {limit} requests per minute: "
                                                             f"give at most {limit}, or leave it out to take yours"))
-    if admin.rate_limit_per_min is not None and per_min is not None and per_min > admin.rate_limit_per_min:
-        past.append(field_problem("rate_limit_per_min", f"{per_min} is over your key's own limit of "
-                                                        f"{admin.rate_limit_per_min} requests per minute"))
+        elif per_min is not None and per_min > limit:
+            past.append(field_problem("rate_limit_per_min", f"{per_min} is over your key's own limit of "
+                                                            f"{limit} requests per minute"))
     if past:
         raise Problem(422, "validation", "Invalid request", "; ".join(p.detail for p in past),
                       errors=[e for p in past for e in p.extra["errors"]])

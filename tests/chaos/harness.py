@@ -279,7 +279,8 @@ class Pipeline:
         for v in values:
             d = orjson.loads(v)
             if d.get("previous_grade") is not None and d["previous_grade"] != d["grade"]:
-                out.add((d["region_code"], d["year"], _utc(d["as_of"]), d["previous_grade"], d["grade"]))
+                out.add((d["region_code"], d["year"], _utc(d["as_of"]), d["previous_grade"], d["grade"], d["cause"],
+                         d["previous_total"], d["total"]))
         return out
 
     def delivered_keys(self) -> dict[tuple, set[str]]:
@@ -294,7 +295,10 @@ class Pipeline:
                 key = (STANDING, d["region_code"], d["scope"], d["level"], d["league"], d["year"],
                        _utc(d["changed_at"]))
             else:
-                key = (THRESHOLD, d["region_code"], d["year"], _utc(d["as_of"]), d["previous_grade"], d["grade"])
+                # a county may cross the same way twice between two ticks (the same as-of): the
+                # event that caused it and the totals tell the two apart
+                key = (THRESHOLD, d["region_code"], d["year"], _utc(d["as_of"]), d["previous_grade"], d["grade"],
+                       d["cause"], d["previous_total"], d["total"])
             out.setdefault(key, set()).add(r.webhook_id)
         return out
 

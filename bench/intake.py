@@ -142,7 +142,8 @@ class Stack:
 
     def children(self, *, everything: bool = False) -> dict[str, int]:
         """Process name (`services.scoring.worker`, ...) → pid of the supervisor's `python -m`
-        children and of theirs (the scoring worker's relay, `services.scoring.relay`); with
+        children and of theirs (the scoring worker's relay, `services.scoring.relay`, and its writer,
+        `services.scoring.writer`); with
         `everything`, also the supervisor's other children by program name (the broker, `tansu`)."""
         parents = process_table()
         found = {}
@@ -152,6 +153,9 @@ class Stack:
                 for child, child_args in parents.get(pid, []):
                     if b"-m" in child_args:
                         found[child_args[child_args.index(b"-m") + 1].decode()] = child
+                    elif any(b"multiprocessing.spawn" in a for a in child_args):
+                        # the scoring worker's batch writer (services/scoring/writer.py)
+                        found[args[args.index(b"-m") + 1].decode().rpartition(".")[0] + ".writer"] = child
             elif everything and args[0]:  # tansu-v0.6.0-510f3e2 → tansu
                 found[Path(args[0].decode()).name.split("-")[0]] = pid
         return found
@@ -194,6 +198,14 @@ def process_table() -> dict[int, list[tuple[int, list[bytes]]]]:
 def child_pids(pid: int) -> list[int]:
     """The live processes whose parent is `pid` (a worker's relay)."""
     return [child for child, _ in process_table().get(pid, [])]
+
+
+def command_line(pid: int) -> list[bytes]:
+    """A process's command-line arguments (none once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
 
 
 def cpu_seconds(pid: int) -> float:

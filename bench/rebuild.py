@@ -50,8 +50,8 @@ from services.kit.db import service_engine
 from services.kit.migrate import upgrade
 from services.kit.settings import Settings
 
-WORKERS = ("services.scoring.worker", "services.scoring.relay", "services.ranking.worker", "services.notify.worker",
-           "services.intake.relay")
+WORKERS = ("services.scoring.worker", "services.scoring.relay", "services.scoring.writer", "services.ranking.worker",
+           "services.notify.worker", "services.intake.relay")
 TARGET_EVENTS_PER_S = 15_000
 TARGET_PEAK_MB = 300
 

@@ -33,7 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import select
 from sqlmodel import Session
 
-from bench.intake import child_pids, cpu_seconds, drop_postgres, postgres_database
+from bench.intake import child_pids, command_line, cpu_seconds, drop_postgres, postgres_database
 from bench.regions import national_regions
 from services.events import registry, topics
 from services.intake.regions.service import shipped_regions
@@ -174,10 +174,15 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
                 settled = settled + 1 if owners == seen and len(owners) == processes and None not in owners else 0
                 seen = owners
                 time.sleep(0.2)
-            relays = [child for p in running for child in child_pids(p.pid)]
+            children = [child for p in running for child in child_pids(p.pid)]
+            # each worker's batch writer (services/scoring/writer.py), spawned by multiprocessing,
+            # and its relay; the multiprocessing resource tracker does nothing here
+            writers = [c for c in children if b"multiprocessing.spawn" in b" ".join(command_line(c))]
+            relays = [c for c in children if b"services.scoring.relay" in command_line(c)]
 
-            def cpu() -> tuple[float, float, float]:  # the workers', their relays', the machine's
-                return sum(cpu_seconds(p.pid) for p in running), sum(map(cpu_seconds, relays)), machine_busy_s()
+            def cpu() -> tuple[float, float, float, float]:  # the workers', their writers', relays', the machine's
+                return (sum(cpu_seconds(p.pid) for p in running), sum(map(cpu_seconds, writers)),
+                        sum(map(cpu_seconds, relays)), machine_busy_s())
 
             for p in running:
                 p.send_signal(signal.SIGSTOP)
@@ -192,7 +197,7 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
                                        f"(logs: {logs})")
                 time.sleep(0.05)
             elapsed = time.perf_counter() - start
-            workers, relay, busy = (a - b for a, b in zip(cpu(), before))
+            workers, writer, relay, busy = (a - b for a, b in zip(cpu(), before))
         finally:
             for p in running:
                 p.send_signal(signal.SIGCONT)
@@ -201,6 +206,8 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
                 p.wait(60)
         result.update({"seconds": elapsed, "events_per_s": total / elapsed, "worker_cores": round(workers / elapsed, 2),
                        "worker_cpu_us_per_event": round(workers / total * 1e6, 1),
+                       "writer_cores": round(writer / elapsed, 2),
+                       "writer_cpu_us_per_event": round(writer / total * 1e6, 1),
                        "relay_cores": round(relay / elapsed, 2), "machine_cores_busy": round(busy / elapsed, 2),
                        "machine_cores": os.cpu_count()})
         if raw_passes:
@@ -264,8 +271,9 @@ def scale_out_line(results: dict | None) -> str | None:
 
 
 def detail(r: dict) -> str:
-    """Where `processes_rate`'s CPU went: the workers', their relays', the whole machine's."""
-    return (f"workers {r['worker_cores']:.2f} cores, {r['worker_cpu_us_per_event']:.0f} µs CPU/event; relays "
+    """Where `processes_rate`'s CPU went: the workers', their writers', their relays', the whole machine's."""
+    return (f"workers {r['worker_cores']:.2f} cores, {r['worker_cpu_us_per_event']:.0f} µs CPU/event; their writers "
+            f"{r['writer_cores']:.2f} cores, {r['writer_cpu_us_per_event']:.0f} µs/event; relays "
             f"{r['relay_cores']:.2f} cores; machine {r['machine_cores_busy']:.2f} of {r['machine_cores']} busy")
 
 

@@ -49,6 +49,7 @@ from services.scoring.engine.engine import Engine as Scorer
 from services.scoring.models import ConsumerOffset, RebuildRequest, WorkerClock
 from services.scoring.policy.model import Policy, shipped
 from services.scoring.relay import build as build_relay
+from services.scoring.writer import ProcessWriter, ThreadWriter, persist
 
 log = logging.getLogger("services.scoring.worker")
 GROUP = "kaohe-scoring"
@@ -76,8 +77,8 @@ def claimable(now: datetime) -> tuple:
 
 
 class Worker:
-    def __init__(self, settings: Settings, db: Engine, policy: Policy, *, clock: Callable[[], datetime] = utcnow
-                 ) -> None:
+    def __init__(self, settings: Settings, db: Engine, policy: Policy, *, clock: Callable[[], datetime] = utcnow,
+                 writer: ThreadWriter | ProcessWriter | None = None) -> None:
         self.settings, self.db, self.policy, self.clock = settings, db, policy, clock
         self.consumer: KafkaConsumer | None = None
         self.scorer = None
@@ -95,8 +96,11 @@ class Worker:
         self.partition_count = 0
         self.generation = 0  # of the stored scores this engine was built from
         self.stored_at: dict[int, store.Position] = {}  # the stored positions the engine matches
-        # the batch being written while the next is applied (`submit`, `settle`): one at a time
-        self.writer = ThreadPoolExecutor(1, thread_name_prefix="scoring-writer")
+        # the batch being written while the next is applied (`submit`, `settle`): one at a time,
+        # on a thread or (as deployed, `main`) in a child process
+        self.persister = writer or ThreadWriter(db)
+        # what `polling_while` runs (a recomputation) while this thread keeps the group's heartbeat
+        self.background = ThreadPoolExecutor(1, thread_name_prefix="scoring-background")
         self.in_flight: tuple[Future, store.Prepared] | None = None
         # batches the engine holds whose write failed (the database was away), in order: written
         # again once it answers (`write_unwritten`), instead of rebuilding the engine
@@ -254,7 +258,7 @@ class Worker:
             consumer.resume(*(paused & set(consumer.assignment())))
 
     def polling_while(self, work: Callable[[Callable[[], None]], T], meanwhile: Callable[[], None]) -> T:
-        """`work(check)` done on the writer thread while this thread calls `meanwhile` (it polls),
+        """`work(check)` done on the background thread while this thread calls `meanwhile` (it polls),
         so that the group keeps this worker through the whole of a long step: a recomputation's
         final write and commit take tens of seconds at a million events, with no point inside them
         to poll from, and a worker the group dropped spent about 20 s rejoining with nothing scored.
@@ -263,14 +267,14 @@ class Worker:
         then, stops it there (its transaction rolls back) and the error is raised here. Work that
         was past its last check stands (done and committed): after a rebalance its result is
         returned and the caller goes on to the new partitions."""
-        self.settle()  # the writer thread does one thing at a time
+        self.settle()  # one write at a time, and the database's state is the one `work` starts from
         interrupted: list[Exception] = []
 
         def check() -> None:
             if interrupted:
                 raise _Interrupted
 
-        future = self.writer.submit(work, check)
+        future = self.background.submit(work, check)
         while True:
             try:
                 future.exception(timeout=0.5)  # done (whether it raised or not)
@@ -460,10 +464,10 @@ class Worker:
         return self.settle()
 
     def submit(self, messages) -> None:
-        """Apply one poll's messages and hand their rows to the writer thread, which commits them
-        while the next poll is read and applied (the database's time, on PostgreSQL mostly the
-        server's, overlaps the engine's). The write before is waited for first: writes stay in
-        order, one in flight. Its failure is raised here, or by `settle`: the engine is then ahead
+        """Apply one poll's messages and hand their rows to the writer (a thread, or as deployed a
+        child process: services/scoring/writer.py), which commits them while the next poll is read
+        and applied (the database's time overlaps the engine's). The write before is waited for
+        first: writes stay in order, one in flight. Its failure is raised here, or by `settle`: the engine is then ahead
         of the database. If the database was away (OperationalError), `run` writes the batches
         again once it answers (`write_unwritten`); otherwise it rebuilds the engine (`resync`)."""
         with heap.deferred():  # a poll's garbage goes at its end, not walked in the middle
@@ -477,7 +481,7 @@ class Worker:
         except OperationalError:
             self.unwritten.append(prepared)  # after the one that failed: both written again, in order
             raise
-        self.in_flight = (self.writer.submit(self._persist, prepared), prepared)
+        self.in_flight = (self.persister.submit(prepared), prepared)
 
     def _apply(self, messages) -> store.Prepared:
         """One poll's messages applied to the engine, as the rows their write holds."""
@@ -506,12 +510,6 @@ class Worker:
                     batch.sources[event_id] = m
             batch.offsets[(m.topic, m.partition)] = (m.offset + 1, event_id, log_ids.get(m.topic))
         return store.prepare(scorer, batch, now=now, fence=self.fence)
-
-    def _persist(self, prepared: store.Prepared) -> int:
-        with Session(self.db) as s:
-            changed = store.persist(s, prepared)
-            s.commit()
-        return changed
 
     def settle(self, *, quietly: bool = False) -> int:
         """Wait for the write in flight; returns the score rows it changed. Its error is raised; an
@@ -546,7 +544,7 @@ class Worker:
         holds them already, so a database away for a moment costs a retry, not a rebuild of the
         engine from every stored event. The writes are fenced as before (`store.Stale`)."""
         while self.unwritten:
-            self._persist(self.unwritten[0])  # here, not on the writer thread: nothing is in flight
+            persist(self.db, self.unwritten[0])  # here, not by the writer: nothing is in flight
             self._committed(self.unwritten.pop(0).batch)
         log.info("the batches whose write failed are stored now")
 
@@ -679,7 +677,8 @@ class Worker:
 
     def close(self) -> None:
         self.settle(quietly=True)
-        self.writer.shutdown()
+        self.persister.close()
+        self.background.shutdown()
         if self.consumer is not None:
             leave(self.consumer)
 
@@ -690,7 +689,7 @@ class Reassigned(Exception):
 
 
 class _Interrupted(Exception):
-    """Stops work on the writer thread (`Worker.polling_while`) once the polling thread failed."""
+    """Stops work on the background thread (`Worker.polling_while`) once the polling thread failed."""
 
 
 def every(items: Iterable, n: int, call: Callable[[], None]) -> Iterator:
@@ -734,7 +733,11 @@ def main() -> None:
     configure()
     settings = Settings()
     db = service_engine(settings, "scoring")
-    worker = Worker(settings, db, shipped(settings.scoring_policy))
+    # batches are written from a child process: on a thread, the write's Python would share this
+    # process's interpreter lock with the engine (services/scoring/writer.py)
+    writer = ProcessWriter(*settings.database("scoring"))
+    writer.start()
+    worker = Worker(settings, db, shipped(settings.scoring_policy), writer=writer)
     # the relay publishes from a child process: on a thread, its producer's Python would share
     # this process's interpreter lock with the engine (docs/performance.md)
     run_worker("scoring", worker, RelayProcess("services.scoring.relay", build_relay(settings, db)))

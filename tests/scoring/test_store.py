@@ -19,6 +19,7 @@ from services.scoring.base import Outbox
 from services.scoring.models import County, ScoreRow, WorkerClock
 from services.scoring.policy.model import shipped
 from services.scoring.worker import Worker
+from services.scoring.writer import ProcessWriter
 from tests.conftest import fresh_database
 from tests.scoring.factories import T0, finding, inspection, record, step
 
@@ -33,13 +34,25 @@ def scoring_db(request, tmp_path):
 
 
 @pytest.fixture
-def worker(scoring_db, clock):
+def writer(request, scoring_db):
+    """Where the worker writes its batches: a thread of the test's process (the default), or, as
+    `python -m services.scoring.worker` does, a child process (a test's parameter "process")."""
+    if getattr(request, "param", "thread") == "thread":
+        yield None
+        return
+    writer = ProcessWriter(scoring_db.url, scoring_db.schema)
+    yield writer
+    writer.close()
+
+
+@pytest.fixture
+def worker(scoring_db, clock, writer):
     """A worker (no consumer) owning every county (one partition), engine built, clock ticked."""
     with Session(scoring_db.engine) as s:
         store.save_counties(s, [{"code": c, "baseline_status": "in_poverty"} for c in COUNTIES])
         s.commit()
     clock.now = T0 + timedelta(hours=1)
-    w = Worker(Settings(), scoring_db.engine, shipped(), clock=clock)
+    w = Worker(Settings(), scoring_db.engine, shipped(), clock=clock, writer=writer)
     w.restore()
     w.partitions, w.partition_count = frozenset({0}), 1
     w.tick()
@@ -185,6 +198,7 @@ def test_a_clean_visit_and_a_daily_check_with_nothing_failed_give_a_first_score(
     assert scores[("513400", T0.year)][0:4] == ("prefecture", None, 100.0, "good")
 
 
+@pytest.mark.parametrize("writer", ["thread", "process"], indirect=True)
 def test_every_kind_of_history_at_once_with_ticks_between(worker, scoring_db, clock):
     db = scoring_db.engine
     food = finding("F-food", severity="critical", category="assistance_measures", indicator="food",

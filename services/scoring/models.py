@@ -139,6 +139,22 @@ class StoredPolicy(ScoringModel, table=True):
     active: bool = False
 
 
+class ConfiguredPolicy(ScoringModel, table=True):
+    """The policy the scoring workers' configuration names (KAOHE_SCORING_POLICY), as the worker
+    started last declared it, with its rules. In force unless one was activated over the API.
+
+    Workers started earlier follow it, so a rolling update that changes the setting moves every
+    worker to the new policy once (old and new workers do not rescore back and forth), including a
+    worker whose image lacks the policy's file (it reads the rules here). One row (id 1)."""
+
+    __tablename__ = "configured_policy"
+
+    id: int = Field(default=1, sa_column=Column(Integer, primary_key=True))
+    policy_id: str = Field(sa_column=Column(String(64), nullable=False))
+    body: str = Field(sa_column=Column(Text, nullable=False), description="the policy, JSON")
+    configured_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
 class RebuildRequest(ScoringModel, table=True):
     """A request to rebuild every score from intake's event store, carried out by the worker."""
 

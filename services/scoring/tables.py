@@ -3,6 +3,7 @@
 from services.scoring.base import Outbox, metadata
 from services.scoring.models import (
                                      AppliedBatch,
+                                     ConfiguredPolicy,
                                      ConsumerOffset,
                                      County,
                                      ExplanationBatch,
@@ -13,5 +14,5 @@ from services.scoring.models import (
                                      WorkerClock,
 )
 
-__all__ = ["AppliedBatch", "ConsumerOffset", "County", "ExplanationBatch", "Outbox", "RebuildRequest", "ScoreRow",
-           "StoredPolicy", "TeamPoints", "WorkerClock", "metadata"]
+__all__ = ["AppliedBatch", "ConfiguredPolicy", "ConsumerOffset", "County", "ExplanationBatch", "Outbox",
+           "RebuildRequest", "ScoreRow", "StoredPolicy", "TeamPoints", "WorkerClock", "metadata"]

@@ -80,6 +80,8 @@ class Worker:
     def __init__(self, settings: Settings, db: Engine, policy: Policy, *, clock: Callable[[], datetime] = utcnow,
                  writer: ThreadWriter | ProcessWriter | None = None) -> None:
         self.settings, self.db, self.policy, self.clock = settings, db, policy, clock
+        self.configured = policy  # what KAOHE_SCORING_POLICY names (`declare_policy`)
+        self.declared = False
         self.consumer: KafkaConsumer | None = None
         self.scorer = None
         self.last_tick = 0.0
@@ -132,6 +134,21 @@ class Worker:
             s.commit()
         if added:
             log.info("cached %d counties from intake", added)
+
+    def declare_policy(self) -> None:
+        """Once, at start: this worker's configured policy becomes every worker's
+        (`policy_store.declare_configured`). Workers started earlier follow it at their next look
+        (`asked_lately`): the first to take the writers' lock rescores, the others rebuild their
+        engines, and nobody rescores back (a rolling update that changes KAOHE_SCORING_POLICY)."""
+        if self.declared:
+            return
+        with Session(self.db) as s:
+            replaced = policy_store.declare_configured(s, self.configured, self.clock())
+            s.commit()
+        self.declared = True
+        if replaced is not None:
+            log.info("configured policy %s declared (was %s): every worker follows it unless one is active "
+                     "over the API", self.configured.id, replaced)
 
     def owns(self, county: str) -> bool:
         return bool(self.partition_count) and partition_of(county, self.partition_count) in self.partitions
@@ -603,6 +620,7 @@ class Worker:
         backoff = Backoff()
         while not stop.is_set():
             try:
+                self.declare_policy()
                 self.load_counties(stop)
                 self.restore()
                 if self.consumer is None:

@@ -84,8 +84,8 @@ def test_a_version_may_set_the_fields_or_leave_them_to_v1s_rules(api):
 def test_both_shipped_files_are_listed_and_the_configured_one_is_active(api, settings):
     assert settings.scoring_policy == "default-v2"
     listed = api.get("/v1/policies").json()
-    assert listed == [{"id": "default-v1", "source": "shipped", "active": False},
-                      {"id": "default-v2", "source": "shipped", "active": True}]
+    assert listed == [{"id": "default-v1", "source": "shipped", "active": False, "configured": False},
+                      {"id": "default-v2", "source": "shipped", "active": True, "configured": True}]
     assert api.get("/v1/policies/default-v1").json()["version"] == 1
 
 

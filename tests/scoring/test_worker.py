@@ -872,3 +872,105 @@ def test_a_partial_workers_recomputation_gives_the_every_county_engines_memory_b
     worker.export_lines = lambda: iter([on_partition_0(sf.inspection(sf.finding("F-1")), 0).value.decode()])
     assert worker.recompute(worker.policy.id, from_intake=True) == 1
     assert calls == (["release", "restore"] if released else ["restore"])
+
+
+def test_a_rolling_update_of_the_configured_policy_moves_every_worker_once_and_nobody_rescores_back(scoring_db,
+                                                                                                   clock):
+    """Old workers configured with default-v1 still run when new ones configured with default-v2
+    start (a rolling update that changes KAOHE_SCORING_POLICY). The new worker's declaration is every
+    worker's: the old one follows it (rebuilds its engine under v2) instead of rescoring back to
+    v1, and the scores are rescored once. A worker started later with v1 (a rollback) moves them
+    back, once."""
+    import httpx
+
+    from services.scoring import policy_store
+    from services.scoring.models import WorkerClock
+    from tests.scoring import factories as sf
+
+    def intake_away():
+        raise httpx.ConnectError("no intake in this test: the worker rescores its applied events")
+        yield
+
+    def worker(policy_id: str) -> Worker:
+        w = Worker(Settings(scoring_policy=policy_id), scoring_db.engine, shipped(policy_id), clock=clock)
+        w.export_lines = intake_away
+        w.declare_policy()  # as `start` does, before the engine
+        w.restore()
+        w.partitions, w.partition_count = frozenset({0}), 1
+        return w
+
+    def stored() -> tuple[str, int]:
+        with Session(scoring_db.engine) as s:
+            c = s.get(WorkerClock, 1)
+            return c.policy_id, c.generation
+
+    clock.now = sf.T0 + timedelta(hours=1)
+    with Session(scoring_db.engine) as s:
+        store.save_counties(s, [{"code": "513431", "baseline_status": "in_poverty"}])
+        s.commit()
+    old = worker("default-v1")
+    old.tick()
+    old.handle([on_partition_0(sf.inspection(sf.finding("F-1", severity="major"), households=10, villages=10), 0)])
+    assert score_row(scoring_db.engine).policy_id == "default-v1"
+    new = worker("default-v2")
+    try:
+        new.tick()  # rescores under the policy it declared
+        assert new.policy.id == "default-v2" and score_row(scoring_db.engine).policy_id == "default-v2"
+        moved = stored()
+        for _ in range(3):  # both look again, as each does about every second
+            for w in (old, new):
+                w.last_asked = 0.0
+                w.tick()
+        assert old.policy.id == new.policy.id == "default-v2"
+        assert stored() == moved  # nobody rescored back (each rescoring moves the generation)
+        with Session(scoring_db.engine) as s:
+            listed = policy_store.listing(s, "default-v1")  # an API pod still configured with v1
+        assert [p["id"] for p in listed if p["active"]] == ["default-v2"]
+
+        rollback = worker("default-v1")
+        try:
+            rollback.tick()
+            for w in (old, new):
+                w.last_asked = 0.0
+                w.tick()
+            assert old.policy.id == new.policy.id == rollback.policy.id == "default-v1"
+            assert stored() == ("default-v1", moved[1] + 1)  # rescored back once
+        finally:
+            rollback.close()
+    finally:
+        new.close()
+        old.close()
+
+
+def test_a_worker_whose_image_lacks_the_configured_policy_reads_its_rules_from_the_database(scoring_db, clock):
+    """A worker of a newer image declared a policy this image does not ship: the older worker
+    loads it from the declaration and follows it instead of failing or keeping its own."""
+    import httpx
+
+    from services.scoring import policy_store
+    from tests.scoring import factories as sf
+
+    newer = shipped().model_copy(update={"id": "default-v9", "version": 9,
+                                         "description": "shipped by an image this one predates"})
+    clock.now = sf.T0 + timedelta(hours=1)
+    worker = one_county_worker(scoring_db, clock)
+
+    def intake_away():
+        raise httpx.ConnectError("no intake in this test")
+        yield
+
+    worker.export_lines = intake_away
+    try:
+        worker.handle([on_partition_0(sf.inspection(sf.finding("F-1", severity="major")), 0)])
+        with Session(scoring_db.engine) as s:
+            assert policy_store.declare_configured(s, newer, clock.now) is None  # none declared yet
+            s.commit()
+        worker.last_asked = 0.0
+        worker.tick()
+        assert worker.policy.id == "default-v9" and score_row(scoring_db.engine).policy_id == "default-v9"
+        with Session(scoring_db.engine) as s:
+            assert policy_store.get(s, "default-v9").description == "shipped by an image this one predates"
+            assert [(p["id"], p["active"], p["configured"]) for p in policy_store.listing(s, "default-v2")
+                    if p["active"] or p["configured"]] == [("default-v9", True, True)]
+    finally:
+        worker.close()

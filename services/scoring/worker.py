@@ -484,9 +484,10 @@ class Worker:
         """Apply one poll's messages and hand their rows to the writer (a thread, or as deployed a
         child process: services/scoring/writer.py), which commits them while the next poll is read
         and applied (the database's time overlaps the engine's). The write before is waited for
-        first: writes stay in order, one in flight. Its failure is raised here, or by `settle`: the engine is then ahead
-        of the database. If the database was away (OperationalError), `run` writes the batches
-        again once it answers (`write_unwritten`); otherwise it rebuilds the engine (`resync`)."""
+        first: writes stay in order, one in flight. Its failure is raised here, or by `settle`:
+        the engine is then ahead of the database. If the database was away (OperationalError),
+        `run` writes the batches again once it answers (`write_unwritten`); otherwise it rebuilds
+        the engine (`resync`)."""
         with heap.deferred():  # a poll's garbage goes at its end, not walked in the middle
             prepared = self._apply(messages)
         if self.unwritten:  # (`run` writes them before it polls) writes stay in order

@@ -142,9 +142,9 @@ class Stack:
 
     def children(self, *, everything: bool = False) -> dict[str, int]:
         """Process name (`services.scoring.worker`, ...) → pid of the supervisor's `python -m`
-        children and of theirs (the scoring worker's relay, `services.scoring.relay`, and its writer,
-        `services.scoring.writer`); with
-        `everything`, also the supervisor's other children by program name (the broker, `tansu`)."""
+        children and of theirs (the scoring worker's relay, `services.scoring.relay`, and its
+        writer, `services.scoring.writer`); with `everything`, also the supervisor's other children
+        by program name (the broker, `tansu`)."""
         parents = process_table()
         found = {}
         for pid, args in parents.get(self.proc.pid, []):

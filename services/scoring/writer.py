@@ -127,6 +127,9 @@ class ProcessWriter:
         return answer
 
     def _answer(self, written: Future, answer: Future) -> None:
+        if written.cancelled():  # (a pool shut down with the write queued) never stored
+            self._gone(answer, RuntimeError("the write was cancelled"))
+            return
         exc = written.exception()
         if exc is None:
             answer.set_result(written.result())

@@ -137,6 +137,7 @@ def test_the_writer_does_not_outlive_a_worker_killed_with_sigkill(tmp_path):
         time.sleep(120)
     """)
     worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pid = None
     try:
         pid = int(worker.stdout.readline())
         assert alive(pid)
@@ -146,6 +147,8 @@ def test_the_writer_does_not_outlive_a_worker_killed_with_sigkill(tmp_path):
     finally:
         worker.kill()
         worker.wait(10)
+        if pid is not None and alive(pid):  # the test failed: leave no orphan (it ignores SIGTERM)
+            os.kill(pid, signal.SIGKILL)
 
 
 def alive(pid: int) -> bool:

@@ -175,6 +175,18 @@ def test_a_key_holds_at_most_stream_max_per_key_streams_open_and_a_closed_one_gi
         assert problem["open_streams"] == problem["max_streams"] == 2
         assert third.headers["Retry-After"] == "5"
         assert third.headers["RateLimit-Policy"] and third.headers["RateLimit"]
+        # the region is checked before a place is taken: unknown, or outside the key, is a 404 still
+        limiter, taken = app.state.rate_limiter, []
+        real_take = limiter.take
+        limiter.take = lambda key, *rest: taken.append(key) or real_take(key, *rest)
+        try:
+            for region in ("519999", "510100"):
+                refused = httpx.get(f"{ranking_url}/v1/standings/stream",
+                                    params={"access_token": token, "region": region}, timeout=10)
+                assert refused.status_code == 404, (region, refused.text)
+        finally:
+            del limiter.take
+        assert taken == [key_id, key_id]  # the key checked, and counted, once a request
         with open_stream(ranking_url, other) as another_key:  # the limit is the key's, not everyone's
             assert another_key.status_code == 200
             assert 'kaohe_open_streams{service="ranking"} 3.0' in httpx.get(f"{ranking_url}/metrics").text

@@ -5,7 +5,7 @@ the key may see is the route's to check with `Principal.covers` (404 outside the
 """
 
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -144,15 +144,19 @@ def require(*scopes: str, query_token: bool = False, everywhere: bool = False):
     return principal
 
 
-def streaming(*scopes: str, query_token: bool = False):
+def streaming(*scopes: str, query_token: bool = False, admitted: Callable[..., Any] | None = None):
     """`require(...)` for a response that stays open (SSE): the key also holds one of its
     `stream_max_per_key` places in this process (`app.state.open_streams`) until the response has
     ended, however it ends; 429 when it holds them all.
 
     The place is given back when FastAPI leaves the request's dependencies, after the response was
     sent or failed: a generator's `finally` alone would miss a client gone before the first byte
-    (Starlette then never starts the generator)."""
-    admitted = require(*scopes, query_token=query_token)
+    (Starlette then never starts the generator).
+
+    `admitted`: the route's own `require(...)`, when its other dependencies need the key too (one
+    check of the key per request: FastAPI runs a dependency once per request). A dependency of the
+    route listed before this one runs first: its 404 comes before this one's 429."""
+    admitted = admitted or require(*scopes, query_token=query_token)
 
     async def place(request: Request, who: Annotated[Principal, Depends(admitted)]) -> AsyncIterator[Principal]:
         streams: OpenStreams = request.app.state.open_streams

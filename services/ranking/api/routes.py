@@ -243,6 +243,21 @@ async def _still_reading(request: Request, region: str | None) -> Principal:
     return who
 
 
+STREAM_READER = require("standings:read", query_token=True)  # one check of the key for both below
+
+
+def _stream_region(request: Request, names: NamesDep, who: Annotated[Principal, Depends(STREAM_READER)],
+                   region: Annotated[str | None, Query(pattern=r"^[0-9]{6}$",
+                   description="Only changes within this scope or of this region")] = None) -> str | None:
+    """The stream's region, checked before the key takes one of its stream places: an unknown or
+    unseen region is a 404, also for a key that holds all its places (not a 429)."""
+    if region is not None:
+        _visible_prefix(who, region)
+        with Session(request.app.state.engine) as s:
+            names.level(s, region)  # 404 for an unknown region
+    return region
+
+
 @router.get("/v1/standings/stream", summary="Server-Sent Events: every standing change, as it happens",
             response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
@@ -255,19 +270,14 @@ async def _still_reading(request: Request, region: str | None) -> Principal:
                                             "`KAOHE_STREAM_MAX_PER_KEY` streams open (default 5) in this API "
                                             "process: `detail` says how many and the limit (Retry-After, "
                                             "RateLimit headers)", **PROBLEM}})
-async def stream(request: Request, names: NamesDep,
-                 principal: Annotated[Principal, Depends(streaming("standings:read", query_token=True))],
-                 region: Annotated[str | None, Query(pattern=r"^[0-9]{6}$",
-                 description="Only changes within this scope or of this region")] = None) -> StreamingResponse:
+async def stream(request: Request, names: NamesDep, region: Annotated[str | None, Depends(_stream_region)],
+                 principal: Annotated[Principal, Depends(streaming(admitted=STREAM_READER))]) -> StreamingResponse:
     """EventSource cannot send headers: this route also takes the key as `?access_token=`.
 
     A key may hold `stream_max_per_key` streams open at once in each API process (each polls the
-    database every `stream_poll_ms`); the place is given back however the stream ends."""
+    database every `stream_poll_ms`); the place is given back however the stream ends. The region
+    is checked first (`_stream_region`): 401/403, then 404, then 429."""
     engine = request.app.state.engine
-    if region is not None:
-        _visible_prefix(principal, region)
-        with Session(engine) as s:
-            names.level(s, region)  # 404 for an unknown region
     header = request.headers.get("last-event-id")
     # from where a reconnecting EventSource left off, else from now
     start = int(header) if header and header.isdigit() else await run_in_threadpool(_last_history_id, engine)

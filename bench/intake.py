@@ -148,14 +148,11 @@ class Stack:
         parents = process_table()
         found = {}
         for pid, args in parents.get(self.proc.pid, []):
-            if b"-m" in args:
-                found[args[args.index(b"-m") + 1].decode()] = pid
+            if (name := process_name(args)) is not None:
+                found[name] = pid
                 for child, child_args in parents.get(pid, []):
-                    if b"-m" in child_args:
-                        found[child_args[child_args.index(b"-m") + 1].decode()] = child
-                    elif any(b"multiprocessing.spawn" in a for a in child_args):
-                        # the scoring worker's batch writer (services/scoring/writer.py)
-                        found[args[args.index(b"-m") + 1].decode().rpartition(".")[0] + ".writer"] = child
+                    if (child_name := process_name(child_args, name)) is not None:
+                        found[child_name] = child
             elif everything and args[0]:  # tansu-v0.6.0-510f3e2 → tansu
                 found[Path(args[0].decode()).name.split("-")[0]] = pid
         return found
@@ -195,17 +192,20 @@ def process_table() -> dict[int, list[tuple[int, list[bytes]]]]:
     return parents
 
 
+def process_name(args: list[bytes], parent: str | None = None) -> str | None:
+    """The module a process runs (`python -m services.scoring.relay` → services.scoring.relay); for
+    a child that multiprocessing spawned under `parent` (the scoring worker's batch writer,
+    services/scoring/writer.py), `<parent's package>.writer`; else None."""
+    if b"-m" in args:
+        return args[args.index(b"-m") + 1].decode()
+    if parent is not None and any(b"multiprocessing.spawn" in a for a in args):
+        return parent.rpartition(".")[0] + ".writer"
+    return None
+
+
 def child_pids(pid: int) -> list[int]:
     """The live processes whose parent is `pid` (a worker's relay)."""
     return [child for child, _ in process_table().get(pid, [])]
-
-
-def command_line(pid: int) -> list[bytes]:
-    """A process's command-line arguments (none once it is gone)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return []
 
 
 def cpu_seconds(pid: int) -> float:

@@ -33,7 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import select
 from sqlmodel import Session
 
-from bench.intake import child_pids, command_line, cpu_seconds, drop_postgres, postgres_database
+from bench.intake import cpu_seconds, drop_postgres, postgres_database, process_name, process_table
 from bench.regions import national_regions
 from services.events import registry, topics
 from services.intake.regions.service import shipped_regions
@@ -174,11 +174,13 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
                 settled = settled + 1 if owners == seen and len(owners) == processes and None not in owners else 0
                 seen = owners
                 time.sleep(0.2)
-            children = [child for p in running for child in child_pids(p.pid)]
-            # each worker's batch writer (services/scoring/writer.py), spawned by multiprocessing,
-            # and its relay; the multiprocessing resource tracker does nothing here
-            writers = [c for c in children if b"multiprocessing.spawn" in b" ".join(command_line(c))]
-            relays = [c for c in children if b"services.scoring.relay" in command_line(c)]
+            # each worker's batch writer (services/scoring/writer.py) and relay; the multiprocessing
+            # resource tracker beside them does nothing here
+            table = process_table()
+            children = {child: process_name(args, "services.scoring.worker")
+                        for p in running for child, args in table.get(p.pid, [])}
+            writers = [c for c, name in children.items() if name == "services.scoring.writer"]
+            relays = [c for c, name in children.items() if name == "services.scoring.relay"]
 
             def cpu() -> tuple[float, float, float, float]:  # the workers', their writers', relays', the machine's
                 return (sum(cpu_seconds(p.pid) for p in running), sum(map(cpu_seconds, writers)),

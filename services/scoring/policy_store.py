@@ -60,16 +60,20 @@ def declare_configured(session: Session, policy: Policy, now: datetime) -> str |
     return replaced
 
 
+def _activated(session: Session) -> str | None:
+    """The policy activated over the API, if any."""
+    return session.execute(select(StoredPolicy.id).where(StoredPolicy.active.is_(True))).scalar_one_or_none()
+
+
 def active_id(session: Session, default: str) -> str:
-    row = session.execute(select(StoredPolicy.id).where(StoredPolicy.active.is_(True))).scalar_one_or_none()
-    return row or configured_id(session, default)
+    return _activated(session) or configured_id(session, default)
 
 
 def listing(session: Session, default: str) -> list[dict]:
-    active, configured = active_id(session, default), configured_id(session, default)
-    out = [{"id": i, "source": "shipped", "active": i == active, "configured": i == configured}
-           for i in shipped_ids()]
-    if configured not in shipped_ids():  # declared by a worker of a newer image
+    configured, ids = configured_id(session, default), shipped_ids()
+    active = _activated(session) or configured
+    out = [{"id": i, "source": "shipped", "active": i == active, "configured": i == configured} for i in ids]
+    if configured not in ids:  # declared by a worker of a newer image
         out.append({"id": configured, "source": "shipped", "active": configured == active, "configured": True})
     for row in session.execute(select(StoredPolicy).order_by(StoredPolicy.created_at)).scalars():
         out.append({"id": row.id, "source": "api", "active": row.id == active, "configured": False,

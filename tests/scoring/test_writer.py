@@ -12,7 +12,6 @@ import sys
 import textwrap
 from collections import namedtuple
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -20,40 +19,18 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from services.events import registry, topics
-from services.kit.settings import Settings
 from services.scoring import store
 from services.scoring.models import AppliedBatch, ScoreRow
-from services.scoring.policy.model import shipped
-from services.scoring.worker import Worker
 from services.scoring.writer import ProcessWriter
-from tests.conftest import fresh_database
 from tests.scoring.factories import T0, finding, inspection
 from tests.waiting import wait_for
 
 Message = namedtuple("Message", "topic partition offset value headers")
-COUNTY = "513431"
+COUNTY = "513431"  # one of the worker's counties (conftest.COUNTIES)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def scoring_db(request, tmp_path):
-    with fresh_database(request.param, tmp_path, "scoring") as db:
-        yield db
-
-
-@pytest.fixture
-def worker(scoring_db, clock):
-    """A worker (no consumer) owning every county, its batches written by a child process."""
-    with Session(scoring_db.engine) as s:
-        store.save_counties(s, [{"code": COUNTY, "baseline_status": "in_poverty"}])
-        s.commit()
-    clock.now = T0 + timedelta(hours=1)
-    writer = ProcessWriter(scoring_db.url, scoring_db.schema)
-    w = Worker(Settings(), scoring_db.engine, shipped(), clock=clock, writer=writer)
-    w.restore()
-    w.partitions, w.partition_count = frozenset({0}), 1
-    w.tick()
-    yield w
-    w.close()
+# tests/scoring/conftest.py's worker, its batches written by a child process
+in_a_child = pytest.mark.parametrize("writer", ["process"], indirect=True)
 
 
 def prepared(worker, offset: int, *findings: str) -> store.Prepared:
@@ -73,6 +50,7 @@ def child(writer: ProcessWriter) -> int:
     return pid
 
 
+@in_a_child
 def test_a_write_in_the_child_is_stored_and_answers_the_rows_it_changed(worker, scoring_db):
     changed = worker.persister.submit(prepared(worker, 0, "F-1")).result(timeout=60)
     assert changed == 2  # the county's score and its prefecture's
@@ -80,6 +58,7 @@ def test_a_write_in_the_child_is_stored_and_answers_the_rows_it_changed(worker, 
     assert child(worker.persister) != os.getpid()
 
 
+@in_a_child
 def test_a_fenced_write_is_stale_and_stores_nothing(worker, scoring_db):
     p = prepared(worker, 0, "F-1")
     p.fence = replace(p.fence, generation=p.fence.generation + 1)  # as if another worker recomputed meanwhile
@@ -88,6 +67,7 @@ def test_a_fenced_write_is_stale_and_stores_nothing(worker, scoring_db):
     assert applied_batches(scoring_db.engine) == 0
 
 
+@in_a_child
 def test_a_database_away_is_an_operational_error_and_the_worker_writes_the_batch_again(worker, scoring_db,
                                                                                        tmp_path):
     # the same worker's next write through a writer whose database cannot be reached
@@ -112,6 +92,7 @@ def encoded(r) -> bytes:
     return registry.encode_record(r.sequence, r.recorded_at, registry.to_json_dict(r.event))
 
 
+@in_a_child
 def test_a_writer_that_died_is_stale_and_the_next_write_starts_another(worker, scoring_db):
     worker.persister.submit(prepared(worker, 0, "F-1")).result(timeout=60)
     first = child(worker.persister)
@@ -159,6 +140,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@in_a_child
 def test_a_ctrl_c_to_the_process_group_leaves_the_writer_to_its_worker(worker, scoring_db):
     worker.persister.submit(prepared(worker, 0, "F-1")).result(timeout=60)
     pid = child(worker.persister)

@@ -9,7 +9,7 @@ from services.scoring.policy.model import shipped
 from tests.scoring.factories import T0, finding, inspection, record, step
 
 POLICY = shipped()
-V1, V2 = shipped("default-v1"), shipped("default-v2")
+V1, V2, V3 = shipped("default-v1"), shipped("default-v2"), shipped("default-v3")
 
 
 @pytest.fixture
@@ -231,6 +231,75 @@ def test_daily_checks_and_return_risk(engine):
     assert engine.score("513431", 2026).components["daily_management"] == 97 - 2.0
     engine.apply(record("return_risk.cleared", {"household_id": "H1", "reasons": []}))
     assert engine.score("513431", 2026).components["daily_management"] == 97
+
+
+Y27, Y28 = datetime(2027, 2, 1, 1, tzinfo=timezone.utc), datetime(2028, 2, 1, 1, tzinfo=timezone.utc)
+
+
+def daily(at: datetime, failed: int = 0, county: str = "513431"):
+    return record("daily_check.recorded", {"check_id": f"D{at:%Y%m%d}", "kind": "work_log", "items_checked": 5,
+                                           "items_failed": failed}, county=county, at=at)
+
+
+def flag(at: datetime, household: str = "H1", county: str = "513431"):
+    return record("return_risk.flagged", {"household_id": household, "reasons": ["illness"]}, county=county, at=at)
+
+
+def clear(at: datetime, household: str = "H1", county: str = "513431"):
+    return record("return_risk.cleared", {"household_id": household}, county=county, at=at)
+
+
+def daily_management(engine: Engine, year: int, county: str = "513431") -> float:
+    return engine.score(county, year).components["daily_management"]
+
+
+@pytest.mark.parametrize("policy, costs_2027", [(V1, False), (V2, False), (V3, True)],
+                         ids=["default-v1", "default-v2", "default-v3"])
+def test_a_household_still_flagged_costs_the_next_year_under_v3(policy, costs_2027):
+    """default-v3 carries a flag into each year its county begins while the household is flagged,
+    booked with that year's first event and explained by its own line; v1 and v2 charge the
+    flag's year only."""
+    engine = Engine(policy, {"513431": "in_poverty", "513432": "exited"}, start=T0)
+    engine.apply(flag(T0))
+    first = engine.apply(daily(Y27, failed=2))  # the county's first event of 2027
+    assert daily_management(engine, 2026) == 100 - 2.0
+    assert daily_management(engine, 2027) == 100 - 2 * 0.5 * 0.5 - (2.0 if costs_2027 else 0)
+    carried = [c for c in first if c.rule == "daily_management.return_risk_carried"]
+    assert [(c.year, c.points) for c in carried] == ([(2027, -2.0)] if costs_2027 else [])
+    assert all(c.cause == first[-1].cause for c in carried)  # the event that began the year
+    # cleared in 2027: 2027 is lifted, 2026 (flagged all its end) keeps it
+    engine.apply(clear(Y27 + timedelta(days=30)))
+    assert (daily_management(engine, 2026), daily_management(engine, 2027)) == (98.0, 99.5)
+    # a later year begins: nothing carried any more
+    engine.apply(daily(Y28))
+    assert daily_management(engine, 2028) == 100.0
+
+
+def test_a_carried_flag_costs_each_year_at_its_leagues_rate_and_a_late_flag_reaches_back():
+    engine = Engine(V3, {"513432": "exited"}, start=T0)
+    for at in (T0, Y27, Y28):
+        engine.apply(daily(at, county="513432"))
+    # entered late: flagged in 2026, arriving once 2027 and 2028 have begun: all three years
+    changes = engine.apply(flag(T0 + timedelta(days=5), county="513432"))
+    assert sorted((c.year, c.points) for c in changes) == [(2026, -5.0), (2027, -5.0), (2028, -5.0)]
+    # cleared (late too) in 2027: 2027 and 2028 are lifted, in one event
+    changes = engine.apply(clear(Y27 + timedelta(days=3), county="513432"))
+    assert sorted((c.year, c.points) for c in changes) == [(2027, 5.0), (2028, 5.0)]
+    assert [daily_management(engine, y, "513432") for y in (2026, 2027, 2028)] == [95.0, 100.0, 100.0]
+    # flagged again in 2028 (the same household): 2028 only, once
+    engine.apply(flag(Y28 + timedelta(days=1), county="513432"))
+    assert [daily_management(engine, y, "513432") for y in (2026, 2027, 2028)] == [95.0, 100.0, 95.0]
+
+
+def test_a_year_begun_after_a_flag_was_cleared_is_booked_for_the_years_it_was_open():
+    # a 2027 event arriving after the household (flagged 2026) was cleared in 2028: 2027 began
+    # with the household flagged, as an engine kept current from the start would have booked it
+    engine = Engine(V3, {"513431": "in_poverty"}, start=T0)
+    engine.apply(flag(T0))
+    engine.apply(clear(Y28))
+    engine.apply(daily(Y27))
+    engine.apply(daily(Y28 + timedelta(days=1)))
+    assert [daily_management(engine, y) for y in (2026, 2027, 2028)] == [98.0, 98.0, 100.0]
 
 
 def test_year_end_joins_the_total_and_a_correction_replaces_it(engine):

@@ -15,8 +15,8 @@ from services.scoring.policy.model import shipped
 from tests.scoring.factories import T0, finding, inspection, record, step
 
 # every property holds under each shipped policy (their rules differ: villages in the sample, a
-# dispute's lateness frozen or not)
-POLICIES = [shipped("default-v1"), shipped("default-v2")]
+# dispute's lateness frozen or not, return-risk flags carried into the years they stay open)
+POLICIES = [shipped("default-v1"), shipped("default-v2"), shipped("default-v3")]
 EACH_POLICY = pytest.mark.parametrize("policy", POLICIES, ids=[p.id for p in POLICIES])
 COUNTIES = ["513431", "513432", "510722"]
 STATUSES = {"513431": "in_poverty", "513432": "exited", "510722": "in_poverty"}
@@ -130,6 +130,53 @@ def test_incremental_equals_full_recomputation(policy, history):
     incremental, _ = run(records, ticks, end, policy)
     full, _ = run(records, [], end, policy)  # every event first, then one clock advance
     assert everything(incremental) == everything(full)
+
+
+@EACH_POLICY
+@PROPERTY
+@given(history=histories())
+def test_an_engine_built_at_the_end_equals_one_kept_current(policy, history):
+    # what a worker's restore does: a new engine at today's clock, every stored event applied
+    records, ticks, end = history
+    incremental, _ = run(records, ticks, end, policy)
+    restored = Engine(policy, STATUSES, start=end)
+    for r in records:
+        restored.apply(r)
+    assert everything(restored) == everything(incremental)
+
+
+@PROPERTY
+@given(data=st.data())
+def test_a_flag_costs_every_year_from_its_own_to_the_one_it_was_cleared_in(data):
+    """default-v3, flags and clears in any order of time (entered late or early), with other events
+    beginning years at random: every county-year holds the households whose flag covers it, worked
+    out from the flags alone, and its daily management costs them at its league's rate."""
+    policy = shipped("default-v3")
+    engine = Engine(policy, STATUSES, start=T0)
+    open_flags: dict[tuple[str, str], int] = {}  # (county, household) → year flagged
+    spans: list[tuple[str, str, int, int]] = []  # (county, household, from, to): the years [from, to)
+    for i in range(data.draw(st.integers(1, 60))):
+        county, household = data.draw(st.sampled_from(COUNTIES[:2])), f"H{data.draw(st.integers(0, 2))}"
+        year = data.draw(st.integers(2025, 2028))
+        at = T0.replace(year=year) + timedelta(hours=i)
+        kind = data.draw(st.sampled_from(["risk", "daily"]))
+        if kind == "daily":
+            engine.apply(record("daily_check.recorded", {"check_id": f"D{i}", "kind": "work_log", "items_checked": 1,
+                                                         "items_failed": 0}, county=county, at=at))
+        elif (county, household) in open_flags:
+            engine.apply(record("return_risk.cleared", {"household_id": household}, county=county, at=at))
+            flagged_in = open_flags.pop((county, household))
+            spans.append((county, household, flagged_in, max(year, flagged_in)))
+        else:
+            engine.apply(record("return_risk.flagged", {"household_id": household, "reasons": ["r"]},
+                                county=county, at=at))
+            open_flags[(county, household)] = year
+    for (county, year), cy in engine.years.items():
+        expected = {h for (c, h), y in open_flags.items() if c == county and y <= year}
+        expected |= {h for c, h, a, b in spans if c == county and a <= year < b}
+        assert cy.flagged == expected, (county, year)
+        rate = policy.daily_management.return_risk_alert[engine.league(county, year)]
+        assert engine.score(county, year).components["daily_management"] == pytest.approx(100 - rate * len(expected))
 
 
 @EACH_POLICY

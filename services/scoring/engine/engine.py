@@ -90,7 +90,9 @@ class CountyYear:
     sampled: int = 0
     inspections: int = 0
     weighted_failed_items: float = 0.0  # Σ items_failed × kind factor
-    flagged: set[str] = field(default_factory=set)  # households flagged at risk, raised this year
+    # households flagged at risk that cost this year: raised in it, or (a policy that carries flags
+    # over) raised in an earlier year and not cleared before this one began
+    flagged: set[str] = field(default_factory=set)
     year_end: float | None = None
     points_by_category: dict[str, float] = field(default_factory=dict)  # severity points, not withdrawn
     rejections: int = 0  # failed fixes of findings not withdrawn
@@ -167,6 +169,11 @@ class Engine:
         self.absences: list[tuple[str, str, bool, str]] = []  # (team, inspector, approved, county)
         self.county_absences: dict[str, list[tuple[str, str, bool, str]]] = {}
         self.risk_year: dict[str, dict[str, int]] = {}  # county → household → year of its open flag (ids per county)
+        # a policy that carries flags over: county → household → its cleared flags' spans of years
+        # [flagged, lifted), and county → its latest county-year
+        self.risk_spans: dict[str, dict[str, list[tuple[int, int]]]] = {}
+        self.last_year: dict[str, int] = {}
+        self._carried: list[tuple[tuple[str, int], dict, dict]] = []  # county-years created with flags, for lines
         self.critical = frozenset(policy.gates.critical_indicators)
         # a team's findings in a county (the only index of findings by team or county: a national
         # year holds hundreds of thousands of findings, and two more indexes cost tens of MB)
@@ -186,6 +193,7 @@ class Engine:
         self._cap_days = _days_to_cap(rules.overdue_per_day, rules.overdue_cap_per_finding)
         self._freeze = rules.dispute_freezes_overdue
         self._per_village = policy.inspections.households_per_village
+        self._carry = policy.daily_management.return_risk_carries_over
         # components of each county-year at `as_of`, kept current by _touch and advance (what
         # changes them): an event costs one evaluation of its county-year, not two
         self.current: dict[tuple[str, int], dict[str, float | None]] = {}
@@ -360,7 +368,15 @@ class Engine:
         if handler is None:
             return []
         touched, rule = handler(self, event)
-        return touched(cause or str(event.event_id), rule, event.occurred_at) if touched else []
+        cause = cause or str(event.event_id)
+        changes = touched(cause, rule, event.occurred_at) if touched else []
+        if self._carried:  # the flags a county-year the event began was booked with
+            carried = [c for key, before, after in self._carried
+                       for c in self._diff(key, before, after, "daily_management.return_risk_carried", cause,
+                                           event.occurred_at)]
+            self._carried.clear()
+            changes = carried + changes
+        return changes
 
     def has(self, event_id: UUID) -> bool:
         """Was this event applied?"""
@@ -394,9 +410,39 @@ class Engine:
 
     def _cy(self, county: str, year: int) -> CountyYear:
         key = (county, year)
-        if key not in self.years:
-            self.years[key] = CountyYear(county, year)
-        return self.years[key]
+        cy = self.years.get(key)
+        if cy is None:
+            cy = self.years[key] = CountyYear(county, year)
+            if self._carry:
+                self._begin(cy)
+        return cy
+
+    def _begin(self, cy: CountyYear) -> None:
+        """A county-year's first event, under a policy that carries flags over: book the households
+        flagged in an earlier year and not cleared before this one (lines: `_carried`)."""
+        county, year = cy.county, cy.year
+        if year > self.last_year.get(county, year - 1):
+            self.last_year[county] = year
+        households = {h for h, flagged_in in self.risk_year.get(county, {}).items() if flagged_in < year}
+        households.update(h for h, spans in self.risk_spans.get(county, {}).items()
+                          if any(a <= year < b for a, b in spans))
+        if households:
+            key = (county, year)
+            before = self.components(cy)
+            cy.flagged.update(households)
+            self._carried.append((key, before, self.components(cy)))
+
+    def flagged_in(self, county: str, household: str, year: int) -> bool:
+        """Whether `household` costs `year` under a policy that carries flags over: flagged in it or
+        before, and not cleared before it began (or in it)."""
+        flagged_in = self.risk_year.get(county, {}).get(household)
+        if flagged_in is not None and flagged_in <= year:
+            return True
+        return any(a <= year < b for a, b in self.risk_spans.get(county, {}).get(household, ()))
+
+    def years_from(self, county: str, year: int) -> list[tuple[str, int]]:
+        """The county-years of `county` from `year` on that exist."""
+        return [(county, y) for y in range(year, self.last_year.get(county, year - 1) + 1) if (county, y) in self.years]
 
     def _diff(self, key: tuple[str, int], before: dict, after: dict, rule: str, cause: str,
               at: datetime) -> list[Change]:
@@ -617,10 +663,14 @@ def _risk_flagged(engine: Engine, e: v1.ReturnRiskFlagged) -> Handled:
     flags = engine.risk_year.setdefault(e.region_code, {})  # household ids are unique per county
     if household in flags:
         return None, ""  # already flagged: new reasons, same alert
-    key = (e.region_code, engine.year_of(e.occurred_at))
-    finish = engine._touch([key])
-    engine._cy(*key).flagged.add(household)
-    flags[household] = key[1]
+    year = engine.year_of(e.occurred_at)
+    # carried over: also every later year of the county already begun
+    keys = sorted({(e.region_code, year), *engine.years_from(e.region_code, year)}) if engine._carry \
+        else [(e.region_code, year)]
+    finish = engine._touch(keys)
+    for key in keys:
+        engine.years[key].flagged.add(household)
+    flags[household] = year
     return finish, "daily_management.return_risk"
 
 
@@ -629,11 +679,23 @@ def _risk_cleared(engine: Engine, e: v1.ReturnRiskCleared) -> Handled:
     year = flags.pop(e.payload.household_id, None) if flags is not None else None
     if year is None:
         return None, ""
-    if year != engine.year_of(e.occurred_at):
-        return None, ""  # cleared in a later year: the year it was raised keeps its deduction
-    key = (e.region_code, year)
-    finish = engine._touch([key])
-    engine.years[key].flagged.discard(e.payload.household_id)
+    household, cleared = e.payload.household_id, engine.year_of(e.occurred_at)
+    if not engine._carry:
+        if year != cleared:
+            return None, ""  # cleared in a later year: the year it was raised keeps its deduction
+        keys = [(e.region_code, year)]
+    else:
+        # the years before the clear's keep it; the clear's year and those after are lifted
+        lifted = max(year, cleared)
+        if lifted > year:
+            engine.risk_spans.setdefault(e.region_code, {}).setdefault(household, []).append((year, lifted))
+        keys = [key for key in engine.years_from(e.region_code, lifted)
+                if household in engine.years[key].flagged and not engine.flagged_in(e.region_code, household, key[1])]
+        if not keys:
+            return None, ""
+    finish = engine._touch(keys)
+    for key in keys:
+        engine.years[key].flagged.discard(household)
     return finish, "daily_management.return_risk_cleared"
 
 

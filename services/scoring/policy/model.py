@@ -55,6 +55,10 @@ class DailyManagement(Strict):
     points_per_failed_item: NonNegative
     kind_factor: dict[str, NonNegative]
     return_risk_alert: dict[str, NonNegative]
+    # a household still flagged when a year begins costs that year too, and each later one until
+    # cleared (true); or only the year of its flag (false: default-v1 and -v2's rule; optional, so
+    # policies stored before it load and compute as they did)
+    return_risk_carries_over: StrictBool = False
 
     @field_validator("kind_factor")
     @classmethod

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         "poll every stream_poll_ms, and the rate limit counts only its connect.")
     ranking_batch: int = Field(2000, validation_alias=_env("KAOHE_RANKING_BATCH", "ranking_batch"))
     scoring_policy: str = Field(
-        "default-v2", validation_alias=_env("KAOHE_SCORING_POLICY", "scoring_policy"),
+        "default-v3", validation_alias=_env("KAOHE_SCORING_POLICY", "scoring_policy"),
         description="The shipped policy file (services/scoring/policies/<id>.toml) in force unless one added "
         "over the API is active; the worker rescores every score under it when it starts with a new one.")
     scoring_tick_s: float = Field(60.0, validation_alias=_env("KAOHE_SCORING_TICK_S", "scoring_tick_s"))

@@ -29,7 +29,7 @@ def variant(path: str, value=None, *, delete: bool = False) -> dict:
 
 def test_default_policy_loads():
     p = shipped()
-    assert p.id == "default-v2" and p.version == 2
+    assert p.id == "default-v3" and p.version == 3
     assert p.weights["exited"].inspections < p.weights["in_poverty"].inspections
     assert p.inspections.category_factor["exited"]["stable_exit"] > p.inspections.category_factor["in_poverty"][
         "stable_exit"]
@@ -56,6 +56,8 @@ def test_default_policy_loads():
     ("rectification.dispute_freezes_overdue", 1, "valid boolean"),  # strict: 1 is no flag
     ("rectification.dispute_freezes_overdue", "yes", "valid boolean"),
     ("rectification.dispute_freezes_overdue", None, "valid boolean"),
+    ("daily_management.return_risk_carries_over", 1, "valid boolean"),
+    ("daily_management.return_risk_carries_over", "true", "valid boolean"),
 ])
 def test_invalid_policies_are_rejected_with_the_reason(path, value, message):
     with pytest.raises(ValidationError) as err:
@@ -69,12 +71,15 @@ def test_the_default_policy_is_the_one_the_services_are_configured_with_by_defau
 
 
 def test_a_policy_without_the_fields_added_since_loads_with_v1s_rules():
-    """Policies stored over the API before households_per_village and dispute_freezes_overdue existed
-    load, and compute as they did: villages do not count, a dispute owes no lateness."""
+    """Policies stored over the API before households_per_village, dispute_freezes_overdue and
+    return_risk_carries_over existed load, and compute as they did: villages do not count, a dispute
+    owes no lateness, a flag costs its own year only."""
     data = variant("inspections.households_per_village", delete=True)
     del data["rectification"]["dispute_freezes_overdue"]
+    assert "return_risk_carries_over" not in data["daily_management"]  # v1's file predates it
     p = Policy.model_validate(data)
     assert p.inspections.households_per_village == 0 and p.rectification.dispute_freezes_overdue is False
+    assert p.daily_management.return_risk_carries_over is False
     assert p == shipped("default-v1")
 
 
@@ -91,6 +96,16 @@ def test_default_v2_is_default_v1_with_its_two_rules_changed():
     assert v1 == v2
 
 
+def test_default_v3_is_default_v2_carrying_flags_over():
+    v2, v3 = shipped("default-v2").model_dump(), shipped("default-v3").model_dump()
+    assert (v3["id"], v3["version"]) == ("default-v3", 3)
+    assert (v2["daily_management"]["return_risk_carries_over"], v3["daily_management"]["return_risk_carries_over"]) \
+        == (False, True)
+    for p in (v2, v3):
+        del p["id"], p["version"], p["description"], p["daily_management"]["return_risk_carries_over"]
+    assert v2 == v3
+
+
 def test_unknown_keys_are_rejected():
     with pytest.raises(ValidationError):
         Policy.model_validate({**RAW, "bonus": 5})
@@ -102,6 +117,7 @@ def test_unknown_keys_are_rejected():
     ("timezone", "Mars/Olympus", ("timezone",)),
     ("inspections.households_per_village", -1, ("inspections", "households_per_village")),
     ("rectification.dispute_freezes_overdue", "yes", ("rectification", "dispute_freezes_overdue")),
+    ("daily_management.return_risk_carries_over", 0, ("daily_management", "return_risk_carries_over")),
 ])
 def test_each_fault_is_placed_at_the_field_to_change(path, value, loc):
     with pytest.raises(ValidationError) as err:

@@ -17,7 +17,7 @@ def api(request, tmp_path, settings):
             yield c
 
 
-def new_version(api, version: int = 3, **changes) -> dict:
+def new_version(api, version: int = 4, **changes) -> dict:
     """The shipped default-v1 as a new version `version`, with `changes` ("section.field": value)."""
     body = copy.deepcopy(api.get("/v1/policies/default-v1").json())
     body.update(id=f"default-v{version}", version=version)
@@ -46,10 +46,13 @@ def fields(r) -> set[str]:
     ({"rectification.dispute_freezes_overdue": None}, {"rectification.dispute_freezes_overdue"}),
     ({"inspections.households_per_village": -10, "rectification.dispute_freezes_overdue": 0},
      {"inspections.households_per_village", "rectification.dispute_freezes_overdue"}),
+    ({"daily_management.return_risk_carries_over": "true"}, {"daily_management.return_risk_carries_over"}),
+    ({"daily_management.return_risk_carries_over": 0}, {"daily_management.return_risk_carries_over"}),
+    ({"daily_management.return_risk_carries_over": None}, {"daily_management.return_risk_carries_over"}),
 ], ids=lambda v: repr(sorted(v) if isinstance(v, set) else v))  # the same in every xdist process
-def test_a_bad_households_per_village_or_dispute_freeze_is_a_422_naming_the_field(api, changes, named):
+def test_a_bad_households_per_village_dispute_freeze_or_carry_over_is_a_422_naming_the_field(api, changes, named):
     assert fields(api.post("/v1/policies", json=new_version(api, **changes))) == named
-    assert api.get("/v1/policies/default-v3").status_code == 404
+    assert api.get("/v1/policies/default-v4").status_code == 404
 
 
 @pytest.mark.parametrize("changes, named", [
@@ -62,30 +65,33 @@ def test_a_bad_households_per_village_or_dispute_freeze_is_a_422_naming_the_fiel
 def test_a_number_given_as_text_a_boolean_or_a_fraction_for_a_count_is_a_422_naming_the_field(api, changes, named):
     """Numbers in a policy are JSON numbers: "0.5" or true was taken as 0.5 or 1, and 50.0 as 50."""
     assert fields(api.post("/v1/policies", json=new_version(api, **changes))) == named
-    assert api.get("/v1/policies/default-v3").status_code == 404
+    assert api.get("/v1/policies/default-v4").status_code == 404
 
 
 def test_a_version_may_set_the_fields_or_leave_them_to_v1s_rules(api):
-    r = api.post("/v1/policies", json=new_version(api, 3, **{"inspections.households_per_village": 8,
-                                                             "rectification.dispute_freezes_overdue": True}))
-    assert r.status_code == 201, r.text
-    stored = api.get("/v1/policies/default-v3").json()
-    assert (stored["inspections"]["households_per_village"], stored["rectification"]["dispute_freezes_overdue"]) == (
-        8, True)
-    # a body from before the fields existed (a partner's saved copy): v1's rules
-    r = api.post("/v1/policies", json=new_version(api, 4, **{"inspections.households_per_village": ...,
-                                                             "rectification.dispute_freezes_overdue": ...}))
+    r = api.post("/v1/policies", json=new_version(api, 4, **{"inspections.households_per_village": 8,
+                                                             "rectification.dispute_freezes_overdue": True,
+                                                             "daily_management.return_risk_carries_over": True}))
     assert r.status_code == 201, r.text
     stored = api.get("/v1/policies/default-v4").json()
-    assert (stored["inspections"]["households_per_village"], stored["rectification"]["dispute_freezes_overdue"]) == (
-        0, False)
+    assert (stored["inspections"]["households_per_village"], stored["rectification"]["dispute_freezes_overdue"],
+            stored["daily_management"]["return_risk_carries_over"]) == (8, True, True)
+    # a body from before the fields existed (a partner's saved copy): v1's rules
+    r = api.post("/v1/policies", json=new_version(api, 5, **{"inspections.households_per_village": ...,
+                                                             "rectification.dispute_freezes_overdue": ...,
+                                                             "daily_management.return_risk_carries_over": ...}))
+    assert r.status_code == 201, r.text
+    stored = api.get("/v1/policies/default-v5").json()
+    assert (stored["inspections"]["households_per_village"], stored["rectification"]["dispute_freezes_overdue"],
+            stored["daily_management"]["return_risk_carries_over"]) == (0, False, False)
 
 
-def test_both_shipped_files_are_listed_and_the_configured_one_is_active(api, settings):
-    assert settings.scoring_policy == "default-v2"
+def test_every_shipped_file_is_listed_and_the_configured_one_is_active(api, settings):
+    assert settings.scoring_policy == "default-v3"
     listed = api.get("/v1/policies").json()
     assert listed == [{"id": "default-v1", "source": "shipped", "active": False, "configured": False},
-                      {"id": "default-v2", "source": "shipped", "active": True, "configured": True}]
+                      {"id": "default-v2", "source": "shipped", "active": False, "configured": False},
+                      {"id": "default-v3", "source": "shipped", "active": True, "configured": True}]
     assert api.get("/v1/policies/default-v1").json()["version"] == 1
 
 
@@ -94,14 +100,15 @@ def test_a_shipped_file_other_than_the_configured_one_cannot_be_activated_over_t
     shipped file activated over the API would stay active whatever the services are configured with."""
     r = api.post("/v1/policies/default-v1/activate")
     assert r.status_code == 409 and "KAOHE_SCORING_POLICY" in r.json()["detail"]
-    assert [p["id"] for p in api.get("/v1/policies").json() if p["active"]] == ["default-v2"]
+    assert [p["id"] for p in api.get("/v1/policies").json() if p["active"]] == ["default-v3"]
     # a version added over the API can be, and the configured shipped file takes over again when activated
-    assert api.post("/v1/policies", json=new_version(api, 3)).status_code == 201
+    assert api.post("/v1/policies", json=new_version(api, 4)).status_code == 201
+    assert api.post("/v1/policies/default-v4/activate").status_code == 202
+    assert [p["id"] for p in api.get("/v1/policies").json() if p["active"]] == ["default-v4"]
+    assert api.post("/v1/policies/default-v1/activate").status_code == 409
+    assert api.post("/v1/policies/default-v2/activate").status_code == 409
     assert api.post("/v1/policies/default-v3/activate").status_code == 202
     assert [p["id"] for p in api.get("/v1/policies").json() if p["active"]] == ["default-v3"]
-    assert api.post("/v1/policies/default-v1/activate").status_code == 409
-    assert api.post("/v1/policies/default-v2/activate").status_code == 202
-    assert [p["id"] for p in api.get("/v1/policies").json() if p["active"]] == ["default-v2"]
     # and a shipped id cannot be added over the API
     assert api.post("/v1/policies", json=new_version(api, 2)).status_code == 409
 

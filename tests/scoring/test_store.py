@@ -180,3 +180,26 @@ def test_every_kind_of_history_at_once_with_ticks_between(worker, scoring_db, cl
     scores = assert_as_a_recomputation(db, clock)
     assert not scores[("513433", T0.year)][4] and scores[("513434", T0.year)][1] == "exited"
     assert ("513432", T0.year) in scores
+
+
+def test_a_household_still_flagged_is_carried_into_the_next_year_stored_explained_and_announced(worker, scoring_db,
+                                                                                                clock):
+    """default-v3: the county's first event of 2027 books the household flagged in 2026, with its own
+    line; the clear in 2027 lifts it from 2027 only. Stored, announced and explained as a
+    recomputation from the applied events computes them."""
+    db = scoring_db.engine
+    assert worker.policy.daily_management.return_risk_carries_over
+    y27 = T0.replace(year=2027)
+    feed(worker, [record("return_risk.flagged", {"household_id": "H-7", "reasons": ["illness"]}, county="513432"),
+                  record("daily_check.recorded", {"check_id": "D-27", "kind": "work_log", "items_checked": 5,
+                                                  "items_failed": 0}, county="513432", at=y27)])
+    scores = rows(db)
+    assert announced(db) == scores
+    assert [scores[("513432", y)][5]["daily_management"] for y in (2026, 2027)] == [98.0, 98.0]
+    with Session(db) as s:
+        lines = list(store.explanation_lines(s, "513432", 2027))
+    assert [(line.rule, line.points) for _, _, _, line in lines] == [("daily_management.return_risk_carried", -2.0)]
+    feed(worker, [record("return_risk.cleared", {"household_id": "H-7"}, county="513432",
+                         at=y27 + timedelta(days=3))])
+    scores = assert_as_a_recomputation(db, clock)
+    assert [scores[("513432", y)][5]["daily_management"] for y in (2026, 2027)] == [98.0, 100.0]

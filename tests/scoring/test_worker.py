@@ -138,7 +138,7 @@ def test_scores_are_published_with_previous_totals(system):
     county = [m for m in messages if m.key == b"513431"][-1]
     value = orjson.loads(county.value)
     assert value["total"] == score(scoring, "513431")["total"] and value["previous_total"] is None
-    assert value["policy_version"] == "default-v2" and value["level"] == "county"
+    assert value["policy_version"] == "default-v3" and value["level"] == "county"
     # the request that brought the event in is named on the score it caused (one id across hops)
     assert headers(county)["request_id"] == "req-scale-1" and headers(county)["event_id"] == event["event_id"]
 
@@ -175,36 +175,36 @@ def test_policy_versions_are_validated_and_activating_one_recomputes_every_score
     intake, scoring, _ = system
     intake.post("/v1/events", json=f.inspection(f.finding(severity="major")))
     before = wait_for(lambda: score(scoring, "513431"))
-    assert before["policy_version"] == "default-v2" and before["components"]["inspections"] == 95.0
+    assert before["policy_version"] == "default-v3" and before["components"]["inspections"] == 95.0
 
-    policy = scoring.get("/v1/policies/default-v2").json()
-    bad = {**policy, "id": "default-v3", "version": 3,
+    policy = scoring.get("/v1/policies/default-v3").json()
+    bad = {**policy, "id": "default-v4", "version": 4,
            "weights": {**policy["weights"], "exited": {**policy["weights"]["exited"], "inspections": 0.9}}}
     r = scoring.post("/v1/policies", json=bad)
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
     assert any("sum to 1" in e["message"] for e in r.json()["errors"])
     # a time zone the engine cannot load, and an id that does not match the version: each named
     # at its own field (an unknown zone was accepted, and activating it stopped the worker)
-    r = scoring.post("/v1/policies", json={**policy, "id": "default-v4", "version": 3, "timezone": "Mars/Olympus"})
+    r = scoring.post("/v1/policies", json={**policy, "id": "default-v5", "version": 4, "timezone": "Mars/Olympus"})
     assert r.status_code == 422, r.text
     assert {e["field"] for e in r.json()["errors"]} == {"timezone"}
-    r = scoring.post("/v1/policies", json={**policy, "id": "default-v4", "version": 3})
+    r = scoring.post("/v1/policies", json={**policy, "id": "default-v5", "version": 4})
     assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["id"], r.text
-    assert [(p["id"], p["active"]) for p in scoring.get("/v1/policies").json()] == [("default-v1", False),
-                                                                                  ("default-v2", True)]
+    assert [(p["id"], p["active"]) for p in scoring.get("/v1/policies").json()] == [
+        ("default-v1", False), ("default-v2", False), ("default-v3", True)]
     assert scoring.post("/v1/policies", json=policy).status_code == 409  # an existing id
 
-    stricter = {**policy, "id": "default-v3", "version": 3,
+    stricter = {**policy, "id": "default-v4", "version": 4,
                 "inspections": {**policy["inspections"], "severity": {"minor": 2, "major": 10, "critical": 20}}}
     assert scoring.post("/v1/policies", json=stricter).status_code == 201
-    assert score(scoring, "513431")["policy_version"] == "default-v2"  # adding is not activating
-    assert scoring.post("/v1/policies/default-v3/activate").status_code == 202
-    after = wait_for(lambda: (x := score(scoring, "513431")) and x["policy_version"] == "default-v3" and x,
+    assert score(scoring, "513431")["policy_version"] == "default-v3"  # adding is not activating
+    assert scoring.post("/v1/policies/default-v4/activate").status_code == 202
+    after = wait_for(lambda: (x := score(scoring, "513431")) and x["policy_version"] == "default-v4" and x,
                      timeout=20)
     assert after["components"]["inspections"] == 90.0
     lines = scoring.get("/v1/scores/513431/explanation", params={"year": 2026}).json()["items"]
-    assert {x["policy_version"] for x in lines} == {"default-v3"}
-    assert [p["id"] for p in scoring.get("/v1/policies").json() if p["active"]] == ["default-v3"]
+    assert {x["policy_version"] for x in lines} == {"default-v4"}
+    assert [p["id"] for p in scoring.get("/v1/policies").json() if p["active"]] == ["default-v4"]
     assert scoring.post("/v1/policies/nope-v1/activate").status_code == 404
 
 
@@ -436,13 +436,13 @@ def test_a_placed_worker_looks_for_rebuild_requests_and_policy_switches_about_ev
 
     worker.last_asked = 0.0
     with Session(scoring_db.engine) as s:
-        policy_store.add(s, shipped().model_copy(update={"id": "default-v3", "version": 3}))
-        policy_store.activate(s, "default-v3", Settings().scoring_policy)
+        policy_store.add(s, shipped().model_copy(update={"id": "default-v4", "version": 4}))
+        policy_store.activate(s, "default-v4", Settings().scoring_policy)
         s.commit()
     assert worker.asked_lately()
     worker.last_asked = 0.0
     worker.tick()  # rescored under it
-    assert worker.policy.id == "default-v3" and not worker.asked_lately()
+    assert worker.policy.id == "default-v4" and not worker.asked_lately()
 
     def away(*args, **kwargs):
         raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
@@ -466,10 +466,10 @@ def test_a_policy_switch_another_worker_made_while_this_one_waited_is_not_made_a
     second.restore()
     second.partitions, second.partition_count = frozenset({0}), 1
     with Session(scoring_db.engine) as s:
-        policy_store.add(s, shipped().model_copy(update={"id": "default-v3", "version": 3}))
-        policy_store.activate(s, "default-v3", Settings().scoring_policy)
+        policy_store.add(s, shipped().model_copy(update={"id": "default-v4", "version": 4}))
+        policy_store.activate(s, "default-v4", Settings().scoring_policy)
         s.commit()
-    first.switch_policy("default-v3")  # from its own applied events (no intake here)
+    first.switch_policy("default-v4")  # from its own applied events (no intake here)
     def stored() -> dict:
         with Session(scoring_db.engine) as s:
             rows = s.execute(select(ScoreRow)).scalars()
@@ -478,23 +478,23 @@ def test_a_policy_switch_another_worker_made_while_this_one_waited_is_not_made_a
     with Session(scoring_db.engine) as s:
         switched = s.get(WorkerClock, 1).generation
     scores = stored()
-    assert scores and {policy for _, policy, _ in scores.values()} == {"default-v3"}
+    assert scores and {policy for _, policy, _ in scores.values()} == {"default-v4"}
 
     def unread():
         pytest.fail("the switch was made: nothing is to be read")
         yield
 
     second.export_lines = unread
-    second.switch_policy("default-v3")  # decided before the first committed
+    second.switch_policy("default-v4")  # decided before the first committed
     with Session(scoring_db.engine) as s:
         assert s.get(WorkerClock, 1).generation == switched  # no second recomputation
     assert stored() == scores
-    assert second.policy.id == "default-v3" and second.generation == switched
+    assert second.policy.id == "default-v4" and second.generation == switched
     assert len(second.scorer.applied) == 1
 
 
 def test_a_worker_started_with_another_configured_policy_rescores_and_announces_every_score(scoring_db, clock):
-    """KAOHE_SCORING_POLICY changed (default-v1 to default-v2 with this release): the restarted worker
+    """KAOHE_SCORING_POLICY changed (default-v1 to the default, default-v3): the restarted worker
     builds its engine under the policy the stored scores used, sees at its first tick that the
     configured one differs, and rescores every score and explanation under it, announcing each, as an
     activation over the API does: no POST /v1/rebuilds is needed."""
@@ -533,18 +533,18 @@ def test_a_worker_started_with_another_configured_policy_rescores_and_announces_
         with Session(scoring_db.engine) as s:
             announced = s.execute(select(func.count()).select_from(ScoringOutbox)).scalar_one()
         after.tick()
-        assert after.policy.id == "default-v2"
+        assert after.policy.id == "default-v3"
         row = score_row(scoring_db.engine)
-        assert (row.policy_id, orjson.loads(row.components)["inspections"]) == ("default-v2", 95.0)
+        assert (row.policy_id, orjson.loads(row.components)["inspections"]) == ("default-v3", 95.0)
         with Session(scoring_db.engine) as s:
-            assert s.get(WorkerClock, 1).policy_id == "default-v2"
+            assert s.get(WorkerClock, 1).policy_id == "default-v3"
             lines = [orjson.loads(b.lines) for b in s.execute(select(ExplanationBatch)).scalars()
-                     if b.policy_id == "default-v2"]
+                     if b.policy_id == "default-v3"]
             messages = [orjson.loads(m.value) for m in s.execute(select(ScoringOutbox).where(
                 ScoringOutbox.id > announced, ScoringOutbox.topic == topics.SCORING_SCORES)).scalars()]
         assert [line[:3] for batch in lines for line in batch] == [["inspections", -5.0, "inspections.findings"]]
-        assert {(m["region_code"], m["policy_version"]) for m in messages} == {("513431", "default-v2"),
-                                                                             ("513400", "default-v2")}
+        assert {(m["region_code"], m["policy_version"]) for m in messages} == {("513431", "default-v3"),
+                                                                             ("513400", "default-v3")}
     finally:
         after.close()
 

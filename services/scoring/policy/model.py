@@ -196,7 +196,7 @@ def load_toml(text: str) -> Policy:
     return Policy.model_validate(tomllib.loads(text))
 
 
-DEFAULT = "default-v2"  # the shipped policy in force unless configured otherwise (kit Settings.scoring_policy)
+DEFAULT = "default-v3"  # the shipped policy in force unless configured otherwise (kit Settings.scoring_policy)
 
 
 def shipped(name: str = DEFAULT) -> Policy:

@@ -317,9 +317,11 @@ def _stored_prefecture_scores(session: Session, policy: Policy, keys: set[tuple[
     """Prefecture scores from their counties' rows as this transaction sees them: a worker owns
     only some counties of a prefecture, and the lock makes the others' rows final."""
     members: dict[tuple[str, int], list[Score]] = {k: [] for k in keys}
+    # the years asked only: every year's rows of a prefecture were read (and parsed) before
     rows = session.execute(select(ScoreRow.region_code, ScoreRow.year, ScoreRow.parent_code, ScoreRow.total,
                                   ScoreRow.components)
-                           .where(ScoreRow.level == "county", ScoreRow.parent_code.in_(sorted({p for p, _ in keys})))
+                           .where(ScoreRow.level == "county", ScoreRow.parent_code.in_(sorted({p for p, _ in keys})),
+                                  ScoreRow.year.in_(sorted({y for _, y in keys})))
                            .order_by(ScoreRow.region_code)).all()
     for r in rows:
         if (r.parent_code, r.year) in members:
@@ -530,9 +532,9 @@ def _stored_published(session: Session, keys: list[tuple[str, int]]) -> dict[tup
     """The stored rows' `PUBLISHED` fields (total and grade first) of these (region, year) keys."""
     if not keys:
         return {}
-    codes = sorted({k[0] for k in keys})
+    codes, years = sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
     rows = session.execute(select(ScoreRow.region_code, ScoreRow.year, *(getattr(ScoreRow, f) for f in PUBLISHED))
-                           .where(ScoreRow.region_code.in_(codes))).all()
+                           .where(ScoreRow.region_code.in_(codes), ScoreRow.year.in_(years))).all()
     wanted = set(keys)
     return {(r.region_code, r.year): tuple(r[2:]) for r in rows if (r.region_code, r.year) in wanted}
 

@@ -85,9 +85,9 @@ def write(session: Session, batch: Batch, now: datetime) -> list[dict[str, Any]]
     serialize_writers(session, ConsumerOffset.__table__)
     affected: set[Scope] = set()
     if batch.scores:
-        codes = sorted({k[0] for k in batch.scores})
-        existing = {(r.region_code, r.year): r for r in session.execute(
-            select(CurrentScore).where(CurrentScore.region_code.in_(codes))).scalars()}
+        codes, years = sorted({k[0] for k in batch.scores}), sorted({k[1] for k in batch.scores})
+        existing = {(r.region_code, r.year): r for r in session.execute(  # of the batch's years only
+            select(CurrentScore).where(CurrentScore.region_code.in_(codes), CurrentScore.year.in_(years))).scalars()}
         rows = []
         for key, s in sorted(batch.scores.items()):
             old = existing.get(key)

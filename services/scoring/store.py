@@ -36,6 +36,7 @@ from services.scoring.models import (
 from services.scoring.policy.model import Policy
 
 EPOCH = datetime(2010, 1, 1, tzinfo=timezone.utc)
+SCORE_CHUNK = 2000  # score rows a write compares, upserts and announces at a time
 
 
 def prefecture_of(county: str) -> str:
@@ -353,7 +354,10 @@ class Prepared:
     now: datetime
     applied: list[dict[str, Any]]
     explanations: list[dict[str, Any]]
-    counties: list[dict[str, Any]]  # score rows of the county-years the batch touched (all: rescore_all)
+    # score rows of the county-years the batch touched: a list; on a rescore (`batch.rescore_all`)
+    # every county-year's, made as they are written (with the engine at its largest, a national
+    # store's rows and their messages at once were the worker's peak memory)
+    counties: Iterable[dict[str, Any]]
     # a list; on a rescore (`batch.rescore_all`, written at once by `write`, never in flight) the
     # rows are made as they are written, from the engine: every (team, county) of a national year
     # is tens of thousands of rows, tens of MB as one list
@@ -384,9 +388,10 @@ def prepare(scorer: Scorer, batch: Batch, *, now: datetime, clock_moved: bool = 
     # the write (in flight while the next poll is applied) is done
     batch.events += len(batch.applied)
     batch.applied, batch.sources, batch.changes = [], {}, []
-    counties = [_score_row(scorer.score(county, year), level="county", parent=prefecture_of(county),
-                           cause=causes.get((county, year), "recomputed"), policy_id=policy_id, as_of=scorer.as_of)
-                for county, year in touched]
+    rows = (_score_row(scorer.score(county, year), level="county", parent=prefecture_of(county),
+                       cause=causes.get((county, year), "recomputed"), policy_id=policy_id, as_of=scorer.as_of)
+            for county, year in touched)
+    counties = rows if batch.rescore_all else list(rows)
     moved = scorer.drain_team_changes()
     # what events and time moved (a passing deadline credits a finding); every county's on a rescore
     team_points = _all_team_point_rows(scorer) if batch.rescore_all else _team_point_rows(scorer, moved)
@@ -416,29 +421,35 @@ def persist(session: Session, p: Prepared) -> int:
             raise Stale(f"partitions {sorted(lost)} were claimed by another worker")
     insert_rows(session, AppliedBatch.__table__, p.applied)
     insert_rows(session, ExplanationBatch.__table__, p.explanations)
-    changed = _save_scores(session, p.counties, restamp=batch.rescore_all)
-    touched = {(r["region_code"], r["year"]) for r in p.counties}
-    prefectures = [_score_row(s, level="prefecture", parent=province_of(s.region_code), cause="counties",
-                              policy_id=p.policy.id, as_of=p.as_of)
-                   for s in _stored_prefecture_scores(session, p.policy, {(prefecture_of(c), y) for c, y in touched})]
-    changed += _save_scores(session, prefectures, restamp=batch.rescore_all)
-    if batch.rescore_all:
-        keep = {(r["region_code"], r["year"]) for r in p.counties + prefectures}
-        for code, year in session.execute(select(ScoreRow.region_code, ScoreRow.year)).all():
-            if (code, year) not in keep:  # no replayed event supports it (not announced: see docs/scoring.md)
-                session.execute(delete(ScoreRow).where(ScoreRow.region_code == code, ScoreRow.year == year))
     # a county's message carries the ids of the event that caused it (its request id at intake),
     # so one request can be followed through every hop; a prefecture's has no single cause
     as_of = registry.iso_utc(p.as_of)  # (every row of a write has the engine's)
     grades = [g.name for g in p.policy.grades]
-    outbox = [outbox_row(Outbox, topic=topics.SCORING_SCORES, key=r["region_code"], now=p.now,
-                         value=_score_message(r, previous, registry.iso_utc(r["as_of"]) if r["as_of"] != p.as_of
-                                              else as_of, grades),
-                         headers={"region_code": r["region_code"], "level": r["level"], "year": str(r["year"]),
-                                  **batch.ids.get(r["cause"], {})})
-              for r, previous in changed]
-    outbox += batch.dead_letters
-    insert_rows(session, Outbox.__table__, outbox)
+
+    def announced(changed: list[tuple[dict, tuple | None]]) -> list[dict[str, Any]]:
+        return [outbox_row(Outbox, topic=topics.SCORING_SCORES, key=r["region_code"], now=p.now,
+                           value=_score_message(r, previous, registry.iso_utc(r["as_of"]) if r["as_of"] != p.as_of
+                                                else as_of, grades),
+                           headers={"region_code": r["region_code"], "level": r["level"], "year": str(r["year"]),
+                                    **batch.ids.get(r["cause"], {})})
+                for r, previous in changed]
+
+    moved, touched, rows = 0, set(), iter(p.counties)
+    while chunk := list(islice(rows, SCORE_CHUNK)):  # (one chunk but on a rescore) their messages in order
+        touched.update((r["region_code"], r["year"]) for r in chunk)
+        changed = _save_scores(session, chunk, restamp=batch.rescore_all)
+        insert_rows(session, Outbox.__table__, announced(changed))
+        moved += len(changed)
+        del chunk, changed
+    if batch.rescore_all:  # before the prefectures are aggregated from the county rows
+        _delete_unsupported(session, touched, level="county")
+    prefectures = [_score_row(s, level="prefecture", parent=province_of(s.region_code), cause="counties",
+                              policy_id=p.policy.id, as_of=p.as_of)
+                   for s in _stored_prefecture_scores(session, p.policy, {(prefecture_of(c), y) for c, y in touched})]
+    changed = _save_scores(session, prefectures, restamp=batch.rescore_all)
+    if batch.rescore_all:
+        _delete_unsupported(session, touched | {(r["region_code"], r["year"]) for r in prefectures})
+    insert_rows(session, Outbox.__table__, announced(changed) + batch.dead_letters)
     rows = iter(p.team_points)
     while chunk := list(islice(rows, 5000)):
         upsert_rows(session, TeamPoints.__table__, chunk, keys=("team_id", "region_code"))
@@ -451,7 +462,16 @@ def persist(session: Session, p: Prepared) -> int:
         session.execute(update(WorkerClock).where(WorkerClock.id == 1).values(
             as_of=max(clock.as_of, p.as_of), policy_id=p.policy.id,
             generation=clock.generation + (1 if p.new_generation else 0)))
-    return len(changed)
+    return moved + len(changed)
+
+
+def _delete_unsupported(session: Session, keep: set[tuple[str, int]], *, level: str | None = None) -> None:
+    """A rescore: delete the score rows (of `level`, or any) no replayed event supports, those not
+    in `keep` (not announced: see docs/scoring.md)."""
+    q = select(ScoreRow.region_code, ScoreRow.year)
+    for code, year in session.execute(q if level is None else q.where(ScoreRow.level == level)).all():
+        if (code, year) not in keep:
+            session.execute(delete(ScoreRow).where(ScoreRow.region_code == code, ScoreRow.year == year))
 
 
 def resend_scores(session: Session, *, owned: Callable[[str], bool], now: datetime) -> int:

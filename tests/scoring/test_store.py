@@ -203,3 +203,30 @@ def test_a_household_still_flagged_is_carried_into_the_next_year_stored_explaine
                          at=y27 + timedelta(days=3))])
     scores = assert_as_a_recomputation(db, clock)
     assert [scores[("513432", y)][5]["daily_management"] for y in (2026, 2027)] == [98.0, 100.0]
+
+
+def test_a_rescore_writes_and_announces_every_row_a_chunk_at_a_time(worker, scoring_db, clock, monkeypatch):
+    """A recomputation writes its score rows (every county-year of a national store) a chunk at a
+    time, with their messages: what it writes, deletes and announces does not depend on the chunk."""
+    db = scoring_db.engine
+    feed(worker, [inspection(finding("F-1"), county=c) for c in ("513431", "513432", "513433", "513434")]
+             + [record("daily_check.recorded", {"check_id": "D-27", "kind": "work_log", "items_checked": 5,
+                                                "items_failed": 1}, county="513431", at=T0.replace(year=2027))])
+    stored = rows(db)
+    assert len([k for k in stored if stored[k][0] == "county"]) == 5  # more than one chunk of 2
+    with Session(db) as s:  # every row gone (and one no event supports), as before a first rebuild
+        s.execute(ScoreRow.__table__.delete())
+        s.execute(ScoreRow.__table__.insert().values(
+            region_code="513435", year=2026, level="county", parent_code="513400", league="in_poverty", total=1.0,
+            grade="poor", gated=False, policy_id="default-v3", cause="x", as_of=T0,
+            components='{"daily_management": 1.0, "inspections": 1.0, "rectification": 1.0, "year_end": null}'))
+        s.commit()
+    messages = score_messages(db)
+    monkeypatch.setattr(store, "SCORE_CHUNK", 2)
+    with Session(db) as s:
+        store.recompute(s, shipped(), store.counties(s), list(store.stored_records(db)), as_of=clock.now,
+                        now=clock.now, replace_applied=False, exit_years=store.exit_years(s))
+        s.commit()
+    assert rows(db) == stored  # the unsupported row deleted, and not counted in its prefecture (513400)
+    assert score_messages(db) == messages + len(stored)  # each row announced once, prefectures included
+    assert announced(db) == stored  # (the deleted row is not announced)

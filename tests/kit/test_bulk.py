@@ -5,11 +5,12 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from services.intake.store.models import StoredEvent
+from services.kit import bulk
 from services.kit.bulk import insert_rows, upsert_rows
 from services.kit.upsert import upsert
 from services.scoring.models import AppliedBatch, ScoreRow
@@ -25,6 +26,14 @@ def intake_db(request, tmp_path):
         yield db
 
 
+@pytest.fixture(params=["copy", "insert"])
+def rows_as(request, monkeypatch):
+    """On PostgreSQL insert_rows COPYs many rows and INSERTs a few: each test takes both ways (on
+    SQLite both are an INSERT)."""
+    monkeypatch.setattr(bulk, "COPY_FROM", 1 if request.param == "copy" else 10**9)
+    return request.param
+
+
 def rows(n: int, first: int) -> list[dict]:
     at = datetime(2026, 3, 2, 9, 30, 15, 123456, tzinfo=BEIJING)
     return [{"sequence": first + i, "event_id": uuid.uuid4(), "type": "daily_check.recorded", "schema_version": 1,
@@ -33,7 +42,7 @@ def rows(n: int, first: int) -> list[dict]:
              "content_hash": "c" * 64, "chain_hash": "h" * 64} for i in range(n)]
 
 
-def test_rows_read_back_as_written_and_stored_as_sqlalchemy_stores_them(intake_db):
+def test_rows_read_back_as_written_and_stored_as_sqlalchemy_stores_them(intake_db, rows_as):
     fast, orm = rows(3, 1), rows(3, 100)
     with Session(intake_db.engine) as s:
         insert_rows(s, StoredEvent.__table__, fast)
@@ -53,9 +62,9 @@ def test_rows_read_back_as_written_and_stored_as_sqlalchemy_stores_them(intake_d
     assert {len(raw_at[r["sequence"]]) for r in fast} == {len(raw_at[r["sequence"]]) for r in orm}
 
 
-def test_bytes_are_stored_as_given(tmp_path, intake_db):
-    """A large binary value (a scoring worker's applied batch: megabytes of records) goes through
-    COPY on PostgreSQL as bytes, not as text."""
+def test_bytes_are_stored_as_given(tmp_path, intake_db, rows_as):
+    """A large binary value (a scoring worker's applied batch: megabytes of records) is stored as
+    bytes, not as text, either way."""
     with fresh_database(intake_db.backend, tmp_path, "scoring") as scoring_db:
         records = b"\n".join(b'{"n": %d, "text": "\\u4e2d\xe4\xb8\xad"}' % i for i in range(20_000))
         with Session(scoring_db.engine) as s:
@@ -73,7 +82,7 @@ def test_no_rows_is_no_statement(intake_db):
         assert s.execute(select(StoredEvent)).first() is None
 
 
-def test_a_violated_constraint_is_sqlalchemys_error_and_the_transaction_rolls_back(intake_db):
+def test_a_violated_constraint_is_sqlalchemys_error_and_the_transaction_rolls_back(intake_db, rows_as):
     """On PostgreSQL the rows go through COPY, past SQLAlchemy: its errors must still be SQLAlchemy's
     (callers catch IntegrityError / DBAPIError), and nothing of the failed transaction stays."""
     events = rows(2, 1)
@@ -116,3 +125,23 @@ def test_an_upsert_inserts_new_keys_and_replaces_every_other_column_of_existing_
             code: (t, f"c{t}", t < 50, at + timedelta(hours=t))
             for code, t in (("513431", 10), ("513432", 70), ("513433", 30), ("513434", 40))}
         assert len({len(v) for v in raw_at.values()}) == 1, raw_at  # stored as SQLAlchemy's own upsert stores
+
+
+def test_many_rows_are_copied_and_a_few_inserted(intake_db, monkeypatch):
+    """COPY_FROM rows or more go through COPY on PostgreSQL; fewer as an INSERT (SQLite: always)."""
+    statements = []
+    plan = bulk._plan
+
+    def spied(*args, **kwargs):
+        statements.append(plan(*args, **kwargs)[0].split()[0])
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(bulk, "_plan", spied)
+    events = rows(bulk.COPY_FROM + 1, 1)
+    with Session(intake_db.engine) as s:
+        insert_rows(s, StoredEvent.__table__, events[:1])
+        insert_rows(s, StoredEvent.__table__, events[1:])
+        s.commit()
+    assert statements == (["INSERT", "COPY"] if intake_db.backend == "postgresql" else ["INSERT", "INSERT"])
+    with Session(intake_db.engine) as s:
+        assert s.execute(select(func.count()).select_from(StoredEvent)).scalar_one() == len(events)

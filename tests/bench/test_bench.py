@@ -55,6 +55,23 @@ def test_a_figure_is_judged_against_its_target():
     assert not figure("sqlite", "peak", 301.0, "MB", target=("value", "≤", 300))["met"]
 
 
+def test_standings_and_freshness_are_figures_of_each_backend_they_were_measured_on():
+    """The system part runs on SQLite, then with every service on PostgreSQL: its standings and
+    freshness figures are each backend's, judged on their own."""
+    standings = {"requests_per_s": 400.0, "p99_ms": 90.0}
+    fresh = {"p99_ms": 700.0, "p50_ms": 300.0, "probes": 40, "probes_timed_out": 0, "background_events_per_s": 480.0}
+    side = {"freshness": fresh, "standings_prefecture": standings, "standings_province": standings}
+    raw = {"hello_world": {"requests_per_s": 1000.0},
+           "ranking": {"broker_produce_consume": {"p99_ms": 12.0}, "sqlite": side,
+                       "postgresql": {**side, "freshness": {**fresh, "p99_ms": 1200.0}}}}
+    rows = figures(raw)
+    assert [(r["backend"], r["figure"].split(",")[0].split(" intake")[0], r["met"]) for r in rows] == [
+        ("sqlite", "freshness", True), ("sqlite", "standings", True), ("sqlite", "standings", True),
+        ("postgresql", "freshness", False), ("postgresql", "standings", True), ("postgresql", "standings", True)]
+    assert "== postgresql ==" in table(rows)
+    assert figures({**raw, "ranking": {"broker_produce_consume": {"p99_ms": 12.0}}}) == []  # not measured: no row
+
+
 def test_bench_writes_results_json(tmp_path):
     """`python -m bench` (the scoring part, tiny): one table, and a results.json with every field."""
     out = tmp_path / "results.json"

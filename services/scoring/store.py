@@ -435,7 +435,7 @@ def persist(session: Session, p: Prepared) -> int:
                 for r, previous in changed]
 
     moved, touched, rows = 0, set(), iter(p.counties)
-    while chunk := list(islice(rows, SCORE_CHUNK)):  # (one chunk but on a rescore) their messages in order
+    while chunk := list(islice(rows, SCORE_CHUNK)):  # a batch's rows are one chunk; a rescore's, several
         touched.update((r["region_code"], r["year"]) for r in chunk)
         changed = _save_scores(session, chunk, restamp=batch.rescore_all)
         insert_rows(session, Outbox.__table__, announced(changed))

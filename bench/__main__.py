@@ -139,7 +139,9 @@ def figures(raw: dict) -> list[dict]:
                            baseline=broker["p99_ms"], baseline_what="broker produce→consume p99 ms",
                            target=("value", "≤", 1000),
                            detail=f"p50 {f['p50_ms']:.0f} ms, {f['probes']} probes ({f['probes_timed_out']} > 10 s), "
-                                  f"background {f['background_events_per_s']:.0f} events/s accepted"))
+                                  f"background {f['background_events_per_s']:.0f} events/s accepted"
+                                  + (f"; the score readable: p50 {f['scored_p50_ms']:.0f} ms, p99 "
+                                     f"{f['scored_p99_ms']:.0f} ms" if f.get("scored_p50_ms") is not None else "")))
         for key, name in (("standings_prefecture", "standings, prefecture league, requests/s"),
                           ("standings_province", "standings, province-wide (100 a page), requests/s")):
             rows.append(figure(backend, name, r[key]["requests_per_s"], "requests/s", baseline=hello,

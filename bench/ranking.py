@@ -41,15 +41,23 @@ def total_of(client: httpx.Client, ranking: str, county: str) -> float | None:
     return placed[0]["total"] if placed else None
 
 
+def scored_total(client: httpx.Client, scoring: str, county: str) -> float | None:
+    r = client.get(f"{scoring}/v1/scores/{county}", params={"year": YEAR})
+    return r.json()["total"] if r.status_code == 200 else None
+
+
 def freshness(stack: Stack, counties: list[str], rate: float, seconds: float) -> dict:
     """Background daily checks at `rate` events/s (bench.load, its own process); twice a second a
     probe event for a county the background leaves alone, timed from intake's 201 until the
-    standings API shows its new total (a probe not shown within 10 s counts as timed out)."""
+    standings API shows its new total (a probe not shown within 10 s counts as timed out), and on
+    the way until the scoring API shows it (the first hop: intake's relay, the broker, the scoring
+    worker; the rest is scoring's relay, the broker, the ranking worker)."""
     background, probes = counties[: len(counties) // 2], counties[len(counties) // 2:]
     loader = subprocess.Popen([sys.executable, "-m", "bench.load", stack.url, "--rate", str(rate),
                                "--counties", ",".join(background)], cwd=ROOT, stdout=subprocess.PIPE,
                               env={**os.environ, "KAOHE_BENCH_TOKEN": stack.token})
     latencies: list[float] = []
+    scored: list[float] = []  # until the scoring API shows the new total
     timed_out = 0
     try:
         with httpx.Client(timeout=10, headers=stack.headers) as client:
@@ -59,9 +67,15 @@ def freshness(stack: Stack, counties: list[str], rate: float, seconds: float) ->
                 if time.monotonic() > end:
                     break
                 before = total_of(client, stack.ranking_url, county)
+                score_before = scored_total(client, stack.scoring_url, county)
                 r = client.post(f"{stack.url}/v1/events", json=daily_check(county, 10))
                 accepted = time.monotonic()
                 assert r.status_code == 201, r.text
+                while time.monotonic() - accepted < 10:  # (the standings follow the score: never before it)
+                    if scored_total(client, stack.scoring_url, county) != score_before:
+                        scored.append(time.monotonic() - accepted)
+                        break
+                    time.sleep(0.01)
                 while time.monotonic() - accepted < 10:
                     if total_of(client, stack.ranking_url, county) != before:
                         latencies.append(time.monotonic() - accepted)
@@ -76,7 +90,10 @@ def freshness(stack: Stack, counties: list[str], rate: float, seconds: float) ->
         out, _ = loader.communicate(timeout=60)
     load = json.loads(out.decode().strip().splitlines()[-1])
     latencies.sort()
+    scored.sort()
     return {"probes": len(latencies), "probes_timed_out": timed_out,  # timed out: counted as 10 s
+            "scored_p50_ms": 1000 * statistics.median(scored) if scored else None,
+            "scored_p99_ms": 1000 * scored[int(0.99 * (len(scored) - 1))] if scored else None,
             "background_events_per_s": load["accepted_per_s"], "background_sent": load["sent"],
             "background_refused": load["refused"],
             "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],

@@ -11,9 +11,9 @@ from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlmodel import Session
 
 from services.events import topics
+from services.kit.bulk import insert_rows, upsert_rows
 from services.kit.db import serialize_writers
 from services.kit.outbox import outbox_row
-from services.kit.upsert import upsert
 from services.ranking.base import Outbox
 from services.ranking.models import ConsumerOffset, CurrentScore, Region, Standing, StandingHistory
 from services.ranking.ranks import ALL, LEAGUES, Scope, prefecture_of, province_of, rank, scopes
@@ -99,21 +99,21 @@ def write(session: Session, batch: Batch, now: datetime) -> list[dict[str, Any]]
             rows.append({"region_code": s.region_code, "year": s.year, "level": s.level, "league": s.league,
                          "total": s.total, "grade": s.grade, "components": s.components,
                          "message_id": s.message_id, "as_of": s.as_of})
-        upsert(session, CurrentScore.__table__, rows, keys=("region_code", "year"))
+        upsert_rows(session, CurrentScore.__table__, rows, keys=("region_code", "year"))
     history = rerank(session, affected, now)
     if history:
-        session.execute(insert(StandingHistory.__table__), history)
+        insert_rows(session, StandingHistory.__table__, history)
     outbox = [outbox_row(Outbox, topic=topics.RANKING_STANDINGS, key=h["region_code"], now=now,
                          value=standing_message(h), headers={"region_code": h["region_code"], "scope": h["scope"]})
               for h in history if h["rank"] != h["previous_rank"]]
     outbox += batch.dead_letters
     if outbox:
-        session.execute(insert(Outbox.__table__), outbox)
+        insert_rows(session, Outbox.__table__, outbox)
     if batch.offsets:
-        upsert(session, ConsumerOffset.__table__, [{"topic": t, "partition": p, "next_offset": o,
-                                                    "topic_id": batch.logs.get(t)}
-                                                   for (t, p), o in sorted(batch.offsets.items())],
-               keys=("topic", "partition"))
+        upsert_rows(session, ConsumerOffset.__table__, [{"topic": t, "partition": p, "next_offset": o,
+                                                         "topic_id": batch.logs.get(t)}
+                                                        for (t, p), o in sorted(batch.offsets.items())],
+                    keys=("topic", "partition"))
     return history
 
 
@@ -161,7 +161,7 @@ def rerank(session: Session, affected: set[Scope], now: datetime) -> list[dict[s
                 session.execute(delete(Standing).where(
                     Standing.scope == scope, Standing.level == level, Standing.league == league,
                     Standing.year == year, Standing.region_code == code))
-    upsert(session, Standing.__table__, changed, keys=("scope", "level", "league", "year", "region_code"))
+    upsert_rows(session, Standing.__table__, changed, keys=("scope", "level", "league", "year", "region_code"))
     return history
 
 

@@ -423,9 +423,8 @@ class Engine:
         county, year = cy.county, cy.year
         if year > self.last_year.get(county, year - 1):
             self.last_year[county] = year
-        households = {h for h, flagged_in in self.risk_year.get(county, {}).items() if flagged_in < year}
-        households.update(h for h, spans in self.risk_spans.get(county, {}).items()
-                          if any(a <= year < b for a, b in spans))
+        households = {h for h in (*self.risk_year.get(county, ()), *self.risk_spans.get(county, ()))
+                      if self.flagged_in(county, h, year)}
         if households:
             key = (county, year)
             before = self.components(cy)

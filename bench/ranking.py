@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -44,6 +45,20 @@ def total_of(client: httpx.Client, ranking: str, county: str) -> float | None:
 def scored_total(client: httpx.Client, scoring: str, county: str) -> float | None:
     r = client.get(f"{scoring}/v1/scores/{county}", params={"year": YEAR})
     return r.json()["total"] if r.status_code == 200 else None
+
+
+def moved(read: Callable[[], float | None], before: float | None, since: float, limit: float = 10.0) -> float | None:
+    """Seconds from `since` until `read()` differs from `before` (polled every 10 ms), or None
+    after `limit` seconds from `since`."""
+    while time.monotonic() - since < limit:
+        if read() != before:
+            return time.monotonic() - since
+        time.sleep(0.01)
+    return None
+
+
+def p99(sorted_values: list[float]) -> float:
+    return sorted_values[int(0.99 * (len(sorted_values) - 1))]
 
 
 def freshness(stack: Stack, counties: list[str], rate: float, seconds: float) -> dict:
@@ -71,19 +86,15 @@ def freshness(stack: Stack, counties: list[str], rate: float, seconds: float) ->
                 r = client.post(f"{stack.url}/v1/events", json=daily_check(county, 10))
                 accepted = time.monotonic()
                 assert r.status_code == 201, r.text
-                while time.monotonic() - accepted < 10:  # (the standings follow the score: never before it)
-                    if scored_total(client, stack.scoring_url, county) != score_before:
-                        scored.append(time.monotonic() - accepted)
-                        break
-                    time.sleep(0.01)
-                while time.monotonic() - accepted < 10:
-                    if total_of(client, stack.ranking_url, county) != before:
-                        latencies.append(time.monotonic() - accepted)
-                        break
-                    time.sleep(0.01)
-                else:
+                # (the standings follow the score: never before it)
+                if (first := moved(lambda: scored_total(client, stack.scoring_url, county), score_before,
+                                   accepted)) is not None:
+                    scored.append(first)
+                shown = moved(lambda: total_of(client, stack.ranking_url, county), before, accepted)
+                if shown is None:
                     timed_out += 1
-                    latencies.append(10.0)  # at least: counts in the percentiles as a lower bound
+                    shown = 10.0  # at least: counts in the percentiles as a lower bound
+                latencies.append(shown)
                 time.sleep(max(0.0, 0.5 - (time.monotonic() - accepted)))
     finally:
         loader.send_signal(signal.SIGTERM)
@@ -93,10 +104,10 @@ def freshness(stack: Stack, counties: list[str], rate: float, seconds: float) ->
     scored.sort()
     return {"probes": len(latencies), "probes_timed_out": timed_out,  # timed out: counted as 10 s
             "scored_p50_ms": 1000 * statistics.median(scored) if scored else None,
-            "scored_p99_ms": 1000 * scored[int(0.99 * (len(scored) - 1))] if scored else None,
+            "scored_p99_ms": 1000 * p99(scored) if scored else None,
             "background_events_per_s": load["accepted_per_s"], "background_sent": load["sent"],
             "background_refused": load["refused"],
-            "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+            "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * p99(latencies),
             "max_ms": 1000 * latencies[-1]}
 
 
@@ -129,7 +140,7 @@ def broker_latency(rate: float, count: int) -> dict:
         consumer.close()
     latencies.sort()
     return {"messages": len(latencies), "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))]}
+            "p99_ms": 1000 * p99(latencies)}
 
 
 def measure_on(stack: Stack, wrk: str, hello: dict, seconds: int, rate: float, fresh_seconds: float) -> dict:

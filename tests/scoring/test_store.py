@@ -56,6 +56,14 @@ def score_messages(db) -> int:
                          ).scalar_one()
 
 
+def recompute(db, *, as_of, now) -> None:
+    """Every score recomputed from the applied events (as a policy switch without intake does)."""
+    with Session(db) as s:
+        store.recompute(s, shipped(), store.counties(s), list(store.stored_records(db)), as_of=as_of, now=now,
+                        replace_applied=False, exit_years=store.exit_years(s))
+        s.commit()
+
+
 def assert_as_a_recomputation(db, clock) -> dict[tuple[str, int], tuple]:
     """The stored and announced scores are those a recomputation from the applied events writes:
     one from them changes no row and announces nothing."""
@@ -63,9 +71,7 @@ def assert_as_a_recomputation(db, clock) -> dict[tuple[str, int], tuple]:
     assert announced(db) == before
     with Session(db) as s:
         as_of = s.get(WorkerClock, 1).as_of
-        store.recompute(s, shipped(), store.counties(s), list(store.stored_records(db)), as_of=as_of, now=clock.now,
-                        replace_applied=False, exit_years=store.exit_years(s))
-        s.commit()
+    recompute(db, as_of=as_of, now=clock.now)
     assert rows(db) == before
     assert score_messages(db) == messages
     return before
@@ -223,10 +229,7 @@ def test_a_rescore_writes_and_announces_every_row_a_chunk_at_a_time(worker, scor
         s.commit()
     messages = score_messages(db)
     monkeypatch.setattr(store, "SCORE_CHUNK", 2)
-    with Session(db) as s:
-        store.recompute(s, shipped(), store.counties(s), list(store.stored_records(db)), as_of=clock.now,
-                        now=clock.now, replace_applied=False, exit_years=store.exit_years(s))
-        s.commit()
+    recompute(db, as_of=clock.now, now=clock.now)
     assert rows(db) == stored  # the unsupported row deleted, and not counted in its prefecture (513400)
     assert score_messages(db) == messages + len(stored)  # each row announced once, prefectures included
     assert announced(db) == stored  # (the deleted row is not announced)

@@ -57,6 +57,17 @@ class Standing(RankingModel, table=True):
     changed_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 
 
+class WriteSequence(RankingModel, table=True):
+    """One row: how many writes the ranking workers have committed. Every write moves it under its
+    row lock (one writer at a time), so a worker can tell whether the standings it keeps from its
+    last write are still the latest (store.Cache)."""
+
+    __tablename__ = "write_sequence"
+
+    id: int = Field(default=1, primary_key=True)
+    sequence: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
 class StandingHistory(RankingModel, table=True):
     """Every change of a standing; rank None when the region left the scope (a league move)."""
 

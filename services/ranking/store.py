@@ -4,19 +4,19 @@ write standings, their history, outbox rows and offsets in one transaction."""
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import and_, delete, func, insert, or_, select
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from services.events import topics
 from services.kit.bulk import insert_rows, upsert_rows
-from services.kit.db import serialize_writers
 from services.kit.outbox import outbox_row
 from services.ranking.base import Outbox
-from services.ranking.models import ConsumerOffset, CurrentScore, Region, Standing, StandingHistory
-from services.ranking.ranks import ALL, LEAGUES, Scope, prefecture_of, province_of, rank, scopes
+from services.ranking.models import ConsumerOffset, CurrentScore, Region, Standing, StandingHistory, WriteSequence
+from services.ranking.ranks import ALL, LEAGUES, Ranked, Scope, prefecture_of, province_of, rank, scopes
 
 LEVELS = ("county", "prefecture")
 
@@ -76,31 +76,129 @@ class Batch:
             self.scores[key] = score
 
 
-def write(session: Session, batch: Batch, now: datetime) -> list[dict[str, Any]]:
+class Current(NamedTuple):
+    """What ranking keeps of a region's current score (`CurrentScore` without its components)."""
+
+    level: str
+    league: str
+    total: float
+    grade: str
+    message_id: int
+
+
+class Year:
+    """One year of what the ranking writers committed, as a worker keeps it between batches: each
+    region's current score, its league's totals by province, and every scope's standings."""
+
+    __slots__ = ("scores", "leagues", "standings")
+
+    def __init__(self) -> None:
+        self.scores: dict[str, Current] = {}
+        # (level, league) → province → code → (total, grade): a scope's members without a read
+        self.leagues: dict[tuple[str, str], dict[str, dict[str, tuple[float, str]]]] = defaultdict(
+            lambda: defaultdict(dict))
+        # (level, league, scope) → code → (rank, total, grade)
+        self.standings: dict[tuple[str, str, str], dict[str, tuple[int, float, str]]] = defaultdict(dict)
+
+    def put(self, code: str, score: Current) -> None:
+        old = self.scores.get(code)
+        if old is not None and (old.level, old.league) != (score.level, score.league):  # a league move
+            self.leagues[(old.level, old.league)][province_of(code)].pop(code, None)
+        self.scores[code] = score
+        self.leagues[(score.level, score.league)][province_of(code)][code] = (score.total, score.grade)
+
+    def members(self, level: str, league: str, scopes: set[str]) -> dict[str, list[tuple[str, float, str]]]:
+        """Scope → (code, total, grade) of the regions ranked in it, for `scopes` of one (level,
+        league) of this year."""
+        out: dict[str, list[tuple[str, float, str]]] = {scope: [] for scope in scopes}
+        league_ = self.leagues.get((level, league), {})
+        for province in sorted({scope[:2] + "0000" for scope in scopes}):
+            for code, (total, grade) in league_.get(province, {}).items():
+                for scope in {province, prefecture_of(code)}:
+                    if (held := out.get(scope)) is not None:
+                        held.append((code, total, grade))
+        return out
+
+
+class Cache:
+    """The current scores and standings of the years a worker has written, kept between its
+    batches instead of read again for each (the reads were most of a batch's time).
+
+    It is trusted only while the writers' sequence (`WriteSequence`, moved by every write under its
+    row lock) is the one this cache last committed: a write by another worker (scale-out), or one of
+    ours that did not commit, and the years are read again. Nothing else writes these tables."""
+
+    def __init__(self) -> None:
+        self.years: dict[int, Year] = {}
+        self.sequence: int | None = None  # what the cache holds is committed as of this write
+        self._pending: int | None = None
+
+    def begin(self, sequence: int) -> None:
+        """A write took the lock and moved the sequence to `sequence`."""
+        if self.sequence is None or sequence != self.sequence + 1:
+            self.years.clear()
+        self.sequence, self._pending = None, sequence  # unknown until the write commits
+
+    def committed(self) -> None:
+        self.sequence, self._pending = self._pending, None
+
+    def year(self, session: Session, year: int) -> Year:
+        held = self.years.get(year)
+        if held is None:
+            held = self.years[year] = Year()
+            for code, *score in session.execute(
+                    select(CurrentScore.region_code, CurrentScore.level, CurrentScore.league, CurrentScore.total,
+                           CurrentScore.grade, CurrentScore.message_id).where(CurrentScore.year == year)).all():
+                held.put(code, Current(*score))
+            for scope, level, league, code, *was in session.execute(
+                    select(Standing.scope, Standing.level, Standing.league, Standing.region_code, Standing.rank,
+                           Standing.total, Standing.grade).where(Standing.year == year)).all():
+                held.standings[(level, league, scope)][code] = tuple(was)  # type: ignore[assignment]
+        return held
+
+
+def next_write(session: Session) -> int:
+    """Take the ranking writers' lock (the sequence's row) and move the sequence; returns it.
+
+    Several ranking workers may share the database: a league's ranks are recomputed from every
+    member's current score, so one writer at a time, and what it reads next is the latest
+    committed (PostgreSQL's READ COMMITTED reads anew after the row lock's wait; SQLite has one
+    write lock)."""
+    move = update(WriteSequence).where(WriteSequence.id == 1).values(sequence=WriteSequence.sequence + 1) \
+        .returning(WriteSequence.sequence)
+    moved = session.execute(move).scalar_one_or_none()
+    if moved is None:  # (the migration writes the row; a database emptied by hand has none)
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        session.execute(dialect.insert(WriteSequence.__table__).values(id=1, sequence=0)
+                        .on_conflict_do_nothing(index_elements=["id"]))
+        moved = session.execute(move).scalar_one()
+    return moved
+
+
+def write(session: Session, batch: Batch, now: datetime, cache: Cache | None = None) -> list[dict[str, Any]]:
     """Apply a batch; returns the history rows written (every standing that changed).
 
-    One writer at a time (several ranking workers may share the database): a league's ranks are
-    recomputed from every member's current score, so they must read the others' latest.
+    `cache`: what this worker's earlier writes left (`Cache`; the caller says `committed()` once
+    the transaction is). Without one, the years the batch touches are read from the database.
     """
-    serialize_writers(session, ConsumerOffset.__table__)
+    cache = cache if cache is not None else Cache()
+    cache.begin(next_write(session))
     affected: set[Scope] = set()
-    if batch.scores:
-        codes, years = sorted({k[0] for k in batch.scores}), sorted({k[1] for k in batch.scores})
-        existing = {(r.region_code, r.year): r for r in session.execute(  # of the batch's years only
-            select(CurrentScore).where(CurrentScore.region_code.in_(codes), CurrentScore.year.in_(years))).scalars()}
-        rows = []
-        for key, s in sorted(batch.scores.items()):
-            old = existing.get(key)
-            if old is not None and old.message_id >= s.message_id:
-                continue  # a resent or older copy
-            affected.update(scopes(s.region_code, s.level, s.league, s.year))
-            if old is not None and old.league != s.league:  # a league move: it leaves the old league
-                affected.update(scopes(old.region_code, old.level, old.league, old.year))
-            rows.append({"region_code": s.region_code, "year": s.year, "level": s.level, "league": s.league,
-                         "total": s.total, "grade": s.grade, "components": s.components,
-                         "message_id": s.message_id, "as_of": s.as_of})
-        upsert_rows(session, CurrentScore.__table__, rows, keys=("region_code", "year"))
-    history = rerank(session, affected, now)
+    rows = []
+    for key, s in sorted(batch.scores.items()):
+        year = cache.year(session, s.year)
+        old = year.scores.get(s.region_code)
+        if old is not None and old.message_id >= s.message_id:
+            continue  # a resent or older copy
+        affected.update(scopes(s.region_code, s.level, s.league, s.year))
+        if old is not None and old.league != s.league:  # a league move: it leaves the old league
+            affected.update(scopes(s.region_code, old.level, old.league, s.year))
+        rows.append({"region_code": s.region_code, "year": s.year, "level": s.level, "league": s.league,
+                     "total": s.total, "grade": s.grade, "components": s.components,
+                     "message_id": s.message_id, "as_of": s.as_of})
+        year.put(s.region_code, Current(s.level, s.league, s.total, s.grade, s.message_id))
+    upsert_rows(session, CurrentScore.__table__, rows, keys=("region_code", "year"))
+    history = rerank(session, cache, affected, now)
     if history:
         insert_rows(session, StandingHistory.__table__, history)
     outbox = [outbox_row(Outbox, topic=topics.RANKING_STANDINGS, key=h["region_code"], now=now,
@@ -117,46 +215,21 @@ def write(session: Session, batch: Batch, now: datetime) -> list[dict[str, Any]]
     return history
 
 
-def _range(column, prefix: str):
-    """Codes starting with `prefix` (digits): an index range."""
-    return and_(column >= prefix, column < str(int(prefix) + 1))
-
-
-def members(session: Session, year: int, level: str, league: str, scopes: set[str]
-            ) -> dict[str, list[tuple[str, float, str]]]:
-    """Scope → (code, total, grade) of the regions ranked in it, for `scopes` of one (year, level,
-    league): one read of their provinces' current scores (index ranges on the region code)."""
-    provinces = sorted({scope[:2] for scope in scopes})
-    rows = session.execute(select(CurrentScore.region_code, CurrentScore.total, CurrentScore.grade).where(
-        CurrentScore.year == year, CurrentScore.level == level, CurrentScore.league == league,
-        or_(*(_range(CurrentScore.region_code, p) for p in provinces)))).all()
-    out: dict[str, list[tuple[str, float, str]]] = {scope: [] for scope in scopes}
-    for code, total, grade in rows:
-        for scope in {province_of(code), prefecture_of(code)}:
-            if scope in out:
-                out[scope].append((code, total, grade))
-    return out
-
-
-def rerank(session: Session, affected: set[Scope], now: datetime) -> list[dict[str, Any]]:
+def rerank(session: Session, cache: Cache, affected: set[Scope], now: datetime) -> list[dict[str, Any]]:
     """Re-rank the scopes; write the standings that changed; return their history rows (by
-    year, level, league, scope, then rank). Two reads per (year, level, league), not per scope:
-    at national scale a batch touches hundreds of prefectures."""
+    year, level, league, scope, then rank)."""
     groups: dict[tuple[int, str, str], set[str]] = defaultdict(set)
     for scope in affected:
         groups[(scope.year, scope.level, scope.league)].add(scope.scope)
     changed, history = [], []
     for (year, level, league), codes in sorted(groups.items()):
-        ranked = members(session, year, level, league, codes)
-        standings: dict[str, dict[str, tuple[int, float, str]]] = {code: {} for code in codes}
-        for scope, code, *was in session.execute(
-                select(Standing.scope, Standing.region_code, Standing.rank, Standing.total, Standing.grade)
-                .where(Standing.year == year, Standing.level == level, Standing.league == league,
-                       Standing.scope.in_(sorted(codes)))).all():
-            standings[scope][code] = tuple(was)
+        held = cache.year(session, year)
+        ranked = held.members(level, league, codes)
         for scope in sorted(codes):
             base = {"scope": scope, "level": level, "league": league, "year": year}
-            left = compare(base, ranked[scope], standings[scope], now, changed, history)
+            standings = rank(ranked[scope])
+            left = compare(base, standings, dict(held.standings[(level, league, scope)]), now, changed, history)
+            held.standings[(level, league, scope)] = {r.region_code: (r.rank, r.total, r.grade) for r in standings}
             for code in left:  # a league move: it left the scope
                 session.execute(delete(Standing).where(
                     Standing.scope == scope, Standing.level == level, Standing.league == league,
@@ -165,12 +238,12 @@ def rerank(session: Session, affected: set[Scope], now: datetime) -> list[dict[s
     return history
 
 
-def compare(base: dict[str, Any], entries: list[tuple[str, float, str]], current: dict[str, tuple[int, float, str]],
+def compare(base: dict[str, Any], standings: list[Ranked], current: dict[str, tuple[int, float, str]],
             now: datetime, changed: list[dict[str, Any]], history: list[dict[str, Any]]) -> list[str]:
-    """One scope ranked from `entries` against its `current` standings (code → rank, total,
-    grade): appends the standings that changed and their history rows; returns the codes that
-    left the scope (their history rows appended too)."""
-    for r in rank(entries):
+    """One scope's new `standings` against its `current` ones (code → rank, total, grade; emptied):
+    appends the standings that changed and their history rows; returns the codes that left the
+    scope (their history rows appended too)."""
+    for r in standings:
         old = current.pop(r.region_code, None)
         if old == (r.rank, r.total, r.grade):
             continue

@@ -41,6 +41,7 @@ class Worker:
         self.settings, self.db, self.clock = settings, db, clock
         self.consumer = None
         self.logs = LogWatch()
+        self.cache = store.Cache()  # the standings this worker last wrote (trusted while no one else wrote)
 
     def load_regions(self, stop: threading.Event, patience_s: float = 60.0) -> None:
         """Region names and levels from intake (cached: a restart needs no intake)."""
@@ -91,8 +92,9 @@ class Worker:
                 batch.dead_letters.append(dead_letter_row(Outbox, m, str(exc), now))
             batch.offsets[(m.topic, m.partition)] = m.offset + 1
         with Session(self.db) as s:
-            history = store.write(s, batch, now)
+            history = store.write(s, batch, now, self.cache)
             s.commit()
+        self.cache.committed()
         return len(history)
 
     def run(self, stop: threading.Event) -> None:

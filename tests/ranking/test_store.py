@@ -43,27 +43,45 @@ def afresh(latest: dict[tuple[str, int], store.ScoreMessage]) -> dict[tuple, tup
             for r in rank(entries)}
 
 
+def random_batch(rng: random.Random, step: int, message_id: int) -> store.Batch:
+    """Scores of some counties and prefectures, message ids from `message_id` + 1 on."""
+    batch = store.Batch()
+    regions = rng.sample(COUNTIES, rng.randint(1, len(COUNTIES))) + rng.sample(PREFECTURES, rng.randint(0, 3))
+    for code in regions:
+        message_id += 1
+        county = code in COUNTIES
+        batch.add(store.ScoreMessage(
+            code, rng.choice([2026, 2027]), "county" if county else "prefecture",
+            rng.choice(LEAGUES) if county else ALL, rng.choice([61.5, 70.0, 80.25, 80.25, 93.0]),
+            rng.choice(["good", "average"]), "{}", message_id, T0 + timedelta(minutes=step)))
+    return batch
+
+
+def write(engine, batch: store.Batch, step: int, cache: store.Cache | None) -> list[dict]:
+    with Session(engine) as s:
+        history = store.write(s, batch, T0 + timedelta(minutes=step), cache)
+        s.commit()
+    if cache is not None:
+        cache.committed()
+    return history
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["read", "kept"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_standings_after_any_batches_equal_ranks_computed_afresh(ranking_db, seed):
+def test_standings_after_any_batches_equal_ranks_computed_afresh(ranking_db, seed, kept):
+    """Read from the database for each batch, or kept by the worker between batches (`Cache`)."""
     rng = random.Random(seed)
+    cache = store.Cache() if kept else None
     latest: dict[tuple[str, int], store.ScoreMessage] = {}
     message_id = 0
     for step in range(8):
-        batch = store.Batch()
-        regions = rng.sample(COUNTIES, rng.randint(1, len(COUNTIES))) + rng.sample(PREFECTURES, rng.randint(0, 3))
-        for code in regions:
-            message_id += 1
-            county = code in COUNTIES
-            score = store.ScoreMessage(
-                code, rng.choice([2026, 2027]), "county" if county else "prefecture",
-                rng.choice(LEAGUES) if county else ALL, rng.choice([61.5, 70.0, 80.25, 80.25, 93.0]),
-                rng.choice(["good", "average"]), "{}", message_id, T0 + timedelta(minutes=step))
-            batch.add(score)
-            latest[(code, score.year)] = score
+        batch = random_batch(rng, step, message_id)
+        message_id += len(batch.scores)
+        latest.update(batch.scores)
         with Session(ranking_db.engine) as s:
             before = snapshot(s)
-            history = store.write(s, batch, T0 + timedelta(minutes=step))
-            s.commit()
+        history = write(ranking_db.engine, batch, step, cache)
+        with Session(ranking_db.engine) as s:
             after = snapshot(s)
         assert after == afresh(latest), f"step {step}"
         moved = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
@@ -75,3 +93,38 @@ def test_standings_after_any_batches_equal_ranks_computed_afresh(ranking_db, see
             assert (h["rank"], h["total"], h["grade"]) == (after.get(key) or (None, None, None))
         order = [(h["year"], h["level"], h["league"], h["scope"]) for h in history]
         assert order == sorted(order)  # by scope, as the standing messages go out
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_workers_sharing_a_database_each_see_the_others_writes(ranking_db, seed):
+    """Two workers' caches, writing in turns at random (scale-out): each notices the other wrote
+    (the sequence moved past its own last write) and reads the years again."""
+    rng = random.Random(seed)
+    caches = [store.Cache(), store.Cache()]
+    latest: dict[tuple[str, int], store.ScoreMessage] = {}
+    message_id = 0
+    for step in range(12):
+        batch = random_batch(rng, step, message_id)
+        message_id += len(batch.scores)
+        latest.update(batch.scores)
+        write(ranking_db.engine, batch, step, rng.choice(caches))
+        with Session(ranking_db.engine) as s:
+            assert snapshot(s) == afresh(latest), f"step {step}"
+
+
+def test_a_write_rolled_back_is_not_kept(ranking_db):
+    """A batch whose transaction did not commit leaves the cache unknown: the next write reads the
+    years again, and the rolled-back scores rank nowhere."""
+    rng = random.Random(6)
+    cache = store.Cache()
+    first = random_batch(rng, 0, 0)
+    write(ranking_db.engine, first, 0, cache)
+    lost = random_batch(rng, 1, 1000)
+    with Session(ranking_db.engine) as s:
+        store.write(s, lost, T0 + timedelta(minutes=1), cache)
+        s.rollback()
+    assert cache.sequence is None
+    last = random_batch(rng, 2, 2000)
+    write(ranking_db.engine, last, 2, cache)
+    with Session(ranking_db.engine) as s:
+        assert snapshot(s) == afresh({**first.scores, **last.scores})

@@ -60,6 +60,9 @@ class WorkerClock(ScoringModel, table=True):
     generation: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"),
                             description="Moves on every recomputation: workers whose engines are older rebuild "
                                         "them before writing (their row is also the lock writers take).")
+    writes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"),
+                        description="Moves on every write (under this row's lock): a writer that finds it where its "
+                                    "own last write left it keeps the score rows it holds (store.Stored).")
 
 
 class County(ScoringModel, table=True):

@@ -162,24 +162,26 @@ class Clock:
     generation: int
     as_of: datetime
     policy_id: str  # "" before the first write
+    writes: int = 0  # every write moves it (`Stored`)
 
 
 def lock(session: Session) -> Clock:
-    """Take the scoring writers' lock (the worker clock's row) and read the clock.
+    """Take the scoring writers' lock (the worker clock's row), move its count of writes, and read
+    the clock.
 
     Every write of every worker holds it: workers apply events in parallel but write one at a
     time, so a prefecture's aggregate reads its counties' committed rows, and a recomputation
     (which moves the generation) excludes everyone else.
     """
-    touch = update(WorkerClock).where(WorkerClock.id == 1).values(generation=WorkerClock.generation)
-    if session.execute(touch).rowcount == 0:
+    touch = update(WorkerClock).where(WorkerClock.id == 1).values(writes=WorkerClock.writes + 1).returning(
+        WorkerClock.generation, WorkerClock.as_of, WorkerClock.policy_id, WorkerClock.writes)
+    row = session.execute(touch).one_or_none()
+    if row is None:
         dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
         session.execute(dialect.insert(WorkerClock.__table__).values(id=1, as_of=EPOCH, policy_id="", generation=0)
                         .on_conflict_do_nothing(index_elements=["id"]))
-        session.execute(touch)
-    row = session.execute(select(WorkerClock.generation, WorkerClock.as_of, WorkerClock.policy_id)
-                          .where(WorkerClock.id == 1)).one()
-    return Clock(row.generation, row.as_of, row.policy_id)
+        row = session.execute(touch).one()
+    return Clock(row.generation, row.as_of, row.policy_id, row.writes)
 
 
 Position = tuple[int, str | None, str | None]  # next offset, last event id, topic id of the log
@@ -202,11 +204,6 @@ def positions(session: Session, topic: str, partitions: Collection[int]) -> dict
     return {p: (o, eid, tid) for p, o, eid, tid in session.execute(
         select(ConsumerOffset.partition, ConsumerOffset.next_offset, ConsumerOffset.last_event_id,
                ConsumerOffset.topic_id).where(ConsumerOffset.topic == topic)).all() if p in partitions and o >= 0}
-
-
-def owners(session: Session, topic: str) -> dict[int, str | None]:
-    return dict(session.execute(select(ConsumerOffset.partition, ConsumerOffset.owner)
-                                .where(ConsumerOffset.topic == topic)).all())
 
 
 def stored_as_of(engine: Engine) -> datetime:
@@ -314,22 +311,83 @@ def prefecture_score(scorer: Scorer, prefecture: str, year: int) -> Score | None
     return aggregate(scorer.policy, prefecture, year, members)
 
 
-def _stored_prefecture_scores(session: Session, policy: Policy, keys: set[tuple[str, int]]) -> list[Score]:
-    """Prefecture scores from their counties' rows as this transaction sees them: a worker owns
-    only some counties of a prefecture, and the lock makes the others' rows final."""
-    members: dict[tuple[str, int], list[Score]] = {k: [] for k in keys}
-    # the years asked only: every year's rows of a prefecture were read (and parsed) before
-    rows = session.execute(select(ScoreRow.region_code, ScoreRow.year, ScoreRow.parent_code, ScoreRow.total,
-                                  ScoreRow.components)
-                           .where(ScoreRow.level == "county", ScoreRow.parent_code.in_(sorted({p for p, _ in keys})),
-                                  ScoreRow.year.in_(sorted({y for _, y in keys})))
-                           .order_by(ScoreRow.region_code)).all()
-    for r in rows:
-        if (r.parent_code, r.year) in members:
-            members[(r.parent_code, r.year)].append(Score(r.region_code, r.year, "", orjson.loads(r.components),
-                                                          r.total, "", False))
-    scores = (aggregate(policy, p, y, m) for (p, y), m in sorted(members.items()))
-    return [s for s in scores if s is not None]
+class Stored:
+    """The score rows (their `PUBLISHED` fields) and partition owners the scoring writers last
+    committed, as one writer keeps them between its writes instead of reading them again for each:
+    the rows it compares with, and the county rows a touched prefecture is aggregated from.
+
+    Trusted only while the worker clock's count of writes (moved by every write under the row's
+    lock: `lock`) is where this writer's own last write left it. Any other write, by another
+    worker, by the worker's own clock tick or recomputation, or one of ours that did not commit,
+    and the years are read again. Without a writer's (`persist(..., stored=None)`), a write reads
+    the years it touches."""
+
+    def __init__(self) -> None:
+        self.writes: int | None = None  # what is held is committed as of this write
+        self._pending: int | None = None
+        self.years: set[int] = set()
+        self.rows: dict[tuple[str, int], tuple] = {}  # (region, year) → PUBLISHED
+        self.counties: dict[tuple[str, int], set[str]] = {}  # (prefecture, year) → its counties with rows
+        self.owners: dict[str, dict[int, str | None]] = {}  # topic → partition → owner
+
+    def begin(self, clock: Clock) -> None:
+        """A write took the lock; `clock` is what it read."""
+        if self.writes is None or clock.writes != self.writes + 1:
+            self.forget()
+        self.writes, self._pending = None, clock.writes  # unknown until the write commits
+
+    def committed(self) -> None:
+        self.writes, self._pending = self._pending, None
+
+    def forget(self) -> None:
+        self.years, self.rows, self.counties, self.owners = set(), {}, {}, {}
+
+    def published(self, session: Session, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
+        """The stored rows' `PUBLISHED` fields (total and grade first) of these (region, year) keys."""
+        keys = list(keys)
+        self._load(session, {y for _, y in keys})
+        return {k: row for k in keys if (row := self.rows.get(k)) is not None}
+
+    def prefecture_scores(self, session: Session, policy: Policy, keys: set[tuple[str, int]]) -> list[Score]:
+        """Prefecture scores from their counties' rows as this transaction sees them: a worker owns
+        only some counties of a prefecture, and the lock makes the others' rows final."""
+        self._load(session, {y for _, y in keys})
+        scores = []
+        for prefecture, year in sorted(keys):
+            members = []
+            for county in sorted(self.counties.get((prefecture, year), ())):
+                row = self.rows[(county, year)]
+                members.append(Score(county, year, "", orjson.loads(row[COMPONENTS]), row[TOTAL], "", False))
+            if (score := aggregate(policy, prefecture, year, members)) is not None:
+                scores.append(score)
+        return scores
+
+    def owners_of(self, session: Session, topic: str) -> dict[int, str | None]:
+        """Partition → the worker that may write its results. Only a claim moves an owner (a write
+        stores its own partitions' again), and a claim takes the lock: it moves the count."""
+        held = self.owners.get(topic)
+        if held is None:
+            held = self.owners[topic] = dict(session.execute(
+                select(ConsumerOffset.partition, ConsumerOffset.owner).where(ConsumerOffset.topic == topic)).all())
+        return held
+
+    def saved(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Rows this write upserted."""
+        for r in rows:
+            key = (r["region_code"], r["year"])
+            self.rows[key] = tuple(r[f] for f in PUBLISHED)
+            if r["level"] == "county":
+                self.counties.setdefault((r["parent_code"], r["year"]), set()).add(r["region_code"])
+
+    def _load(self, session: Session, years: set[int]) -> None:
+        if missing := sorted(years - self.years):
+            for code, year, *published in session.execute(
+                    select(ScoreRow.region_code, ScoreRow.year, *(getattr(ScoreRow, f) for f in PUBLISHED))
+                    .where(ScoreRow.year.in_(missing))).all():
+                self.rows[(code, year)] = row = tuple(published)
+                if row[LEVEL] == "county":
+                    self.counties.setdefault((row[PARENT], year), set()).add(code)
+            self.years.update(missing)
 
 
 @dataclass(frozen=True)
@@ -407,15 +465,19 @@ def write(session: Session, scorer: Scorer, batch: Batch, *, now: datetime, cloc
                                     new_generation=new_generation))
 
 
-def persist(session: Session, p: Prepared) -> int:
+def persist(session: Session, p: Prepared, stored: Stored | None = None) -> int:
     """Write what `prepare` took from the engine, under the writers' lock, fenced; returns how many
-    score rows changed. Touches no engine: it may run in another thread than the one applying."""
+    score rows changed. Touches no engine: it may run in another thread than the one applying.
+    `stored`: a writer's rows from its earlier writes (the caller says `committed()` once the
+    transaction is)."""
     clock = lock(session)
+    stored = stored if stored is not None else Stored()
+    stored.begin(clock)
     batch, fence = p.batch, p.fence
     if fence is not None:
         if clock.generation != fence.generation:
             raise Stale(f"scores were recomputed (generation {clock.generation}, engine {fence.generation})")
-        lost = {part for part, o in owners(session, topics.INTAKE_EVENTS).items()
+        lost = {part for part, o in stored.owners_of(session, topics.INTAKE_EVENTS).items()
                 if part in fence.partitions and o != fence.owner}
         if lost:
             raise Stale(f"partitions {sorted(lost)} were claimed by another worker")
@@ -437,18 +499,20 @@ def persist(session: Session, p: Prepared) -> int:
     moved, touched, rows = 0, set(), iter(p.counties)
     while chunk := list(islice(rows, SCORE_CHUNK)):  # a batch's rows are one chunk; a rescore's, several
         touched.update((r["region_code"], r["year"]) for r in chunk)
-        changed = _save_scores(session, chunk, restamp=batch.rescore_all)
+        changed = _save_scores(session, stored, chunk, restamp=batch.rescore_all)
         insert_rows(session, Outbox.__table__, announced(changed))
         moved += len(changed)
         del chunk, changed
     if batch.rescore_all:  # before the prefectures are aggregated from the county rows
         _delete_unsupported(session, touched, level="county")
+        stored.forget()
     prefectures = [_score_row(s, level="prefecture", parent=province_of(s.region_code), cause="counties",
                               policy_id=p.policy.id, as_of=p.as_of)
-                   for s in _stored_prefecture_scores(session, p.policy, {(prefecture_of(c), y) for c, y in touched})]
-    changed = _save_scores(session, prefectures, restamp=batch.rescore_all)
+                   for s in stored.prefecture_scores(session, p.policy, {(prefecture_of(c), y) for c, y in touched})]
+    changed = _save_scores(session, stored, prefectures, restamp=batch.rescore_all)
     if batch.rescore_all:
         _delete_unsupported(session, touched | {(r["region_code"], r["year"]) for r in prefectures})
+        stored.forget()
     insert_rows(session, Outbox.__table__, announced(changed) + batch.dead_letters)
     rows = iter(p.team_points)
     while chunk := list(islice(rows, 5000)):
@@ -496,16 +560,19 @@ def resend_scores(session: Session, *, owned: Callable[[str], bool], now: dateti
 
 
 PUBLISHED = ("total", "grade", "gated", "league", "components", "policy_id", "level", "parent_code")  # of a row
+TOTAL, COMPONENTS, LEVEL, PARENT = (PUBLISHED.index(f) for f in ("total", "components", "level", "parent_code"))
 
 
-def _save_scores(session: Session, rows: list[dict], *, restamp: bool) -> list[tuple[dict, tuple | None]]:
+def _save_scores(session: Session, stored: Stored, rows: list[dict], *, restamp: bool
+                 ) -> list[tuple[dict, tuple | None]]:
     """Upsert the rows in which any published field moved (every row when restamping: a
     recomputation restamps as-of but announces only what moved); returns those that moved with what
     they replace (their published fields, total and grade first)."""
-    previous = _stored_published(session, [(r["region_code"], r["year"]) for r in rows])
+    previous = stored.published(session, [(r["region_code"], r["year"]) for r in rows])
     changed = [(r, previous.get((r["region_code"], r["year"]))) for r in rows
                if previous.get((r["region_code"], r["year"])) != tuple(r[f] for f in PUBLISHED)]
     upsert_rows(session, ScoreRow.__table__, rows if restamp else [r for r, _ in changed], keys=("region_code", "year"))
+    stored.saved(r for r, _ in changed)  # (a restamp moves no published field)
     return changed
 
 
@@ -546,17 +613,6 @@ def _insert_events(session: Session, applied: list[tuple[Recorded, str | bytes]]
     events, explanations = _event_rows(applied, changes)
     insert_rows(session, AppliedBatch.__table__, events)
     insert_rows(session, ExplanationBatch.__table__, explanations)
-
-
-def _stored_published(session: Session, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
-    """The stored rows' `PUBLISHED` fields (total and grade first) of these (region, year) keys."""
-    if not keys:
-        return {}
-    codes, years = sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
-    rows = session.execute(select(ScoreRow.region_code, ScoreRow.year, *(getattr(ScoreRow, f) for f in PUBLISHED))
-                           .where(ScoreRow.region_code.in_(codes), ScoreRow.year.in_(years))).all()
-    wanted = set(keys)
-    return {(r.region_code, r.year): tuple(r[2:]) for r in rows if (r.region_code, r.year) in wanted}
 
 
 def _score_message(row: dict, previous: tuple | None, as_of: str, grades: Sequence[str] = ()) -> bytes:

@@ -36,11 +36,14 @@ from services.scoring import store
 log = logging.getLogger("services.scoring.writer")
 
 
-def persist(db: Engine, prepared: store.Prepared) -> int:
-    """One batch's rows in one transaction; the score rows it changed."""
+def persist(db: Engine, prepared: store.Prepared, stored: store.Stored | None = None) -> int:
+    """One batch's rows in one transaction; the score rows it changed. `stored`: a writer's rows
+    from its earlier writes (`store.Stored`); without, what the write needs is read."""
+    stored = stored if stored is not None else store.Stored()
     with Session(db) as s:
-        changed = store.persist(s, prepared)
+        changed = store.persist(s, prepared, stored)
         s.commit()
+    stored.committed()
     return changed
 
 
@@ -50,9 +53,10 @@ class ThreadWriter:
     def __init__(self, db: Engine) -> None:
         self.db = db
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="scoring-writer")
+        self.stored = store.Stored()
 
     def submit(self, prepared: store.Prepared) -> Future:
-        return self.pool.submit(persist, self.db, prepared)
+        return self.pool.submit(persist, self.db, prepared, self.stored)
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -68,6 +72,7 @@ class WriteFailed(Exception):
 
 
 _db: Engine | None = None  # the child's engine
+_stored = store.Stored()  # the child's rows from its earlier writes
 
 
 def _start_child(url: str, schema: str | None, parent: int) -> None:
@@ -82,7 +87,7 @@ def _start_child(url: str, schema: str | None, parent: int) -> None:
 
 def _persist_in_child(prepared: store.Prepared) -> int:
     try:
-        return persist(_db, prepared)
+        return persist(_db, prepared, _stored)
     except store.Stale:
         raise
     except OperationalError as exc:

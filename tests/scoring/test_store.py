@@ -233,3 +233,90 @@ def test_a_rescore_writes_and_announces_every_row_a_chunk_at_a_time(worker, scor
     assert rows(db) == stored  # the unsupported row deleted, and not counted in its prefecture (513400)
     assert score_messages(db) == messages + len(stored)  # each row announced once, prefectures included
     assert announced(db) == stored  # (the deleted row is not announced)
+
+
+# ---- a writer keeps the rows it wrote (store.Stored) ------------------------------------------------
+
+def written(db, scorer, stored, records, *, commit=True, fence=None) -> store.Prepared:
+    """`records` applied to `scorer` and persisted through the writer's `stored`, as one batch
+    (read from partition 0, at offsets from 0 on)."""
+    batch = store.Batch()
+    for offset, r in enumerate(records):
+        batch.changes += scorer.apply_new(r) or []
+        batch.applied.append((r, registry.encode_record(r.sequence, r.recorded_at, registry.to_json_dict(r.event))))
+        batch.offsets[(topics.INTAKE_EVENTS, 0)] = (offset + 1, str(r.event.event_id), None)
+    prepared = store.prepare(scorer, batch, now=T0, fence=fence)
+    persisted(db, prepared, stored, commit=commit)
+    return prepared
+
+
+def persisted(db, prepared, stored, *, commit=True) -> None:
+    with Session(db) as s:
+        store.persist(s, prepared, stored)
+        if not commit:  # (what a write that fails before its commit leaves)
+            s.rollback()
+            return
+        s.commit()
+    stored.committed()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_writers_sharing_prefectures_each_see_the_others_rows(scoring_db, seed):
+    """Two writers whose workers own different counties of one prefecture (scale-out), writing in
+    turns at random: each notices the other wrote and reads the rows again, so every prefecture
+    is aggregated from both workers' counties and each county row compared with what is stored."""
+    import random
+
+    from services.scoring.engine.engine import Engine as Scorer
+
+    rng = random.Random(seed)
+    policy = shipped()
+    counties = ("513431", "513432")
+    writers = [(Scorer(policy, {c: "in_poverty" for c in counties}, T0), store.Stored()) for _ in counties]
+    for n in range(16):
+        i = rng.randrange(2)
+        scorer, stored = writers[i]
+        written(scoring_db.engine, scorer, stored, [inspection(
+            finding(f"F-{n}", severity=rng.choice(["minor", "major", "critical"])), county=counties[i],
+            at=T0 + timedelta(minutes=n))])
+        scores = rows(scoring_db.engine)
+        mine = [scores[(c, T0.year)][2] for c in counties if (c, T0.year) in scores]
+        assert scores[("513400", T0.year)][2] == round(sum(mine) / len(mine), 4), f"write {n}"
+    assert announced(scoring_db.engine) == rows(scoring_db.engine)
+
+
+def test_a_write_rolled_back_is_not_kept_and_written_again_in_full(scoring_db):
+    """A write that did not commit (the database went away before its commit): the writer does not
+    trust what it held, so the same batch written again compares with what is stored, and writes
+    and announces its rows."""
+    from services.scoring.engine.engine import Engine as Scorer
+
+    scorer, stored = Scorer(shipped(), {"513431": "in_poverty"}, T0), store.Stored()
+    written(scoring_db.engine, scorer, stored, [inspection(finding("F-1"))])
+    first = rows(scoring_db.engine)[("513431", T0.year)][2]
+    lost = written(scoring_db.engine, scorer, stored, [inspection(finding("F-2", severity="critical"))], commit=False)
+    assert stored.writes is None and rows(scoring_db.engine)[("513431", T0.year)][2] == first
+    persisted(scoring_db.engine, lost, stored)  # as the worker writes an unwritten batch again
+    scores = rows(scoring_db.engine)
+    assert scores[("513431", T0.year)][2] < first and announced(scoring_db.engine) == scores
+    recompute(scoring_db.engine, as_of=T0, now=T0)  # changes nothing
+    assert rows(scoring_db.engine) == scores
+
+
+def test_a_writer_whose_partition_another_worker_claimed_since_its_last_write_is_stale(scoring_db):
+    """The partition owners a writer holds are read again once another worker's claim moved the
+    count: its next write is fenced off."""
+    from services.scoring.engine.engine import Engine as Scorer
+
+    def claim(owner):
+        with Session(scoring_db.engine) as s:
+            store.claim(s, topics.INTAKE_EVENTS, [0], owner)
+            s.commit()
+
+    scorer, stored = Scorer(shipped(), {"513431": "in_poverty"}, T0), store.Stored()
+    claim("a")
+    fence = store.Fence(0, "a", frozenset({0}))
+    written(scoring_db.engine, scorer, stored, [inspection(finding("F-1"))], fence=fence)
+    claim("b")
+    with pytest.raises(store.Stale, match=r"partitions \[0\] were claimed"):
+        written(scoring_db.engine, scorer, stored, [inspection(finding("F-2"))], fence=fence)

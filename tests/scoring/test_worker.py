@@ -563,7 +563,7 @@ def test_a_write_that_fails_in_flight_is_raised_and_the_engine_is_rebuilt_from_w
     worker.submit([on_partition_0(records[0], 0)])
     persist = store.persist
 
-    def database_away(session, prepared):
+    def database_away(session, prepared, stored=None):
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
     monkeypatch.setattr(store, "persist", database_away)
@@ -596,7 +596,8 @@ def test_a_failed_write_in_flight_settled_quietly_drops_the_engine(scoring_db, c
 
     record = sf.inspection(sf.finding("F-1"))
     worker = one_county_worker(scoring_db, clock)
-    monkeypatch.setattr(store, "persist", lambda session, prepared: (_ for _ in ()).throw(store.Stale("claimed")))
+    monkeypatch.setattr(store, "persist",
+                        lambda session, prepared, stored=None: (_ for _ in ()).throw(store.Stale("claimed")))
     worker.submit([on_partition_0(record, 0)])
     assert worker.settle(quietly=True) == 0
     assert worker.scorer is None and worker.in_flight is None
@@ -708,7 +709,7 @@ def test_batches_whose_write_failed_while_the_database_was_away_are_written_agai
     worker = one_county_worker(scoring_db, clock)
     persist, attempts = store.persist, []
 
-    def database_away(session, prepared):
+    def database_away(session, prepared, stored=None):
         attempts.append(prepared)
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
@@ -751,7 +752,7 @@ def test_a_worker_that_is_reassigned_while_batches_are_unwritten_drops_them_and_
 
     worker = one_county_worker(scoring_db, clock)
 
-    def database_away(session, prepared):
+    def database_away(session, prepared, stored=None):
         raise OperationalError("INSERT", {}, Exception("database is locked"))
 
     monkeypatch.setattr(store, "persist", database_away)
@@ -780,11 +781,11 @@ def test_a_database_away_for_a_moment_costs_the_running_worker_a_retry_not_a_reb
     wait_for(lambda: score(scoring, "513431"))
     persist, failures, rebuilds = store.persist, [], []
 
-    def away_twice(session, prepared):
+    def away_twice(session, prepared, stored=None):
         if len(failures) < 2:
             failures.append(prepared)
             raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
-        return persist(session, prepared)
+        return persist(session, prepared, stored)
 
     rebuild = store.rebuild
     monkeypatch.setattr(store, "rebuild", lambda *a, **k: rebuilds.append(a) or rebuild(*a, **k))

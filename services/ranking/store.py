@@ -112,7 +112,7 @@ class Year:
         league) of this year."""
         out: dict[str, list[tuple[str, float, str]]] = {scope: [] for scope in scopes}
         league_ = self.leagues.get((level, league), {})
-        for province in sorted({scope[:2] + "0000" for scope in scopes}):
+        for province in sorted({province_of(scope) for scope in scopes}):
             for code, (total, grade) in league_.get(province, {}).items():
                 for scope in {province, prefecture_of(code)}:
                     if (held := out.get(scope)) is not None:

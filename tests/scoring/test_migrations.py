@@ -1,6 +1,7 @@
 """Scoring's migrations move what is stored, not only the schema: 0005 packs the applied events
 and explanation lines of 0004 into batches, and its downgrade unpacks them; 0007 gives cached counties an
-exit year (none until intake's regions fill it in), and its downgrade drops it, keeping the counties; on both
+exit year (none until intake's regions fill it in), and its downgrade drops it, keeping the counties; 0009
+counts the writers' writes on the clock's row, and its downgrade drops the count, keeping the clock; on both
 backends."""
 
 import uuid
@@ -105,3 +106,25 @@ def test_0007_adds_the_counties_exit_years_both_ways(empty_db):
                                                             ("513431", "513400", "in_poverty")]
         columns = text("SELECT * FROM county")
         assert "exit_year" not in s.execute(columns).keys()
+
+
+def test_0009_counts_the_writes_on_a_clock_from_before_both_ways(empty_db):
+    engine, schema = empty_db
+    migrate(engine, schema, "0008_scoring")
+    at = datetime(2026, 3, 2, 1, 0, tzinfo=timezone.utc)
+    clock = table("worker_clock", column("id"), column("as_of", UTCDateTime()), column("policy_id"),
+                  column("generation"))
+    with Session(engine) as s:
+        s.execute(insert(clock).values(id=1, as_of=at, policy_id="default-v3", generation=4))
+        s.commit()
+
+    migrate(engine, schema, "scoring@head")
+    with Session(engine) as s:  # the clock as it was, its count from 0: each write moves it
+        assert store.lock(s) == store.Clock(4, at, "default-v3", 1)
+        assert store.lock(s).writes == 2
+        s.commit()
+
+    migrate(engine, schema, "0008_scoring", down=True)
+    with Session(engine) as s:
+        assert s.execute(select(clock)).all() == [(1, at, "default-v3", 4)]
+        assert "writes" not in s.execute(text("SELECT * FROM worker_clock")).keys()

@@ -3,6 +3,7 @@ after any sequence of batches the standings equal the ranks computed afresh from
 scores, and the history names exactly the standings that changed. Both backends."""
 
 import random
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -57,6 +58,17 @@ def random_batch(rng: random.Random, step: int, message_id: int) -> store.Batch:
     return batch
 
 
+def batches(rng: random.Random, steps: int) -> Iterator[tuple[int, store.Batch, dict]]:
+    """(step, batch, the latest score of every region-year so far) for `steps` random batches."""
+    latest: dict[tuple[str, int], store.ScoreMessage] = {}
+    message_id = 0
+    for step in range(steps):
+        batch = random_batch(rng, step, message_id)
+        message_id += len(batch.scores)
+        latest.update(batch.scores)
+        yield step, batch, latest
+
+
 def write(engine, batch: store.Batch, step: int, cache: store.Cache | None) -> list[dict]:
     with Session(engine) as s:
         history = store.write(s, batch, T0 + timedelta(minutes=step), cache)
@@ -70,14 +82,8 @@ def write(engine, batch: store.Batch, step: int, cache: store.Cache | None) -> l
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_standings_after_any_batches_equal_ranks_computed_afresh(ranking_db, seed, kept):
     """Read from the database for each batch, or kept by the worker between batches (`Cache`)."""
-    rng = random.Random(seed)
     cache = store.Cache() if kept else None
-    latest: dict[tuple[str, int], store.ScoreMessage] = {}
-    message_id = 0
-    for step in range(8):
-        batch = random_batch(rng, step, message_id)
-        message_id += len(batch.scores)
-        latest.update(batch.scores)
+    for step, batch, latest in batches(random.Random(seed), 8):
         with Session(ranking_db.engine) as s:
             before = snapshot(s)
         history = write(ranking_db.engine, batch, step, cache)
@@ -101,12 +107,7 @@ def test_workers_sharing_a_database_each_see_the_others_writes(ranking_db, seed)
     (the sequence moved past its own last write) and reads the years again."""
     rng = random.Random(seed)
     caches = [store.Cache(), store.Cache()]
-    latest: dict[tuple[str, int], store.ScoreMessage] = {}
-    message_id = 0
-    for step in range(12):
-        batch = random_batch(rng, step, message_id)
-        message_id += len(batch.scores)
-        latest.update(batch.scores)
+    for step, batch, latest in batches(rng, 12):
         write(ranking_db.engine, batch, step, rng.choice(caches))
         with Session(ranking_db.engine) as s:
             assert snapshot(s) == afresh(latest), f"step {step}"

@@ -5,7 +5,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, TypeDecorator, create_engine, event, text
 from sqlalchemy.orm import registry
-from sqlmodel import Session, SQLModel
+from sqlmodel import SQLModel
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -67,21 +67,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.close()
-
-
-def serialize_writers(session: Session, table: Any) -> None:
-    """Make this transaction the only writer of `table`'s service until it ends, and let what it
-    reads next be current: workers of one group that share a database (scale-out) and each
-    recompute something from shared rows (a league's ranks) must not do it from stale reads.
-
-    PostgreSQL: an advisory transaction lock named after the table (READ COMMITTED then reads what
-    the previous holder committed). SQLite: its one write lock, taken now by a write that touches
-    nothing, instead of at the transaction's first real write.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"kaohe:{table.name}"})
-    else:
-        session.execute(text(f'DELETE FROM "{table.name}" WHERE 0'))
 
 
 def ping(engine: Engine) -> None:

@@ -8,11 +8,11 @@ from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from services.events import topics
 from services.kit.bulk import insert_rows, upsert_rows
+from services.kit.kept import Kept, move_count
 from services.kit.outbox import outbox_row
 from services.ranking.base import Outbox
 from services.ranking.models import ConsumerOffset, CurrentScore, Region, Standing, StandingHistory, WriteSequence
@@ -120,27 +120,18 @@ class Year:
         return out
 
 
-class Cache:
+class Cache(Kept):
     """The current scores and standings of the years a worker has written, kept between its
-    batches instead of read again for each (the reads were most of a batch's time).
-
-    It is trusted only while the writers' sequence (`WriteSequence`, moved by every write under its
-    row lock) is the one this cache last committed: a write by another worker (scale-out), or one of
-    ours that did not commit, and the years are read again. Nothing else writes these tables."""
+    batches instead of read again for each (the reads were most of a batch's time): trusted while
+    the writers' sequence (`WriteSequence`, moved by every write under its row lock) shows no other
+    write since this worker's last (`Kept`). Nothing else writes these tables."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.years: dict[int, Year] = {}
-        self.sequence: int | None = None  # what the cache holds is committed as of this write
-        self._pending: int | None = None
 
-    def begin(self, sequence: int) -> None:
-        """A write took the lock and moved the sequence to `sequence`."""
-        if self.sequence is None or sequence != self.sequence + 1:
-            self.years.clear()
-        self.sequence, self._pending = None, sequence  # unknown until the write commits
-
-    def committed(self) -> None:
-        self.sequence, self._pending = self._pending, None
+    def forget(self) -> None:
+        self.years.clear()
 
     def year(self, session: Session, year: int) -> Year:
         held = self.years.get(year)
@@ -162,17 +153,10 @@ def next_write(session: Session) -> int:
 
     Several ranking workers may share the database: a league's ranks are recomputed from every
     member's current score, so one writer at a time, and what it reads next is the latest
-    committed (PostgreSQL's READ COMMITTED reads anew after the row lock's wait; SQLite has one
-    write lock)."""
+    committed (PostgreSQL's READ COMMITTED reads anew after the row lock's wait)."""
     move = update(WriteSequence).where(WriteSequence.id == 1).values(sequence=WriteSequence.sequence + 1) \
         .returning(WriteSequence.sequence)
-    moved = session.execute(move).scalar_one_or_none()
-    if moved is None:  # (the migration writes the row; a database emptied by hand has none)
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        session.execute(dialect.insert(WriteSequence.__table__).values(id=1, sequence=0)
-                        .on_conflict_do_nothing(index_elements=["id"]))
-        moved = session.execute(move).scalar_one()
-    return moved
+    return move_count(session, move, WriteSequence.__table__, {"id": 1, "sequence": 0}).sequence
 
 
 def write(session: Session, batch: Batch, now: datetime, cache: Cache | None = None) -> list[dict[str, Any]]:

@@ -10,13 +10,13 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Engine, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from services.events import registry, topics
 from services.events.registry import Recorded
 from services.kit import heap
 from services.kit.bulk import insert_rows, upsert_rows
+from services.kit.kept import Kept, move_count
 from services.kit.logs import message_ids
 from services.kit.outbox import outbox_row
 from services.kit.upsert import upsert
@@ -175,12 +175,7 @@ def lock(session: Session) -> Clock:
     """
     touch = update(WorkerClock).where(WorkerClock.id == 1).values(writes=WorkerClock.writes + 1).returning(
         WorkerClock.generation, WorkerClock.as_of, WorkerClock.policy_id, WorkerClock.writes)
-    row = session.execute(touch).one_or_none()
-    if row is None:
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        session.execute(dialect.insert(WorkerClock.__table__).values(id=1, as_of=EPOCH, policy_id="", generation=0)
-                        .on_conflict_do_nothing(index_elements=["id"]))
-        row = session.execute(touch).one()
+    row = move_count(session, touch, WorkerClock.__table__, {"id": 1, "as_of": EPOCH, "policy_id": "", "generation": 0})
     return Clock(row.generation, row.as_of, row.policy_id, row.writes)
 
 
@@ -311,36 +306,26 @@ def prefecture_score(scorer: Scorer, prefecture: str, year: int) -> Score | None
     return aggregate(scorer.policy, prefecture, year, members)
 
 
-class Stored:
+class Stored(Kept):
     """The score rows (their `PUBLISHED` fields) and partition owners the scoring writers last
     committed, as one writer keeps them between its writes instead of reading them again for each:
     the rows it compares with, and the county rows a touched prefecture is aggregated from.
 
     Trusted only while the worker clock's count of writes (moved by every write under the row's
-    lock: `lock`) is where this writer's own last write left it. Any other write, by another
-    worker, by the worker's own clock tick or recomputation, or one of ours that did not commit,
-    and the years are read again. Without a writer's (`persist(..., stored=None)`), a write reads
-    the years it touches."""
+    lock: `lock`) shows no other write since this writer's last (`Kept`): another worker's, the
+    worker's own clock tick or recomputation, or one of ours that did not commit, and the years
+    are read again. Without a writer's (`persist(..., stored=None)`), a write reads the years it
+    touches."""
 
     def __init__(self) -> None:
-        self.writes: int | None = None  # what is held is committed as of this write
-        self._pending: int | None = None
+        super().__init__()
+        self.forget()
+
+    def forget(self) -> None:
         self.years: set[int] = set()
         self.rows: dict[tuple[str, int], tuple] = {}  # (region, year) → PUBLISHED
         self.counties: dict[tuple[str, int], set[str]] = {}  # (prefecture, year) → its counties with rows
         self.owners: dict[str, dict[int, str | None]] = {}  # topic → partition → owner
-
-    def begin(self, clock: Clock) -> None:
-        """A write took the lock; `clock` is what it read."""
-        if self.writes is None or clock.writes != self.writes + 1:
-            self.forget()
-        self.writes, self._pending = None, clock.writes  # unknown until the write commits
-
-    def committed(self) -> None:
-        self.writes, self._pending = self._pending, None
-
-    def forget(self) -> None:
-        self.years, self.rows, self.counties, self.owners = set(), {}, {}, {}
 
     def published(self, session: Session, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
         """The stored rows' `PUBLISHED` fields (total and grade first) of these (region, year) keys."""
@@ -472,7 +457,7 @@ def persist(session: Session, p: Prepared, stored: Stored | None = None) -> int:
     transaction is)."""
     clock = lock(session)
     stored = stored if stored is not None else Stored()
-    stored.begin(clock)
+    stored.begin(clock.writes)
     batch, fence = p.batch, p.fence
     if fence is not None:
         if clock.generation != fence.generation:

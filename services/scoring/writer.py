@@ -39,11 +39,11 @@ log = logging.getLogger("services.scoring.writer")
 def persist(db: Engine, prepared: store.Prepared, stored: store.Stored | None = None) -> int:
     """One batch's rows in one transaction; the score rows it changed. `stored`: a writer's rows
     from its earlier writes (`store.Stored`); without, what the write needs is read."""
-    stored = stored if stored is not None else store.Stored()
     with Session(db) as s:
         changed = store.persist(s, prepared, stored)
         s.commit()
-    stored.committed()
+    if stored is not None:
+        stored.committed()
     return changed
 
 

@@ -124,7 +124,7 @@ def test_a_write_rolled_back_is_not_kept(ranking_db):
     with Session(ranking_db.engine) as s:
         store.write(s, lost, T0 + timedelta(minutes=1), cache)
         s.rollback()
-    assert cache.sequence is None
+    assert cache.count is None
     last = random_batch(rng, 2, 2000)
     write(ranking_db.engine, last, 2, cache)
     with Session(ranking_db.engine) as s:

@@ -295,7 +295,7 @@ def test_a_write_rolled_back_is_not_kept_and_written_again_in_full(scoring_db):
     written(scoring_db.engine, scorer, stored, [inspection(finding("F-1"))])
     first = rows(scoring_db.engine)[("513431", T0.year)][2]
     lost = written(scoring_db.engine, scorer, stored, [inspection(finding("F-2", severity="critical"))], commit=False)
-    assert stored.writes is None and rows(scoring_db.engine)[("513431", T0.year)][2] == first
+    assert stored.count is None and rows(scoring_db.engine)[("513431", T0.year)][2] == first
     persisted(scoring_db.engine, lost, stored)  # as the worker writes an unwritten batch again
     scores = rows(scoring_db.engine)
     assert scores[("513431", T0.year)][2] < first and announced(scoring_db.engine) == scores

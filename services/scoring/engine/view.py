@@ -27,7 +27,6 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta, Struct
 
-from services.events.registry import Recorded
 from services.events.vocabulary import CountyStatus, DailyCheckKind, FindingCategory, Indicator, Severity
 
 RegionCode = Annotated[str, Meta(pattern=r"^[1-9]\d{5}$")]
@@ -85,7 +84,10 @@ class Absence(View):
 
 class Record(View, tag_field="type"):
     """The envelope and intake's additions (sequence, recorded_at). Each event type is a subclass
-    tagged with it (the tag picks the class while decoding); `type` is the tag, as a class value."""
+    tagged with it (the tag picks the class while decoding); `type` is the tag, as a class value.
+
+    A record is read where the engine reads a `registry.Recorded` (sequence, recorded_at, event):
+    its `event` is itself, so no wrapper is made and freed for each one."""
 
     type: ClassVar[str]
     event_id: UUID
@@ -94,6 +96,10 @@ class Record(View, tag_field="type"):
     region_code: RegionCode
     sequence: Annotated[int, Meta(ge=0)]
     recorded_at: Aware
+
+    @property
+    def event(self) -> "Record":
+        return self
 
 
 def _records(types: tuple[str, ...], payload: type) -> list[type[Record]]:
@@ -115,13 +121,14 @@ RECORDS: tuple[type[Record], ...] = tuple(
 DECODER = msgspec.json.Decoder(Union[RECORDS])  # type: ignore[valid-type]
 
 
-def decode(raw: bytes | str) -> Recorded:
-    """A published record (Kafka value or export line) as the engine reads it; raises a ValueError
-    (msgspec's DecodeError, or the range check's) for anything the view cannot read."""
+def decode(raw: bytes | str) -> Record:
+    """A published record (Kafka value or export line) as the engine reads it (as a
+    `registry.Recorded`); raises a ValueError (msgspec's DecodeError, or the range check's) for
+    anything the view cannot read."""
     record = DECODER.decode(raw)
     if not EARLIEST <= record.occurred_at < LATEST:
         raise ValueError(f"occurred_at {record.occurred_at.isoformat()} is not in [2010, 2100)")
-    return Recorded(sequence=record.sequence, recorded_at=record.recorded_at, event=record)  # type: ignore[arg-type]
+    return record
 
 
 def covered() -> set[tuple[str, int]]:

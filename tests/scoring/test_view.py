@@ -65,6 +65,7 @@ def broken(change) -> bytes:
     broken(lambda d: d.update(region_code="51343")),
     broken(lambda d: d.update(occurred_at="2026-03-02T01:00:00")),  # no UTC offset
     broken(lambda d: d.update(occurred_at="1999-03-02T01:00:00Z")),  # before 2010
+    broken(lambda d: d.update(occurred_at="2100-01-01T00:00:00Z")),  # from 2100 on
     broken(lambda d: d["payload"].pop("team_id")),
     broken(lambda d: d["payload"].update(households_sampled=-1)),
     broken(lambda d: d["payload"].pop("villages_sampled")),  # the policy's households_per_village needs it
@@ -76,8 +77,8 @@ def broken(change) -> bytes:
     broken(lambda d: d["payload"].update(households_sampled=100.0)),
     broken(lambda d: d["payload"].update(households_sampled="100")),
 ], ids=["not-json", "array", "empty", "unknown-type", "unknown-version", "no-sequence", "no-event-id",
-        "event-id-not-uuid", "region-5-digits", "no-utc-offset", "before-2010", "no-team", "negative-households",
-        "no-villages", "negative-villages", "villages-bool",
+        "event-id-not-uuid", "region-5-digits", "no-utc-offset", "before-2010", "from-2100", "no-team",
+        "negative-households", "no-villages", "negative-villages", "villages-bool",
         "unknown-severity", "deadline-not-a-day", "households-bool", "households-float", "households-string"])
 def test_what_the_engine_cannot_read_is_refused(raw):
     with pytest.raises(ValueError):
@@ -108,9 +109,10 @@ def test_fields_the_engine_does_not_use_are_ignored():
 
 
 def test_the_view_caches_no_values_across_records():
-    """Values are not kept in pydantic's string cache (keys only): a cached value made during a
-    recomputation outlives it and pins its allocator arena, so the every-county engine's memory
-    could not go back before the worker's own engine was built (docs/performance.md, peak memory)."""
+    """Values are not shared across records through a string cache (pydantic's view cached keys
+    only; msgspec's caches none): a cached value made during a recomputation outlives it and pins
+    its allocator arena, so the every-county engine's memory could not go back before the worker's
+    own engine was built (docs/performance.md, peak memory)."""
     a, b = (view.decode(stored(r)) for r in (inspection(finding("F-1")), inspection(finding("F-2"))))
     assert a.event.region_code == b.event.region_code
     assert a.event.region_code is not b.event.region_code

@@ -78,15 +78,18 @@ def write(engine, batch: store.Batch, step: int, cache: store.Cache | None) -> l
     return history
 
 
-@pytest.mark.parametrize("kept", [False, True], ids=["read", "kept"])
+@pytest.mark.parametrize("kept", [None, store.KEEP_YEARS, 1], ids=["read", "kept", "one-year-kept"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_standings_after_any_batches_equal_ranks_computed_afresh(ranking_db, seed, kept):
-    """Read from the database for each batch, or kept by the worker between batches (`Cache`)."""
-    cache = store.Cache() if kept else None
+    """Read from the database for each batch, or kept by the worker between batches (`Cache`):
+    all the years the batches write (two), or only the one written last (the other read again)."""
+    cache = store.Cache(keep_years=kept) if kept else None
     for step, batch, latest in batches(random.Random(seed), 8):
         with Session(ranking_db.engine) as s:
             before = snapshot(s)
         history = write(ranking_db.engine, batch, step, cache)
+        if cache is not None:
+            assert len(cache.years) <= kept
         with Session(ranking_db.engine) as s:
             after = snapshot(s)
         assert after == afresh(latest), f"step {step}"

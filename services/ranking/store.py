@@ -120,7 +120,7 @@ class Year:
         return out
 
 
-KEEP_YEARS = 3  # the years a worker's cache holds between writes: this one, the last, one more
+KEEP_YEARS = 3  # the years a worker's cache holds between writes: the latest three
 
 
 class Cache(Kept):
@@ -129,28 +129,27 @@ class Cache(Kept):
     the writers' sequence (`WriteSequence`, moved by every write under its row lock) shows no other
     write since this worker's last (`Kept`). Nothing else writes these tables.
 
-    At most `keep_years` years are kept once a write has committed, those written most recently
-    (about 2–3 MB a national year): a worker running for years, or a rescore of many, does not
-    hold them all. A year dropped is read again if written again."""
+    At most `keep_years` years are kept once a write has committed, the latest (about 2–3 MB a
+    national year; writes go nearly always to the latest): a worker running for years, or a
+    rescore of many, does not hold them all. A year dropped is read again if written again."""
 
     def __init__(self, keep_years: int = KEEP_YEARS) -> None:
         super().__init__()
         self.keep_years = keep_years
-        self.years: dict[int, Year] = {}  # in the order last used
+        self.years: dict[int, Year] = {}
 
     def forget(self) -> None:
         self.years.clear()
 
     def committed(self) -> None:
         super().committed()
-        while len(self.years) > self.keep_years:  # (not during a write: its years hold what it has not written yet)
-            del self.years[next(iter(self.years))]
+        # (not during a write: its years hold what it has not written yet)
+        for year in sorted(self.years)[:-self.keep_years]:
+            del self.years[year]
 
     def year(self, session: Session, year: int) -> Year:
-        held = self.years.pop(year, None)
-        if held is not None:
-            self.years[year] = held  # the most recently used now
-        else:
+        held = self.years.get(year)
+        if held is None:
             held = self.years[year] = Year()
             for code, *score in session.execute(
                     select(CurrentScore.region_code, CurrentScore.level, CurrentScore.league, CurrentScore.total,

@@ -198,6 +198,7 @@ class Engine:
         # changes them): an event costs one evaluation of its county-year, not two
         self.current: dict[tuple[str, int], dict[str, float | None]] = {}
         self._today = (start, self.local_date(start))
+        self._terms = _Terms(policy)
 
     # ---- time and leagues ------------------------------------------------------------------
 
@@ -260,26 +261,22 @@ class Engine:
         return min(rules.overdue_cap_per_finding, days * rules.overdue_per_day) if days > 0 else 0.0
 
     def components(self, cy: CountyYear, as_of: datetime | None = None) -> dict[str, float | None]:
-        p = self.policy
+        t = self._terms
         league = self.league(cy.county, cy.year)
         today = self.local_date(as_of) if as_of is not None else self.today()
-        daily = (p.daily_management.points_per_failed_item * cy.weighted_failed_items
-                 + p.daily_management.return_risk_alert[league] * len(cy.flagged))
+        daily = t.per_failed_item * cy.weighted_failed_items + t.alert[league] * len(cy.flagged)
         points = 0  # summed in CATEGORIES' order, as the engine always has: the same floats
         if by_category := cy.points_by_category:
-            factors = p.inspections.category_factor[league]
-            for c in CATEGORIES:
+            for c, factor in t.factors[league]:
                 if (value := by_category.get(c)) is not None:
-                    points += factors[c] * value
-        rectification = cy.rejections * p.rectification.rejected + cy.settled_overdue + self._accrued(cy, today,
-                                                                                                      as_of is None)
+                    points += factor * value
+        rectification = cy.rejections * t.rejected + cy.settled_overdue + self._accrued(cy, today, as_of is None)
         # findings per sampled household: a team that samples more does not make a county look worse
-        sampled = max(cy.sampled, p.inspections.min_households)
-        inspections = points * p.inspections.reference_households / sampled
+        inspections = points * t.reference_households / max(cy.sampled, t.min_households)
         return {
-            "daily_management": 100.0 - min(p.caps.daily_management, daily),
-            "inspections": 100.0 - min(p.caps.inspections, inspections),
-            "rectification": 100.0 - min(p.caps.rectification, rectification),
+            "daily_management": 100.0 - min(t.cap_daily, daily),
+            "inspections": 100.0 - min(t.cap_inspections, inspections),
+            "rectification": 100.0 - min(t.cap_rectification, rectification),
             "year_end": cy.year_end,
         }
 
@@ -337,19 +334,23 @@ class Engine:
             cy.open_critical += sign
 
     def score(self, county: str, year: int) -> Score:
+        t = self._terms
         cy = self.years.get((county, year))
         league = self.league(county, year)
         comps = self._current((county, year)) if cy else self.components(CountyYear(county, year))
-        weights = self.policy.weights[league]
-        present = [c for c in COMPONENTS if comps[c] is not None]
-        weight_sum = sum(getattr(weights, c) for c in present)
-        total = sum(getattr(weights, c) * comps[c] for c in present) / weight_sum if weight_sum else 0.0
-        total = min(100.0, max(0.0, total))
-        grade = next(g.name for g in self.policy.grades if total >= g.min)
+        # the weighted mean of the components present, summed in COMPONENTS' order
+        weight_sum = total = 0
+        for c, weight in t.weights[league]:
+            if (value := comps[c]) is not None:
+                weight_sum += weight
+                total += weight * value
+        total = min(100.0, max(0.0, total / weight_sum if weight_sum else 0.0))
+        for least, grade in t.grades:
+            if total >= least:
+                break
         gated = False
-        cap = self.policy.gates.max_grade_with_open_critical
-        if cy is not None and cy.open_critical > 0 and self.policy.grade_rank(grade) < self.policy.grade_rank(cap):
-            grade, gated = cap, True
+        if cy is not None and cy.open_critical > 0 and t.rank[grade] < t.gate_rank:
+            grade, gated = t.gate_grade, True
         return Score(county, year, league, comps, round(total, 4), grade, gated)
 
     # ---- applying events ---------------------------------------------------------------------
@@ -721,6 +722,32 @@ HANDLERS: dict[str, Callable[[Engine, Any], Handled]] = {
     "return_risk.cleared": _risk_cleared,
     "inspector.absence_recorded": _absence,
 }
+
+
+class _Terms:
+    """The numbers of a policy the engine reads for every component and score, read out of the
+    policy's models once (per league: in COMPONENTS' and CATEGORIES' order, the order of the sums)."""
+
+    __slots__ = ("per_failed_item", "alert", "factors", "rejected", "reference_households", "min_households",
+                 "cap_daily", "cap_inspections", "cap_rectification", "weights", "grades", "rank", "gate_grade",
+                 "gate_rank")
+
+    def __init__(self, policy: Policy) -> None:
+        daily, inspections = policy.daily_management, policy.inspections
+        self.per_failed_item = daily.points_per_failed_item
+        self.alert = dict(daily.return_risk_alert)
+        self.factors = {league: tuple((c, factors[c]) for c in CATEGORIES)
+                        for league, factors in inspections.category_factor.items()}
+        self.rejected = policy.rectification.rejected
+        self.reference_households, self.min_households = inspections.reference_households, inspections.min_households
+        caps = policy.caps
+        self.cap_daily, self.cap_inspections, self.cap_rectification = (caps.daily_management, caps.inspections,
+                                                                        caps.rectification)
+        self.weights = {league: tuple((c, getattr(w, c)) for c in COMPONENTS) for league, w in policy.weights.items()}
+        self.grades = tuple((g.min, g.name) for g in policy.grades)  # from the highest band down; the last from 0
+        self.rank = {name: policy.grade_rank(name) for _, name in self.grades}
+        self.gate_grade = policy.gates.max_grade_with_open_critical
+        self.gate_rank = self.rank[self.gate_grade]
 
 
 def _days_to_cap(per_day: float, cap: float) -> int:

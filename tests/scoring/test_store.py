@@ -285,6 +285,32 @@ def test_writers_sharing_prefectures_each_see_the_others_rows(scoring_db, seed):
     assert announced(scoring_db.engine) == rows(scoring_db.engine)
 
 
+@pytest.mark.parametrize("keep", [1, store.KEEP_YEARS])
+def test_a_writer_keeps_the_latest_years_only_and_reads_a_dropped_year_again(scoring_db, keep):
+    """Written: a county in 2022, then in each later year to 2026, then its prefecture's other
+    county in 2022. After each commit the writer holds at most `keep` years, the latest; the last
+    write reads 2022 again, so the prefecture's 2022 row is the mean of both counties' (from only
+    the written county's if the dropped year's rows went but the year still counted as held)."""
+    from services.scoring.engine.engine import Engine as Scorer
+
+    counties = ("513431", "513432")
+    scorer, stored = Scorer(shipped(), {c: "in_poverty" for c in counties}, T0), store.Stored(keep_years=keep)
+    years = range(2022, 2027)
+    writes = [(counties[0], year) for year in years] + [(counties[1], 2022)]
+    for n, (county, year) in enumerate(writes):
+        at = T0.replace(year=year)
+        findings = [finding(f"F-{n}-{i}", severity="major") for i in range(1 + (county == counties[1]))]
+        written(scoring_db.engine, scorer, stored, [inspection(*findings, county=county, at=at)])
+        latest = sorted(stored.years)[-keep:]
+        assert sorted(stored.years) == latest and len(stored.years) <= keep, f"write {n}"
+        assert {y for _, y in stored.rows} <= set(latest) and {y for _, y in stored.counties} <= set(latest)
+    scores = rows(scoring_db.engine)
+    both = [scores[(c, 2022)][2] for c in counties]
+    assert both[0] != both[1]  # (two findings against one: the mean is neither)
+    assert scores[("513400", 2022)][2] == round(sum(both) / 2, 4)
+    assert announced(scoring_db.engine) == scores
+
+
 def test_a_write_rolled_back_is_not_kept_and_written_again_in_full(scoring_db):
     """A write that did not commit (the database went away before its commit): the writer does not
     trust what it held, so the same batch written again compares with what is stored, and writes

@@ -263,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     for backend, r in results["raw"].get("intake", {}).items():
         if r["batch"].get("cpu_us_per_event"):
             print(f"intake batch on {backend}, {intake.cpu_line(r['batch'])}")
+        if r.get("batch_alone"):
+            print(f"intake batch on {backend}, {intake.alone_line(r)}")
     if line := scoring.scale_out_line(results["raw"].get("scoring_scale_out")):
         print(f"scoring scale-out on postgresql, {line}")
     missed = sum(not r["met"] for r in results["figures"])

@@ -4,7 +4,9 @@ Figures (issue 2; the full table of issue 7 grows from here):
   * single-event POST /v1/events: requests/s and p99 with 32 concurrent connections (wrk),
     against a FastAPI hello-world served the same way (ratio; target ≥ 0.15);
   * POST /v1/events/batch (1,000 events a request): events/s, against raw executemany inserts
-    of rows of the same size into the same database (ratio; target ≥ 0.3).
+    of rows of the same size into the same database (ratio; target ≥ 0.3), with the whole stack
+    running; then again with every other process of the stack paused (intake alone: printed
+    under the table, no target of its own).
 Runs on SQLite and again on PostgreSQL where reachable. `--quick` shortens every run.
 `measure()` is what `python -m bench` calls; run alone, this prints its own table.
 """
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -217,24 +220,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def batch_rate(url: str, total: int, headers: dict[str, str], processes: dict[str, int] | None = None) -> dict:
+def batch_rate(url: str, total: int, headers: dict[str, str], processes: dict[str, int] | None = None, *,
+               paused: Iterable[str] = ()) -> dict:
     """Events/s of `total` events sent in 1,000-event batches, one request at a time. With
     `processes` (name → pid), also the CPU each spent per event meanwhile (µs), this client's
-    included: the stack's processes share the machine's cores while intake appends."""
+    included: the stack's processes share the machine's cores while intake appends. `paused`:
+    names of `processes` stopped (SIGSTOP) from just before the warm-up until the last batch is
+    answered, then continued (intake alone: what it takes with the machine to itself)."""
     bodies = batch_events(total)
     processes = {**processes, "bench client": os.getpid()} if processes else {}
+    stopped = [processes[name] for name in paused]
     with httpx.Client(timeout=120, headers=headers) as client:
-        client.post(f"{url}/v1/events/batch", content=batch_events(1000)[0],
-                    headers={"content-type": "application/json"}).raise_for_status()  # warm-up
-        before = {name: cpu_seconds(pid) for name, pid in processes.items()}
-        start = time.perf_counter()
-        accepted = 0
-        for body in bodies:
-            r = client.post(f"{url}/v1/events/batch", content=body, headers={"content-type": "application/json"})
-            r.raise_for_status()
-            accepted += r.json()["accepted"]
-        elapsed = time.perf_counter() - start
-        cpu = {name: (cpu_seconds(pid) - before[name]) * 1e6 / total for name, pid in processes.items()}
+        try:
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+            client.post(f"{url}/v1/events/batch", content=batch_events(1000)[0],
+                        headers={"content-type": "application/json"}).raise_for_status()  # warm-up
+            before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+            start = time.perf_counter()
+            accepted = 0
+            for body in bodies:
+                r = client.post(f"{url}/v1/events/batch", content=body, headers={"content-type": "application/json"})
+                r.raise_for_status()
+                accepted += r.json()["accepted"]
+            elapsed = time.perf_counter() - start
+            cpu = {name: (cpu_seconds(pid) - before[name]) * 1e6 / total for name, pid in processes.items()}
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
     assert accepted == total, f"only {accepted} of {total} accepted"
     result = {"events_per_s": total / elapsed, "events": total, "seconds": elapsed}
     if cpu:
@@ -296,12 +309,18 @@ def measure(wrk: str, name: str, url: str | None, hello: dict, seconds: int, bat
             run_wrk(wrk, f"{stack.url}/v1/events", 2, script, stack.headers)  # warm-up
             single = run_wrk(wrk, f"{stack.url}/v1/events", seconds, script, stack.headers)
             print(f"[{name}] batch POST /v1/events/batch, {batch_total} events…", flush=True)
-            batch = batch_rate(stack.url, batch_total, stack.headers, stack.children(everything=True))
+            processes = stack.children(everything=True)
+            batch = batch_rate(stack.url, batch_total, stack.headers, processes)
+            print(f"[{name}] batch POST /v1/events/batch, the rest of the stack paused, {batch_total} events…",
+                  flush=True)
+            alone = batch_rate(stack.url, batch_total, stack.headers, processes,
+                               paused=[n for n in processes if n != "services.intake"])
             verified = httpx.get(f"{stack.url}/v1/audit/verify", headers=stack.headers,
                                  timeout=300).raise_for_status().json()
         raw = raw_insert_rate(db_url, batch_total)
     return {"single_post": single, "single_ratio_to_hello": single["requests_per_s"] / hello["requests_per_s"],
             "batch": batch, "raw_inserts_per_s": raw, "batch_ratio_to_raw": batch["events_per_s"] / raw,
+            "batch_alone": alone, "batch_alone_ratio_to_raw": alone["events_per_s"] / raw,
             "chain_ok": verified["ok"], "events_stored": verified["events_checked"]}
 
 
@@ -318,6 +337,15 @@ def cpu_line(batch: dict) -> str:
                        if us >= 1)
     return (f"CPU µs/event: {shares} (total {sum(batch['cpu_us_per_event'].values()):.0f}; "
             f"{batch['cores_busy']:.1f} of {os.cpu_count()} cores busy)")
+
+
+def alone_line(r: dict) -> str:
+    """The batches with the rest of the stack paused: intake's rate, its ratio to the raw inserts,
+    and intake's CPU per event."""
+    a = r["batch_alone"]
+    return (f"intake alone (the rest of the stack paused): {a['events_per_s']:,.0f} events/s, "
+            f"{r['batch_alone_ratio_to_raw']:.2f} of raw inserts; intake "
+            f"{a['cpu_us_per_event']['services.intake']:.0f} µs CPU/event, {a['cores_busy']:.1f} cores busy")
 
 
 def main() -> None:
@@ -349,6 +377,7 @@ def main() -> None:
         print(f"{name + ': batch events/s':<44}{b['events_per_s']:>14,.0f}{r['raw_inserts_per_s']:>14,.0f}"
               f"{r['batch_ratio_to_raw']:>8.2f}{'≥0.3':>8}   chain ok: {r['chain_ok']} ({r['events_stored']} events)")
         print(f"{'':<44}{cpu_line(b)}")
+        print(f"{'':<44}{alone_line(r)}")
     print("\n(alone: nothing written; `python -m bench` runs every part and writes bench/results.json)")
 
 

@@ -10,12 +10,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bench import intake, rebuild, scoring
 from bench.__main__ import figure, figures, table
 from bench.regions import PROVINCES, national_regions
 from services.intake.regions.service import regions_file, shipped_regions
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,6 +141,26 @@ def test_batch_rate_reports_the_cpu_of_every_process_of_the_stack(tmp_path):
     line = intake.cpu_line(r)
     assert line.startswith("CPU µs/event: ") and f"intake {cpu['services.intake']:.0f}" in line
     assert f"total {sum(cpu.values()):.0f}" in line
+
+
+@pytest.mark.e2e
+def test_batch_rate_with_the_rest_of_the_stack_paused_measures_intake_alone_and_lets_the_rest_go(tmp_path):
+    """Intake alone: every other process of the stack stopped while the batches are taken (they
+    spend nothing meanwhile), then continued: what intake accepted reaches scoring."""
+    with intake.Stack(tmp_path, None) as stack:
+        processes = stack.children(everything=True)
+        others = [name for name in processes if name != "services.intake"]
+        r = intake.batch_rate(stack.url, 2_000, stack.headers, processes, paused=others)
+        cpu = r["cpu_us_per_event"]
+        assert cpu["services.intake"] > 0
+        assert all(cpu[name] == 0 for name in others), cpu
+        for pid in processes.values():
+            assert Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T"  # continued
+        with httpx.Client(base_url=stack.scoring_url, headers=stack.headers, timeout=10) as client:
+            wait_for(lambda: client.get(f"/v1/scores/{intake.COUNTIES[0]}", params={"year": 2026}).status_code == 200,
+                     60, "the paused stack to score what intake took")
+    line = intake.alone_line({"batch_alone": r, "batch_alone_ratio_to_raw": 0.1})
+    assert line.startswith(f"intake alone (the rest of the stack paused): {r['events_per_s']:,.0f} events/s, 0.10 of")
 
 
 @pytest.mark.e2e

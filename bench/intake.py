@@ -12,6 +12,7 @@ Runs on SQLite and again on PostgreSQL where reachable. `--quick` shortens every
 """
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -247,7 +248,8 @@ def batch_rate(url: str, total: int, headers: dict[str, str], processes: dict[st
             cpu = {name: (cpu_seconds(pid) - before[name]) * 1e6 / total for name, pid in processes.items()}
         finally:
             for pid in stopped:
-                os.kill(pid, signal.SIGCONT)
+                with contextlib.suppress(ProcessLookupError):  # (gone: nothing to continue)
+                    os.kill(pid, signal.SIGCONT)
     assert accepted == total, f"only {accepted} of {total} accepted"
     result = {"events_per_s": total / elapsed, "events": total, "seconds": elapsed}
     if cpu:

@@ -6,20 +6,28 @@ else wrote since. Each write moves a count on the lock's own row (`move_count`);
 finds the count one past its own last committed write knows nobody did.
 """
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Row, Table, Update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+KEEP_YEARS = 3  # the assessment years a writer keeps between writes: the latest three
+
 
 class Kept:
-    """Rows kept from this writer's committed writes (`forget`: a subclass drops what it holds).
+    """Rows kept from this writer's committed writes, by assessment year (a subclass says which
+    years it holds, `held_years`, and drops some, `drop_years`, or all, `forget`).
 
     Trusted only while the writers' count is where this writer's own last committed write left it:
-    a write by anyone else, or one of ours that did not commit, and it is dropped (read again)."""
+    a write by anyone else, or one of ours that did not commit, and it is dropped (read again).
+    At most `keep_years` years are kept once a write has committed, the latest (writes go nearly
+    always to the latest): a writer running for years, or a rescore of many, does not hold them
+    all. A year dropped is read again if written again."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_years: int = KEEP_YEARS) -> None:
+        self.keep_years = keep_years
         self.count: int | None = None  # what is held is committed as of this write
         self._pending: int | None = None
 
@@ -31,8 +39,17 @@ class Kept:
 
     def committed(self) -> None:
         self.count, self._pending = self._pending, None
+        # (trimmed here, not during a write: its years hold what it has not written yet)
+        if len(held := self.held_years()) > self.keep_years:
+            self.drop_years(sorted(held)[:-self.keep_years])
 
     def forget(self) -> None:
+        raise NotImplementedError
+
+    def held_years(self) -> Collection[int]:
+        raise NotImplementedError
+
+    def drop_years(self, years: list[int]) -> None:
         raise NotImplementedError
 
 
@@ -48,4 +65,4 @@ def move_count(session: Session, move: Update, table: Table, first: dict[str, An
     return row
 
 
-__all__ = ["Kept", "move_count"]
+__all__ = ["KEEP_YEARS", "Kept", "move_count"]

@@ -2,6 +2,7 @@
 write standings, their history, outbox rows and offsets in one transaction."""
 
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -12,7 +13,7 @@ from sqlmodel import Session
 
 from services.events import topics
 from services.kit.bulk import insert_rows, upsert_rows
-from services.kit.kept import Kept, move_count
+from services.kit.kept import KEEP_YEARS, Kept, move_count
 from services.kit.outbox import outbox_row
 from services.ranking.base import Outbox
 from services.ranking.models import ConsumerOffset, CurrentScore, Region, Standing, StandingHistory, WriteSequence
@@ -120,31 +121,25 @@ class Year:
         return out
 
 
-KEEP_YEARS = 3  # the years a worker's cache holds between writes: the latest three
-
-
 class Cache(Kept):
     """The current scores and standings of the years a worker has written, kept between its
     batches instead of read again for each (the reads were most of a batch's time): trusted while
     the writers' sequence (`WriteSequence`, moved by every write under its row lock) shows no other
-    write since this worker's last (`Kept`). Nothing else writes these tables.
-
-    At most `keep_years` years are kept once a write has committed, the latest (about 2–3 MB a
-    national year; writes go nearly always to the latest): a worker running for years, or a
-    rescore of many, does not hold them all. A year dropped is read again if written again."""
+    write since this worker's last, and at most the latest `keep_years` years (`Kept`; about 2–3 MB
+    a national year). Nothing else writes these tables."""
 
     def __init__(self, keep_years: int = KEEP_YEARS) -> None:
-        super().__init__()
-        self.keep_years = keep_years
+        super().__init__(keep_years)
         self.years: dict[int, Year] = {}
 
     def forget(self) -> None:
         self.years.clear()
 
-    def committed(self) -> None:
-        super().committed()
-        # (not during a write: its years hold what it has not written yet)
-        for year in sorted(self.years)[:-self.keep_years]:
+    def held_years(self) -> Collection[int]:
+        return self.years.keys()
+
+    def drop_years(self, years: list[int]) -> None:
+        for year in years:
             del self.years[year]
 
     def year(self, session: Session, year: int) -> Year:

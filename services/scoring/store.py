@@ -16,7 +16,7 @@ from services.events import registry, topics
 from services.events.registry import Recorded
 from services.kit import heap
 from services.kit.bulk import insert_rows, upsert_rows
-from services.kit.kept import Kept, move_count
+from services.kit.kept import KEEP_YEARS, Kept, move_count
 from services.kit.logs import message_ids
 from services.kit.outbox import outbox_row
 from services.kit.upsert import upsert
@@ -37,7 +37,6 @@ from services.scoring.policy.model import Policy
 
 EPOCH = datetime(2010, 1, 1, tzinfo=timezone.utc)
 SCORE_CHUNK = 2000  # score rows a write compares, upserts and announces at a time
-KEEP_YEARS = 3  # the years a writer's `Stored` holds between writes: the latest three
 
 
 def prefecture_of(county: str) -> str:
@@ -316,25 +315,21 @@ class Stored(Kept):
     lock: `lock`) shows no other write since this writer's last (`Kept`): another worker's, the
     worker's own clock tick or recomputation, or one of ours that did not commit, and the years
     are read again. Without a writer's (`persist(..., stored=None)`), a write reads the years it
-    touches.
-
-    At most `keep_years` years are kept once a write has committed, the latest (about 1–2 MB a
-    national year): a writer running for years, or a rescore of many, does not hold them all. A
-    year dropped is read again if written again."""
+    touches. At most the latest `keep_years` years are kept (`Kept`; about 1–2 MB a national year)."""
 
     def __init__(self, keep_years: int = KEEP_YEARS) -> None:
-        super().__init__()
-        self.keep_years = keep_years
+        super().__init__(keep_years)
         self.forget()
 
-    def committed(self) -> None:
-        super().committed()
-        # (not during a write: its years hold what it has not written yet; rare: a new year begun)
-        if len(self.years) > self.keep_years:
-            keep = set(sorted(self.years)[-self.keep_years:])
-            self.rows = {key: row for key, row in self.rows.items() if key[1] in keep}
-            self.counties = {key: held for key, held in self.counties.items() if key[1] in keep}
-            self.years = keep
+    def held_years(self) -> Collection[int]:
+        return self.years
+
+    def drop_years(self, years: list[int]) -> None:
+        # (rare: a new year begun) one pass over the rows, whatever the count of years dropped
+        dropped = set(years)
+        self.rows = {key: row for key, row in self.rows.items() if key[1] not in dropped}
+        self.counties = {key: held for key, held in self.counties.items() if key[1] not in dropped}
+        self.years -= dropped
 
     def forget(self) -> None:
         self.years: set[int] = set()

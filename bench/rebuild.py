@@ -2,11 +2,10 @@
 
 1. Fill: a fresh intake database with the national regions (bench/regions.py, loaded through
    KAOHE_REGIONS_FILE as intake's set-up does) gets `events` valid events over every county,
-   appended by intake's own store (`append_many`: validation, the ledger, the hash chain, the
-   outbox) in process, 5,000 per transaction. Their outbox rows are then deleted, as the relay
-   does once they are published and old: the stack starts as after a restart (the local broker
-   is memory only) with scoring's database empty, the case `POST /v1/rebuilds` is for. Nothing is
-   kept between runs.
+   appended by intake's own store (`append_many`: validation, the ledger, the hash chain) in
+   process, 5,000 per transaction. They are then marked published (the relay's position moved to
+   the head): the stack starts as after a restart (the local broker is memory only) with
+   scoring's database empty, the case `POST /v1/rebuilds` is for. Nothing is kept between runs.
 2. The whole stack starts on that data (`python -m services.kit.run`, as a user's would).
 3. Baseline: `GET /v1/events/export` streamed from the running intake API with httpx, each line
    parsed with orjson: events/s.
@@ -35,20 +34,20 @@ from tempfile import TemporaryDirectory
 
 import httpx
 import orjson
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select, update
 from sqlmodel import Session
 
 from bench.intake import Stack, cpu_seconds, drop_postgres, postgres_database
 from bench.regions import counties, write
 from bench.scoring import envelopes, placed_owners
 from services.events import registry
-from services.intake.base import Outbox
 from services.intake.regions.service import Directory, load, regions_file
-from services.intake.store.models import StoredEvent
+from services.intake.store.models import Published, StoredEvent
 from services.intake.store.service import append_many
 from services.kit.db import service_engine
 from services.kit.migrate import upgrade
 from services.kit.settings import Settings
+from services.scoring.base import Outbox
 
 WORKERS = ("services.scoring.worker", "services.scoring.relay", "services.scoring.writer", "services.ranking.worker",
            "services.notify.worker", "services.intake.relay")
@@ -81,8 +80,8 @@ def fill(settings: Settings, total: int, chunk: int = 5000) -> dict:
                 print(f"  filled {stored:,} events ({stored / (time.perf_counter() - started):,.0f}/s)", flush=True)
         elapsed = time.perf_counter() - started
         with Session(engine) as s:
-            s.execute(delete(Outbox))  # published and pruned, as far as the new stack knows
             count = s.execute(select(func.count()).select_from(StoredEvent)).scalar_one()
+            s.execute(update(Published).values(sequence=count))  # published, as far as the new stack knows
             s.commit()
     finally:
         engine.dispose()
@@ -182,7 +181,7 @@ def settle(stack: Stack, settings: Settings, seconds: float) -> float:
     started = time.monotonic()
     deadline = started + seconds
     scoring = service_engine(settings, "scoring")
-    table = Outbox.__table__  # every service's outbox has this shape
+    table = Outbox.__table__
     try:
         while time.monotonic() < deadline:
             with scoring.connect() as conn:

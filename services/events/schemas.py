@@ -22,7 +22,8 @@ HEADERS_SCHEMA: dict[str, Any] = {
                        "description": "The id of the HTTP request that sent the event (its X-Request-ID, or one intake "
                        "made up), to follow it through every service's logs (docs/observability.md)."},
         "outbox_id": {"type": "string", "pattern": r"^\d+$",
-                      "description": "The publishing relay's outbox row: the same on a resend."},
+                      "description": "The event's sequence (intake's outbox is its event store): the same on "
+                      "a resend."},
     },
     "required": ["event_id", "type", "schema_version", "sequence"],
 }

@@ -7,12 +7,13 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Engine,
     Index,
     Integer,
@@ -80,8 +81,22 @@ def dead_letter_row(model: type[SQLModel], message: Any, error: str, now: dateti
                                "original_partition": str(message.partition), "original_offset": str(message.offset)})
 
 
+class Message(NamedTuple):
+    """One message to publish; `id` orders them and is what the relay marks once acknowledged."""
+
+    id: int
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
 class Relay:
-    """Publishes unsent outbox rows in id order; one relay per service database."""
+    """Publishes unsent outbox rows in id order; one relay per service database.
+
+    A subclass publishes from another table by overriding `_read`, `_mark`, `backlog`,
+    `oldest_unsent_age` and `prune` (intake's relay reads its event store: services/intake/relay.py).
+    """
 
     def __init__(self, engine: Engine, model: type[SQLModel], bootstrap_servers: str, *, topics: list[str],
                  partitions: int, batch_size: int = 500, idle_s: float = 0.05,
@@ -130,28 +145,22 @@ class Relay:
 
     def drain_once(self) -> int:
         """Publish one batch; returns how many rows were published. Raises on broker failure."""
-        t = self.model.__table__
         with Session(self.engine) as s:
-            query = (select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers)
-                     .where(t.c.sent_at.is_(None)).order_by(t.c.id).limit(self.batch_size))
+            # several relays on one PostgreSQL database (scale-out workers each run one) share the
+            # rows: each takes rows no other holds, until it has marked them, so none is sent twice;
+            # on SQLite one relay per file goes on from what it published, marked or not
             shared = s.get_bind().dialect.name == "postgresql"
-            if shared:
-                # several relays on one database (scale-out workers each run one) share the rows:
-                # each takes rows no other holds, until it has marked them, so none is sent twice
-                query = query.with_for_update(skip_locked=True)
-            else:  # one relay per file: it goes on from what it published, marked or not
-                query = query.where(t.c.id > self._published_through)
-            rows = s.execute(query).all()
-            if not rows:
+            messages = self._read(s, shared=shared)
+            if not messages:
                 if not shared:
                     self._mark_sent(s, wait=False)
                 return 0
             if not shared:
                 s.commit()  # SQLite: hold no snapshot while publishing (the mark would find it stale)
-            acked, acked_topics, failure = self._publish(rows)
+            acked, acked_topics, failure = self._publish(messages)
             if shared:
                 if acked:
-                    s.execute(update(t).where(t.c.id.in_(acked)).values(sent_at=datetime.now(timezone.utc)))
+                    self._mark(s, acked)
                 s.commit()
             elif acked:
                 self._published_through = acked[-1]
@@ -166,6 +175,28 @@ class Relay:
             raise failure
         return len(acked)
 
+    def _read(self, s: Session, *, shared: bool) -> list[Message]:
+        """The next batch to publish, in order (`shared`: PostgreSQL, rows locked for this relay)."""
+        t = self.model.__table__
+        query = (select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers)
+                 .where(t.c.sent_at.is_(None)).order_by(t.c.id).limit(self.batch_size))
+        if shared:
+            query = query.with_for_update(skip_locked=True)
+        else:
+            query = query.where(t.c.id > self._published_through)
+        # outbox_id: increasing per service database and the same on a resend, so a consumer
+        # can drop a resent or older copy of a keyed message
+        return [Message(row.id, row.topic, row.key.encode(), row.value,
+                        [*((k, str(v).encode()) for k, v in orjson.loads(row.headers).items()),
+                         ("outbox_id", str(row.id).encode())])
+                for row in s.execute(query)]
+
+    def _mark(self, conn: Session | Connection, ids: list[int]) -> None:
+        """Record `ids` (acknowledged, in order) as sent, in the caller's transaction."""
+        t = self.model.__table__
+        for i in range(0, len(ids), 500):
+            conn.execute(update(t).where(t.c.id.in_(ids[i:i + 500])).values(sent_at=datetime.now(timezone.utc)))
+
     def _mark_sent(self, s: Session, *, wait: bool) -> None:
         """SQLite: mark the published rows sent. Unless `wait`, only if the file's write lock is free
         now: intake's committer takes it for every batch, and SQLite's busy handler can leave a
@@ -175,7 +206,6 @@ class Relay:
         `outbox_id`)."""
         if not self._unmarked:
             return
-        t = self.model.__table__
         s.commit()  # the session's read snapshot ends: the mark is written on a connection of its own
         # one connection throughout: the busy timeout set for the mark must be restored on the same
         # connection before it goes back to the pool (the worker's own writes use the pool too)
@@ -183,9 +213,7 @@ class Relay:
             if not wait:
                 conn.exec_driver_sql("PRAGMA busy_timeout = 0")
             try:
-                for i in range(0, len(self._unmarked), 500):
-                    conn.execute(update(t).where(t.c.id.in_(self._unmarked[i:i + 500]))
-                                 .values(sent_at=datetime.now(timezone.utc)))
+                self._mark(conn, self._unmarked)
                 conn.commit()
                 self._unmarked = []
             except OperationalError as exc:
@@ -196,29 +224,22 @@ class Relay:
                 if not wait:
                     conn.exec_driver_sql(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
-    def _publish(self, rows) -> tuple[list[int], dict[str, int], Exception | None]:
-        """Send `rows`; the ids acknowledged in order (up to the first failure), per topic, and the failure."""
+    def _publish(self, messages: list[Message]) -> tuple[list[int], dict[str, int], Exception | None]:
+        """Send `messages`; the ids acknowledged in order (up to the first failure), per topic, and the failure."""
         self._ensure_ready()
-        futures = []
-        for row in rows:
-            # outbox_id: increasing per service database and the same on a resend, so a consumer
-            # can drop a resent or older copy of a keyed message
-            headers = [(k, str(v).encode()) for k, v in orjson.loads(row.headers).items()]
-            headers.append(("outbox_id", str(row.id).encode()))
-            futures.append((row.id, self._producer.send(row.topic, key=row.key.encode(), value=row.value,
-                                                        headers=headers)))
+        futures = [self._producer.send(m.topic, key=m.key, value=m.value, headers=m.headers) for m in messages]
         self._producer.flush(timeout=15)
         acked: list[int] = []
         acked_topics: dict[str, int] = {}
-        for (row_id, fut), row in zip(futures, rows):
+        for fut, m in zip(futures, messages):
             # Only the prefix acknowledged in order is marked: a row after a failure is sent
             # again later, so nothing is lost (consumers dedupe on event_id).
             try:
                 fut.get(timeout=0)
             except Exception as exc:  # noqa: BLE001 - any failure means "not acknowledged"
                 return acked, acked_topics, exc
-            acked.append(row_id)
-            acked_topics[row.topic] = acked_topics.get(row.topic, 0) + 1
+            acked.append(m.id)
+            acked_topics[m.topic] = acked_topics.get(m.topic, 0) + 1
         return acked, acked_topics, None
 
     def prune(self) -> int:

@@ -3,6 +3,7 @@ and its downgrade refuses, changing nothing, while two counties share an id; on 
 
 from datetime import date, datetime, timezone
 
+import orjson
 import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
@@ -11,7 +12,7 @@ from sqlmodel import Session
 from services.events import registry
 from services.intake.findings import service as findings
 from services.intake.regions.service import Directory, load
-from services.intake.store.service import append
+from services.intake.store.service import append, append_many, head, page, record_of, unpublished
 from tests import factories as f
 from tests.conftest import fresh_database
 from tests.conftest import migrate as conftest_migrate
@@ -83,6 +84,7 @@ def test_0003_keeps_stored_ids_and_its_downgrade_refuses_ids_two_counties_share(
             assert findings.get(session=s, region_code=COUNTY, finding_id="F-1")[0].state == "reported"
             assert findings.get(session=s, region_code=OTHER_COUNTY, finding_id="F-1")[0].state == "open"
 
+        migrate(db, "0003_intake", down=True)
         with pytest.raises(RuntimeError, match=r"cannot downgrade 0003_intake.*finding F-1 \(in 2 counties\).*"
                                                r"natural_key inspection/I-1 \(in 2 counties\).*nothing was changed"):
             migrate(db, "0002_intake", down=True)
@@ -108,3 +110,47 @@ def test_0003_keeps_stored_ids_and_its_downgrade_refuses_ids_two_counties_share(
             assert states == {"F-1": "reported", "F-2": "open"}
         with pytest.raises(IntegrityError), db.engine.begin() as conn:
             insert(conn, "finding", [finding_row("F-2", COUNTY)])
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_0004_publishes_from_the_first_unsent_outbox_row_and_its_downgrade_gives_the_rows_back(backend, tmp_path):
+    with fresh_database(backend, tmp_path, "intake") as db:
+        with Session(db.engine) as s:
+            load(session=s)
+            s.commit()
+        directory = Directory(db.engine)
+        events = [f.daily_check(region=COUNTY) for _ in range(5)]
+        with Session(db.engine) as s:
+            append_many(session=s, items=[registry.parse(e) for e in events], directory=directory,
+                        clock=lambda: AT, request_ids=["req-1", None, "req-3", "req-4", None])
+            s.commit()
+        with Session(db.engine) as s:
+            expected = [record_of(row) for row in page(session=s, where=[], after_sequence=0, limit=10)]
+
+        migrate(db, "0003_intake", down=True)  # what 0003's relay would have had: a row per unpublished event
+        with db.engine.begin() as conn:
+            rows = conn.execute(text("SELECT id, topic, key, value, headers, sent_at FROM outbox ORDER BY id")).all()
+            assert [orjson.loads(r.value) for r in rows] == expected
+            assert [(r.topic, r.key, r.sent_at) for r in rows] == [("kaohe.intake.events.v1", COUNTY, None)] * 5
+            assert [orjson.loads(r.headers) for r in rows][:2] == [
+                {"request_id": "req-1", "event_id": events[0]["event_id"], "type": "daily_check.recorded",
+                 "schema_version": "1", "sequence": "1"},
+                {"event_id": events[1]["event_id"], "type": "daily_check.recorded", "schema_version": "1",
+                 "sequence": "2"}]
+            conn.execute(text("UPDATE outbox SET sent_at = :at WHERE id <= 3"), {"at": AT})  # 0003's relay sent 3
+
+        migrate(db, "intake@head")
+        assert "outbox" not in inspect(db.engine).get_table_names(schema=db.schema)
+        with Session(db.engine) as s:
+            assert unpublished(session=s) == 2  # the fourth and fifth events are published next
+            assert [row.request_id for row in page(session=s, where=[], after_sequence=0, limit=10)] == [
+                None, None, None, "req-4", None]  # the unsent rows' request ids, onto their events
+
+        with db.engine.begin() as conn:  # everything sent before the upgrade: nothing to publish after it
+            conn.execute(text("UPDATE published SET sequence = 0"))
+        migrate(db, "0003_intake", down=True)
+        with db.engine.begin() as conn:
+            conn.execute(text("UPDATE outbox SET sent_at = :at"), {"at": AT})
+        migrate(db, "intake@head")
+        with Session(db.engine) as s:
+            assert unpublished(session=s) == 0 and head(session=s).sequence == 5

@@ -159,3 +159,66 @@ def test_broker_killed_and_restarted_gets_every_event_accepted_meanwhile(live, o
     messages = read_topic(own_broker.bootstrap_servers, topics.INTAKE_EVENTS,
                           until_ids={a["event_id"] for a in during}, timeout=60)
     _assert_all_in_order(messages, during)
+
+
+def test_a_new_relay_goes_on_from_the_stored_position(wired, database, broker):
+    """The relay stores how far it published: another relay (a restart) publishes only what came
+    after it, and a relay that published without storing it (killed) is repeated from there only."""
+    client, first, settings = wired
+    sent = [client.post("/v1/events", json=f.daily_check(region=c)).json() for c in COUNTIES[:3]]
+    assert first.drain_once() == 3
+    first.close()  # stores the position on the way out (SQLite: if it could not at once)
+    assert client.get("/readyz").json()["outbox_backlog"] == 0
+    later = client.post("/v1/events", json=f.daily_check()).json()
+    second = build_relay(settings, engine=database.engine)
+    try:
+        assert second.drain_once() == 1 and second.drain_once() == 0  # the fourth event only
+        second._producer.close()  # killed before it stored anything more than it has
+        second._producer = None
+    finally:
+        second._unmarked = []
+        second.close()
+    messages = read_topic(broker.bootstrap_servers, topics.INTAKE_EVENTS,
+                          until_ids={e["event_id"] for e in [*sent, later]})
+    mine = [orjson.loads(m.value)["sequence"] for m in messages
+            if orjson.loads(m.value)["event_id"] in {e["event_id"] for e in [*sent, later]}]
+    assert sorted(mine) == sorted(e["sequence"] for e in [*sent, later])  # each once
+    assert all(headers(m)["outbox_id"] == headers(m)["sequence"] for m in messages
+               if orjson.loads(m.value)["event_id"] == later["event_id"])
+
+
+def test_two_relays_on_postgresql_publish_each_event_once(database, tmp_path, access, clock, own_broker):
+    """Scale-out safety: two intake relays on one PostgreSQL database, running at once while events
+    arrive, take turns on the position's row lock; every event is on the topic exactly once."""
+    if database.backend != "postgresql":
+        pytest.skip("one relay per SQLite file: this is about relays sharing a PostgreSQL database")
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers=own_broker.bootstrap_servers, topic_partitions=3,
+                        service_token=access.admin, relay_idle_ms=5, relay_batch_size=7)
+    relays = [build_relay(settings, engine=database.engine) for _ in range(2)]
+    published = [0, 0]
+    for i, relay in enumerate(relays):
+        relay.on_published = lambda counts, i=i: published.__setitem__(i, published[i] + sum(counts.values()))
+    stop = threading.Event()
+    threads = [threading.Thread(target=r.run, args=(stop,), daemon=True) for r in relays]
+    for t in threads:
+        t.start()
+    accepted: list[dict] = []
+    try:
+        with TestClient(create_app(settings, engine=database.engine, clock=clock), headers=access.headers) as client:
+            for _ in range(6):
+                body = {"events": [f.daily_check(region=COUNTIES[j % 4]) for j in range(20)]}
+                results = client.post("/v1/events/batch", json=body).json()["results"]
+                accepted += [r for r in results if r["status"] == "accepted"]
+                _post_stream(client, 5, accepted)
+            _wait_backlog_zero(relays[0])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+        for r in relays:
+            r.close()
+    assert len(accepted) == 150
+    assert all(published) and sum(published) == 150, published  # both took turns, nothing twice
+    ids = [orjson.loads(m.value)["event_id"] for m in read_topic(
+        own_broker.bootstrap_servers, topics.INTAKE_EVENTS, until_ids={a["event_id"] for a in accepted})]
+    assert len(ids) == len(set(ids)) == 150

@@ -1,5 +1,5 @@
 """Structured logs: JSON lines with the request and event ids; X-Request-ID in and out; the ids
-carried across a Kafka hop (request → intake's outbox → relay → broker → a consumer's context)."""
+carried across a Kafka hop (request → intake's event store → relay → broker → a consumer's context)."""
 
 import io
 import logging
@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 
 from services.events import topics
 from services.intake.app import create_app as intake_app
-from services.intake.base import Outbox
 from services.intake.relay import build as build_relay
 from services.kit.logs import JsonFormatter, _Ids, bound, current_ids, in_message_context, message_context
 from services.kit.outbox import outbox_row
 from services.kit.settings import Settings
+from services.scoring.base import Outbox
 from tests import factories as f
 from tests.kafka_helpers import headers, read_topic
 

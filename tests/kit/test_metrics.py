@@ -17,7 +17,6 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from services.intake.app import create_app as intake_app
-from services.intake.base import Outbox
 from services.kit import metrics
 from services.kit.broker import free_port
 from services.kit.consumer import poll_ordered, run_worker
@@ -28,6 +27,7 @@ from services.notify.app import create_app as notify_app
 from services.ranking.app import create_app as ranking_app
 from services.ranking.models import Standing
 from services.scoring.app import create_app as scoring_app
+from services.scoring.base import Outbox
 from tests import factories as f
 from tests.conftest import bearer, fresh_database
 from tests.waiting import wait_for
@@ -139,23 +139,24 @@ def test_consumer_lag_per_partition_after_a_poll(broker):
 
 
 @pytest.mark.broker
-def test_relay_backlog_and_published(sqlite_intake, broker):
-    topic = f"kaohe.test.relay.{uuid.uuid4().hex[:8]}"  # not intake's topic: other tests read that one
-    relay = Relay(sqlite_intake.engine, Outbox, broker.bootstrap_servers, topics=[topic], partitions=1)
-    now = datetime.now(timezone.utc)
-    with sqlite_intake.engine.begin() as conn:
-        conn.execute(insert(Outbox.__table__), [
-            outbox_row(Outbox, topic=topic, key="513431", value=b"{}", headers={}, now=now) for _ in range(2)])
-    published = value("kaohe_outbox_published_total", service="intake", topic=topic)
-    try:
-        assert value("kaohe_outbox_backlog", service="intake") == 2  # read at scrape time
-        assert value("kaohe_outbox_oldest_unsent_age_seconds", service="intake") >= 0
-        assert relay.drain_once() == 2
-        assert value("kaohe_outbox_backlog", service="intake") == 0
-        assert value("kaohe_outbox_oldest_unsent_age_seconds", service="intake") == 0
-        assert value("kaohe_outbox_published_total", service="intake", topic=topic) == published + 2
-    finally:
-        relay.close()
+def test_relay_backlog_and_published(tmp_path, broker):
+    topic = f"kaohe.test.relay.{uuid.uuid4().hex[:8]}"  # not scoring's topic: other tests read that one
+    with fresh_database("sqlite", tmp_path, "scoring") as db:
+        relay = Relay(db.engine, Outbox, broker.bootstrap_servers, topics=[topic], partitions=1)
+        now = datetime.now(timezone.utc)
+        with db.engine.begin() as conn:
+            conn.execute(insert(Outbox.__table__), [
+                outbox_row(Outbox, topic=topic, key="513431", value=b"{}", headers={}, now=now) for _ in range(2)])
+        published = value("kaohe_outbox_published_total", service="scoring", topic=topic)
+        try:
+            assert value("kaohe_outbox_backlog", service="scoring") == 2  # read at scrape time
+            assert value("kaohe_outbox_oldest_unsent_age_seconds", service="scoring") >= 0
+            assert relay.drain_once() == 2
+            assert value("kaohe_outbox_backlog", service="scoring") == 0
+            assert value("kaohe_outbox_oldest_unsent_age_seconds", service="scoring") == 0
+            assert value("kaohe_outbox_published_total", service="scoring", topic=topic) == published + 2
+        finally:
+            relay.close()
 
 
 def test_a_scrape_gauge_skips_a_source_that_fails_or_is_gone():

@@ -1,22 +1,31 @@
-"""kit.outbox.Relay on SQLite: publishing does not wait for the file's write lock (intake's committer
-holds it for every batch); the mark follows when the lock is free, and a restart re-sends only
-what was never marked."""
+"""kit.outbox.Relay on SQLite: publishing does not wait for the file's write lock (the service's
+writer may hold it for every batch); the mark follows when the lock is free, and a restart re-sends
+only what was never marked. (Scoring's outbox here; intake's relay, which reads the event store,
+is tested in tests/intake/test_publish.py.)"""
 
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import insert, select
 from sqlmodel import Session
 
-from services.intake.base import Outbox
 from services.kit.db import BUSY_TIMEOUT_MS
 from services.kit.outbox import Relay, outbox_row
+from services.scoring.base import Outbox
+from tests.conftest import Database, fresh_database
 from tests.kafka_helpers import read_messages
 
 pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def sqlite_scoring(tmp_path) -> Iterator[Database]:
+    with fresh_database("sqlite", tmp_path, "scoring") as db:
+        yield db
 
 
 def add_rows(engine, topic: str, n: int) -> None:
@@ -30,9 +39,9 @@ def unsent(engine) -> int:
         return len(s.execute(select(Outbox.id).where(Outbox.sent_at.is_(None))).all())
 
 
-def test_rows_are_published_while_another_writer_holds_the_lock_and_marked_afterwards(sqlite_intake, broker):
+def test_rows_are_published_while_another_writer_holds_the_lock_and_marked_afterwards(sqlite_scoring, broker):
     topic = f"kaohe.test.relay.{uuid.uuid4().hex[:8]}"
-    engine = sqlite_intake.engine
+    engine = sqlite_scoring.engine
     relay = Relay(engine, Outbox, broker.bootstrap_servers, topics=[topic], partitions=1)
     holder = sqlite3.connect(engine.url.database, isolation_level=None)
     try:
@@ -59,9 +68,9 @@ def test_rows_are_published_while_another_writer_holds_the_lock_and_marked_after
     assert len(read_messages(broker.bootstrap_servers, topic, lambda m: len(m) >= 2)) == 2
 
 
-def test_a_restart_resends_only_what_was_published_and_never_marked(sqlite_intake, broker):
+def test_a_restart_resends_only_what_was_published_and_never_marked(sqlite_scoring, broker):
     topic = f"kaohe.test.relay.{uuid.uuid4().hex[:8]}"
-    engine = sqlite_intake.engine
+    engine = sqlite_scoring.engine
     first = Relay(engine, Outbox, broker.bootstrap_servers, topics=[topic], partitions=1)
     add_rows(engine, topic, 3)
     assert first.drain_once() == 3 and unsent(engine) == 0

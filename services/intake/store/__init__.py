@@ -1,1 +1,1 @@
-"""The append-only event store: sequence, idempotency, hash chain, outbox."""
+"""The append-only event store: sequence, idempotency, hash chain (and, read by the relay, the outbox)."""

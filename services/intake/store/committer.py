@@ -38,7 +38,7 @@ class _Request:
     items: Sequence[Item]
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
-    request_id: str | None  # the submitting request's: its events' outbox rows carry it
+    request_id: str | None  # the submitting request's: its stored events and their messages carry it
 
 
 class Unavailable(Busy):

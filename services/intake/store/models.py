@@ -39,6 +39,9 @@ class StoredEvent(IntakeModel, table=True):
                               description="sha256 of the content, for idempotency (offset-insensitive).")
     chain_hash: str = Field(sa_column=Column(String(64), nullable=False),
                             description="sha256(previous chain_hash, sequence, recorded_at, body).")
+    request_id: str | None = Field(default=None, sa_column=Column(String(128), nullable=True),
+                                   description="The request that sent it (X-Request-ID); not hashed. "
+                                               "Its message carries it (services.intake.relay).")
 
 
 class ChainHead(IntakeModel, table=True):
@@ -50,6 +53,21 @@ class ChainHead(IntakeModel, table=True):
     sequence: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     chain_hash: str = Field(default=GENESIS_HASH, sa_column=Column(String(64), nullable=False))
     recorded_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+
+
+class Published(IntakeModel, table=True):
+    """How far the relay has published the store to Kafka: intake's outbox is the event table itself.
+
+    Its single row holds the last sequence the broker acknowledged (or an earlier one: what is
+    past it is published again after a restart, and consumers drop a copy by event id). Appends
+    hold the chain head's lock until they commit, so the store's committed sequences are always
+    gap-free from 1: whatever a reader sees past this number is the next events, in order.
+    """
+
+    __tablename__ = "published"
+
+    id: int = Field(default=1, primary_key=True)
+    sequence: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
 
 
 class NaturalKey(IntakeModel, table=True):

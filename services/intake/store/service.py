@@ -1,4 +1,4 @@
-"""Appending events: idempotency, the ledger's checks, the hash chain and the outbox.
+"""Appending events: idempotency, the ledger's checks and the hash chain.
 
 Functions here add and flush; the caller owns the transaction (the group committer, or a
 test's session) and commits it.
@@ -15,16 +15,14 @@ import orjson
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
-from services.events import registry, topics
+from services.events import registry
 from services.events.v1 import Envelope, future_error
-from services.intake.base import Outbox
 from services.intake.findings.ledger import HANDLERS, Context, Lookups, conflict
 from services.intake.regions.service import Directory
 from services.intake.store.keyset import custom_plans, members
-from services.intake.store.models import GENESIS_HASH, ChainHead, StoredEvent
+from services.intake.store.models import GENESIS_HASH, ChainHead, Published, StoredEvent
 from services.kit.bulk import insert_rows
-from services.kit.logs import bound
-from services.kit.outbox import outbox_row
+from services.kit.logs import REQUEST_ID, bound
 from services.kit.problems import InvalidEvent, Problem, field_problem
 
 Clock = Callable[[], datetime]
@@ -80,7 +78,6 @@ class _Batch:
     recorded_iso: str = ""  # this batch's `now`, formatted once
     chained_iso: str = ""  # the same as the chain hash formats it
     events: list[dict[str, Any]] = field(default_factory=list)
-    outbox: list[dict[str, Any]] = field(default_factory=list)
 
 
 _HEAD = ChainHead.__table__
@@ -117,7 +114,7 @@ def _check_time(event: Envelope, now: datetime, max_future: timedelta) -> None:
 
 
 def _append(batch: _Batch, event: Envelope, *, directory: Directory, now: datetime,
-            max_future: timedelta) -> Outcome:
+            max_future: timedelta, request_id: str | None) -> Outcome:
     event_json = registry.to_json_dict(event)
     eid = event_json["event_id"]  # = str(event.event_id)
     digest = content_hash(event_json)
@@ -142,25 +139,17 @@ def _append(batch: _Batch, event: Envelope, *, directory: Directory, now: dateti
         "sequence": sequence, "event_id": event.event_id, "type": event.type,
         "schema_version": event.schema_version, "occurred_at": event.occurred_at, "recorded_at": now,
         "region_code": event.region_code, "prefecture_code": prefecture_code, "source": event.source,
-        "body": body.decode(), "content_hash": digest, "chain_hash": link,
+        "body": body.decode(), "content_hash": digest, "chain_hash": link, "request_id": request_id,
     })
     batch.sequence, batch.chain_hash, batch.recorded_at = sequence, link, now
     record = {**event_json, "recorded_at": batch.recorded_iso, "sequence": sequence}  # = registry.record_dict
     batch.known[event.event_id] = _Known(sequence, digest, record)
-    batch.outbox.append(outbox_row(
-        Outbox, topic=topics.INTAKE_EVENTS, key=event.region_code,
-        value=orjson.dumps(record, option=orjson.OPT_SORT_KEYS),  # = registry.encode_record
-        headers={"event_id": eid, "type": event.type,
-                 "schema_version": str(event.schema_version), "sequence": str(sequence)},
-        now=now,
-    ))
     return Outcome("accepted", eid, record)
 
 
 def _flush(batch: _Batch) -> None:
     if batch.events:
-        insert_rows(batch.session, StoredEvent.__table__, batch.events)
-        insert_rows(batch.session, Outbox.__table__, batch.outbox)
+        insert_rows(batch.session, StoredEvent.__table__, batch.events)  # the relay publishes them from here
         batch.session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(
             sequence=batch.sequence, chain_hash=batch.chain_hash, recorded_at=batch.recorded_at))
     batch.lookups.flush()
@@ -185,7 +174,7 @@ def append_many(*, session: Session, items: Sequence[Envelope | InvalidEvent], d
     """Store each event on its own merits, in order (an event may build on an earlier one).
 
     `request_ids[i]`: the request that sent item i (the group committer appends several requests'
-    items together); logs and the outbox row of the event carry it. Default: the current one.
+    items together); logs, the stored event and its message carry it. Default: the current one.
     """
     outcomes = []
     with session.no_autoflush:
@@ -197,12 +186,11 @@ def append_many(*, session: Session, items: Sequence[Envelope | InvalidEvent], d
             if isinstance(event, InvalidEvent):
                 outcomes.append(Outcome("rejected", event.event_id, problem=event))
                 continue
-            ids: dict[str, str | None] = {"event_id": str(event.event_id)}
-            if request_ids is not None:
-                ids["request_id"] = request_ids[i]
+            request_id = REQUEST_ID.get() if request_ids is None else request_ids[i]
             try:
-                with bound(**ids):
-                    outcomes.append(_append(batch, event, directory=directory, now=now, max_future=max_future))
+                with bound(event_id=str(event.event_id), request_id=request_id):
+                    outcomes.append(_append(batch, event, directory=directory, now=now, max_future=max_future,
+                                            request_id=request_id))
             except Problem as problem:
                 outcomes.append(Outcome("rejected", str(event.event_id), problem=problem))
         _flush(batch)
@@ -236,6 +224,12 @@ def page(*, session: Session, where: list[Any], after_sequence: int, limit: int)
 
 def head(*, session: Session) -> ChainHead:
     return session.execute(select(ChainHead).where(ChainHead.id == 1)).scalar_one()
+
+
+def unpublished(*, session: Session) -> int:
+    """How many stored events the relay has not yet marked published (services/intake/relay.py)."""
+    stored = session.execute(select(ChainHead.sequence).where(ChainHead.id == 1)).scalar_one()
+    return max(0, stored - session.execute(select(Published.sequence).where(Published.id == 1)).scalar_one())
 
 
 def export(engine: Engine, *, after_sequence: int, where: list[Any] | None = None,

@@ -46,10 +46,9 @@ class EventRelay(Relay):
         else:  # SQLite: from what this relay published, marked or not (or what was marked before it started)
             position = max(self._published_through, s.execute(query).scalar_one())
         rows = s.execute(
-            select(_EVENT.c.sequence, _EVENT.c.recorded_at, _EVENT.c.body, _EVENT.c.region_code, _EVENT.c.event_id,
-                   _EVENT.c.type, _EVENT.c.schema_version, _EVENT.c.request_id)
+            select(_EVENT.c.sequence, _EVENT.c.recorded_at, _EVENT.c.body, _EVENT.c.region_code, _EVENT.c.request_id)
             .where(_EVENT.c.sequence > position).order_by(_EVENT.c.sequence).limit(self.batch_size))
-        return [_message(row) for row in rows]
+        return _messages(rows)
 
     def _mark(self, conn, ids: list[int]) -> None:
         conn.execute(update(_PUBLISHED).where(_PUBLISHED.c.id == 1, _PUBLISHED.c.sequence < ids[-1])
@@ -71,15 +70,24 @@ class EventRelay(Relay):
         return 0  # the store keeps every event: there is nothing published to delete
 
 
-def _message(row) -> Message:
-    sequence = str(row.sequence).encode()
-    headers = [("event_id", str(row.event_id).encode()), ("type", row.type.encode()),
-               ("schema_version", str(row.schema_version).encode()), ("sequence", sequence)]
-    if row.request_id is not None:
-        headers.append(("request_id", row.request_id.encode()))
-    headers.append(("outbox_id", sequence))
-    return Message(row.sequence, topics.INTAKE_EVENTS, row.region_code.encode(),
-                   registry.encode_record(row.sequence, row.recorded_at, orjson.loads(row.body)), headers)
+def _messages(rows) -> list[Message]:
+    """Each stored event as its message: the value is its export line (= registry.encode_record,
+    with `recorded_at` formatted once for the events one append stored together), the headers
+    come from the stored body and columns."""
+    messages, last_at, at_iso = [], None, ""
+    for sequence, recorded_at, body, region_code, request_id in rows:
+        event = orjson.loads(body)
+        if recorded_at != last_at:
+            last_at, at_iso = recorded_at, registry.iso_utc(recorded_at)
+        value = orjson.dumps({**event, "recorded_at": at_iso, "sequence": sequence}, option=orjson.OPT_SORT_KEYS)
+        number = str(sequence).encode()
+        headers = [("event_id", event["event_id"].encode()), ("type", event["type"].encode()),
+                   ("schema_version", str(event["schema_version"]).encode()), ("sequence", number)]
+        if request_id is not None:
+            headers.append(("request_id", request_id.encode()))
+        headers.append(("outbox_id", number))
+        messages.append(Message(sequence, topics.INTAKE_EVENTS, region_code.encode(), value, headers))
+    return messages
 
 
 def build(settings: Settings, engine=None) -> EventRelay:

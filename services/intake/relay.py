@@ -38,7 +38,10 @@ class EventRelay(Relay):
 
     def _read(self, s: Session, *, shared: bool) -> list[Message]:
         query = select(_PUBLISHED.c.sequence).where(_PUBLISHED.c.id == 1)
-        if shared:  # held until this batch is marked: another relay reads nothing meanwhile
+        if shared:
+            if not unpublished(session=s):  # idle: no row lock, which would make every poll a write
+                return []                   # (a transaction id, and a WAL flush at its end)
+            # held until this batch is marked: another relay reads nothing meanwhile
             stored = s.execute(query.with_for_update(skip_locked=True)).scalar_one_or_none()
             if stored is None:
                 return []

@@ -9,6 +9,7 @@ from collections import defaultdict
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from services.events import topics
 from services.intake.app import create_app
@@ -222,3 +223,22 @@ def test_two_relays_on_postgresql_publish_each_event_once(database, tmp_path, ac
     ids = [orjson.loads(m.value)["event_id"] for m in read_topic(
         own_broker.bootstrap_servers, topics.INTAKE_EVENTS, until_ids={a["event_id"] for a in accepted})]
     assert len(ids) == len(set(ids)) == 150
+
+
+def test_an_idle_relay_on_postgresql_writes_nothing(wired, database):
+    """With nothing to publish the relay takes no row lock: on PostgreSQL a lock marks the row
+    (its xmax) and makes the poll a write transaction, 20 times a second at the default pace."""
+    if database.backend != "postgresql":
+        pytest.skip("SQLite's relay reads without a lock")
+    client, relay, _ = wired
+    client.post("/v1/events", json=f.daily_check())
+    assert relay.drain_once() == 1
+
+    def locker() -> str:  # the transaction that last locked or updated the row
+        with database.engine.connect() as conn:
+            return conn.execute(text("SELECT xmax::text FROM published")).scalar_one()
+
+    marked = locker()
+    for _ in range(5):
+        assert relay.drain_once() == 0
+    assert locker() == marked  # no poll locked it since

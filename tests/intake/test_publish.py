@@ -5,10 +5,12 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from services.events import topics
@@ -242,3 +244,22 @@ def test_an_idle_relay_on_postgresql_writes_nothing(wired, database):
     for _ in range(5):
         assert relay.drain_once() == 0
     assert locker() == marked  # no poll locked it since
+
+
+def test_the_relay_gauges_count_the_events_not_yet_published(wired, clock):
+    """kaohe_outbox_backlog and kaohe_outbox_oldest_unsent_age_seconds for intake, read from the
+    store at scrape time: the events past the relay's position, and the age of the first of them."""
+    client, relay, _ = wired  # the relay built last: its reads are the gauges' (kit.metrics.watch)
+    clock.now = datetime.now(timezone.utc) - timedelta(hours=1)  # the events stored an hour ago
+
+    def value(name: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"service": "intake"})
+
+    drain(relay)
+    assert value("kaohe_outbox_backlog") == 0 and value("kaohe_outbox_oldest_unsent_age_seconds") == 0
+    client.post("/v1/events", json=f.daily_check())
+    client.post("/v1/events", json=f.daily_check())
+    assert value("kaohe_outbox_backlog") == 2
+    assert 3500 < value("kaohe_outbox_oldest_unsent_age_seconds") < 4000
+    drain(relay)
+    assert value("kaohe_outbox_backlog") == 0 and value("kaohe_outbox_oldest_unsent_age_seconds") == 0

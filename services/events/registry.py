@@ -110,11 +110,13 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def record_dict(sequence: int, recorded_at: datetime, event_json: dict[str, Any]) -> dict[str, Any]:
-    return {**event_json, "recorded_at": iso_utc(recorded_at), "sequence": sequence}
+def record_dict(sequence: int, recorded_at: datetime | str, event_json: dict[str, Any]) -> dict[str, Any]:
+    """`recorded_at`: the moment, or it already formatted by `iso_utc` (an append's events share one)."""
+    at = recorded_at if isinstance(recorded_at, str) else iso_utc(recorded_at)
+    return {**event_json, "recorded_at": at, "sequence": sequence}
 
 
-def encode_record(sequence: int, recorded_at: datetime, event_json: dict[str, Any]) -> bytes:
+def encode_record(sequence: int, recorded_at: datetime | str, event_json: dict[str, Any]) -> bytes:
     """The Kafka message value and the export line (identical bytes): envelope + intake's additions."""
     return orjson.dumps(record_dict(sequence, recorded_at, event_json), option=orjson.OPT_SORT_KEYS)
 

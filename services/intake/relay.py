@@ -74,15 +74,14 @@ class EventRelay(Relay):
 
 
 def _messages(rows) -> list[Message]:
-    """Each stored event as its message: the value is its export line (= registry.encode_record,
-    with `recorded_at` formatted once for the events one append stored together), the headers
-    come from the stored body and columns."""
+    """Each stored event as its message: the value is its export line (`recorded_at` formatted once
+    for the events one append stored together), the headers come from the stored body and columns."""
     messages, last_at, at_iso = [], None, ""
     for sequence, recorded_at, body, region_code, request_id in rows:
         event = orjson.loads(body)
         if recorded_at != last_at:
             last_at, at_iso = recorded_at, registry.iso_utc(recorded_at)
-        value = orjson.dumps({**event, "recorded_at": at_iso, "sequence": sequence}, option=orjson.OPT_SORT_KEYS)
+        value = registry.encode_record(sequence, at_iso, event)
         number = str(sequence).encode()
         headers = [("event_id", event["event_id"].encode()), ("type", event["type"].encode()),
                    ("schema_version", str(event["schema_version"]).encode()), ("sequence", number)]

@@ -142,7 +142,7 @@ def _append(batch: _Batch, event: Envelope, *, directory: Directory, now: dateti
         "body": body.decode(), "content_hash": digest, "chain_hash": link, "request_id": request_id,
     })
     batch.sequence, batch.chain_hash, batch.recorded_at = sequence, link, now
-    record = {**event_json, "recorded_at": batch.recorded_iso, "sequence": sequence}  # = registry.record_dict
+    record = registry.record_dict(sequence, batch.recorded_iso, event_json)
     batch.known[event.event_id] = _Known(sequence, digest, record)
     return Outcome("accepted", eid, record)
 

@@ -189,11 +189,6 @@ class Engine:
         self.touched: dict[tuple[str, int], str] = {}
         self.due: dict[int, list[tuple[str, str]]] = {}  # deadline day → (team, county) of its findings
         self._leagues: dict[tuple[str, int], str] = {}  # (county, year) → league; cleared on a status change
-        rules = policy.rectification
-        self._cap_days = _days_to_cap(rules.overdue_per_day, rules.overdue_cap_per_finding)
-        self._freeze = rules.dispute_freezes_overdue
-        self._per_village = policy.inspections.households_per_village
-        self._carry = policy.daily_management.return_risk_carries_over
         # components of each county-year at `as_of`, kept current by _touch and advance (what
         # changes them): an event costs one evaluation of its county-year, not two
         self.current: dict[tuple[str, int], dict[str, float | None]] = {}
@@ -254,7 +249,7 @@ class Engine:
         day disputed if the policy freezes it (`dispute_freezes_overdue`), else nothing; nothing if
         withdrawn."""
         rules = self.policy.rectification
-        if f.state == "withdrawn" or (f.state == "disputed" and not self._freeze):
+        if f.state == "withdrawn" or (f.state == "disputed" and not self._terms.freeze):
             return 0.0
         end = f.resolved_on if f.state == "verified" else f.disputed_on if f.state == "disputed" else today
         days = (end - f.deadline).days
@@ -291,7 +286,7 @@ class Engine:
             capped = days = 0
             for deadline, count in cy.accruing.items():
                 late = day - deadline
-                if late >= self._cap_days:
+                if late >= self._terms.cap_days:
                     capped += count
                 elif late > 0:
                     days += count * late
@@ -305,7 +300,7 @@ class Engine:
         if cy.overdue_day < 0:
             return
         late = cy.overdue_day - deadline
-        if late >= self._cap_days:
+        if late >= self._terms.cap_days:
             cy.overdue_capped += sign
         elif late > 0:
             cy.overdue_days += sign * late
@@ -317,7 +312,7 @@ class Engine:
         kind = f.kind
         cy.points_by_category[kind.category] = cy.points_by_category.get(kind.category, 0.0) + sign * kind.points
         cy.rejections += sign * f.rejections
-        if f.state == "verified" or (f.state == "disputed" and self._freeze):  # fixed that day (verified, disputed)
+        if f.state == "verified" or (f.state == "disputed" and self._terms.freeze):  # fixed that day
             cy.settled_overdue += sign * self.overdue_points(f, f.resolved_on)
         elif f.state in ("open", "reported"):
             deadline = f.deadline.toordinal()
@@ -414,7 +409,7 @@ class Engine:
         cy = self.years.get(key)
         if cy is None:
             cy = self.years[key] = CountyYear(county, year)
-            if self._carry:
+            if self._terms.carry:
                 self._begin(cy)
         return cy
 
@@ -569,8 +564,8 @@ def _inspection(engine: Engine, e: v1.InspectionRecorded) -> Handled:
     cy = engine._cy(e.region_code, year)
     cy.inspections += 1
     sampled = e.payload.households_sampled
-    if engine._per_village:
-        sampled = max(sampled, e.payload.villages_sampled * engine._per_village)
+    if engine._terms.per_village:
+        sampled = max(sampled, e.payload.villages_sampled * engine._terms.per_village)
     cy.sampled += sampled
     if not e.payload.findings:
         return finish, "inspections.clean_visit"
@@ -665,7 +660,7 @@ def _risk_flagged(engine: Engine, e: v1.ReturnRiskFlagged) -> Handled:
         return None, ""  # already flagged: new reasons, same alert
     year = engine.year_of(e.occurred_at)
     # carried over: also every later year of the county already begun
-    keys = sorted({(e.region_code, year), *engine.years_from(e.region_code, year)}) if engine._carry \
+    keys = sorted({(e.region_code, year), *engine.years_from(e.region_code, year)}) if engine._terms.carry \
         else [(e.region_code, year)]
     finish = engine._touch(keys)
     for key in keys:
@@ -680,7 +675,7 @@ def _risk_cleared(engine: Engine, e: v1.ReturnRiskCleared) -> Handled:
     if year is None:
         return None, ""
     household, cleared = e.payload.household_id, engine.year_of(e.occurred_at)
-    if not engine._carry:
+    if not engine._terms.carry:
         if year != cleared:
             return None, ""  # cleared in a later year: the year it was raised keeps its deduction
         keys = [(e.region_code, year)]
@@ -725,12 +720,12 @@ HANDLERS: dict[str, Callable[[Engine, Any], Handled]] = {
 
 
 class _Terms:
-    """The numbers of a policy the engine reads for every component and score, read out of the
-    policy's models once (per league: in COMPONENTS' and CATEGORIES' order, the order of the sums)."""
+    """The numbers of a policy the engine reads for every event, component and score, read out of
+    the policy's models once (per league: in COMPONENTS' and CATEGORIES' order, the order of the sums)."""
 
     __slots__ = ("per_failed_item", "alert", "factors", "rejected", "reference_households", "min_households",
                  "cap_daily", "cap_inspections", "cap_rectification", "weights", "grades", "rank", "gate_grade",
-                 "gate_rank")
+                 "gate_rank", "cap_days", "freeze", "per_village", "carry")
 
     def __init__(self, policy: Policy) -> None:
         daily, inspections = policy.daily_management, policy.inspections
@@ -748,6 +743,11 @@ class _Terms:
         self.rank = {name: policy.grade_rank(name) for _, name in self.grades}
         self.gate_grade = policy.gates.max_grade_with_open_critical
         self.gate_rank = self.rank[self.gate_grade]
+        rules = policy.rectification
+        self.cap_days = _days_to_cap(rules.overdue_per_day, rules.overdue_cap_per_finding)  # days overdue to the cap
+        self.freeze = rules.dispute_freezes_overdue
+        self.per_village = inspections.households_per_village
+        self.carry = daily.return_risk_carries_over
 
 
 def _days_to_cap(per_day: float, cap: float) -> int:

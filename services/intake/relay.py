@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from services.events import registry, topics
 from services.intake.store.models import Published, StoredEvent
-from services.intake.store.service import unpublished
+from services.intake.store.service import PUBLISHED_POSITION, unpublished
 from services.kit import metrics
 from services.kit.db import service_engine
 from services.kit.logs import configure
@@ -37,17 +37,15 @@ class EventRelay(Relay):
     (on PostgreSQL others wait on the position's row lock, each round, without blocking)."""
 
     def _read(self, s: Session, *, shared: bool) -> list[Message]:
-        query = select(_PUBLISHED.c.sequence).where(_PUBLISHED.c.id == 1)
         if shared:
             if not unpublished(session=s):  # idle: no row lock, which would make every poll a write
                 return []                   # (a transaction id, and a WAL flush at its end)
             # held until this batch is marked: another relay reads nothing meanwhile
-            stored = s.execute(query.with_for_update(skip_locked=True)).scalar_one_or_none()
-            if stored is None:
+            position = s.execute(PUBLISHED_POSITION.with_for_update(skip_locked=True)).scalar_one_or_none()
+            if position is None:
                 return []
-            position = stored
         else:  # SQLite: from what this relay published, marked or not (or what was marked before it started)
-            position = max(self._published_through, s.execute(query).scalar_one())
+            position = max(self._published_through, s.execute(PUBLISHED_POSITION).scalar_one())
         rows = s.execute(
             select(_EVENT.c.sequence, _EVENT.c.recorded_at, _EVENT.c.body, _EVENT.c.region_code, _EVENT.c.request_id)
             .where(_EVENT.c.sequence > position).order_by(_EVENT.c.sequence).limit(self.batch_size))
@@ -64,8 +62,8 @@ class EventRelay(Relay):
     def oldest_unsent_age(self) -> float:
         """Seconds since the first event not yet marked published was stored; 0 when there is none."""
         with Session(self.engine) as s:
-            position = select(_PUBLISHED.c.sequence).where(_PUBLISHED.c.id == 1).scalar_subquery()
-            oldest = s.execute(select(_EVENT.c.recorded_at).where(_EVENT.c.sequence == position + 1)
+            oldest = s.execute(select(_EVENT.c.recorded_at)
+                               .where(_EVENT.c.sequence == PUBLISHED_POSITION.scalar_subquery() + 1)
                                ).scalar_one_or_none()
         return 0.0 if oldest is None else max(0.0, (datetime.now(timezone.utc) - oldest).total_seconds())
 

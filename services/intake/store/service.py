@@ -226,10 +226,14 @@ def head(*, session: Session) -> ChainHead:
     return session.execute(select(ChainHead).where(ChainHead.id == 1)).scalar_one()
 
 
+# the last sequence the relay marked published (services/intake/relay.py)
+PUBLISHED_POSITION = select(Published.sequence).where(Published.id == 1)
+
+
 def unpublished(*, session: Session) -> int:
     """How many stored events the relay has not yet marked published (services/intake/relay.py)."""
     stored = session.execute(select(ChainHead.sequence).where(ChainHead.id == 1)).scalar_one()
-    return max(0, stored - session.execute(select(Published.sequence).where(Published.id == 1)).scalar_one())
+    return max(0, stored - session.execute(PUBLISHED_POSITION).scalar_one())
 
 
 def export(engine: Engine, *, after_sequence: int, where: list[Any] | None = None,

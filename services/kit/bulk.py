@@ -1,5 +1,5 @@
-"""INSERTs and upserts of many rows straight through the driver: COPY on PostgreSQL, executemany
-on SQLite; upserts are an executemany on both.
+"""INSERTs and upserts of many rows straight through the driver: COPY and one set-based upsert on
+PostgreSQL, executemany on SQLite.
 
 `session.execute(insert(table), rows)` spends most of its time, for a few thousand narrow rows,
 in SQLAlchemy's per-row work (building parameter sets, calling each column's type processors).
@@ -12,8 +12,15 @@ fires the same constraints, inside the session's transaction. A few rows (fewer 
 go as INSERT there too: COPY gains nothing on them, and its text form of a large value (a scoring
 write's one row holding a poll's records, megabytes of bytea) cost the worker several copies of
 the value in memory and about 30 ms a write.
+
+Upserts of many rows on PostgreSQL are one statement, set-based: `INSERT … SELECT FROM unnest(…)
+ON CONFLICT DO UPDATE`, each column's values one array parameter. An executemany of one INSERT …
+ON CONFLICT per row (what SQLite still gets, in process) cost the scoring worker's writer a
+round of the protocol per row and PostgreSQL an executed statement per row: about a thousand a
+batch (score rows, team points), most of the writer's time (docs/performance.md).
 """
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,16 +29,18 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 COPY_FROM = 16  # rows, on PostgreSQL
+UNNEST_FROM = 16  # rows an upsert sends as arrays on PostgreSQL (fewer: an executemany, as on SQLite)
 _PLANS: dict[tuple[str, str, tuple[str, ...], tuple[str, ...] | None, bool],
              tuple[str, list[Callable[[Any], Any] | None]]] = {}
 
 
 def _plan(session: Session, table: Table, columns: tuple[str, ...], keys: tuple[str, ...] | None = None,
-          copy: bool = True) -> tuple[str, list[Callable[[Any], Any] | None]]:
-    """The statement (COPY on PostgreSQL if `copy`, INSERT, or with `keys` INSERT … ON CONFLICT DO
-    UPDATE) and each column's bind processor, made once per table and set of columns."""
+          many: bool = True) -> tuple[str, list[Callable[[Any], Any] | None]]:
+    """The statement and each column's bind processor, made once per table and set of columns: an
+    INSERT, or with `keys` an INSERT … ON CONFLICT DO UPDATE; on PostgreSQL with `many`, a COPY
+    instead of the INSERT, and the upsert's rows as one array per column."""
     dialect = session.get_bind().dialect
-    key = (dialect.name, table.name, columns, keys, copy)
+    key = (dialect.name, table.name, columns, keys, many)
     plan = _PLANS.get(key)
     if plan is None:
         preparer = dialect.identifier_preparer
@@ -39,9 +48,13 @@ def _plan(session: Session, table: Table, columns: tuple[str, ...], keys: tuple[
         marker = "?" if dialect.paramstyle == "qmark" else "%s"
         if keys is not None:
             updated = ", ".join(f"{preparer.quote(c)} = excluded.{preparer.quote(c)}" for c in columns if c not in keys)
-            sql = (f"INSERT INTO {target} VALUES ({', '.join([marker] * len(columns))}) "
+            if dialect.name == "postgresql" and many:  # the rows as one array per column
+                source = f"SELECT * FROM unnest({', '.join(f'%s::{_array_type(table, c, dialect)}' for c in columns)})"
+            else:
+                source = f"VALUES ({', '.join([marker] * len(columns))})"
+            sql = (f"INSERT INTO {target} {source} "
                    f"ON CONFLICT ({', '.join(preparer.quote(k) for k in keys)}) DO UPDATE SET {updated}")
-        elif dialect.name == "postgresql" and copy:
+        elif dialect.name == "postgresql" and many:
             sql = f"COPY {target} FROM STDIN"
         else:
             sql = f"INSERT INTO {target} VALUES ({', '.join([marker] * len(columns))})"
@@ -76,7 +89,7 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
     if not rows:
         return
     columns = tuple(rows[0])
-    sql, processors = _plan(session, table, columns, copy=len(rows) >= COPY_FROM)
+    sql, processors = _plan(session, table, columns, many=len(rows) >= COPY_FROM)
     values = _values(rows, columns, processors)
     connection = session.connection()
     if not sql.startswith("COPY"):
@@ -99,13 +112,32 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
 
 def upsert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
     """INSERT `rows`, replacing every other column of those whose `keys` exist already (INSERT …
-    ON CONFLICT DO UPDATE, an executemany on both backends): what `kit.upsert.upsert` does,
-    without SQLAlchemy's statement compilation and per-row parameter work."""
+    ON CONFLICT DO UPDATE): what `kit.upsert.upsert` does, without SQLAlchemy's statement
+    compilation and per-row parameter work. On PostgreSQL, `UNNEST_FROM` rows or more are one
+    statement (the rows as arrays); fewer, and on SQLite, an executemany."""
     if not rows:
         return
     columns = tuple(rows[0])
-    sql, processors = _plan(session, table, columns, tuple(keys))
-    session.connection().exec_driver_sql(sql, [tuple(v) for v in _values(rows, columns, processors)])
+    connection = session.connection()
+    arrays = connection.dialect.name == "postgresql" and len(rows) >= UNNEST_FROM
+    if arrays:
+        # one statement may not update a row twice: of rows with the same key the last one counts,
+        # as it does when each row is a statement of its own
+        last = {tuple(r[k] for k in keys): r for r in rows}
+        if len(last) < len(rows):
+            rows = list(last.values())
+    sql, processors = _plan(session, table, columns, tuple(keys), many=arrays)
+    values = _values(rows, columns, processors)
+    if arrays:
+        connection.exec_driver_sql(sql, tuple(list(column) for column in zip(*values)))
+    else:
+        connection.exec_driver_sql(sql, [tuple(v) for v in values])
+
+
+def _array_type(table: Table, column: str, dialect: Any) -> str:
+    """The PostgreSQL array type `column`'s values are sent as: its type without a length (a cast to
+    VARCHAR(6) would cut a longer text short; the INSERT's own assignment rejects it instead)."""
+    return re.sub(r"\(\d+\)", "", table.c[column].type.compile(dialect=dialect)) + "[]"
 
 
 __all__ = ["insert_rows", "upsert_rows"]

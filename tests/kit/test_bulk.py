@@ -6,14 +6,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
 from services.intake.store.models import StoredEvent
 from services.kit import bulk
 from services.kit.bulk import insert_rows, upsert_rows
 from services.kit.upsert import upsert
-from services.scoring.models import AppliedBatch, ScoreRow
+from services.scoring.models import AppliedBatch, ConsumerOffset, ScoreRow
 from tests.conftest import fresh_database
 
 BEIJING = timezone(timedelta(hours=8))
@@ -100,15 +100,27 @@ def test_a_violated_constraint_is_sqlalchemys_error_and_the_transaction_rolls_ba
         assert sorted(r.sequence for r in s.execute(select(StoredEvent)).scalars()) == [1, 2]
 
 
-def test_an_upsert_inserts_new_keys_and_replaces_every_other_column_of_existing_ones(tmp_path, intake_db):
+@pytest.fixture(params=["arrays", "executemany"])
+def upserts_as(request, monkeypatch):
+    """On PostgreSQL upsert_rows sends many rows as arrays in one statement and a few as an
+    executemany: each test takes both ways (on SQLite both are an executemany)."""
+    monkeypatch.setattr(bulk, "UNNEST_FROM", 1 if request.param == "arrays" else 10**9)
+    return request.param
+
+
+AT = datetime(2026, 3, 2, 9, 30, 15, 123456, tzinfo=BEIJING)
+
+
+def score(code: str, total: float, **changed) -> dict:
+    return {"region_code": code, "year": 2026, "level": "county", "parent_code": "513400", "league": "exited",
+            "total": total, "grade": "good", "gated": total < 50, "components": '{"a": 1}',
+            "policy_id": "default-v1", "cause": f"c{total}", "as_of": AT + timedelta(hours=total), **changed}
+
+
+def test_an_upsert_inserts_new_keys_and_replaces_every_other_column_of_existing_ones(tmp_path, intake_db, upserts_as):
     """`upsert_rows` (the scoring worker's score rows, team points, offsets) stores what
     `kit.upsert.upsert` stores, on both backends."""
-    at = datetime(2026, 3, 2, 9, 30, 15, 123456, tzinfo=BEIJING)
-
-    def score(code: str, total: float) -> dict:
-        return {"region_code": code, "year": 2026, "level": "county", "parent_code": "513400", "league": "exited",
-                "total": total, "grade": "good", "gated": total < 50, "components": '{"a": 1}',
-                "policy_id": "default-v1", "cause": f"c{total}", "as_of": at + timedelta(hours=total)}
+    at = AT
 
     with fresh_database(intake_db.backend, tmp_path, "scoring") as scoring_db:
         with Session(scoring_db.engine) as s:
@@ -145,3 +157,74 @@ def test_many_rows_are_copied_and_a_few_inserted(intake_db, monkeypatch):
     assert statements == (["INSERT", "COPY"] if intake_db.backend == "postgresql" else ["INSERT", "INSERT"])
     with Session(intake_db.engine) as s:
         assert s.execute(select(func.count()).select_from(StoredEvent)).scalar_one() == len(events)
+
+
+def test_an_upsert_of_one_key_twice_keeps_the_last_row(tmp_path, intake_db, upserts_as):
+    """Rows with the same key in one call: the last one is stored, as when each row is a statement
+    of its own (one set-based statement may not update a row twice: the rows are made unique first)."""
+    with fresh_database(intake_db.backend, tmp_path, "scoring") as scoring_db:
+        with Session(scoring_db.engine) as s:
+            upsert_rows(s, ScoreRow.__table__, [score("513431", 10)], keys=("region_code", "year"))
+            s.commit()
+        with Session(scoring_db.engine) as s:
+            upsert_rows(s, ScoreRow.__table__, [score("513431", 20), score("513432", 5), score("513431", 30),
+                                                score("513432", 6, grade="poor")],
+                        keys=("region_code", "year"))
+            s.commit()
+        with Session(scoring_db.engine) as s:
+            stored = {r.region_code: (r.total, r.grade, r.parent_code) for r in s.execute(select(ScoreRow)).scalars()}
+        assert stored == {"513431": (30, "good", "513400"), "513432": (6, "poor", "513400")}
+
+
+def test_an_upsert_of_a_too_long_value_is_refused_not_cut_short(tmp_path, upserts_as):
+    """The arrays are sent without the columns' lengths: a value longer than its column is refused
+    by the INSERT (as a statement per row refuses it), not cut to the length, and nothing of the
+    call is stored."""
+    with fresh_database("postgresql", tmp_path, "scoring") as scoring_db:
+        with Session(scoring_db.engine) as s:
+            with pytest.raises(DBAPIError, match="too long"):
+                upsert_rows(s, ScoreRow.__table__, [score("513431", 10), score("513432", 10, grade="g" * 33)],
+                            keys=("region_code", "year"))
+            s.rollback()
+            assert s.execute(select(func.count()).select_from(ScoreRow)).scalar_one() == 0
+
+
+def test_many_upsert_rows_are_one_statement_on_postgresql(intake_db, tmp_path, monkeypatch):
+    """UNNEST_FROM rows or more are one INSERT … SELECT FROM unnest on PostgreSQL; fewer, an
+    executemany of INSERT … VALUES (SQLite: always)."""
+    sources = []
+    plan = bulk._plan
+
+    def spied(*args, **kwargs):
+        sources.append(plan(*args, **kwargs)[0].split(") ", 1)[1].split()[0])
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(bulk, "_plan", spied)
+    with fresh_database(intake_db.backend, tmp_path, "scoring") as scoring_db:
+        with Session(scoring_db.engine) as s:
+            upsert_rows(s, ScoreRow.__table__, [score("513431", 1)], keys=("region_code", "year"))
+            upsert_rows(s, ScoreRow.__table__, [score(str(513432 + i), i) for i in range(bulk.UNNEST_FROM)],
+                        keys=("region_code", "year"))
+            s.commit()
+            assert s.execute(select(func.count()).select_from(ScoreRow)).scalar_one() == 1 + bulk.UNNEST_FROM
+    assert sources == (["VALUES", "SELECT"] if intake_db.backend == "postgresql" else ["VALUES", "VALUES"])
+
+
+def test_an_upsert_stores_nulls_and_big_numbers(tmp_path, intake_db, upserts_as):
+    """Missing values (NULL in an array) and a BIGINT past 32 bits go in as given: the consumer offsets
+    the workers store with their batches."""
+    def offset(partition: int, next_offset: int, event: str | None) -> dict:
+        return {"topic": "kaohe.intake.events.v1", "partition": partition, "next_offset": next_offset,
+                "last_event_id": event, "topic_id": None, "owner": None}
+
+    with fresh_database(intake_db.backend, tmp_path, "scoring") as scoring_db:
+        with Session(scoring_db.engine) as s:
+            upsert_rows(s, ConsumerOffset.__table__, [offset(0, 5, "e0"), offset(1, 7, None)],
+                        keys=("topic", "partition"))
+            upsert_rows(s, ConsumerOffset.__table__, [offset(0, 2**40, None), offset(2, 1, "e2")],
+                        keys=("topic", "partition"))
+            s.commit()
+        with Session(scoring_db.engine) as s:
+            stored = {r.partition: (r.next_offset, r.last_event_id, r.topic_id, r.owner)
+                      for r in s.execute(select(ConsumerOffset)).scalars()}
+        assert stored == {0: (2**40, None, None, None), 1: (7, None, None, None), 2: (1, "e2", None, None)}

@@ -519,7 +519,7 @@ class Worker:
                     log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset,
                                 str(exc).splitlines()[0])
             else:
-                event_id = str(record.event.event_id)
+                event_id = view.id_text(record.event_id)  # (a view's record is its own event)
                 changes = scorer.apply_new(record, cause=event_id)
                 if changes is not None:  # not applied before
                     batch.changes += changes

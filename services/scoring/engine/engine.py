@@ -18,6 +18,7 @@ from services.events import v1
 from services.events.registry import Recorded
 from services.events.v1 import Envelope
 from services.events.vocabulary import FindingCategory
+from services.scoring.engine import view
 from services.scoring.policy.model import COMPONENTS, DEDUCTED, Component, Policy
 
 CATEGORIES = tuple(c.value for c in FindingCategory)  # a fixed order for sums: deterministic floats
@@ -364,7 +365,7 @@ class Engine:
         if handler is None:
             return []
         touched, rule = handler(self, event)
-        cause = cause or str(event.event_id)
+        cause = cause or view.id_text(event.event_id)
         changes = touched(cause, rule, event.occurred_at) if touched else []
         if self._carried:  # the flags a county-year the event began was booked with
             carried = [c for key, before, after in self._carried

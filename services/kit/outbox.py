@@ -35,6 +35,7 @@ from services.kit.kafka import KafkaError, ensure_topics, producer
 from services.kit.logs import current_ids
 
 log = logging.getLogger(__name__)
+LINGER_MS = 1000  # the relay producer's (`Relay._ensure_ready`); below kit.kafka's delivery less request timeout
 
 
 def outbox_model(base: type[SQLModel]) -> type[SQLModel]:
@@ -128,7 +129,11 @@ class Relay:
             ensure_topics(self.bootstrap_servers, self.topics, self.partitions)
             self._topics_ready = True
         if self._producer is None:
-            self._producer = producer(self.bootstrap_servers)
+            # every batch ends with a flush, which sends at once whatever waits: a linger longer
+            # than a batch takes to add lets the producer build each partition's batch whole on
+            # this thread, instead of its sender thread taking a batch as soon as one starts and
+            # the next message starting another (measured: 57 against 65 µs of CPU a message)
+            self._producer = producer(self.bootstrap_servers, linger_ms=LINGER_MS)
 
     def backlog(self) -> int:
         t = self.model.__table__

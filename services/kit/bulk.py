@@ -13,23 +13,31 @@ go as INSERT there too: COPY gains nothing on them, and its text form of a large
 write's one row holding a poll's records, megabytes of bytea) cost the worker several copies of
 the value in memory and about 30 ms a write.
 
-Upserts of many rows on PostgreSQL are one statement, set-based: `INSERT … SELECT FROM unnest(…)
-ON CONFLICT DO UPDATE`, each column's values one array parameter. An executemany of one INSERT …
-ON CONFLICT per row (what SQLite still gets, in process) cost the scoring worker's writer a
-round of the protocol per row and PostgreSQL an executed statement per row: about a thousand a
-batch (score rows, team points), most of the writer's time (docs/performance.md).
+Upserts of many rows on PostgreSQL are one statement, set-based: `INSERT … SELECT … FROM
+jsonb_array_elements(…) ON CONFLICT DO UPDATE`, the rows one JSON parameter (made by orjson, read by
+PostgreSQL, both in C; each value cast to its column's type). An executemany of one INSERT … ON
+CONFLICT per row (what SQLite still gets, in process) cost the scoring worker's writer a round of
+the protocol per row and PostgreSQL an executed statement per row: about a thousand a batch (score
+rows, team points), most of the writer's time; the rows as arrays, one per column, took psycopg's
+list dumper (Python) a third of it (docs/performance.md).
 """
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Table
+import orjson
+from sqlalchemy import Boolean, DateTime, Float, Integer, String, Table, TypeDecorator
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 COPY_FROM = 16  # rows, on PostgreSQL
-UNNEST_FROM = 16  # rows an upsert sends as arrays on PostgreSQL (fewer: an executemany, as on SQLite)
+JSON_FROM = 16  # rows an upsert sends as one JSON value on PostgreSQL (fewer: an executemany, as on SQLite)
+# column types whose values (after their bind processors) orjson writes and PostgreSQL reads back
+# the same: text, whole numbers, floats (shortest round-trip form; not NaN or infinity, `_as_json`),
+# flags, aware timestamps
+JSON_TYPES = (String, Integer, Float, Boolean, DateTime)
 _PLANS: dict[tuple[str, str, tuple[str, ...], tuple[str, ...] | None, bool],
              tuple[str, list[Callable[[Any], Any] | None]]] = {}
 
@@ -48,8 +56,9 @@ def _plan(session: Session, table: Table, columns: tuple[str, ...], keys: tuple[
         marker = "?" if dialect.paramstyle == "qmark" else "%s"
         if keys is not None:
             updated = ", ".join(f"{preparer.quote(c)} = excluded.{preparer.quote(c)}" for c in columns if c not in keys)
-            if dialect.name == "postgresql" and many:  # the rows as one array per column
-                source = f"SELECT * FROM unnest({', '.join(f'%s::{_array_type(table, c, dialect)}' for c in columns)})"
+            if dialect.name == "postgresql" and many:  # the rows as one JSON array of arrays (jsonb: parsed once)
+                values = ", ".join(f"(r->>{i})::{_cast_type(table, c, dialect)}" for i, c in enumerate(columns))
+                source = f"SELECT {values} FROM jsonb_array_elements(%s::jsonb) AS rows(r)"
             else:
                 source = f"VALUES ({', '.join([marker] * len(columns))})"
             sql = (f"INSERT INTO {target} {source} "
@@ -113,31 +122,46 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
 def upsert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
     """INSERT `rows`, replacing every other column of those whose `keys` exist already (INSERT …
     ON CONFLICT DO UPDATE): what `kit.upsert.upsert` does, without SQLAlchemy's statement
-    compilation and per-row parameter work. On PostgreSQL, `UNNEST_FROM` rows or more are one
-    statement (the rows as arrays); fewer, and on SQLite, an executemany."""
+    compilation and per-row parameter work. On PostgreSQL, `JSON_FROM` rows or more are one
+    statement (the rows as one JSON value); fewer, and on SQLite, an executemany."""
     if not rows:
         return
     columns = tuple(rows[0])
     connection = session.connection()
-    arrays = connection.dialect.name == "postgresql" and len(rows) >= UNNEST_FROM
-    if arrays:
+    as_json = connection.dialect.name == "postgresql" and len(rows) >= JSON_FROM and all(
+        isinstance(_base_type(table, c), JSON_TYPES) for c in columns)
+    if as_json:
         # one statement may not update a row twice: of rows with the same key the last one counts,
         # as it does when each row is a statement of its own
         last = {tuple(r[k] for k in keys): r for r in rows}
         if len(last) < len(rows):
             rows = list(last.values())
-    sql, processors = _plan(session, table, columns, tuple(keys), many=arrays)
+    sql, processors = _plan(session, table, columns, tuple(keys), many=as_json)
     values = _values(rows, columns, processors)
-    if arrays:
-        connection.exec_driver_sql(sql, tuple(list(column) for column in zip(*values)))
-    else:
-        connection.exec_driver_sql(sql, [tuple(v) for v in values])
+    document = _as_json(table, columns, values) if as_json else None
+    if document is not None:
+        connection.exec_driver_sql(sql, (document,))
+        return
+    if as_json:  # a value JSON cannot carry: each row a statement of its own
+        sql, processors = _plan(session, table, columns, tuple(keys), many=False)
+    connection.exec_driver_sql(sql, [tuple(v) for v in values])
 
 
-def _array_type(table: Table, column: str, dialect: Any) -> str:
-    """The PostgreSQL array type `column`'s values are sent as: its type without a length (a cast to
+def _base_type(table: Table, column: str) -> Any:
+    kind = table.c[column].type
+    return kind.impl if isinstance(kind, TypeDecorator) else kind
+
+
+def _cast_type(table: Table, column: str, dialect: Any) -> str:
+    """The type a JSON value is cast to for `column`: the column's without a length (a cast to
     VARCHAR(6) would cut a longer text short; the INSERT's own assignment rejects it instead)."""
-    return re.sub(r"\(\d+\)", "", table.c[column].type.compile(dialect=dialect)) + "[]"
+    return re.sub(r"\(\d+\)", "", table.c[column].type.compile(dialect=dialect))
 
 
-__all__ = ["insert_rows", "upsert_rows"]
+def _as_json(table: Table, columns: tuple[str, ...], values: list[list[Any]]) -> str | None:
+    """The rows as a JSON array of arrays, or None if one holds a float JSON has no number for."""
+    for i, column in enumerate(columns):
+        if isinstance(_base_type(table, column), Float) and not all(
+                math.isfinite(v[i]) for v in values if v[i] is not None):
+            return None
+    return orjson.dumps(values).decode()

@@ -1,6 +1,7 @@
 """kit.bulk.insert_rows and upsert_rows store exactly what SQLAlchemy's own insert and upsert store,
 on both backends."""
 
+import math
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -100,11 +101,11 @@ def test_a_violated_constraint_is_sqlalchemys_error_and_the_transaction_rolls_ba
         assert sorted(r.sequence for r in s.execute(select(StoredEvent)).scalars()) == [1, 2]
 
 
-@pytest.fixture(params=["arrays", "executemany"])
+@pytest.fixture(params=["json", "executemany"])
 def upserts_as(request, monkeypatch):
-    """On PostgreSQL upsert_rows sends many rows as arrays in one statement and a few as an
+    """On PostgreSQL upsert_rows sends many rows as one JSON value in one statement and a few as an
     executemany: each test takes both ways (on SQLite both are an executemany)."""
-    monkeypatch.setattr(bulk, "UNNEST_FROM", 1 if request.param == "arrays" else 10**9)
+    monkeypatch.setattr(bulk, "JSON_FROM", 1 if request.param == "json" else 10**9)
     return request.param
 
 
@@ -177,7 +178,7 @@ def test_an_upsert_of_one_key_twice_keeps_the_last_row(tmp_path, intake_db, upse
 
 
 def test_an_upsert_of_a_too_long_value_is_refused_not_cut_short(tmp_path, upserts_as):
-    """The arrays are sent without the columns' lengths: a value longer than its column is refused
+    """JSON values are cast to the columns' types without their lengths: a value longer than its column is refused
     by the INSERT (as a statement per row refuses it), not cut to the length, and nothing of the
     call is stored."""
     with fresh_database("postgresql", tmp_path, "scoring") as scoring_db:
@@ -190,7 +191,7 @@ def test_an_upsert_of_a_too_long_value_is_refused_not_cut_short(tmp_path, upsert
 
 
 def test_many_upsert_rows_are_one_statement_on_postgresql(intake_db, tmp_path, monkeypatch):
-    """UNNEST_FROM rows or more are one INSERT … SELECT FROM unnest on PostgreSQL; fewer, an
+    """JSON_FROM rows or more are one INSERT … SELECT FROM json_array_elements on PostgreSQL; fewer, an
     executemany of INSERT … VALUES (SQLite: always)."""
     sources = []
     plan = bulk._plan
@@ -203,10 +204,10 @@ def test_many_upsert_rows_are_one_statement_on_postgresql(intake_db, tmp_path, m
     with fresh_database(intake_db.backend, tmp_path, "scoring") as scoring_db:
         with Session(scoring_db.engine) as s:
             upsert_rows(s, ScoreRow.__table__, [score("513431", 1)], keys=("region_code", "year"))
-            upsert_rows(s, ScoreRow.__table__, [score(str(513432 + i), i) for i in range(bulk.UNNEST_FROM)],
+            upsert_rows(s, ScoreRow.__table__, [score(str(513432 + i), i) for i in range(bulk.JSON_FROM)],
                         keys=("region_code", "year"))
             s.commit()
-            assert s.execute(select(func.count()).select_from(ScoreRow)).scalar_one() == 1 + bulk.UNNEST_FROM
+            assert s.execute(select(func.count()).select_from(ScoreRow)).scalar_one() == 1 + bulk.JSON_FROM
     assert sources == (["VALUES", "SELECT"] if intake_db.backend == "postgresql" else ["VALUES", "VALUES"])
 
 
@@ -228,3 +229,26 @@ def test_an_upsert_stores_nulls_and_big_numbers(tmp_path, intake_db, upserts_as)
             stored = {r.partition: (r.next_offset, r.last_event_id, r.topic_id, r.owner)
                       for r in s.execute(select(ConsumerOffset)).scalars()}
         assert stored == {0: (2**40, None, None, None), 1: (7, None, None, None), 2: (1, "e2", None, None)}
+
+
+def test_an_upsert_stores_floats_and_texts_exactly(tmp_path, intake_db, upserts_as):
+    """Through JSON, a float comes back the same double (not NaN or infinity, which JSON has no
+    number for: those rows go as statements of their own), and a text with quotes, backslashes,
+    newlines and Chinese as given."""
+    totals = [0.1 + 0.2, 1 / 3, 1e-300, 2.5e15 + 0.5, -123.456e-7, float("nan"), float("inf")]
+    if intake_db.backend == "sqlite":
+        totals[5] = 7.25  # SQLite has no NaN (it stores NULL)
+    texts = ['a "quoted" \\ back\\slash', "line\nbreak\ttab", "中文 {\"json\": [1]}", "", "\u2028", "x", "y"]
+    rows = [{**score(str(513431 + i), 1), "total": t, "components": text_}
+            for i, (t, text_) in enumerate(zip(totals, texts))]
+    with fresh_database(intake_db.backend, tmp_path, "scoring") as scoring_db:
+        with Session(scoring_db.engine) as s:
+            upsert_rows(s, ScoreRow.__table__, rows[:5], keys=("region_code", "year"))
+            upsert_rows(s, ScoreRow.__table__, rows[5:] + rows[:1], keys=("region_code", "year"))
+            s.commit()
+        with Session(scoring_db.engine) as s:
+            stored = {r.region_code: (r.total, r.components) for r in s.execute(select(ScoreRow)).scalars()}
+    for r in rows:
+        total, components = stored[r["region_code"]]
+        assert components == r["components"]
+        assert total == r["total"] or (math.isnan(total) and math.isnan(r["total"]))

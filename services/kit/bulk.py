@@ -46,7 +46,7 @@ def _plan(session: Session, table: Table, columns: tuple[str, ...], keys: tuple[
           many: bool = True) -> tuple[str, list[Callable[[Any], Any] | None]]:
     """The statement and each column's bind processor, made once per table and set of columns: an
     INSERT, or with `keys` an INSERT … ON CONFLICT DO UPDATE; on PostgreSQL with `many`, a COPY
-    instead of the INSERT, and the upsert's rows as one array per column."""
+    instead of the INSERT, and the upsert's rows as one JSON value."""
     dialect = session.get_bind().dialect
     key = (dialect.name, table.name, columns, keys, many)
     plan = _PLANS.get(key)
@@ -159,9 +159,16 @@ def _cast_type(table: Table, column: str, dialect: Any) -> str:
 
 
 def _as_json(table: Table, columns: tuple[str, ...], values: list[list[Any]]) -> str | None:
-    """The rows as a JSON array of arrays, or None if one holds a float JSON has no number for."""
+    """The rows as a JSON array of arrays, or None if one holds a value JSON has no form for (a
+    float that is NaN or infinite, which orjson would write as null; a Decimal)."""
     for i, column in enumerate(columns):
         if isinstance(_base_type(table, column), Float) and not all(
                 math.isfinite(v[i]) for v in values if v[i] is not None):
             return None
-    return orjson.dumps(values).decode()
+    try:
+        return orjson.dumps(values).decode()
+    except orjson.JSONEncodeError:
+        return None
+
+
+__all__ = ["insert_rows", "upsert_rows"]

@@ -4,6 +4,7 @@ on both backends."""
 import math
 import uuid
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, insert, select, text
@@ -233,18 +234,19 @@ def test_an_upsert_stores_nulls_and_big_numbers(tmp_path, intake_db, upserts_as)
 
 def test_an_upsert_stores_floats_and_texts_exactly(tmp_path, intake_db, upserts_as):
     """Through JSON, a float comes back the same double (not NaN or infinity, which JSON has no
-    number for: those rows go as statements of their own), and a text with quotes, backslashes,
-    newlines and Chinese as given."""
-    totals = [0.1 + 0.2, 1 / 3, 1e-300, 2.5e15 + 0.5, -123.456e-7, float("nan"), float("inf")]
+    number for, nor a Decimal, which orjson does not write: those rows go as statements of their
+    own), and a text with quotes, backslashes, newlines and Chinese as given."""
+    totals = [0.1 + 0.2, 1 / 3, 1e-300, 2.5e15 + 0.5, -123.456e-7, float("nan"), float("inf"), Decimal("1.25")]
     if intake_db.backend == "sqlite":
         totals[5] = 7.25  # SQLite has no NaN (it stores NULL)
-    texts = ['a "quoted" \\ back\\slash', "line\nbreak\ttab", "中文 {\"json\": [1]}", "", "\u2028", "x", "y"]
+    texts = ['a "quoted" \\ back\\slash', "line\nbreak\ttab", "中文 {\"json\": [1]}", "", "\u2028", "x", "y", "z"]
     rows = [{**score(str(513431 + i), 1), "total": t, "components": text_}
             for i, (t, text_) in enumerate(zip(totals, texts))]
     with fresh_database(intake_db.backend, tmp_path, "scoring") as scoring_db:
         with Session(scoring_db.engine) as s:
             upsert_rows(s, ScoreRow.__table__, rows[:5], keys=("region_code", "year"))
-            upsert_rows(s, ScoreRow.__table__, rows[5:] + rows[:1], keys=("region_code", "year"))
+            upsert_rows(s, ScoreRow.__table__, rows[5:7] + rows[:1], keys=("region_code", "year"))
+            upsert_rows(s, ScoreRow.__table__, rows[7:] + rows[1:2], keys=("region_code", "year"))
             s.commit()
         with Session(scoring_db.engine) as s:
             stored = {r.region_code: (r.total, r.components) for r in s.execute(select(ScoreRow)).scalars()}

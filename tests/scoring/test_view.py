@@ -2,9 +2,12 @@
 view must cover every event the registry knows, score every record exactly as the full contract's
 parse would, and refuse (for the dead-letter topic) what the engine cannot read."""
 
+import uuid
+
 import orjson
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from services.events import registry
 from services.scoring.engine import view
@@ -116,3 +119,10 @@ def test_the_view_caches_no_values_across_records():
     a, b = (view.decode(stored(r)) for r in (inspection(finding("F-1")), inspection(finding("F-2"))))
     assert a.event.region_code == b.event.region_code
     assert a.event.region_code is not b.event.region_code
+
+
+@given(st.uuids(version=None) | st.sampled_from([uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)]))
+def test_an_event_ids_text_is_the_uuids_own(uid):
+    """`view.id_text` (msgspec's, in C) makes what `str(uid)` makes: the causes and applied ids the
+    worker stores must not differ from the text a recomputation or an export line gives."""
+    assert view.id_text(uid) == str(uid)

@@ -192,7 +192,7 @@ def test_an_upsert_of_a_too_long_value_is_refused_not_cut_short(tmp_path, upsert
 
 
 def test_many_upsert_rows_are_one_statement_on_postgresql(intake_db, tmp_path, monkeypatch):
-    """JSON_FROM rows or more are one INSERT … SELECT FROM json_array_elements on PostgreSQL; fewer, an
+    """JSON_FROM rows or more are one INSERT … SELECT FROM jsonb_array_elements on PostgreSQL; fewer, an
     executemany of INSERT … VALUES (SQLite: always)."""
     sources = []
     plan = bulk._plan
@@ -213,7 +213,7 @@ def test_many_upsert_rows_are_one_statement_on_postgresql(intake_db, tmp_path, m
 
 
 def test_an_upsert_stores_nulls_and_big_numbers(tmp_path, intake_db, upserts_as):
-    """Missing values (NULL in an array) and a BIGINT past 32 bits go in as given: the consumer offsets
+    """Missing values (null in the JSON) and a BIGINT past 32 bits go in as given: the consumer offsets
     the workers store with their batches."""
     def offset(partition: int, next_offset: int, event: str | None) -> dict:
         return {"topic": "kaohe.intake.events.v1", "partition": partition, "next_offset": next_offset,

@@ -142,8 +142,8 @@ def upsert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], 
     if document is not None:
         connection.exec_driver_sql(sql, (document,))
         return
-    if as_json:  # a value JSON cannot carry: each row a statement of its own
-        sql, processors = _plan(session, table, columns, tuple(keys), many=False)
+    if as_json:  # a value JSON cannot carry: each row a statement of its own (the values are the same)
+        sql = _plan(session, table, columns, tuple(keys), many=False)[0]
     connection.exec_driver_sql(sql, [tuple(v) for v in values])
 
 

@@ -22,6 +22,7 @@ rows, team points), most of the writer's time; the rows as arrays, one per colum
 list dumper (Python) a third of it (docs/performance.md).
 """
 
+import functools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -128,8 +129,8 @@ def upsert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], 
         return
     columns = tuple(rows[0])
     connection = session.connection()
-    as_json = connection.dialect.name == "postgresql" and len(rows) >= JSON_FROM and all(
-        isinstance(_base_type(table, c), JSON_TYPES) for c in columns)
+    floats = _json_floats(table, columns)
+    as_json = connection.dialect.name == "postgresql" and len(rows) >= JSON_FROM and floats is not None
     if as_json:
         # one statement may not update a row twice: of rows with the same key the last one counts,
         # as it does when each row is a statement of its own
@@ -138,18 +139,21 @@ def upsert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], 
             rows = list(last.values())
     sql, processors = _plan(session, table, columns, tuple(keys), many=as_json)
     values = _values(rows, columns, processors)
-    document = _as_json(table, columns, values) if as_json else None
-    if document is not None:
-        connection.exec_driver_sql(sql, (document,))
-        return
-    if as_json:  # a value JSON cannot carry: each row a statement of its own (the values are the same)
-        sql = _plan(session, table, columns, tuple(keys), many=False)[0]
-    connection.exec_driver_sql(sql, [tuple(v) for v in values])
+    document = _as_json(values, floats) if as_json else None
+    if as_json and document is None:  # a value with no JSON form: each row a statement of its own
+        sql = _plan(session, table, columns, tuple(keys), many=False)[0]  # (the same processors)
+    connection.exec_driver_sql(sql, (document,) if document is not None else [tuple(v) for v in values])
 
 
-def _base_type(table: Table, column: str) -> Any:
-    kind = table.c[column].type
-    return kind.impl if isinstance(kind, TypeDecorator) else kind
+@functools.cache
+def _json_floats(table: Table, columns: tuple[str, ...]) -> tuple[int, ...] | None:
+    """Where the float columns are among `columns`, or None if one of their types is not in
+    JSON_TYPES (the rows then go as an executemany)."""
+    kinds = [table.c[c].type for c in columns]
+    kinds = [k.impl if isinstance(k, TypeDecorator) else k for k in kinds]
+    if not all(isinstance(k, JSON_TYPES) for k in kinds):
+        return None
+    return tuple(i for i, k in enumerate(kinds) if isinstance(k, Float))
 
 
 def _cast_type(table: Table, column: str, dialect: Any) -> str:
@@ -158,13 +162,11 @@ def _cast_type(table: Table, column: str, dialect: Any) -> str:
     return re.sub(r"\(\d+\)", "", table.c[column].type.compile(dialect=dialect))
 
 
-def _as_json(table: Table, columns: tuple[str, ...], values: list[list[Any]]) -> str | None:
+def _as_json(values: list[list[Any]], floats: tuple[int, ...]) -> str | None:
     """The rows as a JSON array of arrays, or None if one holds a value JSON has no form for (a
     float that is NaN or infinite, which orjson would write as null; a Decimal)."""
-    for i, column in enumerate(columns):
-        if isinstance(_base_type(table, column), Float) and not all(
-                math.isfinite(v[i]) for v in values if v[i] is not None):
-            return None
+    if not all(math.isfinite(v[i]) for i in floats for v in values if v[i] is not None):
+        return None
     try:
         return orjson.dumps(values).decode()
     except orjson.JSONEncodeError:

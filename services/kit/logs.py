@@ -12,7 +12,6 @@ import re
 import sys
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import datetime, timezone
 from typing import Any
@@ -44,14 +43,20 @@ def current_ids() -> dict[str, str]:
     return {name: value for name, var in _VARS.items() if (value := var.get()) is not None}
 
 
-@contextmanager
-def bound(**ids: str | None) -> Iterator[None]:
-    """Within the block, these ids (request_id, event_id) are the current ones; None clears one."""
-    tokens = [(_VARS[name], _VARS[name].set(value)) for name, value in ids.items()]
-    try:
-        yield
-    finally:
-        for var, token in reversed(tokens):
+class bound:
+    """`with bound(request_id=…, event_id=…):` within the block, these ids are the current ones;
+    None clears one. A class, not a generator: intake enters one for every event it appends."""
+
+    __slots__ = ("_ids", "_tokens")
+
+    def __init__(self, **ids: str | None) -> None:
+        self._ids = ids
+
+    def __enter__(self) -> None:
+        self._tokens = [(_VARS[name], _VARS[name].set(value)) for name, value in self._ids.items()]
+
+    def __exit__(self, *_exc: object) -> None:
+        for var, token in reversed(self._tokens):
             var.reset(token)
 
 

@@ -67,6 +67,15 @@ def test_json_lines_carry_the_ids(json_lines):
     assert "request_id" not in second and "ValueError: boom" in second["exc"]  # the block's ids are gone
 
 
+def test_bound_restores_the_outer_ids_after_an_error():
+    with bound(request_id="outer", event_id="ev-outer"):
+        with pytest.raises(ValueError), bound(event_id="ev-inner", request_id=None):
+            assert current_ids() == {"event_id": "ev-inner"}  # None clears the request id
+            raise ValueError("boom")
+        assert current_ids() == {"request_id": "outer", "event_id": "ev-outer"}
+    assert current_ids() == {}
+
+
 def test_request_id_is_echoed_logged_or_replaced(sqlite_intake, settings, access, json_lines):
     with TestClient(intake_app(settings, engine=sqlite_intake.engine), headers=access.headers) as client:
         r = client.get("/v1/regions/513400", headers={"X-Request-ID": "partner-42:abc"})

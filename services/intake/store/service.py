@@ -113,9 +113,8 @@ def _check_time(event: Envelope, now: datetime, max_future: timedelta) -> None:
         raise field_problem("occurred_at", error)
 
 
-def _append(batch: _Batch, event: Envelope, *, directory: Directory, now: datetime,
+def _append(batch: _Batch, event: Envelope, event_json: dict[str, Any], *, directory: Directory, now: datetime,
             max_future: timedelta, request_id: str | None) -> Outcome:
-    event_json = registry.to_json_dict(event)
     eid = event_json["event_id"]  # = str(event.event_id)
     digest = content_hash(event_json)
     prior = batch.known.get(event.event_id)
@@ -187,12 +186,14 @@ def append_many(*, session: Session, items: Sequence[Envelope | InvalidEvent], d
                 outcomes.append(Outcome("rejected", event.event_id, problem=event))
                 continue
             request_id = REQUEST_ID.get() if request_ids is None else request_ids[i]
+            event_json = registry.to_json_dict(event)
+            eid = event_json["event_id"]  # = str(event.event_id), made once
             try:
-                with bound(event_id=str(event.event_id), request_id=request_id):
-                    outcomes.append(_append(batch, event, directory=directory, now=now, max_future=max_future,
-                                            request_id=request_id))
+                with bound(event_id=eid, request_id=request_id):
+                    outcomes.append(_append(batch, event, event_json, directory=directory, now=now,
+                                            max_future=max_future, request_id=request_id))
             except Problem as problem:
-                outcomes.append(Outcome("rejected", str(event.event_id), problem=problem))
+                outcomes.append(Outcome("rejected", eid, problem=problem))
         _flush(batch)
     return outcomes
 

@@ -1,11 +1,15 @@
 """POST /v1/events/batch: each item judged on its own, in order."""
 
+import uuid
+
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlmodel import Session
 
 from services.events import registry
 from services.intake.regions.service import Directory
+from services.intake.store.keyset import array_text, custom_plans, members
+from services.intake.store.models import NaturalKey, StoredEvent
 from services.intake.store.service import append_many
 from tests import factories as f
 
@@ -91,3 +95,32 @@ def test_postgresql_append_plans_its_look_ups_for_their_keys(database):
         assert session.execute(text("SHOW plan_cache_mode")).scalar_one() == "force_custom_plan"
         session.commit()
         assert session.execute(text("SHOW plan_cache_mode")).scalar_one() == "auto"
+
+
+def test_postgresql_reads_a_key_list_as_sent(database):
+    """The look-ups send their keys as one array literal (keyset.array_text): whatever a key holds,
+    PostgreSQL reads back the same keys, as text and as UUIDs."""
+    if database.backend != "postgresql":
+        pytest.skip("a PostgreSQL array literal")
+    keys = ['plain', 'with "quotes"', "back\\slash\\", "a,b", "{braces}", "NULL", "null", " spaced ", "",
+            "检查-001", "tab\tand\nnewline", "'single'"]
+    ids = [uuid.uuid4() for _ in range(3)]
+    with database.engine.connect() as conn:
+        assert conn.execute(text("SELECT CAST(:k AS text[])"), {"k": array_text(keys)}).scalar_one() == keys
+        assert conn.execute(text("SELECT CAST(:k AS uuid[])"), {"k": array_text(ids)}).scalar_one() == ids
+
+
+def test_postgresql_plans_a_key_list_as_one_constant(database):
+    """The array literal is sent untyped, so the plan holds the keys as one constant array; sent as
+    text, the cast to the array type would be evaluated for every row compared (measured: seconds
+    for a 1,000-event batch against 30,000 stored events)."""
+    if database.backend != "postgresql":
+        pytest.skip("a PostgreSQL plan")
+    with Session(database.engine) as session:
+        custom_plans(session)
+        for column, keys in ((StoredEvent.event_id, [uuid.uuid4(), uuid.uuid4()]), (NaturalKey.key, ["a", "b"])):
+            (condition,) = members(session, column, keys)
+            compiled = select(column).where(condition).compile(dialect=database.engine.dialect)
+            plan = "\n".join(r[0] for r in session.connection().exec_driver_sql(f"EXPLAIN {compiled}",
+                                                                              compiled.params))
+            assert "= ANY ('{" + ",".join(map(str, keys)) + "}'::" in plan, plan  # as PostgreSQL prints it

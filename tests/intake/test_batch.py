@@ -7,6 +7,7 @@ from sqlalchemy import select, text
 from sqlmodel import Session
 
 from services.events import registry
+from services.intake.api.schemas import BatchOut
 from services.intake.regions.service import Directory
 from services.intake.store.keyset import array_text, custom_plans, members
 from services.intake.store.models import NaturalKey, StoredEvent
@@ -42,6 +43,13 @@ def test_batch_with_good_and_bad_items(client):
     stored = client.get("/v1/events").json()["items"]
     assert [e["event_id"] for e in stored] == [items[0]["event_id"], items[1]["event_id"]]
     assert client.get(f"/v1/findings/{f.COUNTY}/{good['finding_id']}").json()["state"] == "reported"
+    # the answer is written as plain JSON: it must be what the documented model makes of it, no more
+    assert r.headers["content-type"] == "application/json"
+    assert BatchOut.model_validate(body).model_dump(mode="json") == body
+    step_again = client.post("/v1/events/batch", json={"events": [
+        f.step("rectification.reported", good["finding_id"])]}).json()  # reported twice: facts of the state
+    assert BatchOut.model_validate(step_again).model_dump(mode="json") == step_again
+    assert step_again["results"][0]["problem"]["current_state"] == "reported"
 
 
 def test_rejected_item_in_the_middle_leaves_no_trace(client):

@@ -3,7 +3,9 @@ JSON under another media type (415: FastAPI would read it as bytes and answer "m
 a JSON body that is not UTF-8 (RFC 8259; Python would otherwise read UTF-16 and UTF-32 too), and NUL
 (U+0000) in the path, a query parameter or any string or key of a JSON body (PostgreSQL text cannot
 hold it: it was a 500, or a 503 a client would retry for ever, on PostgreSQL and stored as is on
-SQLite)."""
+SQLite). Likewise a lone surrogate (an escape `\\ud800`-`\\udfff` not paired) in a JSON string or
+key: valid JSON syntax, but no Unicode text (RFC 8259 8.2), which no UTF-8 store or answer can
+carry (an event id sent as one made the batch answer a 500)."""
 
 import json
 import re
@@ -17,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.kit.problems import MEDIA_TYPE, TYPE_PREFIX
 
 NUL = "\x00"
+SURROGATE = re.compile("[\ud800-\udfff]")  # in a parsed string: one that came unpaired
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")  # in a body: where one may be (pairs too)
 WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ACCEPTED = "application/json"  # or application/<anything>+json; UTF-8 (a charset, if given, must say so)
 UTF_8 = frozenset({"utf-8", "utf8"})
@@ -103,24 +107,39 @@ def _nul_in_target(scope: Scope) -> list[dict[str, str]]:
     return errors
 
 
-def _nul_in_json(data: Any) -> list[dict[str, str]]:
-    """Every place in a parsed JSON value whose string (or key) holds a NUL; iterative (any depth)."""
+def _fault(text: str) -> tuple[str, str] | None:
+    """(what, error type) if `text` holds what no store takes: NUL, or a lone surrogate."""
+    if NUL in text:
+        return "NUL (U+0000)", "string_nul"
+    if SURROGATE.search(text):
+        return "a lone surrogate (\\ud800-\\udfff unpaired: not Unicode text)", "string_surrogate"
+    return None
+
+
+def _printable(part: Any) -> str:
+    """A path part as the error names it: NUL and lone surrogates escaped (the answer is UTF-8)."""
+    return SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", str(part).replace(NUL, "\\u0000"))
+
+
+def _faults_in_json(data: Any) -> list[dict[str, str]]:
+    """Every place in a parsed JSON value whose string (or key) holds a NUL or a lone surrogate;
+    iterative (any depth)."""
     errors = []
     stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
     while stack:
         path, value = stack.pop()
         if isinstance(value, dict):
             for key, item in value.items():
-                if NUL in key:
-                    errors.append((path + (key,), "a key must not contain NUL (U+0000)"))
+                if fault := _fault(key):
+                    errors.append((path + (key,), f"a key must not contain {fault[0]}", fault[1]))
                 stack.append((path + (key,), item))
         elif isinstance(value, list):
             stack.extend((path + (i,), item) for i, item in enumerate(value))
-        elif isinstance(value, str) and NUL in value:
-            errors.append((path, "must not contain NUL (U+0000)"))
-    return [_error(".".join(str(p).replace(NUL, "\\u0000") for p in path) or "(body)",
-                   "".join(f"/{p}" for p in path).replace(NUL, "\\u0000"), message, "string_nul")
-            for path, message in sorted(errors, key=lambda e: [str(p) for p in e[0]])]
+        elif isinstance(value, str) and (fault := _fault(value)):
+            errors.append((path, f"must not contain {fault[0]}", fault[1]))
+    return [_error(".".join(map(_printable, path)) or "(body)", "".join(f"/{_printable(p)}" for p in path),
+                   message, type_)
+            for path, message, type_ in sorted(errors, key=lambda e: [str(p) for p in e[0]])]
 
 
 def body_errors(body: bytes) -> tuple[int, list[dict[str, str]]] | None:
@@ -132,13 +151,13 @@ def body_errors(body: bytes) -> tuple[int, list[dict[str, str]]] | None:
         encoded_ok = False
     if not encoded_ok:
         return 422, [_error("(body)", "", "not UTF-8: JSON must be encoded in UTF-8 (RFC 8259)", "encoding")]
-    if b"\\u0000" not in body:
+    if b"\\u0000" not in body and not _ESCAPED_SURROGATE.search(body):
         return None
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
         return None  # FastAPI answers it (json_invalid, or too deep)
-    errors = _nul_in_json(data)
+    errors = _faults_in_json(data)
     return (422, errors) if errors else None
 
 

@@ -2,6 +2,7 @@
 
 import uuid
 
+import orjson
 import pytest
 from sqlalchemy import select, text
 from sqlmodel import Session
@@ -50,6 +51,16 @@ def test_batch_with_good_and_bad_items(client):
         f.step("rectification.reported", good["finding_id"])]}).json()  # reported twice: facts of the state
     assert BatchOut.model_validate(step_again).model_dump(mode="json") == step_again
     assert step_again["results"][0]["problem"]["current_state"] == "reported"
+
+
+def test_a_lone_surrogate_in_an_item_refuses_the_body(client):
+    """Regression: an event id sent as "\\ud800" (valid JSON, no text) was named in the answer, whose
+    encoding then failed: a 500. The body is refused before any item is judged."""
+    body = b'{"events": [' + orjson.dumps(f.daily_check()) + b', {"event_id": "\\ud800", "type": "x"}]}'
+    r = client.post("/v1/events/batch", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert [(e["field"], e["type"]) for e in r.json()["errors"]] == [("events.1.event_id", "string_surrogate")]
+    assert client.get("/v1/events").json()["items"] == []
 
 
 def test_rejected_item_in_the_middle_leaves_no_trace(client):

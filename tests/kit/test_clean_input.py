@@ -48,6 +48,17 @@ def test_body_errors():
     assert status == 422 and {e["field"] for e in errors} == {"a.0.b", "c\\u0000"}
 
 
+def test_a_lone_surrogate_is_named_and_a_pair_is_text():
+    assert body_errors('{"a": "\\ud83d\\ude00 \U0001f600"}'.encode()) is None  # a pair, escaped and as UTF-8
+    assert body_errors(b'{"a": "\\\\ud800"}') is None  # an escaped backslash, then "ud800"
+    status, errors = body_errors(b'{"a": ["x\\ud800"], "k\\udc00": 1, "b": "\\ude00\\ud83d"}')  # (reversed)
+    assert status == 422
+    assert {(e["field"], e["pointer"], e["type"]) for e in errors} == {
+        ("a.0", "/a/0", "string_surrogate"), ("k\\udc00", "/k\\udc00", "string_surrogate"),
+        ("b", "/b", "string_surrogate")}
+    json.dumps(errors, ensure_ascii=False).encode()  # every name and message is text the answer can carry
+
+
 def test_nul_in_the_path_or_query_is_named():
     app = FastAPI()
     problems.install(app)
@@ -71,6 +82,8 @@ def test_nul_in_the_path_or_query_is_named():
         r = c.post("/things", json={"x": "a\x00"})
         assert r.status_code == 422 and r.headers["content-type"] == problems.MEDIA_TYPE
         assert r.json()["errors"][0]["field"] == "x"
+        r = c.post("/things", content=b'{"x": "\\udfff"}', headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["errors"][0]["type"] == "string_surrogate"
         r = c.post("/things", content=b"[" * 100_000, headers={"content-type": "application/json"})
         assert r.status_code in (400, 422) and r.json()["errors"][0]["field"] == "(body)"
 

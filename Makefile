@@ -42,7 +42,7 @@ bench: $(STAMP) ## Every figure of issue 7 next to same-run baselines, one table
 	$(PY) -m bench $(if $(QUICK),--quick,)
 
 chaos: $(STAMP) ## Every fault-injection scenario in its full form (e.g. 20 SIGKILLs of each worker during 50,000 events); docs/reliability.md
-	KAOHE_CHAOS=1 $(PY) -m pytest tests/scoring/test_crash.py tests/test_scale_out.py tests/chaos -v
+	KAOHE_CHAOS=1 $(PY) -m pytest tests/scoring/test_crash.py tests/test_scale_out.py tests/test_fuzz.py tests/chaos -v
 
 lint: $(STAMP) ## Check the import layering (services never import each other) and ruff's rules (pyproject.toml)
 	$(VENV)/bin/lint-imports

@@ -60,25 +60,23 @@ class bound:
             var.reset(token)
 
 
-class message_context:
+class message_context(bound):
     """The ids a consumed message carries (its `request_id` and `event_id` headers) become the
     current ones; those it lacks are cleared, so nothing leaks from the previous message.
 
     `message_context(m)` alone sets them until the next call; `with message_context(m):` restores
-    the previous ones after the block.
+    the previous ones after the block (`bound`'s exit).
     """
 
-    def __init__(self, message: Any) -> None:
+    __slots__ = ()
+
+    def __init__(self, message: Any) -> None:  # (set here, not on entering: without a block too)
         headers = _headers(message)
         self._tokens: list[tuple[ContextVar, Token]] = [
             (var, var.set(valid_id(headers.get(name)))) for name, var in _VARS.items()]
 
-    def __enter__(self) -> "message_context":
+    def __enter__(self) -> "message_context":  # type: ignore[override]
         return self
-
-    def __exit__(self, *_exc: object) -> None:
-        for var, token in reversed(self._tokens):
-            var.reset(token)
 
 
 def message_ids(message: Any) -> dict[str, str]:

@@ -101,7 +101,7 @@ def _nul_in_target(scope: Scope) -> list[dict[str, str]]:
     if b"%00" in query or b"\x00" in query:
         for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
             if NUL in name or NUL in value:
-                name = name.replace(NUL, "\\u0000")
+                name = _printable(name)
                 errors.append(_error(f"query.{name}", f"/query/{name}", "must not contain NUL (U+0000)",
                                      "string_nul"))
     return errors

@@ -1,8 +1,8 @@
 """Scoring's migrations move what is stored, not only the schema: 0005 packs the applied events
 and explanation lines of 0004 into batches, and its downgrade unpacks them; 0007 gives cached counties an
 exit year (none until intake's regions fill it in), and its downgrade drops it, keeping the counties; 0009
-counts the writers' writes on the clock's row, and its downgrade drops the count, keeping the clock; on both
-backends."""
+counts the writers' writes on the clock's row, and its downgrade drops the count, keeping the clock; 0010
+compresses applied records with lz4 on PostgreSQL; on both backends."""
 
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -128,3 +128,36 @@ def test_0009_counts_the_writes_on_a_clock_from_before_both_ways(empty_db):
     with Session(engine) as s:
         assert s.execute(select(clock)).all() == [(1, at, "default-v3", 4)]
         assert "writes" not in s.execute(text("SELECT * FROM worker_clock")).keys()
+
+
+def test_0010_compresses_new_applied_records_with_lz4_on_postgresql_both_ways(empty_db):
+    """A batch's records (one large value) are compressed with lz4 from 0010 on, pglz before; a value
+    stored before the upgrade keeps its method and reads back the same. SQLite: the same bytes back."""
+    engine, schema = empty_db
+    migrate(engine, schema, "0009_scoring")
+    applied = table("applied_batch", column("id"), column("events"), column("regions"), column("records"))
+    values = [b"\n".join(orjson.dumps({"event_id": str(uuid.UUID(int=n * 1000 + i)), "sequence": n * 1000 + i,
+                                       "region_code": "513431", "payload": {"note": "x" * 40}})
+                         for i in range(200)) for n in range(3)]
+
+    def write(n: int) -> None:
+        with Session(engine) as s:
+            s.execute(insert(applied).values(id=n + 1, events=200, regions="513431" * 200, records=values[n]))
+            s.commit()
+
+    def methods() -> list:
+        with Session(engine) as s:
+            return [m for (m,) in s.execute(text("SELECT pg_column_compression(records) FROM applied_batch "
+                                                 "ORDER BY id"))]
+
+    write(0)
+    migrate(engine, schema, "scoring@head")
+    write(1)
+    if schema is not None:
+        assert methods() == ["pglz", "lz4"]
+    migrate(engine, schema, "0009_scoring", down=True)
+    write(2)
+    if schema is not None:
+        assert methods() == ["pglz", "lz4", "pglz"]
+    with Session(engine) as s:
+        assert [bytes(r) for (r,) in s.execute(select(applied.c.records).order_by(applied.c.id))] == values

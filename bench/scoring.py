@@ -182,9 +182,12 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
             writers = [c for c, name in children.items() if name == "services.scoring.writer"]
             relays = [c for c, name in children.items() if name == "services.scoring.relay"]
 
-            def cpu() -> tuple[float, float, float, float]:  # the workers', their writers', relays', the machine's
+            def cpu() -> tuple[float, float, float, float, float, float]:
+                # the workers', their writers', their relays', the broker's, PostgreSQL's, the whole machine's
                 return (sum(cpu_seconds(p.pid) for p in running), sum(map(cpu_seconds, writers)),
-                        sum(map(cpu_seconds, relays)), machine_busy_s())
+                        sum(map(cpu_seconds, relays)), cpu_seconds(broker.process.pid),
+                        sum(map(cpu_seconds, server_pids())) if url.startswith("postgresql") else 0.0,
+                        machine_busy_s())
 
             for p in running:
                 p.send_signal(signal.SIGSTOP)
@@ -199,7 +202,7 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
                                        f"(logs: {logs})")
                 time.sleep(0.05)
             elapsed = time.perf_counter() - start
-            workers, writer, relay, busy = (a - b for a, b in zip(cpu(), before))
+            workers, writer, relay, broker_cpu, server, busy = (a - b for a, b in zip(cpu(), before))
         finally:
             for p in running:
                 p.send_signal(signal.SIGCONT)
@@ -210,7 +213,11 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
                        "worker_cpu_us_per_event": round(workers / total * 1e6, 1),
                        "writer_cores": round(writer / elapsed, 2),
                        "writer_cpu_us_per_event": round(writer / total * 1e6, 1),
-                       "relay_cores": round(relay / elapsed, 2), "machine_cores_busy": round(busy / elapsed, 2),
+                       "relay_cores": round(relay / elapsed, 2),
+                       "relay_cpu_us_per_event": round(relay / total * 1e6, 1),
+                       "broker_cpu_us_per_event": round(broker_cpu / total * 1e6, 1),
+                       "database_cpu_us_per_event": round(server / total * 1e6, 1),
+                       "machine_cores_busy": round(busy / elapsed, 2),
                        "machine_cores": os.cpu_count()})
         if raw_passes:
             result["raw_consume_passes"] = raw_rates(broker.bootstrap_servers, total, raw_passes)
@@ -219,6 +226,18 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
                 result[f"{name}_per_s"] = statistics.median(result[f"{name}_passes"])
     db.dispose()
     return result
+
+
+def server_pids() -> list[int]:
+    """The PostgreSQL server's processes on this machine (the postmaster and its backends)."""
+    pids = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "postgres":
+                pids.append(int(comm.parent.name))
+        except (OSError, ValueError):
+            continue
+    return pids
 
 
 def machine_busy_s() -> float:
@@ -273,10 +292,14 @@ def scale_out_line(results: dict | None) -> str | None:
 
 
 def detail(r: dict) -> str:
-    """Where `processes_rate`'s CPU went: the workers', their writers', their relays', the whole machine's."""
+    """Where `processes_rate`'s CPU went: the workers', their writers', their relays', the broker's,
+    PostgreSQL's (on PostgreSQL), the whole machine's."""
+    server = f"PostgreSQL {r['database_cpu_us_per_event']:.0f} µs/event; " if r.get("database_cpu_us_per_event") else ""
     return (f"workers {r['worker_cores']:.2f} cores, {r['worker_cpu_us_per_event']:.0f} µs CPU/event; their writers "
             f"{r['writer_cores']:.2f} cores, {r['writer_cpu_us_per_event']:.0f} µs/event; relays "
-            f"{r['relay_cores']:.2f} cores; machine {r['machine_cores_busy']:.2f} of {r['machine_cores']} busy")
+            f"{r['relay_cores']:.2f} cores, {r['relay_cpu_us_per_event']:.0f} µs/event; the broker "
+            f"{r['broker_cpu_us_per_event']:.0f} µs/event; {server}machine {r['machine_cores_busy']:.2f} of "
+            f"{r['machine_cores']} busy")
 
 
 def run(total: int, batch: int, postgres: bool, regions: dict | None = None) -> dict:
@@ -304,7 +327,7 @@ def run(total: int, batch: int, postgres: bool, regions: dict | None = None) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--quick", action="store_true", help="10,000 events")

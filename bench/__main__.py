@@ -41,7 +41,7 @@ def plan(quick: bool, tiny: bool = False) -> dict:
         return {"wrk_seconds": 1, "batch_events": 1000, "scoring_events": 600, "scale_out_events": 600,
                 "rebuild_events": 600, "freshness_rate": 100.0, "freshness_seconds": 3, "broker_seconds": 1}
     seconds, batch_total = intake.durations(quick)
-    return {"wrk_seconds": seconds, "batch_events": batch_total, "scoring_events": 10_000 if quick else 50_000,
+    return {"wrk_seconds": seconds, "batch_events": batch_total, "scoring_events": 10_000 if quick else 200_000,
             "scale_out_events": 20_000 if quick else 200_000,
             "rebuild_events": 20_000 if quick else 1_000_000, "freshness_rate": 500.0,
             "freshness_seconds": 10 if quick else 30, "broker_seconds": 5 if quick else 10}

@@ -55,17 +55,17 @@ class Workers:
 
     def __init__(self, module: str, env: dict[str, str], logs) -> None:
         self.module, self.env, self.logs = module, env, logs
-        self.running: list[tuple[subprocess.Popen, object]] = []
+        self.running: list[tuple[subprocess.Popen, object, int]] = []  # (process, its log, its number)
         self.started = 0
 
     def add(self) -> None:
         self.started += 1
         log = open(self.logs / f"{self.module.split('.')[1]}-{self.started}.log", "ab")
         self.running.append((subprocess.Popen([sys.executable, "-m", self.module], env=self.env, stdout=log,
-                                              stderr=subprocess.STDOUT, start_new_session=True), log))
+                                              stderr=subprocess.STDOUT, start_new_session=True), log, self.started))
 
     def remove(self) -> None:
-        process, log = self.running.pop(0)
+        process, log, _ = self.running.pop(0)
         process.send_signal(signal.SIGTERM)
         process.wait(30)
         log.close()
@@ -78,6 +78,10 @@ class Workers:
         """How many assignments the workers started so far have logged (every rebalance logs one each)."""
         return sum(self.log(i).count("assigned [") for i in range(1, self.started + 1))
 
+    def placed(self) -> bool:
+        """Has every running worker logged an assignment (the group formed with each of them in it)?"""
+        return all("assigned [" in self.log(i) for _, _, i in self.running)
+
     def log(self, i: int) -> str:
         return (self.logs / f"{self.module.split('.')[1]}-{i}.log").read_text(errors="replace")
 
@@ -88,6 +92,16 @@ class Workers:
             text = self.log(i)
             out.append(any("assigned [" in line and "assigned []" not in line for line in text.splitlines()))
         return out
+
+
+def placed(*groups: Workers, timeout: float = 60.0) -> None:
+    """Wait until every running worker of each group has logged an assignment."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(g.placed() for g in groups):
+            return
+        time.sleep(0.2)
+    raise AssertionError("workers not placed within %.0fs" % timeout)
 
 
 def rebalanced(*groups: Workers, before: list[int], timeout: float = 60.0) -> None:
@@ -146,6 +160,9 @@ def test_workers_join_and_leave_mid_stream_and_the_results_are_one_workers(
             for workers in (scoring, ranking):
                 workers.add()
                 workers.add()
+            # the group formed before the first change: under load (the whole suite) the first two
+            # were still joining when the third came, a change during a rebalance (`rebalanced`)
+            placed(scoring, ranking)
             for i, batch in enumerate(f.stream(BATCHES * BATCH, COUNTIES, batch=BATCH, findings=2, seed=3)):
                 results = intake.post("/v1/events/batch", json={"events": batch}).json()["results"]
                 assert all(r["status"] == "accepted" for r in results), results[:2]

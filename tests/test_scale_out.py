@@ -29,6 +29,7 @@ from services.scoring.models import ScoreRow
 from tests import factories as f
 from tests.conftest import fresh_database
 from tests.scoring.recompute import assert_matches_clean_recomputation
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 # ten counties in three prefectures (凉山州, 绵阳市, 广安市): a prefecture's counties fall in
@@ -94,16 +95,6 @@ class Workers:
         return out
 
 
-def placed(*groups: Workers, timeout: float = 60.0) -> None:
-    """Wait until every running worker of each group has logged an assignment."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(g.placed() for g in groups):
-            return
-        time.sleep(0.2)
-    raise AssertionError("workers not placed within %.0fs" % timeout)
-
-
 def rebalanced(*groups: Workers, before: list[int], timeout: float = 60.0) -> None:
     """Wait until each group's running workers have all logged a new assignment.
 
@@ -162,7 +153,7 @@ def test_workers_join_and_leave_mid_stream_and_the_results_are_one_workers(
                 workers.add()
             # the group formed before the first change: under load (the whole suite) the first two
             # were still joining when the third came, a change during a rebalance (`rebalanced`)
-            placed(scoring, ranking)
+            wait_for(lambda: scoring.placed() and ranking.placed(), what="the first workers placed", every=0.2)
             for i, batch in enumerate(f.stream(BATCHES * BATCH, COUNTIES, batch=BATCH, findings=2, seed=3)):
                 results = intake.post("/v1/events/batch", json={"events": batch}).json()["results"]
                 assert all(r["status"] == "accepted" for r in results), results[:2]

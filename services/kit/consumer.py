@@ -15,7 +15,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError, KafkaTimeoutError, OffsetOutOfRangeError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from services.kit import heap, metrics
+from services.kit import heap, metrics, records
 from services.kit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ def group_consumer(settings: Settings, *, group: str, topics: list[str], batch: 
         heartbeat_interval_ms=min(3_000, settings.consumer_session_timeout_ms // 3),
         group_instance_id=settings.consumer_instance_id,
     )
+    records.install(consumer)
     listener = _OnAssigned(on_assigned)
     listener.consumer = consumer
     consumer.kaohe_listener = listener  # for poll_ordered

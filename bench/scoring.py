@@ -10,7 +10,12 @@ fast a parse) is measured and reported next to it.
 Events are generated as intake publishes them (valid ledger histories, round robin over the
 counties: the national set under `make bench` and with `--national`, Sichuan's otherwise) and
 produced straight to `kaohe.intake.events.v1` on a local broker once the worker holds its
-partitions; its clock starts when it is let go at them.
+partitions; its clock starts when it is let go at them. They carry no headers: intake's six
+(event id, type, version, sequence, request id, outbox id) slow kafka-python's raw read to about
+two fifths (it decodes every header of every record), and the worker, which decodes them only
+when it reads them (services/kit/records.py), by about a tenth; with them the ratio would rise
+from about 0.4 to 0.7-0.9 (docs/performance.md, nineteenth session). Without them is the
+stricter comparison.
 """
 
 import argparse
@@ -86,7 +91,7 @@ def envelopes(total: int, counties: list[str], seed: int = 3) -> Iterator[tuple[
 
 
 def events(total: int, counties: list[str]) -> Iterator[tuple[str, bytes]]:
-    """Stored records (envelope + recorded_at + sequence) as intake publishes them."""
+    """Stored records (envelope + recorded_at + sequence) as intake publishes them (without its headers)."""
     for seq, (county, at, body) in enumerate(envelopes(total, counties), start=1):
         if seq > total:
             return

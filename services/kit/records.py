@@ -6,7 +6,7 @@ batches of the relay's messages: 13.1 µs a record with their six headers, 5.7 w
 scoring worker spends about 30 µs of CPU an event in all. `FastRecords` reads the plain batches
 (format v2, uncompressed: what our producers send and what Kafka stores them as) with the varints
 decoded in one small function, and leaves a record's headers as bytes until something reads them
-(the workers read them for a dead letter and a score message's ids): 3.2 and 2.7 µs. Compressed,
+(the workers read them for a dead letter and a score message's ids): 3.3 and 2.9 µs. Compressed,
 control and old-format batches take kafka-python's own path; so does a consumer with
 deserializers or `read_committed` (ours have neither). The records are the same either way
 (tests/kit/test_records.py compares them), except `serialized_header_size`, which is -1 (the
@@ -48,7 +48,12 @@ def _varint(buf: bytes, p: int) -> tuple[int, int]:
 
 
 class Headers(Sequence):
-    """A record's headers, (key, value) pairs as kafka-python gives them, decoded on first use."""
+    """A record's headers, (key, value) pairs as kafka-python gives them, decoded on first use.
+
+    Until then it holds its batch's bytes (a poll's records hold their batches: about as much
+    again as their values, for as long as the worker keeps the poll). Malformed headers raise
+    CorruptRecordError where they are read, not in the poll; the batch's CRC is checked in the poll.
+    """
 
     __slots__ = ("_buf", "_start", "_end", "_pairs")
 

@@ -196,7 +196,9 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
 
             for p in running:
                 p.send_signal(signal.SIGSTOP)
+            produced = time.perf_counter()
             send(broker.bootstrap_servers, records)
+            produced = time.perf_counter() - produced
             before = cpu()
             start = time.perf_counter()
             for p in running:
@@ -208,6 +210,9 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
                 time.sleep(0.05)
             elapsed = time.perf_counter() - start
             workers, writer, relay, broker_cpu, server, busy = (a - b for a, b in zip(cpu(), before))
+            # each claim is one assignment's token: other owners now mean the group rebalanced while
+            # timed (a worker stopped past its session timeout is evicted on SIGCONT and joins again)
+            rebalanced = placed_owners(db) != seen
         finally:
             for p in running:
                 p.send_signal(signal.SIGCONT)
@@ -223,7 +228,7 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
                        "broker_cpu_us_per_event": round(broker_cpu / total * 1e6, 1),
                        "database_cpu_us_per_event": round(server / total * 1e6, 1),
                        "machine_cores_busy": round(busy / elapsed, 2),
-                       "machine_cores": os.cpu_count()})
+                       "machine_cores": os.cpu_count(), "produce_s": round(produced, 1), "rebalanced": rebalanced})
         if raw_passes:
             result["raw_consume_passes"] = raw_rates(broker.bootstrap_servers, total, raw_passes)
             result["raw_consume_orjson_passes"] = raw_rates(broker.bootstrap_servers, total, raw_passes, orjson.loads)
@@ -298,13 +303,16 @@ def scale_out_line(results: dict | None) -> str | None:
 
 def detail(r: dict) -> str:
     """Where `processes_rate`'s CPU went: the workers', their writers', their relays', the broker's,
-    PostgreSQL's (on PostgreSQL), the whole machine's."""
+    PostgreSQL's (on PostgreSQL), the whole machine's; and a warning if the group rebalanced while
+    timed."""
     server = f"PostgreSQL {r['database_cpu_us_per_event']:.0f} µs/event; " if r.get("database_cpu_us_per_event") else ""
+    warning = (f"; THE GROUP REBALANCED while timed (events produced in {r.get('produce_s', 0):.1f} s, the workers "
+               "stopped meanwhile): this figure counts a rejoin") if r.get("rebalanced") else ""
     return (f"workers {r['worker_cores']:.2f} cores, {r['worker_cpu_us_per_event']:.0f} µs CPU/event; their writers "
             f"{r['writer_cores']:.2f} cores, {r['writer_cpu_us_per_event']:.0f} µs/event; relays "
             f"{r['relay_cores']:.2f} cores, {r['relay_cpu_us_per_event']:.0f} µs/event; the broker "
             f"{r['broker_cpu_us_per_event']:.0f} µs/event; {server}machine {r['machine_cores_busy']:.2f} of "
-            f"{r['machine_cores']} busy")
+            f"{r['machine_cores']} busy{warning}")
 
 
 def run(total: int, batch: int, postgres: bool, regions: dict | None = None) -> dict:

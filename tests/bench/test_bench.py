@@ -100,6 +100,18 @@ def test_bench_writes_results_json(tmp_path):
     assert sqlite["ratio_to_raw_orjson"] == pytest.approx(row["value"] / sqlite["raw_consume_orjson_per_s"])
     assert "orjson.loads" in row["detail"] and f"relays {sqlite['relay_cores']:.2f} cores" in row["detail"]
     assert row["met"] == (row["ratio"] >= 0.4) and row["target"] == {"of": "ratio", "op": "≥", "bound": 0.4}
+    # the worker kept the claims it had when let go (no rebalance while timed)
+    assert sqlite["rebalanced"] is False and sqlite["produce_s"] >= 0 and "REBALANCED" not in row["detail"]
+
+
+def test_the_scoring_detail_says_when_the_group_rebalanced_while_timed():
+    r = {"worker_cores": 0.9, "worker_cpu_us_per_event": 30, "writer_cores": 0.2, "writer_cpu_us_per_event": 8,
+         "relay_cores": 0.2, "relay_cpu_us_per_event": 8, "broker_cpu_us_per_event": 2, "machine_cores_busy": 1.5,
+         "machine_cores": 2, "produce_s": 12.3, "rebalanced": False}
+    assert "REBALANCED" not in scoring.detail(r)
+    assert scoring.detail({**r, "rebalanced": True}).endswith(
+        "busy; THE GROUP REBALANCED while timed (events produced in 12.3 s, the workers stopped meanwhile): "
+        "this figure counts a rejoin")
 
 
 @pytest.mark.e2e

@@ -4,13 +4,13 @@ kafka-python (pinned, 3.0.12) turns each fetched record into a `ConsumerRecord` 
 a `DefaultRecord` first, every header decoded, a dozen property reads. Measured on 5,000-record
 batches of the relay's messages: 13.1 µs a record with their six headers, 5.7 with none; the
 scoring worker spends about 30 µs of CPU an event in all. `FastRecords` reads the plain batches
-(format v2, uncompressed: what our producers send and what Kafka stores them as) with the varints
-decoded in one small function, and leaves a record's headers as bytes until something reads them
-(the workers read them for a dead letter and a score message's ids): 3.3 and 2.9 µs. Compressed,
-control and old-format batches take kafka-python's own path; so does a consumer with
-deserializers or `read_committed` (ours have neither). The records are the same either way
-(tests/kit/test_records.py compares them), except `serialized_header_size`, which is -1 (the
-headers are not measured unless read; nothing of ours reads that size).
+(format v2, uncompressed: what our producers send and what Kafka stores them as) with
+kafka-python's own `decode_varint` and little else per record, and leaves a record's headers as
+bytes until something reads them (the workers read them for a dead letter and a score message's
+ids): 3.3 and 2.9 µs. Compressed, control and old-format batches take kafka-python's own path; so
+does a consumer with deserializers or `read_committed` (ours have neither). The records are the
+same either way (tests/kit/test_records.py compares them), except `serialized_header_size`, which
+is -1 (the headers are not measured unless read; nothing of ours reads that size).
 
 `install(consumer)` swaps it into a consumer's fetcher (kafka-python builds each partition's
 records with `self.PartitionRecords(...)`); `group_consumer` does it for every worker.
@@ -25,26 +25,12 @@ from kafka.consumer.fetcher import ConsumerRecord, Fetcher
 from kafka.errors import CorruptRecordError
 from kafka.protocol.consumer import IsolationLevel
 from kafka.record.default_records import DefaultRecordBatch
+from kafka.record.util import decode_varint
 
 log = logging.getLogger(__name__)
 
 _PLAIN = 2  # record format v2
 _HEADER = DefaultRecordBatch.HEADER_STRUCT.size  # the batch's header, before its first record
-
-
-def _varint(buf: bytes, p: int) -> tuple[int, int]:
-    """The zigzag varint at `p` and the position after it."""
-    b = buf[p]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), p + 1
-    value, shift = b & 0x7F, 7
-    while True:
-        p += 1
-        b = buf[p]
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (value >> 1) ^ -(value & 1), p + 1
-        shift += 7
 
 
 class Headers(Sequence):
@@ -65,18 +51,18 @@ class Headers(Sequence):
         if self._pairs is None:
             buf, end = self._buf, self._end
             try:
-                count, p = _varint(buf, self._start)
+                count, p = decode_varint(buf, self._start)
                 pairs = []
                 for _ in range(count):
-                    n, p = _varint(buf, p)
+                    n, p = decode_varint(buf, p)
                     if n < 0:
                         raise CorruptRecordError(f"invalid negative header key size {n}")
                     key = buf[p:p + n].decode()
                     p += n
-                    n, p = _varint(buf, p)
+                    n, p = decode_varint(buf, p)
                     pairs.append((key, buf[p:p + n] if n >= 0 else None))
                     p += max(n, 0)
-            except (IndexError, UnicodeDecodeError) as exc:
+            except (IndexError, ValueError) as exc:  # (UnicodeDecodeError is a ValueError)
                 raise CorruptRecordError(f"invalid record headers: {exc!r}") from exc
             if count < 0 or p != end:
                 raise CorruptRecordError(f"invalid record headers: {count} headers, {end - p} bytes left over")
@@ -141,7 +127,7 @@ class FastRecords(Fetcher.PartitionRecords):
         topic, partition, epoch = tp.topic, tp.partition, self.leader_epoch
         base, ts_type, first_ts = batch.base_offset, batch.timestamp_type, batch.first_timestamp
         appended = batch.max_timestamp if ts_type == DefaultRecordBatch.LOG_APPEND_TIME else None
-        varint, pos = _varint, _HEADER
+        varint, pos = decode_varint, _HEADER
         try:
             for _ in range(batch.records_count):
                 start = pos
@@ -165,7 +151,7 @@ class FastRecords(Fetcher.PartitionRecords):
                 self.next_fetch_offset = offset + 1
                 yield ConsumerRecord(topic, partition, epoch, offset, stamp, ts_type, key, value, headers, None,
                                      -1 if key is None else len(key), -1 if value is None else len(value), -1)
-        except IndexError as exc:
+        except (IndexError, ValueError) as exc:  # (a varint past 64 bits: ValueError)
             raise CorruptRecordError(f"Found invalid record structure: {exc!r}") from exc
         if pos != len(buf):
             raise CorruptRecordError(f"{len(buf) - pos} unconsumed bytes after all records consumed")

@@ -196,9 +196,9 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
 
             for p in running:
                 p.send_signal(signal.SIGSTOP)
-            produced = time.perf_counter()
+            sending = time.perf_counter()
             send(broker.bootstrap_servers, records)
-            produced = time.perf_counter() - produced
+            produce_s = time.perf_counter() - sending
             before = cpu()
             start = time.perf_counter()
             for p in running:
@@ -228,7 +228,7 @@ def processes_rate(url: str, total: int, counties: list[dict], batch: int, proce
                        "broker_cpu_us_per_event": round(broker_cpu / total * 1e6, 1),
                        "database_cpu_us_per_event": round(server / total * 1e6, 1),
                        "machine_cores_busy": round(busy / elapsed, 2),
-                       "machine_cores": os.cpu_count(), "produce_s": round(produced, 1), "rebalanced": rebalanced})
+                       "machine_cores": os.cpu_count(), "produce_s": round(produce_s, 1), "rebalanced": rebalanced})
         if raw_passes:
             result["raw_consume_passes"] = raw_rates(broker.bootstrap_servers, total, raw_passes)
             result["raw_consume_orjson_passes"] = raw_rates(broker.bootstrap_servers, total, raw_passes, orjson.loads)

@@ -66,6 +66,11 @@ def broken(change) -> bytes:
     broken(lambda d: d.pop("event_id")),
     broken(lambda d: d.update(event_id="not-a-uuid")),
     broken(lambda d: d.update(region_code="51343")),
+    broken(lambda d: d.update(region_code="5134001")),
+    broken(lambda d: d.update(region_code="013400")),
+    broken(lambda d: d.update(region_code="51340a")),
+    broken(lambda d: d.update(region_code="51340\u0661")),  # an Arabic-Indic digit: the contract takes [0-9] only
+    broken(lambda d: d.update(region_code=513400)),
     broken(lambda d: d.update(occurred_at="2026-03-02T01:00:00")),  # no UTC offset
     broken(lambda d: d.update(occurred_at="1999-03-02T01:00:00Z")),  # before 2010
     broken(lambda d: d.update(occurred_at="2100-01-01T00:00:00Z")),  # from 2100 on
@@ -80,7 +85,8 @@ def broken(change) -> bytes:
     broken(lambda d: d["payload"].update(households_sampled=100.0)),
     broken(lambda d: d["payload"].update(households_sampled="100")),
 ], ids=["not-json", "array", "empty", "unknown-type", "unknown-version", "no-sequence", "no-event-id",
-        "event-id-not-uuid", "region-5-digits", "no-utc-offset", "before-2010", "from-2100", "no-team",
+        "event-id-not-uuid", "region-5-digits", "region-7-digits", "region-leading-0", "region-letter",
+        "region-other-digit", "region-number", "no-utc-offset", "before-2010", "from-2100", "no-team",
         "negative-households", "no-villages", "negative-villages", "villages-bool",
         "unknown-severity", "deadline-not-a-day", "households-bool", "households-float", "households-string"])
 def test_what_the_engine_cannot_read_is_refused(raw):

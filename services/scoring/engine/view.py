@@ -10,8 +10,11 @@ from the bytes. Anything else in a record is ignored.
 The view is msgspec's, not pydantic's: the same checks, declared the same way, decoded in about
 half the time, into structures that cost less to make and to free (docs/performance.md, the
 scoring worker's profile: pydantic's parse was the largest single piece of the worker's CPU).
-The one check msgspec cannot declare, the range of `occurred_at`, is made after the decode
-(`decode`).
+Two checks are made after the decode (`decode`): the range of `occurred_at`, which msgspec cannot
+declare, and the region code's digits, which it can (a pattern) but through Python's `re` at about
+half a microsecond a record; checked with two string methods instead, a bench record decodes in
+1.70 µs, not 2.15. (The contract's pattern is ASCII digits, `[0-9]`; the view's pattern was `\\d`,
+which also takes other scripts' digits.)
 
 What this view rejects still goes to the dead-letter topic: bad JSON, an unknown type or
 schema_version, a missing or mistyped field the engine needs. A record this view accepts but the
@@ -29,7 +32,7 @@ from msgspec import Meta, Struct
 
 from services.events.vocabulary import CountyStatus, DailyCheckKind, FindingCategory, Indicator, Severity
 
-RegionCode = Annotated[str, Meta(pattern=r"^[1-9]\d{5}$")]
+RegionCode = Annotated[str, Meta(min_length=6, max_length=6)]  # and its digits: `decode` (as the contract's pattern)
 Identifier = Annotated[str, Meta(min_length=1, max_length=64)]
 Aware = Annotated[datetime, Meta(tz=True)]
 EARLIEST, LATEST = datetime(2010, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
@@ -128,6 +131,9 @@ def decode(raw: bytes | str) -> Record:
     record = DECODER.decode(raw)
     if not EARLIEST <= record.occurred_at < LATEST:
         raise ValueError(f"occurred_at {record.occurred_at.isoformat()} is not in [2010, 2100)")
+    code = record.region_code
+    if not (code.isascii() and code.isdigit()) or code[0] == "0":
+        raise ValueError(f"region_code {code!r} is not six digits, the first not 0")
     return record
 
 

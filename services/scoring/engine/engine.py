@@ -442,6 +442,8 @@ class Engine:
 
     def _diff(self, key: tuple[str, int], before: dict, after: dict, rule: str, cause: str,
               at: datetime) -> list[Change]:
+        if before == after:  # (about half the events: a step that moves no component, compared in C)
+            return []
         out = []
         for c in COMPONENTS:
             b, a = before[c], after[c]
@@ -561,7 +563,7 @@ Handled = tuple[Callable[[str, str, datetime], list[Change]] | None, str]
 
 def _inspection(engine: Engine, e: v1.InspectionRecorded) -> Handled:
     year = engine.year_of(e.occurred_at)
-    finish = engine._touch([(e.region_code, year)])
+    finish = engine._touch_one((e.region_code, year))
     cy = engine._cy(e.region_code, year)
     cy.inspections += 1
     sampled = e.payload.households_sampled
@@ -607,7 +609,7 @@ def _transition(engine: Engine, e: Envelope) -> Handled:
     if f is None:
         return None, ""  # intake validated it; a consumer that joined mid-stream may lack the inspection
     key = (e.region_code, f.year)
-    finish = engine._touch([key])
+    finish = engine._touch_one(key)
     cy = engine.years[key]
     engine.account(cy, f, -1)
     engine.team_changes.add(engine._pair(f.team_id, e.region_code))
@@ -631,7 +633,7 @@ def _transition(engine: Engine, e: Envelope) -> Handled:
 
 def _daily_check(engine: Engine, e: v1.DailyCheckRecorded) -> Handled:
     key = (e.region_code, engine.year_of(e.occurred_at))
-    finish = engine._touch([key])
+    finish = engine._touch_one(key)
     factor = engine.policy.daily_management.kind_factor[e.payload.kind]
     engine._cy(*key).weighted_failed_items += e.payload.items_failed * factor
     return finish, "daily_management.failed_items"
@@ -639,7 +641,7 @@ def _daily_check(engine: Engine, e: v1.DailyCheckRecorded) -> Handled:
 
 def _year_end(engine: Engine, e: v1.YearEndAssessmentRecorded) -> Handled:
     key = (e.region_code, e.payload.year)
-    finish = engine._touch([key])
+    finish = engine._touch_one(key)
     engine._cy(*key).year_end = e.payload.score  # a correction is a later event: the latest wins
     return finish, "year_end.result"
 

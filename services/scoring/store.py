@@ -13,7 +13,6 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlmodel import Session
 
 from services.events import registry, topics
-from services.events.registry import Recorded
 from services.kit import heap
 from services.kit.bulk import insert_rows, upsert_rows
 from services.kit.kept import KEEP_YEARS, Kept, move_count
@@ -250,7 +249,7 @@ def recompute(session: Session, policy: Policy, statuses: Mapping[str, str], rec
             for raw in pending:
                 record = view.decode(raw)
                 batch.changes += scorer.apply(record)
-                batch.applied.append((record, raw))
+                batch.applied.append((record.event.region_code, raw))
             _insert_events(session, batch.applied if replace_applied else [], batch.changes)
             pending.clear()
             del batch
@@ -269,7 +268,9 @@ def recompute(session: Session, policy: Policy, statuses: Mapping[str, str], rec
 class Batch:
     """What one poll produced, ready to be written in one transaction."""
 
-    applied: list[tuple[Recorded, str | bytes]] = field(default_factory=list)  # with the record as published
+    # (region code, the record as published) of each event applied: the parsed record itself is not
+    # kept, and so is freed as soon as it is applied, not with the whole poll's after it
+    applied: list[tuple[str, str | bytes]] = field(default_factory=list)
     events: int = 0  # how many were applied (`applied` is dropped once its rows are made: `prepare`)
     changes: list[Change] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
@@ -571,13 +572,13 @@ def _save_scores(session: Session, stored: Stored, rows: list[dict], *, restamp:
     return changed
 
 
-def _event_rows(applied: list[tuple[Recorded, str | bytes]], changes: list[Change]
+def _event_rows(applied: list[tuple[str, str | bytes]], changes: list[Change]
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The applied_batch row (none for no event) and the explanation_batch rows of a batch."""
     return _applied_rows(applied), _explanation_rows(changes)
 
 
-def _applied_rows(applied: list[tuple[Recorded, str | bytes]]) -> list[dict[str, Any]]:
+def _applied_rows(applied: list[tuple[str, str | bytes]]) -> list[dict[str, Any]]:
     if not applied:
         return []
     records = []
@@ -586,7 +587,7 @@ def _applied_rows(applied: list[tuple[Recorded, str | bytes]]) -> list[dict[str,
         if b"\n" in raw:  # JSON whitespace (a record not from intake): compacted, one record a line
             raw = orjson.dumps(orjson.loads(raw))
         records.append(raw)
-    return [{"events": len(records), "regions": "".join(r.event.region_code for r, _ in applied),
+    return [{"events": len(records), "regions": "".join([code for code, _ in applied]),
              "records": b"\n".join(records)}]
 
 
@@ -604,7 +605,7 @@ def _explanation_rows(changes: list[Change]) -> list[dict[str, Any]]:
             for (code, year, policy_id), held in lines.items()]
 
 
-def _insert_events(session: Session, applied: list[tuple[Recorded, str | bytes]], changes: list[Change]) -> None:
+def _insert_events(session: Session, applied: list[tuple[str, str | bytes]], changes: list[Change]) -> None:
     events, explanations = _event_rows(applied, changes)
     insert_rows(session, AppliedBatch.__table__, events)
     insert_rows(session, ExplanationBatch.__table__, explanations)

@@ -377,7 +377,7 @@ class Worker:
             if self.scorer.has(record.event.event_id) or not self.owns(record.event.region_code):
                 continue
             batch.changes += self.scorer.apply(record)
-            batch.applied.append((record, line))
+            batch.applied.append((record.event.region_code, line))
             if len(batch.applied) >= self.settings.scoring_batch:
                 applied += self._commit(batch)
                 batch = store.Batch()
@@ -523,7 +523,7 @@ class Worker:
                 changes = scorer.apply_new(record, cause=event_id)
                 if changes is not None:  # not applied before
                     batch.changes += changes
-                    batch.applied.append((record, m.value))
+                    batch.applied.append((record.region_code, m.value))
                     # the ids it came with go on the score messages it causes (its request id at intake)
                     batch.sources[event_id] = m
             batch.offsets[(m.topic, m.partition)] = (m.offset + 1, event_id, log_ids.get(m.topic))

@@ -243,7 +243,8 @@ def written(db, scorer, stored, records, *, commit=True, fence=None) -> store.Pr
     batch = store.Batch()
     for offset, r in enumerate(records):
         batch.changes += scorer.apply_new(r) or []
-        batch.applied.append((r, registry.encode_record(r.sequence, r.recorded_at, registry.to_json_dict(r.event))))
+        raw = registry.encode_record(r.sequence, r.recorded_at, registry.to_json_dict(r.event))
+        batch.applied.append((r.event.region_code, raw))
         batch.offsets[(topics.INTAKE_EVENTS, 0)] = (offset + 1, str(r.event.event_id), None)
     prepared = store.prepare(scorer, batch, now=T0, fence=fence)
     persisted(db, prepared, stored, commit=commit)

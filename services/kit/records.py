@@ -127,7 +127,7 @@ class FastRecords(Fetcher.PartitionRecords):
         topic, partition, epoch = tp.topic, tp.partition, self.leader_epoch
         base, ts_type, first_ts = batch.base_offset, batch.timestamp_type, batch.first_timestamp
         appended = batch.max_timestamp if ts_type == DefaultRecordBatch.LOG_APPEND_TIME else None
-        varint, pos = decode_varint, _HEADER
+        varint, pos, new = decode_varint, _HEADER, tuple.__new__
         try:
             for _ in range(batch.records_count):
                 start = pos
@@ -149,8 +149,9 @@ class FastRecords(Fetcher.PartitionRecords):
                 self.records_read += 1
                 self.bytes_read += length
                 self.next_fetch_offset = offset + 1
-                yield ConsumerRecord(topic, partition, epoch, offset, stamp, ts_type, key, value, headers, None,
-                                     -1 if key is None else len(key), -1 if value is None else len(value), -1)
+                # (a named tuple made as a tuple: its class's `__new__` is Python, 0.3 µs against 0.15)
+                yield new(ConsumerRecord, (topic, partition, epoch, offset, stamp, ts_type, key, value, headers, None,
+                                           -1 if key is None else len(key), -1 if value is None else len(value), -1))
         except (IndexError, ValueError) as exc:  # (a varint past 64 bits: ValueError)
             raise CorruptRecordError(f"Found invalid record structure: {exc!r}") from exc
         if pos != len(buf):

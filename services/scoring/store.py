@@ -438,7 +438,7 @@ def prepare(scorer: Scorer, batch: Batch, *, now: datetime, clock_moved: bool = 
     for cause in set(causes.values()):
         if (message := batch.sources.get(cause)) is not None:
             batch.ids[cause] = {"event_id": cause, **message_ids(message)}
-    # the rows hold what is written: the parsed records, messages and changes go now, not when
+    # the rows hold what is written: the records as published, messages and changes go now, not when
     # the write (in flight while the next poll is applied) is done
     batch.events += len(batch.applied)
     batch.applied, batch.sources, batch.changes = [], {}, []

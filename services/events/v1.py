@@ -44,9 +44,8 @@ from services.events.vocabulary import (
 )
 
 RegionCode = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{5}$")]
-Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
-]
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"  # a partner's id (finding, team, ...), 1 to 64 characters
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=IDENTIFIER)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 LongText = Annotated[str, StringConstraints(max_length=4000)]
 Evidence = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=2000)]], Field(max_length=50)]

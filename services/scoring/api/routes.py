@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from services.events.v1 import IDENTIFIER
 from services.kit import pagination
 from services.kit.access import Principal, require
 from services.kit.problems import MEDIA_TYPE, Problem
@@ -113,7 +114,8 @@ def list_scores(parent: Annotated[str, Query(pattern=r"^[0-9]{6}$")], year: Year
             "(keys for every region held: teams inspect across prefectures)",
             dependencies=[Depends(require("scores:read", everywhere=True))],
             responses={404: {"description": "Unknown team", "content": {MEDIA_TYPE: {}}}})
-def inspector_points(team_id: Annotated[str, Query(min_length=1, max_length=64)], session: SessionDep) -> dict:
+def inspector_points(team_id: Annotated[str, Query(min_length=1, max_length=64, pattern=IDENTIFIER)],
+                     session: SessionDep) -> dict:
     rows = session.execute(select(TeamPoints).where(TeamPoints.team_id == team_id)).scalars().all()
     if not rows:
         raise Problem(404, "not-found", "Not found", f"no points recorded for team {team_id!r}")

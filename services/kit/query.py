@@ -3,6 +3,9 @@ the default year as if it had been asked for. The 422 names each one (`query.<na
 own query errors are named), says which parameters the route takes, and names every declared query
 parameter that is invalid too (a typo in a required one: both the typo and the missing name).
 
+Likewise a parameter that takes one value given more than once (`?year=2025&year=2026`): FastAPI
+would read the last and ignore the others, whatever they hold.
+
 `refuse_undeclared` is the first dependency of every route of a service app (kit.app). On a route
 behind `require(...)` it leaves its problem in the request (problems.PENDING) for the key check to
 raise once the caller is let in: a caller without a key still gets the 401, without the scope the
@@ -15,7 +18,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import request_params_to_args
+from fastapi.dependencies.utils import field_annotation_is_sequence, request_params_to_args
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.datastructures import QueryParams
@@ -33,6 +36,7 @@ class Takes:
     names: tuple[str, ...]  # in the order its OpenAPI operation lists them
     fields: tuple[Any, ...]  # FastAPI's fields of those parameters, its dependencies' included
     keyed: bool  # behind require(...): the key check raises the problem once the caller is let in
+    single: frozenset[str] = frozenset()  # the names that take one value (not a list)
 
 
 def _dependants(root: Dependant) -> Iterator[Dependant]:
@@ -52,7 +56,9 @@ def declared(route: str, dependant: Dependant) -> Takes:
         for field in current.query_params:
             fields.setdefault(field.alias, field)  # one dependency used twice declares its parameters once
         keyed = keyed or getattr(current.call, KEY_CHECK, False)
-    return Takes(route, tuple(fields), tuple(fields.values()), keyed)
+    single = frozenset(name for name, field in fields.items()
+                       if not field_annotation_is_sequence(field.field_info.annotation))
+    return Takes(route, tuple(fields), tuple(fields.values()), keyed, single)
 
 
 def _routes(app: Any) -> dict[int, Takes]:
@@ -75,21 +81,32 @@ def _pointer_token(name: str) -> str:
 
 
 def undeclared(takes: Takes, query: QueryParams) -> InvalidEvent | None:
-    """The 422 for the names in `query` that the route does not declare (with what is wrong with
-    the declared ones), else None."""
+    """The 422 for the names in `query` that the route does not declare, or that take one value and
+    were given more (with what is wrong with the other declared ones), else None."""
     unknown = [name for name in query.keys() if name not in takes.names]
-    if not unknown:
+    repeated = {name: n for name in query.keys() if name in takes.single and (n := len(query.getlist(name))) > 1} \
+        if len(query.multi_items()) > len(query) else {}
+    if not unknown and not repeated:
         return None
     offer = f"takes {', '.join(takes.names)}" if takes.names else "takes no query parameters"
     _values, invalid = request_params_to_args(takes.fields, query)
-    errors = request_errors(RequestValidationError(invalid))
-    detail = f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: {takes.route} {offer}"
+    errors = [e for e in request_errors(RequestValidationError(invalid))
+              if e["field"].removeprefix("query.") not in repeated]  # (only its last value was read)
+    parts = []
+    if unknown:
+        parts.append(f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+                     f"{takes.route} {offer}")
+    if repeated:
+        parts.append(f"given more than once: {', '.join(repeated)} (each takes one value)")
     if errors:
-        detail += f"; invalid fields: {', '.join(e['field'] for e in errors)}"
+        parts.append(f"invalid fields: {', '.join(e['field'] for e in errors)}")
     errors += [{"field": f"query.{name}", "pointer": f"/query/{_pointer_token(name)}",
                 "message": f"not a query parameter of {takes.route}, which {offer}", "type": "extra_forbidden"}
                for name in unknown]
-    return InvalidEvent(errors, detail=detail)
+    errors += [{"field": f"query.{name}", "pointer": f"/query/{_pointer_token(name)}",
+                "message": f"given {n} times: it takes one value", "type": "repeated"}
+               for name, n in repeated.items()]
+    return InvalidEvent(errors, detail="; ".join(parts))
 
 
 async def refuse_undeclared(request: Request) -> None:

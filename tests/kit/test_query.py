@@ -7,6 +7,7 @@ import pytest
 from fastapi import APIRouter, Depends, Query
 from fastapi.testclient import TestClient
 
+from services.events.v1 import IDENTIFIER
 from services.intake.app import create_app as intake_app
 from services.kit import pagination
 from services.kit.access import Principal, require
@@ -156,9 +157,25 @@ def test_every_declared_parameter_still_works(apps, access):
     assert ranking.get("/", params={"key": access.admin, "year": 2026}).status_code == 200
 
 
-def test_a_repeated_parameter_is_read_as_fastapi_reads_it(apps):
+def test_a_parameter_given_more_than_once_is_a_422_naming_it(apps):
+    """FastAPI reads the last value of a repeated parameter and ignores the others, whatever they
+    hold (schemathesis sent `after_sequence` thirteen times, twelve of them not numbers, and got
+    the export): refused, as an undeclared one is."""
     r = apps["scoring"].get(f"/v1/scores/{A_COUNTY}", params=[("year", "2025"), ("year", "2026")])
-    assert r.status_code == 200 and r.json()["year"] == 2026  # the last one
+    assert r.status_code == 422 and r.headers["content-type"] == PROBLEM_JSON, r.text
+    assert r.json()["errors"] == [{"field": "query.year", "pointer": "/query/year", "type": "repeated",
+                                   "message": "given 2 times: it takes one value"}]
+    assert r.json()["detail"] == "given more than once: year (each takes one value)"
+    r = apps["intake"].get("/v1/events/export", params=[("after_sequence", "x"), ("after_sequence", "0")])
+    assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["query.after_sequence"], r.text
+    # with an unknown one and an invalid one: each named once
+    r = apps["ranking"].get("/v1/standings", params=[("region", "510000"), ("region", "510100"), ("year", "abc"),
+                                                      ("yaer", "2026")])
+    assert r.status_code == 422, r.text
+    assert sorted((e["field"], e["type"]) for e in r.json()["errors"]) == [
+        ("query.region", "repeated"), ("query.yaer", "extra_forbidden"), ("query.year", "int_parsing")]
+    # once each, as before
+    assert apps["scoring"].get(f"/v1/scores/{A_COUNTY}", params={"year": "2026"}).status_code == 200
 
 
 def test_what_each_route_takes_is_what_its_openapi_lists(apps):
@@ -191,3 +208,17 @@ def test_a_dependencys_parameters_are_the_routes_too_and_named_with_the_unknown_
         assert r.status_code == 422, r.text
         assert sorted(e["field"] for e in r.json()["errors"]) == ["query.size", "query.szie"]
         assert client.get("/things", params={"szie": 3}, headers={"Authorization": ""}).status_code == 401
+
+
+def test_a_team_id_is_asked_for_in_the_shape_events_give_it(apps):
+    """`GET /v1/inspector-points?team_id=`: the contract's identifier (services/events/v1.py), in
+    the OpenAPI too, so that a client (schemathesis) knows which ids are refused before asking."""
+    scoring = apps["scoring"]
+    (team,) = [p for p in scoring.app.openapi()["paths"]["/v1/inspector-points"]["get"]["parameters"]
+               if p["name"] == "team_id"]
+    assert team["schema"]["pattern"] == IDENTIFIER
+    for bad in ("a b", "-t", "t\u00e9", "x" * 65):
+        r = scoring.get("/v1/inspector-points", params={"team_id": bad})
+        assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["query.team_id"], (bad, r.text)
+    r = scoring.get("/v1/inspector-points", params={"team_id": "team-1.a:b_c"})
+    assert r.status_code == 404 and r.headers["content-type"] == PROBLEM_JSON, r.text  # none recorded

@@ -36,7 +36,7 @@ class Takes:
     names: tuple[str, ...]  # in the order its OpenAPI operation lists them
     fields: tuple[Any, ...]  # FastAPI's fields of those parameters, its dependencies' included
     keyed: bool  # behind require(...): the key check raises the problem once the caller is let in
-    single: frozenset[str] = frozenset()  # the names that take one value (not a list)
+    single: frozenset[str]  # the names that take one value (not a list)
 
 
 def _dependants(root: Dependant) -> Iterator[Dependant]:
@@ -80,12 +80,13 @@ def _pointer_token(name: str) -> str:
     return name.replace("~", "~0").replace("/", "~1")  # RFC 6901
 
 
-def undeclared(takes: Takes, query: QueryParams) -> InvalidEvent | None:
+def refused(takes: Takes, query: QueryParams) -> InvalidEvent | None:
     """The 422 for the names in `query` that the route does not declare, or that take one value and
     were given more (with what is wrong with the other declared ones), else None."""
     unknown = [name for name in query.keys() if name not in takes.names]
-    repeated = {name: n for name in query.keys() if name in takes.single and (n := len(query.getlist(name))) > 1} \
-        if len(query.multi_items()) > len(query) else {}
+    repeated = {}  # looked for only when the query holds more pairs than names
+    if len(query.multi_items()) > len(query):
+        repeated = {name: n for name in query.keys() if name in takes.single and (n := len(query.getlist(name))) > 1}
     if not unknown and not repeated:
         return None
     offer = f"takes {', '.join(takes.names)}" if takes.names else "takes no query parameters"
@@ -117,7 +118,7 @@ async def refuse_undeclared(request: Request) -> None:
     known = _routes(request.app).get(id(route)) if isinstance(route, APIRoute) else None
     if known is None:
         return
-    problem = undeclared(known, request.query_params)
+    problem = refused(known, request.query_params)
     if problem is None:
         return
     if known.keyed:

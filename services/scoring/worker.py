@@ -104,8 +104,8 @@ class Worker:
         # what `polling_while` runs (a recomputation) while this thread keeps the group's heartbeat
         self.background = ThreadPoolExecutor(1, thread_name_prefix="scoring-background")
         self.in_flight: tuple[Future, store.Prepared] | None = None
-        # batches the engine holds whose write failed (the database was away), in order: written
-        # again once it answers (`write_unwritten`), instead of rebuilding the engine
+        # batches (and ticks) the engine holds whose write failed (the database was away), in
+        # order: written again once it answers (`write_unwritten`), instead of rebuilding the engine
         self.unwritten: list[store.Prepared] = []
 
     # ---- set-up -----------------------------------------------------------------------------
@@ -582,10 +582,15 @@ class Worker:
         if self.scorer is None:  # a recomputation failed after dropping the engine
             self.restore()
         now = self.clock()
-        batch = store.Batch(changes=self.scorer.advance(now))
-        with Session(self.db) as s:
-            changed = store.write(s, self.scorer, batch, now=now, clock_moved=True, fence=self.fence)
-            s.commit()
+        prepared = store.prepare(self.scorer, store.Batch(changes=self.scorer.advance(now)), now=now,
+                                 clock_moved=True, fence=self.fence)
+        try:
+            changed = persist(self.db, prepared)
+        except OperationalError:
+            # the engine has moved its clock: kept, like a batch, for `run` to write again once the
+            # database answers (`write_unwritten`), rather than rebuilding the engine
+            self.unwritten.append(prepared)
+            raise
         self.last_tick = time.monotonic()
         return changed
 

@@ -742,6 +742,45 @@ def test_batches_whose_write_failed_while_the_database_was_away_are_written_agai
     assert explained > 0
 
 
+def test_a_tick_whose_write_fails_is_kept_and_written_again_not_rebuilt(scoring_db, clock, monkeypatch):
+    """A tick that meets the database away (a deadline passed, so the engine has lowered a score)
+    keeps its rows with the worker, as a batch does: `run` writes them once the database answers,
+    in order before the next batch, with no rebuild. (Before, its error sent the worker back to
+    what was stored, a rebuild: the broker test below, `..._costs_the_running_worker_a_retry_not_a_rebuild`,
+    failed so whenever one of its 0.2 s ticks met the outage before a batch did.)"""
+    from sqlalchemy.exc import OperationalError
+
+    from tests.scoring import factories as sf
+
+    clock.now = sf.T0 + timedelta(hours=1)
+    worker = one_county_worker(scoring_db, clock)
+    records = [sf.inspection(sf.finding("F-1", deadline=sf.T0.date() + timedelta(days=10))),
+               sf.step("rectification.reported", "F-1", at=sf.T0 + timedelta(days=20))]
+    worker.handle([on_partition_0(records[0], 0)])
+    persist, rebuilds = store.persist, []
+
+    def database_away(session, prepared, stored=None):
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(store, "persist", database_away)
+    monkeypatch.setattr(store, "rebuild", lambda *a, **k: rebuilds.append(a))
+    clock.now = sf.T0 + timedelta(days=15)  # the deadline passed five days ago
+    with pytest.raises(OperationalError):
+        worker.tick()
+    assert len(worker.unwritten) == 1 and worker.unwritten[0].clock_moved and worker.scorer is not None
+    monkeypatch.setattr(store, "persist", persist)
+    worker.write_unwritten()  # what run() does once the database answers
+    with Session(scoring_db.engine) as s:
+        row = s.execute(select(ScoreRow).where(ScoreRow.region_code == "513431")).scalar_one()
+    assert row.cause == "deadline" and orjson.loads(row.components)["rectification"] < 100
+    worker.handle([on_partition_0(records[1], 1)])  # the next batch goes on from the written tick
+    assert rebuilds == [] and worker.unwritten == []
+    monkeypatch.undo()
+    fresh = store.rebuild(scoring_db.engine, shipped(), {"513431": "in_poverty"})
+    assert fresh.as_of == clock.now
+    assert worker.scorer.score("513431", 2026) == fresh.score("513431", 2026)
+
+
 def test_a_worker_that_is_reassigned_while_batches_are_unwritten_drops_them_and_rebuilds(scoring_db, clock,
                                                                                         monkeypatch):
     """Batches not yet written when the worker goes back to what is stored (a rebalance, a

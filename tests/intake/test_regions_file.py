@@ -82,6 +82,7 @@ def test_a_bad_file_is_refused_before_anything_is_loaded(tmp_path, broker):
 @pytest.mark.parametrize("breakage, message", [
     (lambda rs: rs[-1].update(status="poor"), "has status 'poor'"),
     (lambda rs: rs[-1].update(code="51343"), "bad or repeated region"),
+    (lambda rs: rs[-1].update(code=rs[-1]["code"][:5] + "\u0661"), "bad or repeated region"),  # an Arabic-Indic 1
     (lambda rs: rs.append(dict(rs[-1])), "bad or repeated region"),
     (lambda rs: rs[0].update(parent_code="510000"), "needs no parent"),
 ])

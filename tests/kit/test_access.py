@@ -22,7 +22,7 @@ from services.kit.access import Access
 from services.kit.access.__main__ import main as access_cli
 from services.kit.access.idempotency import IdempotencyStore, ShownOnce, _without, fingerprint
 from services.kit.access.local import file_regions, local_keys, region_of, saved_token
-from services.kit.access.principal import NATIONAL, Principal
+from services.kit.access.principal import NATIONAL, Principal, key_region
 from services.kit.access.ratelimit import RateLimiter
 from services.kit.access.tables import ApiKey, IdempotencyRecord
 from services.ranking.app import create_app as ranking_app
@@ -51,6 +51,15 @@ def test_the_region_rule():
     national = Principal("k", "n", frozenset({"admin"}), NATIONAL)
     assert national.covers(B_COUNTY) and national.covers("520102") and national.covers(NATIONAL)
     assert national.province_wide and not province.covers(NATIONAL) and not province.sees(NATIONAL)
+
+
+@pytest.mark.parametrize("code", ["513431\n", "5134311", "51343", "013431", "5134a1", "\u0665\u0661\u0663\u0664\u0663\u0661",
+                                  "5\u0661\u0663\u0664\u0663\u0661", "\uff15\uff11\uff13\uff14\uff13\uff11"])
+def test_a_keys_region_is_six_ascii_digits_and_nothing_after(code):
+    """A key's region (the API and the create-key CLI check it so): not a trailing newline, which
+    `$` let through, nor another script's digits (Arabic-Indic, full-width), which `\\d` did."""
+    assert not key_region(code)
+    assert key_region("513431") and key_region(NATIONAL)
 
 
 # --- the three services over one small world: A's data and B's data -------------------------------------

@@ -36,7 +36,7 @@ def regions_file(path: Path) -> dict[str, Any]:
     levels = {}
     for r in regions:
         code, level = r.get("code"), r.get("level")
-        if not (isinstance(code, str) and re.fullmatch(r"[1-9]\d{5}", code)) or level not in LEVELS \
+        if not (isinstance(code, str) and re.fullmatch(r"[1-9][0-9]{5}", code)) or level not in LEVELS \
                 or not isinstance(r.get("name"), str) or code in levels:
             raise ValueError(f"{path}: bad or repeated region {r!r}")
         levels[code] = level

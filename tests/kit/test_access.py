@@ -53,8 +53,9 @@ def test_the_region_rule():
     assert national.province_wide and not province.covers(NATIONAL) and not province.sees(NATIONAL)
 
 
-@pytest.mark.parametrize("code", ["513431\n", "5134311", "51343", "013431", "5134a1", "\u0665\u0661\u0663\u0664\u0663\u0661",
-                                  "5\u0661\u0663\u0664\u0663\u0661", "\uff15\uff11\uff13\uff14\uff13\uff11"])
+@pytest.mark.parametrize("code", ["513431\n", "5134311", "51343", "013431", "5134a1",
+                                  "\u0665\u0661\u0663\u0664\u0663\u0661", "5\u0661\u0663\u0664\u0663\u0661",
+                                  "\uff15\uff11\uff13\uff14\uff13\uff11"])
 def test_a_keys_region_is_six_ascii_digits_and_nothing_after(code):
     """A key's region (the API and the create-key CLI check it so): not a trailing newline, which
     `$` let through, nor another script's digits (Arabic-Indic, full-width), which `\\d` did."""

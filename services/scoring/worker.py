@@ -575,22 +575,27 @@ class Worker:
         the costliest way in memory (docs/performance.md, the late-assignment path). `run` ticks
         again as soon as the assignment comes.
         """
-        self.settle()
-        self.put_off = self.consumer is not None and self.owner is None
-        if not self.put_off:
-            self.recompute_if_asked()
-        if self.scorer is None:  # a recomputation failed after dropping the engine
-            self.restore()
+        self.settle()  # (a write in flight that failed is kept: `unwritten`)
+        # from here the database holds whatever the engine does and the consumer has read: its
+        # outage puts the tick off (`TickPutOff`), with nothing to rebuild
+        try:
+            self.put_off = self.consumer is not None and self.owner is None
+            if not self.put_off:
+                self.recompute_if_asked()
+            if self.scorer is None:  # a recomputation failed after dropping the engine
+                self.restore()
+        except OperationalError as exc:
+            raise TickPutOff(str(exc).splitlines()[0]) from exc
         now = self.clock()
         prepared = store.prepare(self.scorer, store.Batch(changes=self.scorer.advance(now)), now=now,
                                  clock_moved=True, fence=self.fence)
         try:
             changed = persist(self.db, prepared)
-        except OperationalError:
-            # the engine has moved its clock: kept, like a batch, for `run` to write again once the
-            # database answers (`write_unwritten`), rather than rebuilding the engine
+        except OperationalError as exc:
+            # the engine has moved its clock: its rows are kept, like a batch, for `run` to write
+            # once the database answers (`write_unwritten`)
             self.unwritten.append(prepared)
-            raise
+            raise TickPutOff(str(exc).splitlines()[0]) from exc
         self.last_tick = time.monotonic()
         return changed
 
@@ -633,7 +638,7 @@ class Worker:
                     self.connect()
                 self.tick()
                 return True
-            except (OperationalError, DBAPIError) as exc:
+            except (OperationalError, DBAPIError, TickPutOff) as exc:
                 backoff.wait(stop, "database (at start)", exc)
         return False
 
@@ -684,6 +689,8 @@ class Worker:
                 resync = True
             except Reassigned as exc:
                 log.info("%s: building the engine for the new ones", exc)
+            except TickPutOff as exc:
+                backoff.wait(stop, "database (a tick)", exc)  # and go on: the engine is as stored, or held
             except OffsetOutOfRangeError as exc:
                 # our position is past the end of the log: the broker lost it (tansu keeps
                 # nothing on restart; retention on real Kafka). Catch up, then read from the start.
@@ -710,6 +717,12 @@ class Worker:
 class Reassigned(Exception):
     """A rebalance happened while the worker was busy between polls: what it was doing was for
     partitions it may no longer own. Nothing was written; `run` builds the engine again."""
+
+
+class TickPutOff(Exception):
+    """A tick the database's outage put off (its OperationalError is the cause): the engine is as
+    stored, or holds the tick's rows for `write_unwritten`. `run` backs off and goes on, with
+    nothing to rebuild."""
 
 
 class _Interrupted(Exception):

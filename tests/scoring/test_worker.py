@@ -742,14 +742,18 @@ def test_batches_whose_write_failed_while_the_database_was_away_are_written_agai
     assert explained > 0
 
 
-def test_a_tick_whose_write_fails_is_kept_and_written_again_not_rebuilt(scoring_db, clock, monkeypatch):
-    """A tick that meets the database away (a deadline passed, so the engine has lowered a score)
-    keeps its rows with the worker, as a batch does: `run` writes them once the database answers,
-    in order before the next batch, with no rebuild. (Before, its error sent the worker back to
-    what was stored, a rebuild: the broker test below, `..._costs_the_running_worker_a_retry_not_a_rebuild`,
-    failed so whenever one of its 0.2 s ticks met the outage before a batch did.)"""
+def test_a_tick_the_database_puts_off_is_kept_and_written_again_not_rebuilt(scoring_db, clock, monkeypatch):
+    """A tick that meets the database away is put off (`TickPutOff`), never a rebuild: before the
+    engine moves (its first look, for a new policy, fails), nothing changes; once it has moved (a
+    deadline passed, a score lowered), its rows stay with the worker, as a batch's do, and `run`
+    writes them once the database answers, in order before the next batch. (Before, its error sent
+    the worker back to what was stored, a rebuild: the broker test below,
+    `..._costs_the_running_worker_a_retry_not_a_rebuild`, failed so whenever one of its 0.2 s ticks
+    met the outage before a batch did.)"""
     from sqlalchemy.exc import OperationalError
 
+    from services.scoring import policy_store
+    from services.scoring.worker import TickPutOff
     from tests.scoring import factories as sf
 
     clock.now = sf.T0 + timedelta(hours=1)
@@ -762,10 +766,15 @@ def test_a_tick_whose_write_fails_is_kept_and_written_again_not_rebuilt(scoring_
     def database_away(session, prepared, stored=None):
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(store, "persist", database_away)
     monkeypatch.setattr(store, "rebuild", lambda *a, **k: rebuilds.append(a))
     clock.now = sf.T0 + timedelta(days=15)  # the deadline passed five days ago
-    with pytest.raises(OperationalError):
+    with monkeypatch.context() as away:
+        away.setattr(policy_store, "active_id", lambda *a, **k: database_away(None, None))
+        with pytest.raises(TickPutOff):
+            worker.tick()
+    assert worker.unwritten == [] and worker.scorer.as_of == sf.T0 + timedelta(hours=1)  # the engine has not moved
+    monkeypatch.setattr(store, "persist", database_away)
+    with pytest.raises(TickPutOff):
         worker.tick()
     assert len(worker.unwritten) == 1 and worker.unwritten[0].clock_moved and worker.scorer is not None
     monkeypatch.setattr(store, "persist", persist)
@@ -808,31 +817,44 @@ def test_a_worker_that_is_reassigned_while_batches_are_unwritten_drops_them_and_
 
 def test_a_database_away_for_a_moment_costs_the_running_worker_a_retry_not_a_rebuild(system, scoring_db, database,
                                                                                     monkeypatch):
-    """Over the broker, `run` itself: two writes fail (the database away), the worker backs off,
-    writes the batches it holds once the database answers, and scores on, never rebuilding its
-    engine; every score then equals a clean recomputation from intake's store."""
+    """Over the broker, `run` itself: the database goes away twice, never costing a rebuild of
+    the engine. First its reads fail (a tick's look for a new policy: the tick is put off). Then
+    its writes fail while events arrive and the 0.2 s tick runs: the worker backs off, writes the
+    batches and ticks it holds once the database answers, and scores on. Every score then equals a
+    clean recomputation from intake's store."""
     from sqlalchemy.exc import OperationalError
 
     from services.intake.store.models import StoredEvent
+    from services.scoring import policy_store
 
     intake, scoring, _ = system
     assert intake.post("/v1/events", json=f.inspection(f.finding())).status_code == 201
     wait_for(lambda: score(scoring, "513431"))
-    persist, failures, rebuilds = store.persist, [], []
+    away, failures, rebuilds = set(), [], []
 
-    def away_twice(session, prepared, stored=None):
-        if len(failures) < 2:
-            failures.append(prepared)
-            raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
-        return persist(session, prepared, stored)
+    def unless_away(call):
+        def called(*args, **kwargs):
+            if call.__name__ in away:
+                failures.append(call.__name__)
+                raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
+            return call(*args, **kwargs)
+        return called
 
     rebuild = store.rebuild
     monkeypatch.setattr(store, "rebuild", lambda *a, **k: rebuilds.append(a) or rebuild(*a, **k))
-    monkeypatch.setattr(store, "persist", away_twice)
+    monkeypatch.setattr(store, "persist", unless_away(store.persist))
+    monkeypatch.setattr(policy_store, "active_id", unless_away(policy_store.active_id))
+    away.add("active_id")  # ticks every 0.2 s (besides, a look each second, which fails quietly)
+    wait_for(lambda: failures.count("active_id") >= 3)
+    away.clear()
     events = [f.daily_check(county, items_failed=n) for n in (1, 2) for county in ("513431", "513433")]
-    for event in events:
+    assert intake.post("/v1/events", json=events[0]).status_code == 201
+    wait_for(lambda: applied_count(scoring_db) == 2, timeout=30)
+    away.add("persist")
+    for event in events[1:]:
         assert intake.post("/v1/events", json=event).status_code == 201
-    wait_for(lambda: len(failures) == 2)
+    wait_for(lambda: failures.count("persist") >= 2)
+    away.clear()
     with Session(database.engine) as s:
         wanted = s.execute(select(func.count()).select_from(StoredEvent)).scalar_one()
     assert wanted == 1 + len(events)

@@ -28,7 +28,7 @@ import orjson
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import OffsetOutOfRangeError
 from kafka.partitioner.default import murmur2
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
@@ -107,6 +107,9 @@ class Worker:
         # batches (and ticks) the engine holds whose write failed (the database was away), in
         # order: written again once it answers (`write_unwritten`), instead of rebuilding the engine
         self.unwritten: list[store.Prepared] = []
+        # rebuild requests this worker claimed whose recomputation a database outage broke off:
+        # taken up again by its next tick, not left to lapse (an hour: `claimable`)
+        self.claimed_rebuilds: set[int] = set()
 
     # ---- set-up -----------------------------------------------------------------------------
 
@@ -318,16 +321,19 @@ class Worker:
         """Carry out `POST /v1/rebuilds`: rebuild from intake's export; record the outcome.
 
         One worker claims a request (under the writers' lock); a claim an hour old is taken over
-        (its worker died mid-rebuild).
+        (its worker died mid-rebuild). One whose recomputation a database outage broke off is
+        taken up again by the next tick of the worker that claimed it (`claimed_rebuilds`).
         """
         with Session(self.db) as s:
             store.lock(s)
-            pending = s.execute(select(RebuildRequest).where(*claimable(self.clock()))
+            mine = and_(RebuildRequest.id.in_(self.claimed_rebuilds), RebuildRequest.done_at.is_(None))
+            pending = s.execute(select(RebuildRequest).where(or_(and_(*claimable(self.clock())), mine))
                                 .order_by(RebuildRequest.id)).scalars().all()
             ids = [r.id for r in pending]
             for r in pending:
                 r.started_at = self.clock()
             s.commit()
+        self.claimed_rebuilds = set(ids)  # until recorded done (or given back on a rebalance)
         if not ids:
             return
         events, error = None, None
@@ -337,6 +343,7 @@ class Worker:
             with Session(self.db) as s:  # not done: taken up again (by whichever worker) shortly
                 s.execute(update(RebuildRequest).where(RebuildRequest.id.in_(ids)).values(started_at=None))
                 s.commit()
+            self.claimed_rebuilds = set()
             raise
         except httpx.HTTPError as exc:
             error = f"intake's export unavailable: {exc}"
@@ -345,6 +352,7 @@ class Worker:
             for r in s.execute(select(RebuildRequest).where(RebuildRequest.id.in_(ids))).scalars():
                 r.done_at, r.events, r.error = self.clock(), events, error
             s.commit()
+        self.claimed_rebuilds = set()
 
     def catch_up(self) -> int:
         """After the broker's log was replaced (a broker that lost its data, retention): apply, in

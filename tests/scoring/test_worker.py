@@ -412,6 +412,49 @@ def test_a_rebuild_that_fails_midway_changes_nothing_and_the_worker_goes_on(scor
         assert store.applied_count(s) == 2
 
 
+def test_a_rebuild_a_database_outage_broke_off_is_taken_up_again_by_the_next_tick(scoring_db, clock, monkeypatch):
+    """The database goes away while the worker recomputes for a rebuild request: the tick is put
+    off and the request stays claimed by this worker, which takes it up again at its next tick
+    (before, the claim lapsed only after an hour: the request waited that long, shown as started)."""
+    from sqlalchemy.exc import OperationalError
+
+    from services.scoring.models import RebuildRequest
+    from services.scoring.worker import TickPutOff
+    from tests.scoring import factories as sf
+
+    record = sf.inspection(sf.finding("F-1", severity="critical"))
+    clock.now = sf.T0 + timedelta(days=1)
+    worker = one_county_worker(scoring_db, clock)
+    worker.handle([on_partition_0(record, 0)])
+    with Session(scoring_db.engine) as s:
+        s.add(RebuildRequest(requested_at=clock.now))
+        s.commit()
+    worker.export_lines = lambda: iter([on_partition_0(record, 0).value.decode()])
+    recompute = worker.recompute
+
+    def away_midway(*args, **kwargs):
+        raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(worker, "recompute", away_midway)
+    with pytest.raises(TickPutOff):
+        worker.tick()
+    with Session(scoring_db.engine) as s:
+        request = s.execute(select(RebuildRequest)).scalar_one()
+    assert request.started_at is not None and request.done_at is None
+    monkeypatch.setattr(worker, "recompute", recompute)  # the database answers again
+    clock.now += timedelta(minutes=1)
+    worker.tick()
+    with Session(scoring_db.engine) as s:
+        request = s.execute(select(RebuildRequest)).scalar_one()
+    served_at = clock.now
+    assert request.done_at == served_at and (request.events, request.error) == (1, None)
+    assert worker.claimed_rebuilds == set()
+    clock.now += timedelta(minutes=1)
+    worker.tick()  # served: not taken up again
+    with Session(scoring_db.engine) as s:
+        assert s.execute(select(RebuildRequest)).scalar_one().done_at == served_at
+
+
 def test_a_placed_worker_looks_for_rebuild_requests_and_policy_switches_about_every_second(scoring_db, clock,
                                                                                           monkeypatch):
     """`asked_lately`, which `run` ticks on: nothing before the group places the worker, then a

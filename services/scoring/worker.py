@@ -584,9 +584,11 @@ class Worker:
         again as soon as the assignment comes.
         """
         self.settle()  # (a write in flight that failed is kept: `unwritten`)
-        # from here the database holds whatever the engine does and the consumer has read: its
-        # outage puts the tick off (`TickPutOff`), with nothing to rebuild
+        # from here the database holds whatever the engine does and the consumer has read, but for
+        # what `unwritten` keeps: its outage puts the tick off (`TickPutOff`), with nothing to rebuild
         try:
+            if self.unwritten:  # first, in order (`run` writes them before it ticks)
+                self.write_unwritten()
             self.put_off = self.consumer is not None and self.owner is None
             if not self.put_off:
                 self.recompute_if_asked()

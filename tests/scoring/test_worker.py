@@ -820,6 +820,9 @@ def test_a_tick_the_database_puts_off_is_kept_and_written_again_not_rebuilt(scor
     with pytest.raises(TickPutOff):
         worker.tick()
     assert len(worker.unwritten) == 1 and worker.unwritten[0].clock_moved and worker.scorer is not None
+    with pytest.raises(TickPutOff):
+        worker.tick()  # still away: the kept tick is tried first, and stays
+    assert len(worker.unwritten) == 1
     monkeypatch.setattr(store, "persist", persist)
     worker.write_unwritten()  # what run() does once the database answers
     with Session(scoring_db.engine) as s:

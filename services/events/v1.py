@@ -43,7 +43,8 @@ from services.events.vocabulary import (
     Severity,
 )
 
-RegionCode = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{5}$")]
+REGION_CODE = r"[1-9][0-9]{5}"  # a division code: six ASCII digits, not starting with 0
+RegionCode = Annotated[str, StringConstraints(pattern=f"^{REGION_CODE}$")]
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"  # a partner's id (finding, team, ...), 1 to 64 characters
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=IDENTIFIER)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]

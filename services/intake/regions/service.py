@@ -11,6 +11,7 @@ import orjson
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
+from services.events.v1 import REGION_CODE
 from services.intake.regions.models import Region
 from services.kit.access.principal import NATIONAL
 from services.kit.problems import InvalidEvent, Problem
@@ -36,7 +37,7 @@ def regions_file(path: Path) -> dict[str, Any]:
     levels = {}
     for r in regions:
         code, level = r.get("code"), r.get("level")
-        if not (isinstance(code, str) and re.fullmatch(r"[1-9][0-9]{5}", code)) or level not in LEVELS \
+        if not (isinstance(code, str) and re.fullmatch(REGION_CODE, code)) or level not in LEVELS \
                 or not isinstance(r.get("name"), str) or code in levels:
             raise ValueError(f"{path}: bad or repeated region {r!r}")
         levels[code] = level

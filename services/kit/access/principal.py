@@ -4,10 +4,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from services.events.v1 import REGION_CODE
 from services.kit.problems import Problem
 
 SCOPES = ("events:write", "events:read", "scores:read", "standings:read", "webhooks:manage", "admin")
-REGION_CODE = re.compile(r"[1-9][0-9]{5}")  # ASCII digits, as the contract's; whole (fullmatch)
 NATIONAL = "000000"  # a key's region for every province (a regions file of several: KAOHE_REGIONS_FILE)
 
 
@@ -25,7 +25,7 @@ def region_prefix(code: str) -> str:
 
 def key_region(value: str) -> bool:
     """What a key's region may be: a division code, or the national scope."""
-    return value == NATIONAL or REGION_CODE.fullmatch(value) is not None
+    return value == NATIONAL or re.fullmatch(REGION_CODE, value) is not None
 
 
 @dataclass(frozen=True, slots=True)

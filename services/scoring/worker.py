@@ -586,6 +586,7 @@ class Worker:
         self.settle()  # (a write in flight that failed is kept: `unwritten`)
         # from here the database holds whatever the engine does and the consumer has read, but for
         # what `unwritten` keeps: its outage puts the tick off (`TickPutOff`), with nothing to rebuild
+        prepared = None
         try:
             if self.unwritten:  # first, in order (`run` writes them before it ticks)
                 self.write_unwritten()
@@ -594,17 +595,15 @@ class Worker:
                 self.recompute_if_asked()
             if self.scorer is None:  # a recomputation failed after dropping the engine
                 self.restore()
-        except OperationalError as exc:
-            raise TickPutOff(str(exc).splitlines()[0]) from exc
-        now = self.clock()
-        prepared = store.prepare(self.scorer, store.Batch(changes=self.scorer.advance(now)), now=now,
-                                 clock_moved=True, fence=self.fence)
-        try:
+            now = self.clock()
+            prepared = store.prepare(self.scorer, store.Batch(changes=self.scorer.advance(now)), now=now,
+                                     clock_moved=True, fence=self.fence)
             changed = persist(self.db, prepared)
         except OperationalError as exc:
-            # the engine has moved its clock: its rows are kept, like a batch, for `run` to write
-            # once the database answers (`write_unwritten`)
-            self.unwritten.append(prepared)
+            if prepared is not None:
+                # the engine has moved its clock: its rows are kept, like a batch, for `run` to
+                # write once the database answers (`write_unwritten`)
+                self.unwritten.append(prepared)
             raise TickPutOff(str(exc).splitlines()[0]) from exc
         self.last_tick = time.monotonic()
         return changed

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from kafka import KafkaProducer
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from services.events import registry, topics
@@ -364,6 +365,11 @@ def on_partition_0(record, offset: int) -> Message:
                    registry.encode_record(record.sequence, record.recorded_at, registry.to_json_dict(record.event)), [])
 
 
+def database_away(*args, **kwargs):
+    """Any database call (a write, a look) while the database is away."""
+    raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
+
+
 def one_county_worker(scoring_db, clock) -> Worker:
     """A worker (no consumer) owning the one partition of county 513431, engine built, clock ticked."""
     with Session(scoring_db.engine) as s:
@@ -416,8 +422,6 @@ def test_a_rebuild_a_database_outage_broke_off_is_taken_up_again_by_the_next_tic
     """The database goes away while the worker recomputes for a rebuild request: the tick is put
     off and the request stays claimed by this worker, which takes it up again at its next tick
     (before, the claim lapsed only after an hour: the request waited that long, shown as started)."""
-    from sqlalchemy.exc import OperationalError
-
     from services.scoring.models import RebuildRequest
     from services.scoring.worker import TickPutOff
     from tests.scoring import factories as sf
@@ -432,10 +436,7 @@ def test_a_rebuild_a_database_outage_broke_off_is_taken_up_again_by_the_next_tic
     worker.export_lines = lambda: iter([on_partition_0(record, 0).value.decode()])
     recompute = worker.recompute
 
-    def away_midway(*args, **kwargs):
-        raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
-
-    monkeypatch.setattr(worker, "recompute", away_midway)
+    monkeypatch.setattr(worker, "recompute", database_away)  # away midway
     with pytest.raises(TickPutOff):
         worker.tick()
     with Session(scoring_db.engine) as s:
@@ -460,8 +461,6 @@ def test_a_placed_worker_looks_for_rebuild_requests_and_policy_switches_about_ev
     """`asked_lately`, which `run` ticks on: nothing before the group places the worker, then a
     pending request or a newly active policy, looked up at most once a second; a database that does
     not answer is not an error here (the engine stays, the next write meets the outage)."""
-    from sqlalchemy.exc import OperationalError
-
     from services.scoring import policy_store
     from services.scoring.models import RebuildRequest
 
@@ -487,10 +486,7 @@ def test_a_placed_worker_looks_for_rebuild_requests_and_policy_switches_about_ev
     worker.tick()  # rescored under it
     assert worker.policy.id == "default-v4" and not worker.asked_lately()
 
-    def away(*args, **kwargs):
-        raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
-
-    monkeypatch.setattr(policy_store, "active_id", away)
+    monkeypatch.setattr(policy_store, "active_id", database_away)
     worker.last_asked = 0.0
     assert not worker.asked_lately() and worker.scorer is not None
 
@@ -597,18 +593,12 @@ def test_a_write_that_fails_in_flight_is_raised_and_the_engine_is_rebuilt_from_w
     """A batch is written while the next is applied: when that write fails, the engine already
     holds the batch. The failure comes out of the next `submit`/`settle`; the engine rebuilt from
     the database lacks the batch, which is then applied and stored once."""
-    from sqlalchemy.exc import OperationalError
-
     from tests.scoring import factories as sf
 
     records = [sf.inspection(sf.finding("F-1", severity="critical")), sf.step("rectification.reported", "F-1")]
     worker = one_county_worker(scoring_db, clock)
     worker.submit([on_partition_0(records[0], 0)])
     persist = store.persist
-
-    def database_away(session, prepared, stored=None):
-        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
-
     monkeypatch.setattr(store, "persist", database_away)
     worker.submit([on_partition_0(records[1], 1)])  # the first is written meanwhile
     assert len(worker.scorer.applied) == 2  # applied in memory, its write in flight
@@ -743,8 +733,6 @@ def test_batches_whose_write_failed_while_the_database_was_away_are_written_agai
     """The database goes away while batch 1 is written and batch 2 applied: both stay with the
     worker, are written in order once it answers, and the engine is not rebuilt (at a million
     events that rebuild took 40 s with nothing scored)."""
-    from sqlalchemy.exc import OperationalError
-
     from tests.scoring import factories as sf
 
     records = [sf.inspection(sf.finding("F-1", severity="critical")), sf.step("rectification.reported", "F-1"),
@@ -793,8 +781,6 @@ def test_a_tick_the_database_puts_off_is_kept_and_written_again_not_rebuilt(scor
     the worker back to what was stored, a rebuild: the broker test below,
     `..._costs_the_running_worker_a_retry_not_a_rebuild`, failed so whenever one of its 0.2 s ticks
     met the outage before a batch did.)"""
-    from sqlalchemy.exc import OperationalError
-
     from services.scoring import policy_store
     from services.scoring.worker import TickPutOff
     from tests.scoring import factories as sf
@@ -805,14 +791,10 @@ def test_a_tick_the_database_puts_off_is_kept_and_written_again_not_rebuilt(scor
                sf.step("rectification.reported", "F-1", at=sf.T0 + timedelta(days=20))]
     worker.handle([on_partition_0(records[0], 0)])
     persist, rebuilds = store.persist, []
-
-    def database_away(session, prepared, stored=None):
-        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
-
     monkeypatch.setattr(store, "rebuild", lambda *a, **k: rebuilds.append(a))
     clock.now = sf.T0 + timedelta(days=15)  # the deadline passed five days ago
     with monkeypatch.context() as away:
-        away.setattr(policy_store, "active_id", lambda *a, **k: database_away(None, None))
+        away.setattr(policy_store, "active_id", database_away)
         with pytest.raises(TickPutOff):
             worker.tick()
     assert worker.unwritten == [] and worker.scorer.as_of == sf.T0 + timedelta(hours=1)  # the engine has not moved
@@ -840,8 +822,6 @@ def test_a_worker_that_is_reassigned_while_batches_are_unwritten_drops_them_and_
                                                                                         monkeypatch):
     """Batches not yet written when the worker goes back to what is stored (a rebalance, a
     refused write): the engine that holds them is dropped with them, and rebuilt from the database."""
-    from sqlalchemy.exc import OperationalError
-
     from tests.scoring import factories as sf
 
     worker = one_county_worker(scoring_db, clock)
@@ -868,8 +848,6 @@ def test_a_database_away_for_a_moment_costs_the_running_worker_a_retry_not_a_reb
     its writes fail while events arrive and the 0.2 s tick runs: the worker backs off, writes the
     batches and ticks it holds once the database answers, and scores on. Every score then equals a
     clean recomputation from intake's store."""
-    from sqlalchemy.exc import OperationalError
-
     from services.intake.store.models import StoredEvent
     from services.scoring import policy_store
 
@@ -882,7 +860,7 @@ def test_a_database_away_for_a_moment_costs_the_running_worker_a_retry_not_a_reb
         def called(*args, **kwargs):
             if call.__name__ in away:
                 failures.append(call.__name__)
-                raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
+                database_away()
             return call(*args, **kwargs)
         return called
 
